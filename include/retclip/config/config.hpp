@@ -1,0 +1,184 @@
+// Typed configuration of a run: one struct per YAML section. Defaults follow the
+// RET-CLIP reference (DESIGN.md §4). Precedence: defaults < YAML < --set a.b=c.
+//
+//   auto cfg = config::load("configs/tiny-cpu.yaml", {"train.steps=100"});
+//   config::validate(cfg);           // also done by load()
+//   std::cout << config::to_yaml(cfg);
+//
+// Every error names the full key path ("optim.warmup_steps"), what was expected and
+// what was found, with the YAML file and line where there is one.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace retclip::config {
+
+struct VisionConfig {
+  std::string preset = "ViT-B-16";  ///< ViT-B-16 | ViT-L-14 | ViT-S-8 | vit-tiny | vit-micro
+  int64_t image_size = 0;           ///< 0 = preset's (also sets data.image_size when 0)
+  int64_t patch_size = 0;           ///< 0 = preset's
+  int64_t width = 0;                ///< 0 = preset's
+  int64_t layers = 0;               ///< 0 = preset's
+  int64_t heads = 0;                ///< 0 = width / 64 (preset's)
+  double mlp_ratio = 0;             ///< 0 = preset's (4)
+};
+
+struct TextConfig {
+  std::string preset = "RoBERTa-wwm-ext-base-chinese";  ///< see model/presets.hpp
+  int64_t vocab_size = 0;       ///< 0 = preset's, else the tokenizer's
+  int64_t hidden = 0;           ///< 0 = preset's
+  int64_t layers = 0;
+  int64_t heads = 0;
+  int64_t intermediate = 0;
+  int64_t max_position = 0;
+  double dropout = 0.1;         ///< hidden and attention dropout (reference: 0.1)
+};
+
+struct InitConfig {
+  std::string vision;  ///< OpenAI-CLIP/OpenCLIP ViT weights (.pt, TorchScript, safetensors)
+  std::string text;    ///< HF BERT weights (pytorch_model.bin / model.safetensors)
+  std::string full;    ///< a full retclip / RET-CLIP state dict
+};
+
+struct ModelConfig {
+  VisionConfig vision;
+  TextConfig text;
+  int64_t embed_dim = 0;               ///< 0 = vision preset's
+  double logit_scale_init = 4.4998096703302650;  ///< ln 90, as the reference
+  InitConfig init;
+};
+
+struct TokenizerConfig {
+  std::string type = "wordpiece";  ///< wordpiece (vocab.txt) | sentencepiece (.model)
+  std::string path;                ///< vocab.txt or .model; empty = data dir's tokenizer
+  bool lowercase = true;           ///< wordpiece only
+};
+
+struct AugmentConfig {
+  bool enabled = true;
+  std::array<double, 2> crop_scale{0.9, 1.0};  ///< random resized crop area range
+  double color_jitter = 0.2;                   ///< brightness/contrast/saturation strength
+  double random_erasing = 0.1;                 ///< probability
+  bool hflip = false;  ///< off: a flipped left eye looks like a right eye
+};
+
+struct DataConfig {
+  std::string train;             ///< manifest (.csv/.jsonl), RET-CLIP dir, or shard dir
+  std::string val;               ///< same forms; empty = no validation
+  std::string format = "auto";   ///< auto | manifest | retclip | shards
+  int64_t image_size = 224;
+  int64_t context_length = 100;
+  TokenizerConfig tokenizer;
+  AugmentConfig augment;
+  std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073};
+  std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
+  int64_t workers = 2;           ///< loader threads
+  int64_t prefetch = 4;          ///< batches queued ahead
+  std::string on_bad_sample = "skip";  ///< skip | fail
+  bool drop_last = true;         ///< drop or pad the last incomplete global batch
+};
+
+struct LossWeights {
+  double patient = 1.0;
+  double left = 1.0;
+  double right = 1.0;
+};
+
+struct LossConfig {
+  LossWeights weights;
+  bool gather = true;          ///< global negatives across ranks
+  bool local_loss = false;     ///< local rows x global columns (OpenCLIP's --local-loss)
+  double logit_scale_max = 4.6051701859880914;  ///< ln 100 clamp (OpenCLIP)
+};
+
+struct OptimConfig {
+  double lr = 3e-5;
+  double weight_decay = 0.001;
+  /// Parameters whose name contains any of these take no weight decay.
+  std::vector<std::string> no_decay{"bias", "LayerNorm", "ln_", "logit_scale", "class_embedding",
+                                    "positional_embedding", "position_embeddings"};
+  std::array<double, 2> betas{0.9, 0.98};
+  double eps = 1e-6;
+  int64_t warmup_steps = 50;
+  std::string schedule = "cosine";  ///< cosine | constant | const-cooldown
+  double min_lr = 0.0;
+  int64_t cooldown_steps = 0;      ///< const-cooldown only
+  double clip_norm = 0.0;          ///< 0 = no clipping
+  int64_t accum_steps = 1;         ///< micro-batches per step, full-batch negatives
+};
+
+struct FreezeConfig {
+  bool vision = false;
+  bool text = false;
+  int64_t vision_blocks = 0;  ///< freeze the first N vision blocks (+ embeddings)
+  int64_t text_blocks = 0;    ///< freeze the first N text layers (+ embeddings)
+};
+
+struct TrainConfig {
+  int64_t steps = 0;           ///< total optimizer steps; 0 = derive from epochs
+  int64_t epochs = 1;
+  int64_t batch_size = 256;    ///< patients per rank per step
+  std::string precision = "fp32";  ///< fp32 | bf16 | fp16
+  std::string device = "auto";     ///< auto | cpu | cuda
+  int64_t threads = 0;         ///< intra-op threads; 0 = all cores available
+  uint64_t seed = 123;
+  bool grad_checkpointing = false;
+  FreezeConfig freeze;
+  int64_t val_every = 0;       ///< steps; 0 = only at epoch end
+  int64_t max_skipped_steps = 10;  ///< consecutive non-finite steps before stopping
+  bool deterministic = false;
+};
+
+struct CheckpointConfig {
+  std::string dir;             ///< empty = <log.dir>/checkpoints
+  int64_t every_steps = 500;
+  int64_t keep_last = 3;
+  int64_t keep_every = 0;      ///< also keep every M-th step for good; 0 = none
+  std::string resume;          ///< empty | auto | path
+};
+
+struct LogConfig {
+  std::string dir = "runs/retclip";  ///< run directory
+  int64_t interval = 10;       ///< steps between progress lines
+  bool tensorboard = true;
+  std::string level = "info";  ///< debug | info | warn | error
+};
+
+struct DistConfig {
+  std::string backend = "auto";  ///< auto | gloo | nccl
+  double timeout_s = 600;
+  double bucket_mb = 25;
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  LossConfig loss;
+  OptimConfig optim;
+  TrainConfig train;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  DistConfig dist;
+};
+
+/// Loads defaults, then `path` (empty = none), then each "a.b=c" override, then
+/// validates. Throws UsageError naming the key path, file and line.
+Config load(const std::string& path, const std::vector<std::string>& overrides = {});
+
+/// Loads from YAML text (`origin` names it in errors).
+Config load_string(const std::string& yaml, const std::string& origin,
+                   const std::vector<std::string>& overrides = {});
+
+/// Checks ranges and enumerations; throws UsageError naming the key path.
+void validate(const Config& cfg);
+
+/// The resolved config as YAML (every key, in declaration order).
+std::string to_yaml(const Config& cfg);
+
+/// Stable hash of the resolved config (hex), stored in checkpoints.
+std::string hash(const Config& cfg);
+
+}  // namespace retclip::config

@@ -1,0 +1,41 @@
+// What this process runs on: library versions, CUDA devices, CPU threads and the
+// parallel backend. Used by `retclip info`, run directories and benchmarks.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace retclip::util {
+
+struct CudaDevice {
+  int index = 0;
+  std::string name;
+  double memory_gib = 0;
+  int major = 0, minor = 0;  ///< compute capability
+};
+
+struct SystemInfo {
+  std::string retclip_version, git_hash;
+  std::string torch_version, opencv_version, sentencepiece_version;
+  bool cuda_available = false;
+  std::vector<CudaDevice> cuda_devices;
+  int64_t intra_op_threads = 0, inter_op_threads = 0;
+  int64_t hardware_threads = 0;
+  std::string parallel_backend;  ///< first lines of at::get_parallel_info()
+  std::string blas;              ///< MKL / OpenBLAS line from the parallel info
+};
+
+SystemInfo system_info();
+
+/// Sets LibTorch's intra-op threads: `n` > 0 as given, 0 = the cores available to
+/// this process (affinity mask). Returns the number now in use.
+int64_t configure_threads(int64_t n);
+
+/// Cores this process may run on (sched_getaffinity), at least 1.
+int64_t available_cores();
+
+/// Peak resident set size of this process in bytes (from /proc/self/status VmHWM).
+int64_t peak_rss_bytes();
+
+}  // namespace retclip::util

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything retclip needs to build, test and run, on Debian 12 (bookworm):
+# Debian packages for the C++ dependencies, LibTorch 2.11.0 from the PyPI
+# torch==2.11.0 wheel, and the Python oracles used only by tests and benchmarks.
+# Idempotent: what is already there is left alone. Prints what it did and how long.
+set -euo pipefail
+start=$(date +%s)
+PY=${PYTHON:-python3}
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+installed=()
+
+apt_pkgs=(build-essential cmake ninja-build pkg-config git ccache
+  libopencv-dev libsentencepiece-dev sentencepiece libyaml-cpp-dev libspdlog-dev libfmt-dev
+  libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  installed+=("apt: ${missing[*]}")
+fi
+
+# LibTorch 2.11.0 lives inside the torch wheel (CUDA 13.0 build; CPU works without a GPU).
+if ! $PY -c 'import torch, sys; sys.exit(0 if torch.__version__.split("+")[0] == "2.11.0" else 1)' 2>/dev/null; then
+  echo "setup: installing torch==2.11.0 from PyPI (LibTorch for the C++ build)"
+  $PY -m pip install -q --disable-pip-version-check "torch==2.11.0"
+  installed+=("pip: torch==2.11.0")
+fi
+
+# Oracles for the numeric tests and the PyTorch benchmarks (never used by retclip itself).
+py_pkgs=("numpy" "safetensors" "transformers" "open_clip_torch" "tensorboard" "torchvision==0.26.0" "pillow")
+if ! $PY -c 'import numpy, safetensors, transformers, open_clip, tensorboard, torchvision, PIL' 2>/dev/null; then
+  echo "setup: installing Python test oracles: ${py_pkgs[*]}"
+  $PY -m pip install -q --disable-pip-version-check "${py_pkgs[@]}"
+  installed+=("pip: ${py_pkgs[*]}")
+fi
+
+took=$(( $(date +%s) - start ))
+if [ ${#installed[@]} -eq 0 ]; then
+  echo "setup: everything already installed (${took}s)"
+else
+  for l in "${installed[@]}"; do echo "setup: installed $l"; done
+  echo "setup: done in ${took}s"
+fi

@@ -1,0 +1,52 @@
+// The `retclip` executable: parses the command line, runs one subcommand and maps
+// errors to exit codes (0 success, 1 runtime failure, 2 usage or config error).
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "command.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/version.hpp"
+
+namespace retclip::cli {
+std::vector<CommandEntry>& command_registry() {
+  static std::vector<CommandEntry> reg;
+  return reg;
+}
+}  // namespace retclip::cli
+
+int main(int argc, char** argv) {
+  using namespace retclip;
+  CLI::App app{"retclip: CLIP-style pretraining of retinal foundation models (RET-CLIP)"};
+  app.set_version_flag("--version", std::string("retclip ") + kVersion + " (" + kGitHash + ")");
+  app.require_subcommand(1);
+  auto& reg = cli::command_registry();
+  std::sort(reg.begin(), reg.end(),
+            [](const auto& a, const auto& b) { return std::string(a.name) < b.name; });
+  std::map<CLI::App*, cli::RunFn> runs;
+  for (const auto& e : reg) {
+    size_t before = app.get_subcommands({}).size();
+    cli::RunFn fn = e.add(app);
+    auto subs = app.get_subcommands({});
+    if (subs.size() > before) runs[subs.back()] = std::move(fn);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    for (auto* sub : app.get_subcommands()) {
+      auto it = runs.find(sub);
+      if (it != runs.end()) return it->second();
+    }
+    std::fprintf(stderr, "retclip: no subcommand given (see --help)\n");
+    return 2;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "retclip: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "retclip: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,88 @@
+// System and build information.
+#include "retclip/util/system.hpp"
+
+#include <ATen/Parallel.h>
+#include <opencv2/core/version.hpp>
+#include <sched.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#ifdef RETCLIP_HAVE_CUDART
+#include <cuda_runtime_api.h>
+#endif
+
+#include "retclip/version.hpp"
+
+namespace retclip::util {
+
+int64_t available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  auto hw = static_cast<int64_t>(std::thread::hardware_concurrency());
+  return hw > 0 ? hw : 1;
+}
+
+int64_t configure_threads(int64_t n) {
+  int64_t want = n > 0 ? n : available_cores();
+  at::set_num_threads(static_cast<int>(want));
+  return at::get_num_threads();
+}
+
+int64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      std::istringstream ss(line.substr(6));
+      int64_t kb = 0;
+      ss >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+SystemInfo system_info() {
+  SystemInfo s;
+  s.retclip_version = kVersion;
+  s.git_hash = kGitHash;
+  s.torch_version = TORCH_VERSION;
+  s.opencv_version = CV_VERSION;
+  s.sentencepiece_version = kSentencePieceVersion;
+  s.cuda_available = torch::cuda::is_available();
+#ifdef RETCLIP_HAVE_CUDART
+  if (s.cuda_available) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) == cudaSuccess) {
+      for (int i = 0; i < n; ++i) {
+        cudaDeviceProp p{};
+        if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+        s.cuda_devices.push_back({i, p.name, static_cast<double>(p.totalGlobalMem) / (1 << 30),
+                                  p.major, p.minor});
+      }
+    }
+  }
+#endif
+  s.intra_op_threads = at::get_num_threads();
+  s.inter_op_threads = at::get_num_interop_threads();
+  s.hardware_threads = available_cores();
+  std::istringstream info(at::get_parallel_info());
+  std::string line;
+  while (std::getline(info, line)) {
+    if (line.rfind("ATen parallel backend:", 0) == 0) s.parallel_backend = line.substr(23);
+    if (line.find("Math Kernel Library") != std::string::npos ||
+        line.find("OpenBLAS") != std::string::npos)
+      s.blas = line;
+  }
+  return s;
+}
+
+}  // namespace retclip::util
