@@ -1,0 +1,42 @@
+// The unit of data: one patient (left CFP, right CFP — either may be missing —
+// and the diagnostic report), as read from a manifest or a RET-CLIP jsonl+tsv pair,
+// before decoding. Readers live in manifest.hpp; decoding in image.hpp.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace retclip::data {
+
+/// One eye's image: a file path or the encoded bytes (RET-CLIP tsv), or nothing.
+struct ImageRef {
+  std::string path;   ///< absolute or relative to the process cwd (readers resolve)
+  std::string bytes;  ///< encoded image (JPEG/PNG/...) when read from base64
+  bool present() const { return !path.empty() || !bytes.empty(); }
+  /// Where it came from, for error messages ("a.jpg" or "imgs.tsv row 12 (left)").
+  std::string describe() const;
+};
+
+struct Sample {
+  std::string patient_id;
+  ImageRef left, right;
+  std::string report;                         ///< patient-level report
+  std::string left_report, right_report;      ///< optional per-eye reports
+  std::string split;                          ///< optional ("train", "val", "test")
+  std::map<std::string, std::string> labels;  ///< extra columns (label_*, findings)
+  std::string origin;                         ///< "manifest.csv row 17" for errors
+};
+
+/// A bad sample found while reading or decoding: what, where, and the policy outcome.
+struct BadSample {
+  std::string origin;  ///< file and row
+  std::string reason;
+};
+
+/// data.on_bad_sample
+enum class BadSamplePolicy { kSkip, kFail };
+BadSamplePolicy parse_bad_sample_policy(const std::string& s);
+
+}  // namespace retclip::data
