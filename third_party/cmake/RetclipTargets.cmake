@@ -50,3 +50,15 @@ function(retclip_test name)
     PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
     DISCOVERY_TIMEOUT 120)
 endfunction()
+
+# retclip_existing(<out-var> <dir> files...): the files of the list that exist. Used
+# by modules whose parts are written in parallel; every file listed is a real part.
+function(retclip_existing out dir)
+  set(_have)
+  foreach(f ${ARGN})
+    if(EXISTS ${dir}/${f})
+      list(APPEND _have ${f})
+    endif()
+  endforeach()
+  set(${out} ${_have} PARENT_SCOPE)
+endfunction()
