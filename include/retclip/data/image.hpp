@@ -25,16 +25,31 @@ namespace retclip::data {
 /// has no image decoding (RETCLIP_WITH_IMGCODECS=OFF).
 cv::Mat decode_image(const ImageRef& ref);
 
-/// Field of view: centre and radius of the retina disc, in pixels.
+/// Field of view: the bounding box of the retina disc, in pixels. Found by thresholding
+/// the smoothed brightness (max of R, G, B) at max(10, 0.05 * its 99th percentile) on a
+/// copy at most 640 px wide and keeping the largest connected region, so JPEG noise in
+/// the border, burnt-in labels and dark (cataract) photos do not move the box.
 struct FieldOfView {
   cv::Rect box;  ///< bounding box of the bright (non-border) region
   bool found = false;
 };
 FieldOfView find_field_of_view(const cv::Mat& rgb);
 
-/// Crops to the field of view, pads to square with black, resizes to size x size.
-/// Throws UsageError when no field of view is found (all-black image).
+/// Crops to the field of view, pads to square with black (centred), resizes to size x
+/// size (INTER_AREA when shrinking, INTER_CUBIC when enlarging). Throws UsageError
+/// naming `where` when no field of view is found (all-black image), when the image is
+/// smaller than 16 px on a side, or when the field of view is tiny (under 16 px or under
+/// 10% of the shorter image side). A field of view smaller than `size` is upscaled:
+/// allowed, counted (upscaled_image_count) and warned about once per process.
+/// Shape: HxWx3 uint8 RGB -> size x size x 3 uint8 RGB.
 cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where = "");
+
+/// How many fundus_preprocess calls in this process had to enlarge the image.
+int64_t upscaled_image_count();
+
+/// True when JPEG data ends properly: an EOI marker (FF D9) follows the last
+/// start-of-scan (FF DA). A download cut short fails this check.
+bool jpeg_is_complete(const std::string& bytes);
 
 struct AugmentParams {
   bool enabled = false;
@@ -46,7 +61,13 @@ struct AugmentParams {
 
 /// uint8 RGB (size x size) -> normalised float [3,H,W]. Augmentation randomness comes
 /// only from `seed` (derive it from (run seed, epoch, sample index, eye)), so a
-/// resumed run sees the same pixels.
+/// resumed run sees the same pixels: same seed, same input -> bit-identical tensor.
+/// With aug.enabled, in order: random resized crop (torchvision RandomResizedCrop:
+/// area in crop_scale, aspect 3/4..4/3, bilinear back to HxW), optional horizontal flip
+/// (p 0.5), colour jitter (brightness, contrast, saturation factors in [1-j, 1+j]), then
+/// x/255, (x - mean)/std, then random erasing with probability random_erasing
+/// (torchvision RandomErasing: area 0.02..0.33, aspect 0.3..3.3, value 0).
+/// Shape: HxWx3 uint8 RGB -> [3,H,W] float32.
 at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed,
                      const std::array<double, 3>& mean, const std::array<double, 3>& std);
 

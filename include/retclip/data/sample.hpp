@@ -14,6 +14,7 @@ namespace retclip::data {
 struct ImageRef {
   std::string path;   ///< absolute or relative to the process cwd (readers resolve)
   std::string bytes;  ///< encoded image (JPEG/PNG/...) when read from base64
+  std::string origin; ///< for bytes: where they came from ("train_imgs.tsv row 12 (left)")
   bool present() const { return !path.empty() || !bytes.empty(); }
   /// Where it came from, for error messages ("a.jpg" or "imgs.tsv row 12 (left)").
   std::string describe() const;
@@ -35,8 +36,12 @@ struct BadSample {
   std::string reason;
 };
 
-/// data.on_bad_sample
+/// data.on_bad_sample: kFail throws UsageError at the first bad row (file, row, reason);
+/// kSkip drops the row, records it in ReadReport::bad and logs a summary.
 enum class BadSamplePolicy { kSkip, kFail };
+/// "skip" | "fail" (case-insensitive). Throws UsageError naming the value otherwise.
 BadSamplePolicy parse_bad_sample_policy(const std::string& s);
+/// "skip" | "fail".
+const char* bad_sample_policy_name(BadSamplePolicy p);
 
 }  // namespace retclip::data
