@@ -1,0 +1,210 @@
+// The key table of config.hpp (names and order are the YAML keys and their order in
+// to_yaml) plus the strict scalar parsers and "did you mean" helpers it is read with.
+#include "schema.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+namespace retclip::config::detail {
+
+namespace {
+
+Field leaf(const char* name, int64_t& v) { return {name, Kind::kInt, &v, 0, {}}; }
+Field leaf(const char* name, uint64_t& v) { return {name, Kind::kUInt, &v, 0, {}}; }
+Field leaf(const char* name, double& v) { return {name, Kind::kDouble, &v, 0, {}}; }
+Field leaf(const char* name, bool& v) { return {name, Kind::kBool, &v, 0, {}}; }
+Field leaf(const char* name, std::string& v) { return {name, Kind::kString, &v, 0, {}}; }
+Field leaf(const char* name, std::vector<std::string>& v) {
+  return {name, Kind::kStringList, &v, 0, {}};
+}
+template <size_t N>
+Field leaf(const char* name, std::array<double, N>& v) {
+  return {name, Kind::kDoubleArray, v.data(), N, {}};
+}
+Field section(const char* name, std::vector<Field> children) {
+  return {name, Kind::kSection, nullptr, 0, std::move(children)};
+}
+
+}  // namespace
+
+std::vector<Field> schema(Config& c) {
+  auto& m = c.model;
+  auto& d = c.data;
+  auto& o = c.optim;
+  auto& t = c.train;
+  return {
+      section("model",
+              {section("vision", {leaf("preset", m.vision.preset),
+                                  leaf("image_size", m.vision.image_size),
+                                  leaf("patch_size", m.vision.patch_size),
+                                  leaf("width", m.vision.width), leaf("layers", m.vision.layers),
+                                  leaf("heads", m.vision.heads),
+                                  leaf("mlp_ratio", m.vision.mlp_ratio)}),
+               section("text", {leaf("preset", m.text.preset),
+                                leaf("vocab_size", m.text.vocab_size),
+                                leaf("hidden", m.text.hidden), leaf("layers", m.text.layers),
+                                leaf("heads", m.text.heads),
+                                leaf("intermediate", m.text.intermediate),
+                                leaf("max_position", m.text.max_position),
+                                leaf("dropout", m.text.dropout)}),
+               leaf("embed_dim", m.embed_dim), leaf("logit_scale_init", m.logit_scale_init),
+               section("init", {leaf("vision", m.init.vision), leaf("text", m.init.text),
+                                leaf("full", m.init.full)})}),
+      section("data",
+              {leaf("train", d.train), leaf("val", d.val), leaf("format", d.format),
+               leaf("image_size", d.image_size), leaf("context_length", d.context_length),
+               section("tokenizer", {leaf("type", d.tokenizer.type),
+                                     leaf("path", d.tokenizer.path),
+                                     leaf("lowercase", d.tokenizer.lowercase)}),
+               section("augment", {leaf("enabled", d.augment.enabled),
+                                   leaf("crop_scale", d.augment.crop_scale),
+                                   leaf("color_jitter", d.augment.color_jitter),
+                                   leaf("random_erasing", d.augment.random_erasing),
+                                   leaf("hflip", d.augment.hflip)}),
+               leaf("mean", d.mean), leaf("std", d.std), leaf("workers", d.workers),
+               leaf("prefetch", d.prefetch), leaf("on_bad_sample", d.on_bad_sample),
+               leaf("drop_last", d.drop_last)}),
+      section("loss",
+              {section("weights", {leaf("patient", c.loss.weights.patient),
+                                   leaf("left", c.loss.weights.left),
+                                   leaf("right", c.loss.weights.right)}),
+               leaf("gather", c.loss.gather), leaf("local_loss", c.loss.local_loss),
+               leaf("logit_scale_max", c.loss.logit_scale_max)}),
+      section("optim",
+              {leaf("lr", o.lr), leaf("weight_decay", o.weight_decay),
+               leaf("no_decay", o.no_decay), leaf("betas", o.betas), leaf("eps", o.eps),
+               leaf("warmup_steps", o.warmup_steps), leaf("schedule", o.schedule),
+               leaf("min_lr", o.min_lr), leaf("cooldown_steps", o.cooldown_steps),
+               leaf("clip_norm", o.clip_norm), leaf("accum_steps", o.accum_steps)}),
+      section("train",
+              {leaf("steps", t.steps), leaf("epochs", t.epochs), leaf("batch_size", t.batch_size),
+               leaf("precision", t.precision), leaf("device", t.device),
+               leaf("threads", t.threads), leaf("seed", t.seed),
+               leaf("grad_checkpointing", t.grad_checkpointing),
+               section("freeze", {leaf("vision", t.freeze.vision), leaf("text", t.freeze.text),
+                                  leaf("vision_blocks", t.freeze.vision_blocks),
+                                  leaf("text_blocks", t.freeze.text_blocks)}),
+               leaf("val_every", t.val_every), leaf("max_skipped_steps", t.max_skipped_steps),
+               leaf("deterministic", t.deterministic)}),
+      section("checkpoint",
+              {leaf("dir", c.checkpoint.dir), leaf("every_steps", c.checkpoint.every_steps),
+               leaf("keep_last", c.checkpoint.keep_last),
+               leaf("keep_every", c.checkpoint.keep_every), leaf("resume", c.checkpoint.resume)}),
+      section("log", {leaf("dir", c.log.dir), leaf("interval", c.log.interval),
+                      leaf("tensorboard", c.log.tensorboard), leaf("level", c.log.level)}),
+      section("dist", {leaf("backend", c.dist.backend), leaf("timeout_s", c.dist.timeout_s),
+                       leaf("bucket_mb", c.dist.bucket_mb)}),
+  };
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t sub = prev[j - 1] + (std::tolower(static_cast<unsigned char>(a[i - 1])) ==
+                                          std::tolower(static_cast<unsigned char>(b[j - 1]))
+                                      ? 0
+                                      : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string nearest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(word, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  // Close enough to be a typo: a third of the longer word, at least 2 edits.
+  size_t len = std::max(word.size(), best.size());
+  size_t limit = std::max<size_t>(2, len / 3);
+  if (best_d <= limit) return best;
+  // A shortened name (`patch` for `patch_size`) is a prefix of exactly one candidate.
+  std::string prefixed;
+  if (word.size() >= 3)
+    for (const auto& c : candidates)
+      if (c.size() > word.size() && c.compare(0, word.size(), word) == 0) {
+        if (!prefixed.empty()) return std::string();
+        prefixed = c;
+      }
+  return prefixed;
+}
+
+bool parse_int(const std::string& s, int64_t& out) {
+  size_t i = (!s.empty() && (s[0] == '+' || s[0] == '-')) ? 1 : 0;
+  if (i == s.size()) return false;
+  for (size_t k = i; k < s.size(); ++k)
+    if (!std::isdigit(static_cast<unsigned char>(s[k]))) return false;
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno == ERANGE || end != s.c_str() + s.size()) return false;
+  out = static_cast<int64_t>(v);
+  return true;
+}
+
+bool parse_uint(const std::string& s, uint64_t& out) {
+  size_t i = (!s.empty() && s[0] == '+') ? 1 : 0;
+  if (i == s.size()) return false;
+  for (size_t k = i; k < s.size(); ++k)
+    if (!std::isdigit(static_cast<unsigned char>(s[k]))) return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno == ERANGE || end != s.c_str() + s.size()) return false;
+  out = static_cast<uint64_t>(v);
+  return true;
+}
+
+bool parse_double(const std::string& s, double& out) {
+  // Decimal forms only: [+-] digits [. digits] [e [+-] digits]; no hex, inf or nan.
+  size_t i = 0, n = s.size();
+  if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+  size_t digits = 0;
+  while (i < n && std::isdigit(static_cast<unsigned char>(s[i]))) ++i, ++digits;
+  if (i < n && s[i] == '.') {
+    ++i;
+    while (i < n && std::isdigit(static_cast<unsigned char>(s[i]))) ++i, ++digits;
+  }
+  if (digits == 0) return false;
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+    size_t exp_digits = 0;
+    while (i < n && std::isdigit(static_cast<unsigned char>(s[i]))) ++i, ++exp_digits;
+    if (exp_digits == 0) return false;
+  }
+  if (i != n) return false;
+  errno = 0;
+  double v = std::strtod(s.c_str(), nullptr);
+  if (!std::isfinite(v)) return false;
+  out = v;
+  return true;
+}
+
+bool parse_bool(const std::string& s, bool& out) {
+  std::string l;
+  for (char ch : s) l += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (l == "true" || l == "yes" || l == "1") return out = true, true;
+  if (l == "false" || l == "no" || l == "0") return out = false, true;
+  return false;
+}
+
+std::string format_double(double v) {
+  std::string s = fmt::format("{}", v);
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
+}  // namespace retclip::config::detail

@@ -1,0 +1,202 @@
+// Range and enumeration checks of a Config, in declaration order so the first error
+// is the one a user reading the file top to bottom meets first. Errors name the key
+// path and, when the value came from a file or --set, where it came from.
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "retclip/util/error.hpp"
+#include "schema.hpp"
+
+namespace retclip::config::detail {
+
+namespace {
+
+class Checker {
+ public:
+  explicit Checker(const Origins& origins) : origins_(origins) {}
+
+  [[noreturn]] void fail(const std::string& path, const std::string& expected,
+                         const std::string& found, const std::string& hint = "") const {
+    auto it = origins_.find(path);
+    std::string where = it == origins_.end() ? "" : " in " + it->second;
+    throw UsageError(fmt::format("`{}`{}: expected {}, found {}{}", path, where, expected, found,
+                                 hint.empty() ? "" : ". HINT: " + hint));
+  }
+
+  void finite(const std::string& path, double v) const {
+    if (!std::isfinite(v)) fail(path, "a finite number", fmt::format("{}", v));
+  }
+  void gt(const std::string& path, double v, double lo, const std::string& hint = "") const {
+    finite(path, v);
+    if (!(v > lo)) fail(path, fmt::format("a number > {}", lo), fmt::format("{}", v), hint);
+  }
+  void ge(const std::string& path, double v, double lo, const std::string& hint = "") const {
+    finite(path, v);
+    if (!(v >= lo)) fail(path, fmt::format("a number >= {}", lo), fmt::format("{}", v), hint);
+  }
+  /// lo <= v < hi
+  void half_open(const std::string& path, double v, double lo, double hi) const {
+    finite(path, v);
+    if (!(v >= lo && v < hi))
+      fail(path, fmt::format("a number in [{}, {})", lo, hi), fmt::format("{}", v));
+  }
+  void closed(const std::string& path, double v, double lo, double hi) const {
+    finite(path, v);
+    if (!(v >= lo && v <= hi))
+      fail(path, fmt::format("a number in [{}, {}]", lo, hi), fmt::format("{}", v));
+  }
+  void ge(const std::string& path, int64_t v, int64_t lo, const std::string& hint = "") const {
+    if (v < lo) fail(path, fmt::format("an integer >= {}", lo), fmt::format("{}", v), hint);
+  }
+  void closed(const std::string& path, int64_t v, int64_t lo, int64_t hi) const {
+    if (v < lo || v > hi)
+      fail(path, fmt::format("an integer in [{}, {}]", lo, hi), fmt::format("{}", v));
+  }
+  void one_of(const std::string& path, const std::string& v,
+              const std::vector<std::string>& allowed) const {
+    for (const auto& a : allowed)
+      if (v == a) return;
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    std::string guess = nearest(v, allowed);
+    fail(path, "one of " + list, fmt::format("`{}`", v),
+         guess.empty() ? "" : fmt::format("did you mean `{}`?", guess));
+  }
+
+ private:
+  const Origins& origins_;
+};
+
+}  // namespace
+
+void validate_with(const Config& c, const Origins& origins) {
+  Checker k(origins);
+
+  // model
+  const auto& v = c.model.vision;
+  if (v.preset.empty()) k.fail("model.vision.preset", "a preset name such as ViT-B-16", "``");
+  if (v.image_size != 0) k.closed("model.vision.image_size", v.image_size, 16, 4096);
+  k.ge("model.vision.patch_size", v.patch_size, 0, "0 takes the preset's");
+  if (v.patch_size > 0 && v.image_size > 0 && v.image_size % v.patch_size != 0)
+    k.fail("model.vision.image_size",
+           fmt::format("a multiple of model.vision.patch_size ({})", v.patch_size),
+           fmt::format("{}", v.image_size));
+  k.ge("model.vision.width", v.width, 0, "0 takes the preset's");
+  k.ge("model.vision.layers", v.layers, 0, "0 takes the preset's");
+  k.ge("model.vision.heads", v.heads, 0, "0 takes width / 64");
+  if (v.heads > 0 && v.width > 0 && v.width % v.heads != 0)
+    k.fail("model.vision.heads", fmt::format("a divisor of model.vision.width ({})", v.width),
+           fmt::format("{}", v.heads));
+  k.ge("model.vision.mlp_ratio", v.mlp_ratio, 0.0, "0 takes the preset's (4)");
+
+  const auto& t = c.model.text;
+  if (t.preset.empty())
+    k.fail("model.text.preset", "a preset name such as RoBERTa-wwm-ext-base-chinese", "``");
+  k.ge("model.text.vocab_size", t.vocab_size, 0, "0 takes the preset's");
+  k.ge("model.text.hidden", t.hidden, 0, "0 takes the preset's");
+  k.ge("model.text.layers", t.layers, 0, "0 takes the preset's");
+  k.ge("model.text.heads", t.heads, 0, "0 takes the preset's");
+  if (t.heads > 0 && t.hidden > 0 && t.hidden % t.heads != 0)
+    k.fail("model.text.heads", fmt::format("a divisor of model.text.hidden ({})", t.hidden),
+           fmt::format("{}", t.heads));
+  k.ge("model.text.intermediate", t.intermediate, 0, "0 takes the preset's");
+  k.ge("model.text.max_position", t.max_position, 0, "0 takes the preset's");
+  k.half_open("model.text.dropout", t.dropout, 0.0, 1.0);
+  k.ge("model.embed_dim", c.model.embed_dim, 0, "0 takes the vision preset's");
+  k.finite("model.logit_scale_init", c.model.logit_scale_init);
+
+  // data
+  const auto& d = c.data;
+  k.one_of("data.format", d.format, {"auto", "manifest", "retclip", "shards"});
+  k.closed("data.image_size", d.image_size, 16, 4096);
+  if (v.patch_size > 0 && d.image_size % v.patch_size != 0)
+    k.fail("data.image_size",
+           fmt::format("a multiple of model.vision.patch_size ({})", v.patch_size),
+           fmt::format("{}", d.image_size),
+           fmt::format("try {}", (d.image_size / v.patch_size) * v.patch_size));
+  k.closed("data.context_length", d.context_length, 4, 512);
+  if (t.max_position > 0 && d.context_length > t.max_position)
+    k.fail("data.context_length",
+           fmt::format("at most model.text.max_position ({})", t.max_position),
+           fmt::format("{}", d.context_length));
+  k.one_of("data.tokenizer.type", d.tokenizer.type, {"wordpiece", "sentencepiece"});
+  const auto& a = d.augment;
+  k.finite("data.augment.crop_scale", a.crop_scale[0]);
+  k.finite("data.augment.crop_scale", a.crop_scale[1]);
+  if (!(a.crop_scale[0] > 0 && a.crop_scale[0] <= a.crop_scale[1] && a.crop_scale[1] <= 1))
+    k.fail("data.augment.crop_scale", "[a, b] with 0 < a <= b <= 1",
+           fmt::format("[{}, {}]", a.crop_scale[0], a.crop_scale[1]),
+           "the reference uses [0.9, 1.0]");
+  k.closed("data.augment.color_jitter", a.color_jitter, 0.0, 1.0);
+  k.closed("data.augment.random_erasing", a.random_erasing, 0.0, 1.0);
+  for (double m : d.mean) k.finite("data.mean", m);
+  for (double s : d.std)
+    k.gt("data.std", s, 0.0, "every channel's std divides the pixel values");
+  k.ge("data.workers", d.workers, 0);
+  k.ge("data.prefetch", d.prefetch, 1);
+  k.one_of("data.on_bad_sample", d.on_bad_sample, {"skip", "fail"});
+
+  // loss
+  const auto& w = c.loss.weights;
+  k.ge("loss.weights.patient", w.patient, 0.0);
+  k.ge("loss.weights.left", w.left, 0.0);
+  k.ge("loss.weights.right", w.right, 0.0);
+  if (w.patient == 0 && w.left == 0 && w.right == 0)
+    k.fail("loss.weights", "at least one weight > 0", "all three 0",
+           "the reference weighs patient, left and right 1.0 each");
+  k.gt("loss.logit_scale_max", c.loss.logit_scale_max, 0.0, "ln 100 = 4.605 as OpenCLIP");
+
+  // optim
+  const auto& o = c.optim;
+  k.gt("optim.lr", o.lr, 0.0, "the reference uses 3e-5");
+  k.ge("optim.weight_decay", o.weight_decay, 0.0);
+  for (const auto& n : o.no_decay)
+    if (n.empty()) k.fail("optim.no_decay", "non-empty name fragments", "an empty item");
+  k.half_open("optim.betas", o.betas[0], 0.0, 1.0);
+  k.half_open("optim.betas", o.betas[1], 0.0, 1.0);
+  k.gt("optim.eps", o.eps, 0.0);
+  k.ge("optim.warmup_steps", o.warmup_steps, 0);
+  k.one_of("optim.schedule", o.schedule, {"cosine", "constant", "const-cooldown"});
+  k.ge("optim.min_lr", o.min_lr, 0.0);
+  if (o.min_lr > o.lr)
+    k.fail("optim.min_lr", fmt::format("at most optim.lr ({})", o.lr), fmt::format("{}", o.min_lr));
+  k.ge("optim.cooldown_steps", o.cooldown_steps, 0);
+  k.ge("optim.clip_norm", o.clip_norm, 0.0, "0 turns clipping off");
+  k.ge("optim.accum_steps", o.accum_steps, 1);
+
+  // train
+  const auto& tr = c.train;
+  k.ge("train.steps", tr.steps, 0, "0 derives the steps from train.epochs");
+  if (tr.steps == 0)
+    k.ge("train.epochs", tr.epochs, 1, "train.steps is 0, so the run length comes from epochs");
+  else
+    k.ge("train.epochs", tr.epochs, 0);
+  k.ge("train.batch_size", tr.batch_size, 1);
+  k.one_of("train.precision", tr.precision, {"fp32", "bf16", "fp16"});
+  k.one_of("train.device", tr.device, {"auto", "cpu", "cuda"});
+  k.ge("train.threads", tr.threads, 0, "0 uses every core available");
+  k.ge("train.freeze.vision_blocks", tr.freeze.vision_blocks, 0);
+  k.ge("train.freeze.text_blocks", tr.freeze.text_blocks, 0);
+  k.ge("train.val_every", tr.val_every, 0, "0 validates at each epoch end");
+  k.ge("train.max_skipped_steps", tr.max_skipped_steps, 0);
+
+  // checkpoint
+  k.ge("checkpoint.every_steps", c.checkpoint.every_steps, 1);
+  k.ge("checkpoint.keep_last", c.checkpoint.keep_last, 1);
+  k.ge("checkpoint.keep_every", c.checkpoint.keep_every, 0, "0 keeps no extra checkpoints");
+
+  // log
+  k.ge("log.interval", c.log.interval, 1);
+  k.one_of("log.level", c.log.level, {"debug", "info", "warn", "error"});
+
+  // dist
+  k.one_of("dist.backend", c.dist.backend, {"auto", "gloo", "nccl"});
+  if (c.dist.backend == "nccl" && tr.device == "cpu")
+    k.fail("dist.backend", "gloo or auto when train.device is cpu", "`nccl`",
+           "NCCL only moves CUDA tensors");
+  k.gt("dist.timeout_s", c.dist.timeout_s, 0.0);
+  k.gt("dist.bucket_mb", c.dist.bucket_mb, 0.0);
+}
+
+}  // namespace retclip::config::detail
