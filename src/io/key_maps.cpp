@@ -1,0 +1,128 @@
+// Key maps from foreign checkpoints (OpenAI CLIP / OpenCLIP, Hugging Face BERT,
+// RET-CLIP reference) to retclip's state-dict names, and the positional-embedding
+// resize OpenCLIP applies when the image size changes.
+#include <torch/nn/functional/upsampling.h>
+
+#include <cmath>
+
+#include "retclip/io/state_dict.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/util/log.hpp"
+
+namespace retclip::io {
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
+}
+
+bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+// Patches per side of a [1+g*g, D] positional embedding; 0 when it is not square.
+int64_t grid_of(const at::Tensor& pe) {
+  if (pe.dim() != 2 || pe.size(0) < 2) return 0;
+  const int64_t n = pe.size(0) - 1;
+  const auto g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+  return g * g == n ? g : 0;
+}
+
+}  // namespace
+
+at::Tensor resize_positional_embedding(const at::Tensor& pe, int64_t new_grid, bool antialias) {
+  RETCLIP_CHECK_USAGE(new_grid > 0, "resize_positional_embedding: expected a positive grid size but got ",
+                      new_grid, ". HINT: grid = image_size / patch_size");
+  const int64_t g = grid_of(pe);
+  RETCLIP_CHECK_USAGE(g > 0, "resize_positional_embedding: expected [1+g*g, D] (one class token and a "
+                      "square patch grid) but got ", pe.sizes(),
+                      ". HINT: checkpoints with extra tokens or non-square grids are not supported");
+  if (g == new_grid) return pe;
+  const int64_t d = pe.size(1);
+  const auto compute = pe.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor tok = pe.slice(0, 0, 1);
+  at::Tensor img = pe.slice(0, 1).to(compute).reshape({1, g, g, d}).permute({0, 3, 1, 2});
+  namespace F = torch::nn::functional;
+  img = F::interpolate(img, F::InterpolateFuncOptions()
+                                .size(std::vector<int64_t>{new_grid, new_grid})
+                                .mode(torch::kBicubic)
+                                .align_corners(false)
+                                .antialias(antialias));
+  img = img.permute({0, 2, 3, 1}).reshape({new_grid * new_grid, d}).to(pe.scalar_type());
+  return at::cat({tok, img}, 0).contiguous();
+}
+
+StateDict map_openai_clip_visual(const StateDict& sd, int64_t target_grid) {
+  bool full = false;
+  for (const auto& [k, v] : sd)
+    if (starts_with(k, "visual.")) full = true;
+  StateDict out;
+  size_t dropped = 0;
+  for (const auto& [k, v] : sd) {
+    if (full) {
+      if (starts_with(k, "visual."))
+        out.emplace_back(k, v);
+      else
+        ++dropped;
+    } else {
+      out.emplace_back("visual." + k, v);
+    }
+  }
+  bool has_trunk = false;
+  for (const auto& [k, v] : out)
+    if (starts_with(k, "visual.trunk.")) has_trunk = true;
+  for (const char* need : {"visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding"})
+    RETCLIP_CHECK_USAGE(find_tensor(out, need) != nullptr,
+                        "map_openai_clip_visual: expected a CLIP VisionTransformer state dict but '",
+                        need, "' is missing (", out.size(), " visual keys). HINT: ",
+                        has_trunk ? "timm-trunk OpenCLIP models (visual.trunk.*) are not supported"
+                                  : "ModifiedResNet (RN50...) CLIP models are not supported; use a ViT "
+                                    "checkpoint");
+  if (dropped) log::debug("map_openai_clip_visual: dropped {} text-tower keys", dropped);
+
+  if (target_grid > 0) {
+    for (auto& [k, v] : out) {
+      if (k != "visual.positional_embedding") continue;
+      const int64_t g = grid_of(v);
+      if (g != target_grid) {
+        log::info("resizing visual.positional_embedding from a {}x{} to a {}x{} patch grid (bicubic)", g,
+                  g, target_grid, target_grid);
+        v = resize_positional_embedding(v, target_grid);
+      }
+    }
+  }
+  return out;
+}
+
+StateDict map_hf_bert(const StateDict& sd) {
+  StateDict out;
+  size_t dropped = 0;
+  for (const auto& [k, v] : sd) {
+    std::string r = starts_with(k, "bert.") ? k.substr(5) : k;
+    if (ends_with(r, ".position_ids") ||
+        !(starts_with(r, "embeddings.") || starts_with(r, "encoder."))) {
+      ++dropped;  // pooler.*, cls.*, task heads, position_ids buffers
+      continue;
+    }
+    if (ends_with(r, "LayerNorm.gamma")) r = r.substr(0, r.size() - 5) + "weight";
+    if (ends_with(r, "LayerNorm.beta")) r = r.substr(0, r.size() - 4) + "bias";
+    out.emplace_back("bert." + r, v);
+  }
+  RETCLIP_CHECK_USAGE(!out.empty(), "map_hf_bert: expected Hugging Face BERT keys (embeddings.*, encoder.*, "
+                      "optionally under bert.) but found none among ", sd.size(),
+                      " keys. HINT: for RET-CLIP checkpoints use map_retclip");
+  if (dropped) log::debug("map_hf_bert: dropped {} keys (pooler, heads, position_ids)", dropped);
+  return out;
+}
+
+StateDict map_retclip(const StateDict& sd) {
+  StateDict out;
+  for (const auto& [k, v] : strip_prefix(sd, "module.")) {
+    if (starts_with(k, "bert.pooler.") || ends_with(k, ".position_ids")) continue;
+    out.emplace_back(k, v);
+  }
+  return out;
+}
+
+}  // namespace retclip::io

@@ -1,0 +1,323 @@
+// Loading state dicts from the file formats retclip imports, saving them as
+// safetensors, and copying them into modules with a load report.
+#include "retclip/io/state_dict.hpp"
+
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/serialize.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <unordered_map>
+
+#include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
+#include "retclip/util/log.hpp"
+
+namespace retclip::io {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
+}
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+std::string read_prefix(const fs::path& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  RETCLIP_CHECK_USAGE(in.good(), "cannot open weights file ", path.string(), ": ",
+                      std::strerror(errno), ". HINT: check the path");
+  std::string s(n, '\0');
+  in.read(s.data(), static_cast<std::streamsize>(n));
+  s.resize(static_cast<size_t>(in.gcount()));
+  return s;
+}
+
+void check_unique(const StateDict& sd, const std::string& where) {
+  std::set<std::string> seen;
+  for (const auto& [k, v] : sd)
+    RETCLIP_CHECK_USAGE(seen.insert(k).second, where, ": key '", k,
+                        "' appears twice. HINT: after stripping prefixes two entries collided; "
+                        "load the file without key mapping to inspect it");
+}
+
+// The keys under which training scripts nest the model's weights, most specific first.
+constexpr const char* kNestedKeys[] = {"state_dict", "model", "module", "model_state_dict"};
+
+void collect_tensors(const c10::IValue& v, const std::string& where, StateDict* out, int depth) {
+  RETCLIP_CHECK_USAGE(v.isGenericDict(), where, ": expected a dict of tensors (a state_dict) but found ",
+                      v.tagKind(), ". HINT: save model.state_dict(), not the model object");
+  auto dict = v.toGenericDict();
+  for (const char* nk : kNestedKeys) {
+    auto it = dict.find(c10::IValue(std::string(nk)));
+    if (it != dict.end() && it->value().isGenericDict() && depth < 4) {
+      log::debug("{}: using the nested \"{}\" entry", where, nk);
+      collect_tensors(it->value(), where, out, depth + 1);
+      return;
+    }
+  }
+  size_t skipped = 0;
+  std::string other_keys;
+  for (const auto& e : dict) {
+    if (e.key().isString() && e.value().isTensor()) {
+      out->emplace_back(e.key().toStringRef(), e.value().toTensor().detach().contiguous());
+    } else {
+      ++skipped;
+      if (other_keys.size() < 200)
+        other_keys += (other_keys.empty() ? "" : ", ") + (e.key().isString() ? e.key().toStringRef()
+                                                                              : e.key().tagKind());
+    }
+  }
+  RETCLIP_CHECK_USAGE(!out->empty(), where, ": found no tensors; top-level keys: ", other_keys,
+                      ". HINT: retclip unwraps \"state_dict\", \"model\", \"module\" and "
+                      "\"model_state_dict\"; re-save the weights with torch.save(model.state_dict())");
+  if (skipped) log::debug("{}: skipped {} non-tensor entries ({})", where, skipped, other_keys);
+}
+
+StateDict load_torch_zip(const fs::path& path) {
+  const std::string where = path.string();
+  std::string bytes = util::read_file(path);
+  c10::IValue v;
+  try {
+    v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const c10::Error& e) {
+    throw UsageError(str_cat(where, ": cannot unpickle this torch.save archive: ",
+                             e.what_without_backtrace(),
+                             ". HINT: only plain containers of tensors are supported; in Python run "
+                             "torch.save(torch.load(p)['state_dict'], out) or export to safetensors"));
+  }
+  StateDict sd;
+  collect_tensors(v, where, &sd, 0);
+  return sd;
+}
+
+StateDict load_torchscript(const fs::path& path) {
+  torch::jit::Module m;
+  try {
+    m = torch::jit::load(path.string(), c10::Device(c10::kCPU));
+  } catch (const c10::Error& e) {
+    throw UsageError(str_cat(path.string(), ": cannot load TorchScript archive: ",
+                             e.what_without_backtrace(), ". HINT: the archive may need a newer torch"));
+  }
+  StateDict sd;
+  for (const auto& p : m.named_parameters(/*recurse=*/true))
+    sd.emplace_back(p.name, p.value.detach().contiguous());
+  for (const auto& b : m.named_buffers(/*recurse=*/true))
+    sd.emplace_back(b.name, b.value.detach().contiguous());
+  return sd;
+}
+
+StateDict load_hf_index(const fs::path& path) {
+  const std::string where = path.string();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(util::read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw UsageError(str_cat(where, ": not valid JSON (", e.what(), ")"));
+  }
+  RETCLIP_CHECK_USAGE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), where,
+                      ": expected a \"weight_map\" object (Hugging Face shard index)");
+  std::vector<std::string> files;
+  std::unordered_map<std::string, std::string> owner;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    RETCLIP_CHECK_USAGE(it.value().is_string(), where, ": weight_map[\"", it.key(), "\"] is not a file name");
+    const std::string f = it.value().get<std::string>();
+    if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
+    owner[it.key()] = f;
+  }
+  StateDict sd;
+  for (const auto& f : files) {
+    auto shard = read_safetensors(path.parent_path() / f);
+    for (auto& [k, t] : shard.tensors) {
+      auto it = owner.find(k);
+      RETCLIP_CHECK_USAGE(it != owner.end() && it->second == f, where, ": shard ", f, " holds '", k,
+                          "', which the index does not assign to it. HINT: the index and shards "
+                          "come from different exports");
+      sd.emplace_back(k, std::move(t));
+    }
+  }
+  RETCLIP_CHECK_USAGE(sd.size() == owner.size(), where, ": the index names ", owner.size(),
+                      " tensors but the shards hold ", sd.size());
+  return sd;
+}
+
+fs::path resolve_folder(const fs::path& dir) {
+  for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"})
+    if (fs::exists(dir / name)) return dir / name;
+  std::string found;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (found.size() > 300) break;
+    found += (found.empty() ? "" : ", ") + e.path().filename().string();
+  }
+  throw UsageError(str_cat(dir.string(), " is a folder without model.safetensors, "
+                           "model.safetensors.index.json or pytorch_model.bin (found: ", found,
+                           "). HINT: pass the weights file itself"));
+}
+
+}  // namespace
+
+const char* format_name(WeightsFormat f) {
+  switch (f) {
+    case WeightsFormat::kSafetensors: return "safetensors";
+    case WeightsFormat::kTorchZip: return "torch.save zip";
+    case WeightsFormat::kTorchScript: return "TorchScript archive";
+    case WeightsFormat::kHfSafetensorsIndex: return "safetensors shard index";
+  }
+  return "unknown";
+}
+
+WeightsFormat detect_weights_format(const fs::path& path) {
+  const std::string where = path.string();
+  const std::string head = read_prefix(path, 16);
+  if (head.size() >= 4 && head.compare(0, 4, "PK\x03\x04") == 0) {
+    std::vector<std::string> records;
+    try {
+      caffe2::serialize::PyTorchStreamReader reader(where);
+      records = reader.getAllRecords();
+    } catch (const c10::Error& e) {
+      throw UsageError(str_cat(where, ": a zip file but not a PyTorch archive: ",
+                               e.what_without_backtrace(), ". HINT: the file may be truncated"));
+    }
+    bool has_data = false, has_code = false;
+    for (const auto& r : records) {
+      if (r == "data.pkl") has_data = true;
+      if (r == "constants.pkl" || starts_with(r, "code/")) has_code = true;
+    }
+    if (has_code) return WeightsFormat::kTorchScript;
+    if (has_data) return WeightsFormat::kTorchZip;
+    throw UsageError(str_cat(where, ": a zip file without data.pkl; not written by torch.save or "
+                             "torch.jit.save. HINT: pass a .pt/.bin/.safetensors weights file"));
+  }
+  if (!head.empty() && static_cast<unsigned char>(head[0]) == 0x80)
+    throw UsageError(str_cat(where, ": a legacy (pre-1.6, non-zip) torch.save pickle, which LibTorch "
+                             "cannot read. HINT: in Python run torch.save(torch.load(p), out) to "
+                             "rewrite it as a zip archive, or save_file() it as safetensors"));
+  if (!head.empty() && head[0] == '{') return WeightsFormat::kHfSafetensorsIndex;
+  if (head.size() >= 9 && head[8] == '{') return WeightsFormat::kSafetensors;
+  throw UsageError(str_cat(where, ": unrecognised weights format (expected safetensors, a torch.save "
+                           "zip or a TorchScript archive). HINT: check that the download completed"));
+}
+
+StateDict load_weights(const fs::path& path) {
+  fs::path file = fs::is_directory(path) ? resolve_folder(path) : path;
+  const WeightsFormat fmt = detect_weights_format(file);
+  StateDict sd;
+  switch (fmt) {
+    case WeightsFormat::kSafetensors: sd = std::move(read_safetensors(file).tensors); break;
+    case WeightsFormat::kTorchZip: sd = load_torch_zip(file); break;
+    case WeightsFormat::kTorchScript: sd = load_torchscript(file); break;
+    case WeightsFormat::kHfSafetensorsIndex: sd = load_hf_index(file); break;
+  }
+  sd = strip_prefix(sd, "module.");
+  check_unique(sd, file.string());
+  log::debug("loaded {} tensors from {} ({})", sd.size(), file.string(), format_name(fmt));
+  return sd;
+}
+
+void save_weights(const fs::path& path, const StateDict& sd,
+                  const std::map<std::string, std::string>& metadata) {
+  write_safetensors(path, sd, metadata);
+}
+
+StateDict strip_prefix(const StateDict& sd, const std::string& prefix) {
+  StateDict out;
+  out.reserve(sd.size());
+  for (const auto& [k, v] : sd)
+    out.emplace_back(starts_with(k, prefix) ? k.substr(prefix.size()) : k, v);
+  return out;
+}
+
+StateDict filter_prefix(const StateDict& sd, const std::string& prefix) {
+  StateDict out;
+  for (const auto& [k, v] : sd)
+    if (starts_with(k, prefix)) out.emplace_back(k, v);
+  return out;
+}
+
+const at::Tensor* find_tensor(const StateDict& sd, const std::string& name) {
+  for (const auto& [k, v] : sd)
+    if (k == name) return &v;
+  return nullptr;
+}
+
+StateDict module_state_dict(const torch::nn::Module& module) {
+  StateDict sd;
+  for (const auto& p : module.named_parameters(true)) sd.emplace_back(p.key(), p.value().detach());
+  for (const auto& b : module.named_buffers(true)) sd.emplace_back(b.key(), b.value().detach());
+  return sd;
+}
+
+std::string LoadReport::to_string(size_t max_items) const {
+  auto list = [max_items](const std::vector<std::string>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size() && i < max_items; ++i) s += (i ? ", " : "") + v[i];
+    if (v.size() > max_items) s += str_cat(", ... (", v.size() - max_items, " more)");
+    return s;
+  };
+  std::string s = str_cat("loaded ", loaded.size(), " tensors");
+  if (!missing.empty()) s += str_cat("; ", missing.size(), " missing: ", list(missing));
+  if (!unexpected.empty()) s += str_cat("; ", unexpected.size(), " unexpected: ", list(unexpected));
+  if (!shape_mismatch.empty()) {
+    s += str_cat("; ", shape_mismatch.size(), " shape mismatch: ");
+    for (size_t i = 0; i < shape_mismatch.size() && i < max_items; ++i)
+      s += str_cat(i ? ", " : "", shape_mismatch[i].name, " (expected ",
+                   shape_str(shape_mismatch[i].expected), ", found ", shape_str(shape_mismatch[i].found), ")");
+    if (shape_mismatch.size() > max_items) s += str_cat(", ... (", shape_mismatch.size() - max_items, " more)");
+  }
+  return s;
+}
+
+LoadReport apply_state_dict(torch::nn::Module& module, const StateDict& sd, bool strict,
+                            const std::string& prefix_filter) {
+  check_unique(sd, "state dict");
+  std::unordered_map<std::string, const at::Tensor*> src;
+  for (const auto& [k, v] : sd)
+    if (starts_with(k, prefix_filter)) src.emplace(k, &v);
+
+  std::vector<std::pair<std::string, at::Tensor>> targets;
+  for (const auto& p : module.named_parameters(true))
+    if (starts_with(p.key(), prefix_filter)) targets.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers(true))
+    if (starts_with(b.key(), prefix_filter)) targets.emplace_back(b.key(), b.value());
+
+  LoadReport report;
+  std::set<std::string> target_names;
+  std::vector<std::pair<at::Tensor, const at::Tensor*>> copies;
+  for (const auto& [name, t] : targets) {
+    target_names.insert(name);
+    auto it = src.find(name);
+    if (it == src.end()) {
+      report.missing.push_back(name);
+    } else if (it->second->sizes() != t.sizes()) {
+      report.shape_mismatch.push_back({name, t.sizes().vec(), it->second->sizes().vec()});
+    } else {
+      report.loaded.push_back(name);
+      copies.emplace_back(t, it->second);
+    }
+  }
+  for (const auto& [k, v] : sd)
+    if (starts_with(k, prefix_filter) && !target_names.count(k)) report.unexpected.push_back(k);
+
+  if (strict && !report.ok())
+    throw UsageError(str_cat("state dict does not match the model",
+                             prefix_filter.empty() ? "" : str_cat(" (keys under '", prefix_filter, "')"),
+                             ": ", report.to_string(),
+                             ". HINT: apply the key map for the checkpoint's origin (map_openai_clip_visual,"
+                             " map_hf_bert, map_retclip), check the model preset, or load non-strictly"));
+  torch::NoGradGuard no_grad;
+  for (auto& [dst, s] : copies) dst.copy_(*s);
+  return report;
+}
+
+}  // namespace retclip::io
