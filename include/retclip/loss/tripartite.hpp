@@ -1,0 +1,65 @@
+// The tripartite contrastive loss of RET-CLIP: symmetric InfoNCE at patient, left-eye
+// and right-eye level, each with its own learnable temperature. Built to take features
+// gathered from all ranks: rows [local_begin, local_end) are this rank's.
+//
+//   auto e = net->forward(left, right, tokens, has_left, has_right);   // one rank
+//   auto out = loss::tripartite_loss(e, loss::TripartiteLossOptions());
+//   out.total.backward();
+//
+// Missing eyes: rows without a left image take no part in the left level (neither as
+// query nor as negative); likewise right. The patient level uses every row.
+// Legend: N global rows (all ranks), E embed.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/arg.h>
+
+#include <cstdint>
+
+#include "retclip/model/retclip.hpp"
+
+namespace retclip::loss {
+
+struct TripartiteLossOptions {
+  TORCH_ARG(double, weight_patient) = 1.0;
+  TORCH_ARG(double, weight_left) = 1.0;
+  TORCH_ARG(double, weight_right) = 1.0;
+  /// Scale used is exp(min(logit_scale, logit_scale_max)); default ln 100 (OpenCLIP).
+  TORCH_ARG(double, logit_scale_max) = 4.6051701859880914;
+  /// true: only rows [local_begin, local_end) are queries, against all N columns
+  /// (OpenCLIP --local-loss); false: all N rows against all N columns.
+  TORCH_ARG(bool, local_loss) = false;
+};
+
+struct LossOutput {
+  at::Tensor total;    ///< weighted sum of the three levels (scalar, with grad)
+  at::Tensor patient;  ///< scalar
+  at::Tensor left;     ///< scalar; 0 (still in the graph) when no query row has a left eye
+  at::Tensor right;    ///< scalar
+  /// In-batch top-1 accuracy of the query rows (0 when a level has no rows).
+  double acc_patient_i2t = 0, acc_patient_t2i = 0;
+  double acc_left_i2t = 0, acc_left_t2i = 0;
+  double acc_right_i2t = 0, acc_right_t2i = 0;
+  /// Query rows counted at each level.
+  int64_t rows_patient = 0, rows_left = 0, rows_right = 0;
+};
+
+/// One level: symmetric cross entropy of exp(min(scale, max)) * img @ txt^T over the
+/// rows where `valid` is true (undefined = all), queries restricted to
+/// [local_begin, local_end) when local_loss. Labels are the diagonal.
+/// Shape: img, txt [N, E]; scale scalar; valid [N] bool.
+struct LevelLoss {
+  at::Tensor loss;
+  double acc_i2t = 0, acc_t2i = 0;
+  int64_t rows = 0;
+};
+LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
+                            const at::Tensor& valid, int64_t local_begin, int64_t local_end,
+                            const TripartiteLossOptions& options);
+
+/// The three levels and their weighted total over (possibly gathered) embeddings.
+/// local_end < 0 means N. With local_loss false the range is ignored.
+LossOutput tripartite_loss(const model::Embeddings& global, const TripartiteLossOptions& options,
+                           int64_t local_begin = 0, int64_t local_end = -1);
+
+}  // namespace retclip::loss

@@ -1,0 +1,90 @@
+// Tripartite contrastive loss (RET-CLIP) with eye masks and an optional local-rows
+// mode so that the same code serves one process and gathered multi-rank features.
+#include "retclip/loss/tripartite.hpp"
+
+#include <torch/nn/functional/loss.h>
+
+#include "retclip/util/error.hpp"
+
+namespace retclip::loss {
+namespace {
+
+double top1(const at::Tensor& logits, const at::Tensor& labels) {
+  if (logits.size(0) == 0) return 0.0;
+  return logits.argmax(1).eq(labels).to(at::kDouble).mean().item<double>();
+}
+
+}  // namespace
+
+LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
+                            const at::Tensor& valid, int64_t local_begin, int64_t local_end,
+                            const TripartiteLossOptions& options) {
+  const int64_t n = img.size(0);
+  RETCLIP_CHECK(img.dim() == 2 && txt.sizes() == img.sizes(),
+                "expected image and text features of equal shape [N, E] but got ", img.sizes(),
+                " and ", txt.sizes());
+  if (local_end < 0) local_end = n;
+  if (!options.local_loss()) {
+    local_begin = 0;
+    local_end = n;
+  }
+  RETCLIP_CHECK(0 <= local_begin && local_begin <= local_end && local_end <= n,
+                "expected a local row range inside [0, ", n, "] but got [", local_begin, ", ",
+                local_end, ")");
+  at::Tensor ok = valid.defined() ? valid.to(img.device(), at::kBool)
+                                  : at::ones({n}, img.options().dtype(at::kBool));
+  RETCLIP_CHECK(ok.dim() == 1 && ok.size(0) == n, "expected a validity mask [", n, "] but got ",
+                ok.sizes());
+  auto cols = ok.nonzero().view(-1);  // global rows taking part, sorted
+  // Query rows: valid rows inside the local range; their positions among `cols` are
+  // contiguous because `cols` is sorted.
+  const int64_t first = ok.slice(0, 0, local_begin).sum().item<int64_t>();
+  const int64_t count = ok.slice(0, local_begin, local_end).sum().item<int64_t>();
+  auto s = scale.clamp_max(options.logit_scale_max()).exp();
+  LevelLoss out;
+  out.rows = count;
+  if (count == 0) {  // keep the graph (and gradient shapes) alive with an exact zero
+    out.loss = (img.sum() + txt.sum() + s) * 0.0;
+    return out;
+  }
+  auto img_v = img.index_select(0, cols), txt_v = txt.index_select(0, cols);
+  auto labels = at::arange(first, first + count, img.options().dtype(at::kLong));
+  auto logits_i = s * img_v.slice(0, first, first + count).matmul(txt_v.t());  // [count, M]
+  auto logits_t = s * txt_v.slice(0, first, first + count).matmul(img_v.t());
+  out.loss = (at::cross_entropy_loss(logits_i, labels) + at::cross_entropy_loss(logits_t, labels)) /
+             2.0;
+  {
+    at::NoGradGuard no_grad;
+    out.acc_i2t = top1(logits_i, labels);
+    out.acc_t2i = top1(logits_t, labels);
+  }
+  return out;
+}
+
+LossOutput tripartite_loss(const model::Embeddings& global, const TripartiteLossOptions& options,
+                           int64_t local_begin, int64_t local_end) {
+  auto p = contrastive_level(global.patient_img, global.patient_txt, global.logit_scale, {},
+                             local_begin, local_end, options);
+  auto l = contrastive_level(global.left_img, global.left_txt, global.logit_scale_left,
+                             global.has_left, local_begin, local_end, options);
+  auto r = contrastive_level(global.right_img, global.right_txt, global.logit_scale_right,
+                             global.has_right, local_begin, local_end, options);
+  LossOutput out;
+  out.patient = p.loss;
+  out.left = l.loss;
+  out.right = r.loss;
+  out.total = options.weight_patient() * p.loss + options.weight_left() * l.loss +
+              options.weight_right() * r.loss;
+  out.acc_patient_i2t = p.acc_i2t;
+  out.acc_patient_t2i = p.acc_t2i;
+  out.acc_left_i2t = l.acc_i2t;
+  out.acc_left_t2i = l.acc_t2i;
+  out.acc_right_i2t = r.acc_i2t;
+  out.acc_right_t2i = r.acc_t2i;
+  out.rows_patient = p.rows;
+  out.rows_left = l.rows;
+  out.rows_right = r.rows;
+  return out;
+}
+
+}  // namespace retclip::loss

@@ -1,0 +1,344 @@
+// Unit tests of the model module: state-dict keys equal DESIGN.md §4, shapes, init
+// statistics, padding mask, missing eyes, activation checkpointing, presets.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "retclip/config/config.hpp"
+#include "retclip/loss/tripartite.hpp"
+#include "retclip/model/checkpoint.hpp"
+#include "retclip/model/presets.hpp"
+#include "retclip/model/retclip.hpp"
+#include "retclip/util/error.hpp"
+
+using namespace retclip;
+
+namespace {
+
+model::RetClipOptions micro_options(int64_t vocab = 100) {
+  return model::RetClipOptions()
+      .vision(model::vision_preset("vit-micro"))
+      .text(model::text_preset("bert-micro", vocab))
+      .embed_dim(32);
+}
+
+/// The key list of DESIGN.md §4, spelled out for `vl` vision and `tl` text layers.
+std::set<std::string> design_keys(int64_t vl, int64_t tl) {
+  std::set<std::string> k{"visual.conv1.weight", "visual.class_embedding",
+                          "visual.positional_embedding", "visual.ln_pre.weight",
+                          "visual.ln_pre.bias", "visual.ln_post.weight", "visual.ln_post.bias",
+                          "visual.proj"};
+  for (int64_t i = 0; i < vl; ++i) {
+    const auto p = "visual.transformer.resblocks." + std::to_string(i) + ".";
+    for (const char* s : {"ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias",
+                          "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight",
+                          "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
+                          "mlp.c_proj.bias"})
+      k.insert(p + s);
+  }
+  for (const char* s : {"word_embeddings.weight", "position_embeddings.weight",
+                        "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"})
+    k.insert(std::string("bert.embeddings.") + s);
+  for (int64_t i = 0; i < tl; ++i) {
+    const auto p = "bert.encoder.layer." + std::to_string(i) + ".";
+    for (const char* s :
+         {"attention.self.query", "attention.self.key", "attention.self.value",
+          "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+          "output.dense", "output.LayerNorm"}) {
+      k.insert(p + s + ".weight");
+      k.insert(p + s + ".bias");
+    }
+  }
+  for (const char* h : {"text_projection", "text_projection_left", "text_projection_right"})
+    for (const char* s : {".0.weight", ".0.bias", ".2.weight", ".2.bias"})
+      k.insert(std::string(h) + s);
+  for (const char* s : {"global_feature_mapping.weight", "left_feature_mapping.weight",
+                        "right_feature_mapping.weight", "logit_scale", "logit_scale_left",
+                        "logit_scale_right"})
+    k.insert(s);
+  return k;
+}
+
+torch::Tensor tokens_for(int64_t b, int64_t t, int64_t vocab) {
+  auto tok = torch::randint(1, vocab, {b, t}, torch::kLong);
+  for (int64_t i = 0; i < b; ++i)
+    tok.index_put_({i, torch::indexing::Slice(2 + (i % (t - 2)), torch::indexing::None)}, 0);
+  return tok;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST(RetClip, ParameterNamesEqualDesignKeys) {
+  model::RetClip net(micro_options());
+  std::set<std::string> ours;
+  for (const auto& p : net->named_parameters()) ours.insert(p.key());
+  const auto expected = design_keys(2, 2);
+  for (const auto& k : ours) EXPECT_TRUE(expected.count(k)) << "unexpected key " << k;
+  for (const auto& k : expected) EXPECT_TRUE(ours.count(k)) << "missing key " << k;
+  EXPECT_EQ(ours.size(), expected.size());
+  EXPECT_EQ(net->named_buffers().size(), 0u);
+}
+
+TEST(RetClip, ParameterShapes) {
+  model::RetClip net(micro_options(100));
+  auto p = net->named_parameters();
+  EXPECT_EQ(p["visual.conv1.weight"].sizes(), torch::IntArrayRef({64, 3, 8, 8}));
+  EXPECT_EQ(p["visual.positional_embedding"].sizes(), torch::IntArrayRef({17, 64}));
+  EXPECT_EQ(p["visual.proj"].sizes(), torch::IntArrayRef({64, 32}));
+  EXPECT_EQ(p["visual.transformer.resblocks.1.attn.in_proj_weight"].sizes(),
+            torch::IntArrayRef({192, 64}));
+  EXPECT_EQ(p["visual.transformer.resblocks.1.mlp.c_fc.weight"].sizes(),
+            torch::IntArrayRef({256, 64}));
+  EXPECT_EQ(p["bert.embeddings.word_embeddings.weight"].sizes(), torch::IntArrayRef({100, 64}));
+  EXPECT_EQ(p["bert.encoder.layer.1.intermediate.dense.weight"].sizes(),
+            torch::IntArrayRef({128, 64}));
+  EXPECT_EQ(p["text_projection_left.2.weight"].sizes(), torch::IntArrayRef({32, 64}));
+  EXPECT_EQ(p["global_feature_mapping.weight"].sizes(), torch::IntArrayRef({32, 64}));
+  EXPECT_EQ(p["logit_scale"].dim(), 0);
+}
+
+TEST(RetClip, ForwardShapesAndUnitNorms) {
+  torch::manual_seed(0);
+  model::RetClip net(micro_options());
+  auto e = net->forward(torch::randn({3, 3, 32, 32}), torch::randn({3, 3, 32, 32}),
+                        tokens_for(3, 10, 100));
+  for (const auto& t : {e.patient_img, e.left_img, e.right_img, e.patient_txt, e.left_txt,
+                        e.right_txt}) {
+    ASSERT_EQ(t.sizes(), torch::IntArrayRef({3, 32}));
+    EXPECT_LT(max_diff(t.norm(2, 1), torch::ones({3})), 1e-5);
+  }
+  EXPECT_NEAR(e.logit_scale.item<double>(), std::log(90.0), 1e-6);
+  EXPECT_EQ(net->encode_image(torch::randn({2, 3, 32, 32})).sizes(), torch::IntArrayRef({2, 32}));
+  EXPECT_THROW(net->encode_image(torch::randn({2, 3, 64, 64})), Error);
+}
+
+TEST(RetClip, InitStatisticsFollowReference) {
+  torch::manual_seed(0);
+  const int64_t w = 256, layers = 3, h = 256;
+  auto opts = model::RetClipOptions()
+                  .vision(model::VisionTransformerOptions()
+                              .image_size(64).patch_size(8).width(w).layers(layers).embed_dim(128))
+                  .text(model::BertOptions().vocab_size(2000).hidden(h).layers(2).heads(4)
+                            .intermediate(512).max_position(64))
+                  .embed_dim(128)
+                  .logit_scale_init(std::log(50.0));
+  model::RetClip net(opts);
+  auto p = net->named_parameters();
+  auto expect_std = [&](const std::string& key, double want) {
+    const double got = p[key].std().item<double>();
+    EXPECT_NEAR(got / want, 1.0, 0.06) << key << " std " << got << " expected " << want;
+  };
+  const double scale = std::pow(w, -0.5);
+  expect_std("visual.class_embedding", scale);
+  expect_std("visual.positional_embedding", scale);
+  expect_std("visual.proj", scale);
+  expect_std("visual.transformer.resblocks.0.attn.in_proj_weight", scale);
+  expect_std("visual.transformer.resblocks.2.attn.out_proj.weight", scale / std::sqrt(2.0 * layers));
+  expect_std("visual.transformer.resblocks.1.mlp.c_fc.weight", std::pow(2.0 * w, -0.5));
+  expect_std("visual.transformer.resblocks.1.mlp.c_proj.weight", scale / std::sqrt(2.0 * layers));
+  expect_std("bert.embeddings.word_embeddings.weight", 0.02);
+  expect_std("bert.encoder.layer.1.attention.self.key.weight", 0.02);
+  expect_std("bert.encoder.layer.0.intermediate.dense.weight", 0.02);
+  expect_std("text_projection.0.weight", std::pow(h, -0.5));
+  expect_std("text_projection_right.2.weight", std::pow(h, -0.5));
+  EXPECT_EQ(p["visual.transformer.resblocks.0.attn.in_proj_bias"].abs().max().item<double>(), 0);
+  EXPECT_EQ(p["bert.encoder.layer.0.output.dense.bias"].abs().max().item<double>(), 0);
+  EXPECT_EQ(p["bert.embeddings.word_embeddings.weight"][0].abs().max().item<double>(), 0);
+  EXPECT_EQ(max_diff(p["bert.encoder.layer.1.output.LayerNorm.weight"], torch::ones({h})), 0);
+  EXPECT_EQ(max_diff(p["visual.ln_post.weight"], torch::ones({w})), 0);
+  EXPECT_EQ(p["visual.ln_pre.bias"].abs().max().item<double>(), 0);
+  for (const char* s : {"logit_scale", "logit_scale_left", "logit_scale_right"})
+    EXPECT_NEAR(p[s].item<double>(), std::log(50.0), 1e-6);
+
+  torch::manual_seed(0);
+  model::RetClip again(opts);  // seeded: bit-identical
+  for (const auto& q : again->named_parameters())
+    EXPECT_TRUE(torch::equal(q.value(), p[q.key()])) << q.key();
+}
+
+TEST(BertEncoder, PaddingDoesNotChangeClsOfUnpaddedRows) {
+  torch::manual_seed(0);
+  model::BertEncoder bert(model::text_preset("bert-micro", 100));
+  bert->eval();
+  torch::NoGradGuard ng;
+  auto short_tok = torch::randint(1, 100, {2, 7}, torch::kLong);
+  auto cls = bert->forward(short_tok);
+  // Same rows padded to 12 tokens, batched with a row that is 12 tokens long.
+  auto padded = torch::zeros({3, 12}, torch::kLong);
+  padded.slice(0, 0, 2).slice(1, 0, 7).copy_(short_tok);
+  padded[2].copy_(torch::randint(1, 100, {12}, torch::kLong));
+  auto cls_padded = bert->forward(padded);
+  EXPECT_LT(max_diff(cls, cls_padded.slice(0, 0, 2)), 1e-6);
+  // Without the mask, padding would change the result: the mask is doing the work.
+  auto no_pad_value = padded.clone();
+  no_pad_value.slice(0, 0, 2).slice(1, 7, 12).fill_(5);
+  EXPECT_GT(max_diff(cls, bert->forward(no_pad_value).slice(0, 0, 2)), 1e-4);
+}
+
+TEST(RetClip, MissingEyeUsesPresentEyeForPatientAndIgnoresMissingImage) {
+  torch::manual_seed(0);
+  model::RetClip net(micro_options());
+  net->eval();
+  torch::NoGradGuard ng;
+  auto left = torch::randn({3, 3, 32, 32}), right = torch::randn({3, 3, 32, 32});
+  auto tok = tokens_for(3, 8, 100);
+  auto has_left = torch::tensor({false, true, true}), has_right = torch::tensor({true, true, false});
+  auto e = net->forward(left, right, tok, has_left, has_right);
+  EXPECT_EQ(e.left_img[0].abs().max().item<double>(), 0);   // missing left row is zero
+  EXPECT_EQ(e.right_img[2].abs().max().item<double>(), 0);  // missing right row is zero
+  EXPECT_NEAR(e.left_img[1].norm().item<double>(), 1.0, 1e-5);
+  // Patient feature of a one-eyed patient == both eyes present, the present eye twice.
+  auto l2 = left.clone(), r2 = right.clone();
+  l2[0].copy_(right[0]);
+  r2[2].copy_(left[2]);
+  auto both = net->forward(l2, r2, tok);
+  EXPECT_LT(max_diff(e.patient_img, both.patient_img), 1e-6);
+  // The pixels of a missing eye do not matter.
+  auto l3 = left.clone();
+  l3[0].normal_();
+  auto e3 = net->forward(l3, right, tok, has_left, has_right);
+  EXPECT_EQ(max_diff(e.patient_img, e3.patient_img), 0);
+  EXPECT_EQ(max_diff(e.left_img, e3.left_img), 0);
+  // Rows with both eyes present match the all-present forward.
+  auto all = net->forward(left, right, tok);
+  EXPECT_LT(max_diff(e.patient_img[1], all.patient_img[1]), 1e-6);
+  EXPECT_THROW(net->forward(left, right, tok, torch::tensor({false, true, true}),
+                            torch::tensor({false, true, true})),
+               Error);
+}
+
+namespace {
+
+/// Gradients of a tripartite loss step with checkpointing on/off, same seed.
+std::map<std::string, torch::Tensor> step_grads(bool checkpointing, bool train) {
+  torch::manual_seed(11);
+  model::RetClip net(micro_options());
+  net->set_grad_checkpointing(checkpointing);
+  if (train) net->train(); else net->eval();
+  auto left = torch::randn({4, 3, 32, 32}), right = torch::randn({4, 3, 32, 32});
+  auto tok = tokens_for(4, 10, 100);
+  torch::manual_seed(99);  // the dropout stream
+  auto e = net->forward(left, right, tok, torch::tensor({true, false, true, true}),
+                        torch::tensor({true, true, true, false}));
+  loss::tripartite_loss(e, loss::TripartiteLossOptions()).total.backward();
+  std::map<std::string, torch::Tensor> g;
+  for (const auto& p : net->named_parameters()) g[p.key()] = p.value().grad().clone();
+  return g;
+}
+
+void expect_same_grads(bool train) {
+  auto plain = step_grads(false, train);
+  auto ckpt = step_grads(true, train);
+  double worst = 0;
+  for (const auto& [k, g] : plain) {
+    ASSERT_TRUE(ckpt[k].defined()) << k;
+    const double d = max_diff(g, ckpt[k]);
+    worst = std::max(worst, d);
+    EXPECT_LE(d, 1e-6) << k;
+  }
+  std::cout << (train ? "train" : "eval") << " mode: " << plain.size()
+            << " gradients, max |diff| checkpointed vs plain " << worst << "\n";
+}
+
+}  // namespace
+
+TEST(Checkpointing, GradientsEqualPlainPathInEvalMode) { expect_same_grads(false); }
+
+TEST(Checkpointing, GradientsEqualPlainPathInTrainModeWithDropout) {
+  expect_same_grads(true);
+  // Dropout is really active: two train-mode steps with different streams differ.
+  torch::manual_seed(5);
+  model::BertEncoder bert(model::text_preset("bert-micro", 100));
+  auto tok = tokens_for(2, 6, 100);
+  auto a = bert->forward(tok), b = bert->forward(tok);
+  EXPECT_GT(max_diff(a, b), 1e-4);
+}
+
+TEST(Checkpointing, FrozenInputAndNoGradModeFallBack) {
+  torch::manual_seed(0);
+  auto w = torch::randn({4, 4}, torch::requires_grad());
+  auto x = torch::randn({2, 4});  // input without grad: only w gets a gradient
+  auto fn = [&](const at::Tensor& in) { return torch::tanh(in.matmul(w)); };
+  auto y = model::checkpoint_block(fn, x, {w});
+  EXPECT_TRUE(y.requires_grad());
+  y.sum().backward();
+  auto g = w.grad().clone();
+  w.mutable_grad().zero_();
+  fn(x).sum().backward();
+  EXPECT_LE(max_diff(g, w.grad()), 1e-7);
+  torch::NoGradGuard ng;
+  EXPECT_FALSE(model::checkpoint_block(fn, x, {w}).requires_grad());
+}
+
+TEST(Checkpointing, BlocksRunThroughTheCheckpointFunction) {
+  torch::manual_seed(0);
+  model::BertEncoder bert(model::text_preset("bert-micro", 100));
+  auto tok = tokens_for(2, 6, 100);
+  EXPECT_EQ(bert->forward_hidden(tok).grad_fn()->name().find("CheckpointFunction"),
+            std::string::npos);
+  bert->set_grad_checkpointing(true);
+  EXPECT_NE(bert->forward_hidden(tok).grad_fn()->name().find("CheckpointFunction"),
+            std::string::npos)
+      << bert->forward_hidden(tok).grad_fn()->name();
+}
+
+TEST(Presets, LookupOverridesAndErrors) {
+  auto v = model::vision_preset("ViT-L-14");
+  EXPECT_EQ(v.width(), 1024);
+  EXPECT_EQ(v.num_heads(), 16);
+  EXPECT_EQ(v.patch_size(), 14);
+  EXPECT_EQ(v.embed_dim(), 768);
+  auto t = model::text_preset("RoBERTa-wwm-ext-large-chinese");
+  EXPECT_EQ(t.vocab_size(), 21128);
+  EXPECT_EQ(t.hidden(), 1024);
+  EXPECT_EQ(t.heads(), 16);
+  EXPECT_EQ(model::text_preset("RBT3-chinese").layers(), 3);
+  EXPECT_EQ(model::text_preset("bert-base-uncased").vocab_size(), 30522);
+  EXPECT_EQ(model::text_preset("bert-tiny", 777).vocab_size(), 777);
+  EXPECT_EQ(model::vision_preset_names().size(), 5u);
+  EXPECT_EQ(model::text_preset_names().size(), 6u);
+  try {
+    model::vision_preset("ViT-X");
+    FAIL() << "expected UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("ViT-B-16, ViT-L-14, ViT-S-8, vit-tiny, vit-micro"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(model::text_preset("bert-tiny"), UsageError);  // vocabulary comes from tokenizer
+  EXPECT_THROW(model::text_preset("gpt"), UsageError);
+}
+
+TEST(Presets, OptionsFromModelConfig) {
+  config::ModelConfig cfg;
+  cfg.vision.preset = "vit-tiny";
+  cfg.text.preset = "bert-tiny";
+  cfg.text.dropout = 0.2;
+  cfg.logit_scale_init = 2.0;
+  auto o = model::retclip_options(cfg, /*tokenizer_vocab=*/1234, /*grad_checkpointing=*/true);
+  EXPECT_EQ(o.text().vocab_size(), 1234);
+  EXPECT_EQ(o.embed_dim(), 128);
+  EXPECT_DOUBLE_EQ(o.text().hidden_dropout(), 0.2);
+  EXPECT_DOUBLE_EQ(o.text().attention_dropout(), 0.2);
+  EXPECT_TRUE(o.vision().grad_checkpointing());
+  EXPECT_DOUBLE_EQ(o.logit_scale_init(), 2.0);
+  cfg.text.vocab_size = 99;  // explicit config wins over the tokenizer's
+  cfg.vision.layers = 1;
+  cfg.embed_dim = 64;
+  o = model::retclip_options(cfg, 1234);
+  EXPECT_EQ(o.text().vocab_size(), 99);
+  EXPECT_EQ(o.vision().layers(), 1);
+  EXPECT_EQ(o.vision().embed_dim(), 64);
+  model::RetClip net(o);
+  EXPECT_EQ(net->global_feature_mapping->weight.sizes(), torch::IntArrayRef({64, 128}));
+  cfg.vision.patch_size = 7;  // 64 % 7 != 0
+  EXPECT_THROW(model::retclip_options(cfg, 1234), UsageError);
+  cfg.vision.patch_size = 0;
+  cfg.text.vocab_size = 0;
+  EXPECT_THROW(model::retclip_options(cfg), UsageError);  // bert-tiny needs a vocabulary
+}
