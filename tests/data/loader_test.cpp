@@ -1,0 +1,263 @@
+// Loader: deterministic batches whatever the worker count, exact mid-epoch resume,
+// bounded prefetch, missing eyes, bad-sample policies, shard source and rank splits.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "retclip/data/loader.hpp"
+#include "retclip/util/error.hpp"
+
+using namespace retclip::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kSize = 16, kCtx = 6;
+
+cv::Mat noise_image(uint32_t seed) {
+  cv::Mat m(kSize, kSize, CV_8UC3);
+  std::mt19937 rng(seed);
+  for (size_t i = 0; i < m.total() * 3; ++i) m.data[i] = static_cast<uint8_t>(rng());
+  return m;
+}
+
+std::vector<DecodedSample> memory_samples(int n) {
+  std::vector<DecodedSample> v;
+  for (int i = 0; i < n; ++i) {
+    DecodedSample d;
+    d.patient_id = "P" + std::to_string(i);
+    d.report = "report " + std::to_string(i);
+    if (i % 6 != 4) d.left = noise_image(2 * i);
+    if (i % 5 != 3 || i % 6 == 4) d.right = noise_image(2 * i + 1);
+    d.tokens.assign(kCtx, 0);
+    d.tokens[0] = 101;
+    d.tokens[1] = 1000 + i;
+    d.tokens[2] = 102;
+    v.push_back(d);
+  }
+  return v;
+}
+
+LoaderOptions loader_opts(int64_t workers, int64_t batch = 4) {
+  LoaderOptions o;
+  o.batch_size = batch;
+  o.image_size = kSize;
+  o.context_length = kCtx;
+  o.workers = workers;
+  o.prefetch = 3;
+  o.augment.enabled = true;
+  o.seed = 42;
+  return o;
+}
+
+std::vector<Batch> take(Loader& l, int n) {
+  std::vector<Batch> out;
+  while (static_cast<int>(out.size()) < n) {
+    auto b = l.next();
+    if (b) out.push_back(std::move(*b));
+  }
+  return out;
+}
+
+void expect_same(const Batch& a, const Batch& b, const std::string& what) {
+  EXPECT_TRUE(at::equal(a.left, b.left)) << what;
+  EXPECT_TRUE(at::equal(a.right, b.right)) << what;
+  EXPECT_TRUE(at::equal(a.tokens, b.tokens)) << what;
+  EXPECT_TRUE(at::equal(a.has_left, b.has_left)) << what;
+  EXPECT_TRUE(at::equal(a.has_right, b.has_right)) << what;
+  EXPECT_EQ(a.patient_ids, b.patient_ids) << what;
+  EXPECT_EQ(a.epoch, b.epoch) << what;
+  EXPECT_EQ(a.step_in_epoch, b.step_in_epoch) << what;
+}
+
+}  // namespace
+
+TEST(Loader, BatchShapesMissingEyesAndTokens) {
+  auto samples = memory_samples(12);
+  Loader l(make_memory_source(samples), nullptr, loader_opts(2));
+  EXPECT_EQ(l.steps_per_epoch(), 3);
+  auto b = l.next();
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->left.sizes(), (std::vector<int64_t>{4, 3, kSize, kSize}));
+  EXPECT_EQ(b->left.scalar_type(), at::kFloat);
+  EXPECT_EQ(b->tokens.sizes(), (std::vector<int64_t>{4, kCtx}));
+  EXPECT_EQ(b->tokens.scalar_type(), at::kLong);
+  EXPECT_EQ(b->has_left.scalar_type(), at::kBool);
+  for (int64_t j = 0; j < 4; ++j) {
+    const auto& s = samples[b->indices[j]];
+    EXPECT_EQ(b->patient_ids[j], s.patient_id);
+    EXPECT_EQ(b->has_left[j].item<bool>(), !s.left.empty());
+    EXPECT_EQ(b->has_right[j].item<bool>(), !s.right.empty());
+    if (s.left.empty()) {
+      EXPECT_EQ(b->left[j].abs().sum().item<float>(), 0.f);
+    }
+    if (s.right.empty()) {
+      EXPECT_EQ(b->right[j].abs().sum().item<float>(), 0.f);
+    }
+    EXPECT_EQ(b->tokens[j][1].item<int64_t>(), 1000 + b->indices[j]);
+  }
+}
+
+TEST(Loader, SameBatchesWhateverTheWorkerCount) {
+  auto samples = memory_samples(30);
+  std::vector<std::vector<Batch>> runs;
+  for (int64_t w : {0, 1, 3}) {
+    Loader l(make_memory_source(samples), nullptr, loader_opts(w));
+    runs.push_back(take(l, 14));  // two epochs of 7
+  }
+  Loader again(make_memory_source(samples), nullptr, loader_opts(3));
+  runs.push_back(take(again, 14));
+  for (size_t r = 1; r < runs.size(); ++r)
+    for (size_t k = 0; k < runs[0].size(); ++k)
+      expect_same(runs[0][k], runs[r][k], "run " + std::to_string(r) + " batch " +
+                                               std::to_string(k));
+  EXPECT_EQ(runs[0][7].epoch, 1);
+  EXPECT_FALSE(at::equal(runs[0][0].left, runs[0][7].left));  // new epoch, new order
+}
+
+TEST(Loader, RestoreMidEpochGivesTheSameFollowingBatches) {
+  auto samples = memory_samples(30);
+  Loader full(make_memory_source(samples), nullptr, loader_opts(2));
+  auto ref = take(full, 16);
+
+  Loader first(make_memory_source(samples), nullptr, loader_opts(3));
+  take(first, 5);
+  const LoaderState st = first.state();
+  EXPECT_EQ(st.epoch, 0);
+  EXPECT_EQ(st.consumed, 20);
+
+  Loader resumed(make_memory_source(samples), nullptr, loader_opts(1));
+  resumed.restore(st);
+  auto rest = take(resumed, 11);
+  for (size_t k = 0; k < rest.size(); ++k)
+    expect_same(ref[k + 5], rest[k], "batch " + std::to_string(k + 5));
+
+  // Restoring the live loader (with batches prefetched) rewinds it too.
+  first.restore({0, 8});
+  auto again = take(first, 3);
+  for (size_t k = 0; k < again.size(); ++k) expect_same(ref[k + 2], again[k], "rewind");
+}
+
+TEST(Loader, TwoRanksTogetherEqualOneRankWithTwiceTheBatch) {
+  auto samples = memory_samples(24);
+  Loader one(make_memory_source(samples), nullptr, loader_opts(2, 6));
+  auto o = take(one, 4);
+  auto r0o = loader_opts(2, 3), r1o = loader_opts(1, 3);
+  r0o.world = r1o.world = 2;
+  r1o.rank = 1;
+  Loader r0(make_memory_source(samples), nullptr, r0o), r1(make_memory_source(samples), nullptr,
+                                                            r1o);
+  auto a = take(r0, 4), b = take(r1, 4);
+  for (size_t k = 0; k < o.size(); ++k) {
+    EXPECT_TRUE(at::equal(at::cat({a[k].left, b[k].left}), o[k].left)) << k;
+    EXPECT_TRUE(at::equal(at::cat({a[k].tokens, b[k].tokens}), o[k].tokens)) << k;
+  }
+}
+
+TEST(Loader, PrefetchIsBounded) {
+  auto samples = memory_samples(40);
+  auto opts = loader_opts(4, 2);
+  opts.prefetch = 2;
+  Loader l(make_memory_source(samples), nullptr, opts);
+  for (int k = 0; k < 10; ++k) {
+    ASSERT_TRUE(l.next());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // slow consumer
+  }
+  EXPECT_LE(l.peak_buffered(), 2);
+  EXPECT_GE(l.peak_buffered(), 1);
+}
+
+TEST(Loader, BadSamplesAreReplacedDeterministicallyOrFail) {
+  auto samples = memory_samples(20);
+  samples[7].left = cv::Mat();
+  samples[7].right = cv::Mat();  // both eyes missing: load() throws
+  std::vector<std::vector<int64_t>> used;
+  for (int64_t w : {0, 3}) {
+    Loader l(make_memory_source(samples), nullptr, loader_opts(w));
+    std::vector<int64_t> all;
+    while (auto b = l.next()) all.insert(all.end(), b->indices.begin(), b->indices.end());
+    EXPECT_EQ(l.bad_samples(), 1);
+    EXPECT_EQ(std::count(all.begin(), all.end(), 7), 0);
+    EXPECT_EQ(all.size(), 20u);
+    used.push_back(all);
+  }
+  EXPECT_EQ(used[0], used[1]);
+
+  auto opts = loader_opts(2);
+  opts.policy = BadSamplePolicy::kFail;
+  Loader f(make_memory_source(samples), nullptr, opts);
+  try {
+    while (f.next()) {
+    }
+    FAIL() << "bad sample not reported";
+  } catch (const retclip::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("in-memory sample 7"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Loader, NeedsATokenizerWhenTheDataCarriesNoIds) {
+  auto samples = memory_samples(8);
+  for (auto& s : samples) s.tokens.clear();
+  Loader l(make_memory_source(samples), nullptr, loader_opts(1));
+  EXPECT_THROW(l.next(), retclip::UsageError);
+}
+
+TEST(Loader, ReadsShardsWithoutAugmentationExactly) {
+  const fs::path dir = fs::path(RETCLIP_BINARY_DIR) / "test_tmp" / "loader_shards";
+  ASSERT_EQ(std::system(("rm -rf '" + dir.string() + "'").c_str()), 0);
+  std::vector<Sample> rows;
+  for (int i = 0; i < 9; ++i) {
+    Sample s;
+    s.patient_id = "S" + std::to_string(i);
+    s.left.path = std::to_string(2 * i);
+    if (i != 4) s.right.path = std::to_string(2 * i + 1);
+    s.report = "r" + std::to_string(i);
+    rows.push_back(s);
+  }
+  PackOptions po;
+  po.out = dir.string();
+  po.image_size = kSize;
+  po.context_length = kCtx;
+  po.shard_size = 4;
+  po.threads = 2;
+  po.progress = false;
+  PackHooks hooks;
+  hooks.prepare_image = [](const ImageRef& r, const std::string&) {
+    return noise_image(static_cast<uint32_t>(std::stoi(r.path)));
+  };
+  hooks.encode_text = [](const std::string& t) {
+    return std::vector<int64_t>{101, static_cast<int64_t>(t.size()), 102, 0, 0, 0};
+  };
+  pack_samples(rows, po, hooks);
+  auto opts = loader_opts(2, 3);
+  opts.augment.enabled = false;
+  opts.shuffle = false;
+  Loader l(make_shard_source(ShardReader::open(dir.string())), nullptr, opts);
+  int64_t seen = 0;
+  while (auto b = l.next()) {
+    for (int64_t j = 0; j < 3; ++j) {
+      const int64_t i = b->indices[j];
+      EXPECT_EQ(b->patient_ids[j], "S" + std::to_string(i));
+      at::Tensor px = at::from_blob(noise_image(2 * i).data, {kSize, kSize, 3}, at::kByte)
+                          .permute({2, 0, 1})
+                          .to(at::kFloat)
+                          .div(255.0);
+      at::Tensor mean = at::tensor({0.48145466, 0.4578275, 0.40821073}).view({3, 1, 1});
+      at::Tensor sd = at::tensor({0.26862954, 0.26130258, 0.27577711}).view({3, 1, 1});
+      at::Tensor want = (px - mean.to(at::kFloat)) / sd.to(at::kFloat);
+      EXPECT_LT((b->left[j] - want).abs().max().item<float>(), 1e-5f);
+      EXPECT_EQ(b->has_right[j].item<bool>(), i != 4);
+      EXPECT_EQ(b->tokens[j][1].item<int64_t>(), 2);
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, 9);
+  opts.image_size = 32;
+  EXPECT_THROW(Loader(make_shard_source(ShardReader::open(dir.string())), nullptr, opts),
+               retclip::UsageError);
+}

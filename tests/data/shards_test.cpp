@@ -1,0 +1,259 @@
+// Shard format: bitwise round trip, corruption named by shard and record, truncation
+// rejected, deterministic multi-threaded packing and resume of an interrupted pack.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <cstdlib>
+#include <random>
+
+#include "retclip/data/shards.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
+
+using namespace retclip::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kSize = 16;
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path d = fs::path(RETCLIP_BINARY_DIR) / "test_tmp" / ("shards_" + name);
+  // Not fs::remove_all: libtorch.so exports an incompatible copy of it that crashes.
+  EXPECT_EQ(std::system(("rm -rf '" + d.string() + "'").c_str()), 0);
+  fs::create_directories(d);
+  return d;
+}
+
+// A deterministic "image" from the path string; paths starting with "bad" fail to decode.
+cv::Mat fake_image(const ImageRef& ref, const std::string& where) {
+  if (ref.path.rfind("bad", 0) == 0)
+    throw retclip::UsageError(where + ": cannot decode " + ref.path);
+  cv::Mat m(kSize, kSize, CV_8UC3);
+  std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>{}(ref.path)));
+  for (size_t i = 0; i < m.total() * 3; ++i) m.data[i] = static_cast<uint8_t>(rng());
+  return m;
+}
+
+std::vector<int64_t> fake_tokens(const std::string& text) {
+  std::vector<int64_t> ids(8, 0);
+  ids[0] = 101;
+  for (size_t i = 0; i < text.size() && i < 6; ++i) ids[i + 1] = 1000 + text[i];
+  ids[7] = 102;
+  return ids;
+}
+
+std::vector<Sample> make_samples(int n) {
+  std::vector<Sample> v;
+  for (int i = 0; i < n; ++i) {
+    Sample s;
+    s.patient_id = "P" + std::to_string(1000 + i);
+    if (i % 7 != 3 || i % 5 == 2) s.left.path = "L" + std::to_string(i);
+    if (i % 5 != 2) s.right.path = "R" + std::to_string(i);
+    s.report = "report of patient " + std::to_string(i) + (i % 2 ? " with drusen" : "");
+    s.labels["dr"] = std::to_string(i % 4);
+    s.origin = "manifest.csv row " + std::to_string(i + 2);
+    v.push_back(s);
+  }
+  return v;
+}
+
+PackHooks hooks() {
+  PackHooks h;
+  h.prepare_image = fake_image;
+  h.encode_text = fake_tokens;
+  h.tokenizer_description = "fake:test";
+  return h;
+}
+
+PackOptions pack_opts(const fs::path& out, int64_t threads = 1) {
+  PackOptions o;
+  o.manifest = "manifest.csv";
+  o.out = out.string();
+  o.image_size = kSize;
+  o.context_length = 8;
+  o.threads = threads;
+  o.shard_size = 10;
+  o.progress = false;
+  return o;
+}
+
+bool same_bytes(const void* a, const cv::Mat& m) {
+  return std::memcmp(a, m.data, m.total() * m.elemSize()) == 0;
+}
+
+}  // namespace
+
+TEST(Shards, RoundTripIsBitwise) {
+  auto dir = fresh_dir("roundtrip");
+  auto samples = make_samples(25);
+  auto rep = pack_samples(samples, pack_opts(dir), hooks());
+  EXPECT_EQ(rep.records, 25);
+  EXPECT_EQ(rep.shards, 3);
+  EXPECT_EQ(rep.bad_samples, 0);
+  auto reader = ShardReader::open(dir.string());
+  ASSERT_EQ(reader->size(), 25);
+  EXPECT_EQ(reader->info().image_size, kSize);
+  EXPECT_TRUE(reader->info().has_tokens);
+  EXPECT_EQ(reader->info().tokenizer, "fake:test");
+  for (int64_t i = 0; i < 25; ++i) {
+    const Sample& s = samples[i];
+    ShardRecordView r = reader->record(i);
+    EXPECT_EQ(r.patient_id, s.patient_id);
+    EXPECT_EQ(r.report, s.report);
+    EXPECT_EQ(r.label, "dr=" + std::to_string(i % 4));
+    ASSERT_EQ(r.has_left, s.left.present());
+    ASSERT_EQ(r.has_right, s.right.present());
+    if (r.has_left) {
+      EXPECT_TRUE(same_bytes(r.left, fake_image(s.left, "")));
+    } else {
+      EXPECT_TRUE(r.left_mat().empty());
+    }
+    if (r.has_right) {
+      EXPECT_TRUE(same_bytes(r.right, fake_image(s.right, "")));
+    }
+    EXPECT_EQ(r.tokens(), fake_tokens(s.report));
+  }
+  auto v = verify_shard_set(dir.string());
+  EXPECT_EQ(v.shards, 3);
+  EXPECT_EQ(v.records, 25);
+}
+
+TEST(Shards, ThreadCountDoesNotChangeTheBytes) {
+  auto d1 = fresh_dir("threads1"), d3 = fresh_dir("threads3");
+  auto samples = make_samples(23);
+  pack_samples(samples, pack_opts(d1, 1), hooks());
+  pack_samples(samples, pack_opts(d3, 3), hooks());
+  for (int s = 0; s < 3; ++s)
+    EXPECT_EQ(retclip::util::read_file(d1 / shard_file_name(s)),
+              retclip::util::read_file(d3 / shard_file_name(s)));
+}
+
+TEST(Shards, CorruptedByteIsNamedByShardAndRecord) {
+  auto dir = fresh_dir("corrupt");
+  pack_samples(make_samples(25), pack_opts(dir), hooks());
+  const fs::path shard = dir / shard_file_name(1);
+  std::string bytes = retclip::util::read_file(shard);
+  const size_t at = bytes.find("P1013");  // record 3 of shard 1
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 5 + 1 + 20] ^= 0x40;  // a pixel byte of that record
+  { std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes; }
+  try {
+    verify_shard_set(dir.string());
+    FAIL() << "corruption not detected";
+  } catch (const retclip::UsageError& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("shard-00001.rcs record 3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("crc32 mismatch"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("HINT"), std::string::npos) << msg;
+  }
+  auto reader = ShardReader::open(dir.string());
+  EXPECT_NO_THROW(reader->record(12));
+  EXPECT_THROW(reader->record(13), retclip::UsageError);  // verified on read
+  auto unchecked = ShardReader::open(dir.string(), /*verify_on_read=*/false);
+  EXPECT_NO_THROW(unchecked->record(13));
+}
+
+TEST(Shards, TruncatedShardIsRejected) {
+  auto dir = fresh_dir("truncated");
+  pack_samples(make_samples(25), pack_opts(dir), hooks());
+  const fs::path shard = dir / shard_file_name(2);
+  for (uintmax_t cut : {uintmax_t{1}, uintmax_t{40}, fs::file_size(shard) - 20}) {
+    fs::copy_file(dir / shard_file_name(0), shard, fs::copy_options::overwrite_existing);
+    fs::resize_file(shard, fs::file_size(shard) - cut);
+    EXPECT_THROW(ShardFile::open(shard.string()), retclip::UsageError) << "cut " << cut;
+  }
+  EXPECT_THROW(ShardReader::open(dir.string()), retclip::UsageError);
+  EXPECT_THROW(ShardReader::open((dir / "nope").string()), retclip::UsageError);
+}
+
+TEST(Shards, InterruptedPackResumesAndMatchesAFreshPack) {
+  auto ref = fresh_dir("resume_ref"), dir = fresh_dir("resume");
+  auto samples = make_samples(35);
+  pack_samples(samples, pack_opts(ref), hooks());
+
+  // First run dies in shard 2 (rows 20..29): a failing image under policy "fail".
+  auto interrupted = samples;
+  interrupted[24].left.path = "bad-interrupt";
+  auto o = pack_opts(dir);
+  o.on_bad_sample = BadSamplePolicy::kFail;
+  try {
+    pack_samples(interrupted, o, hooks());
+    FAIL() << "expected the bad sample to stop packing";
+  } catch (const retclip::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("manifest.csv row 26"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::exists(dir / shard_file_name(0)));
+  EXPECT_TRUE(fs::exists(dir / shard_file_name(1)));
+  EXPECT_FALSE(fs::exists(dir / shard_file_name(2)));
+  EXPECT_FALSE(fs::exists(dir / "index.json"));
+  for (const auto& e : fs::directory_iterator(dir))  // no temporary left behind
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos);
+
+  // Corrupt shard 1 too: the rerun must rebuild it rather than keep it.
+  {
+    std::string bytes = retclip::util::read_file(dir / shard_file_name(1));
+    bytes[bytes.size() / 2] ^= 1;
+    std::ofstream(dir / shard_file_name(1), std::ios::binary | std::ios::trunc) << bytes;
+  }
+  int64_t decoded = 0;
+  PackHooks counting = hooks();
+  counting.prepare_image = [&](const ImageRef& r, const std::string& w) {
+    ++decoded;
+    return fake_image(r, w);
+  };
+  auto rep = pack_samples(samples, pack_opts(dir), counting);
+  EXPECT_EQ(rep.shards_reused, 1);
+  EXPECT_EQ(rep.records, 35);
+  int64_t expect_decoded = 0;
+  for (int i = 10; i < 35; ++i)
+    expect_decoded += samples[i].left.present() + samples[i].right.present();
+  EXPECT_EQ(decoded, expect_decoded);
+  for (int s = 0; s < 4; ++s)
+    EXPECT_EQ(retclip::util::read_file(ref / shard_file_name(s)),
+              retclip::util::read_file(dir / shard_file_name(s)))
+        << shard_file_name(s);
+  EXPECT_EQ(retclip::util::read_file(ref / "index.json"),
+            retclip::util::read_file(dir / "index.json"));
+}
+
+TEST(Shards, BadSamplesAreSkippedAndSummarised) {
+  auto dir = fresh_dir("bad");
+  auto samples = make_samples(12);
+  samples[4].right.path = "bad-4";
+  samples[9].left.path = "bad-9";
+  samples[9].right.path = "";
+  auto rep = pack_samples(samples, pack_opts(dir), hooks());
+  EXPECT_EQ(rep.records, 10);
+  EXPECT_EQ(rep.bad_samples, 2);
+  ASSERT_EQ(rep.bad_examples.size(), 2u);
+  EXPECT_EQ(rep.bad_examples[0].origin, "manifest.csv row 6");
+  EXPECT_NE(rep.bad_examples[0].reason.find("bad-4"), std::string::npos);
+  auto reader = ShardReader::open(dir.string());
+  EXPECT_EQ(reader->record(4).patient_id, "P1005");  // row 4 dropped, order kept
+}
+
+TEST(Shards, WriterRejectsWrongSizes) {
+  auto dir = fresh_dir("writer");
+  ShardHeader h;
+  h.image_size = 4;
+  h.has_tokens = true;
+  h.context_length = 3;
+  ShardWriter w((dir / "x.rcs").string(), h);
+  ShardRecord r;
+  r.patient_id = "p";
+  r.has_left = true;
+  r.left.assign(4 * 4 * 3 - 1, 0);
+  r.tokens = {1, 2, 3};
+  EXPECT_THROW(w.add(r), retclip::UsageError);
+  r.left.push_back(0);
+  r.tokens = {1, 2};
+  EXPECT_THROW(w.add(r), retclip::UsageError);
+  r.tokens = {1, 2, 3};
+  w.add(r);
+  EXPECT_EQ(w.finish(), 1);
+  auto f = ShardFile::open((dir / "x.rcs").string());
+  EXPECT_EQ(f->size(), 1);
+  EXPECT_EQ(f->record(0).tokens(), (std::vector<int64_t>{1, 2, 3}));
+}
