@@ -4,7 +4,6 @@
 
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/import.h>
-#include <torch/serialize.h>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +16,7 @@
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
+#include "torch_pickle.hpp"
 
 namespace retclip::io {
 
@@ -50,56 +50,6 @@ void check_unique(const StateDict& sd, const std::string& where) {
     RETCLIP_CHECK_USAGE(seen.insert(k).second, where, ": key '", k,
                         "' appears twice. HINT: after stripping prefixes two entries collided; "
                         "load the file without key mapping to inspect it");
-}
-
-// The keys under which training scripts nest the model's weights, most specific first.
-constexpr const char* kNestedKeys[] = {"state_dict", "model", "module", "model_state_dict"};
-
-void collect_tensors(const c10::IValue& v, const std::string& where, StateDict* out, int depth) {
-  RETCLIP_CHECK_USAGE(v.isGenericDict(), where, ": expected a dict of tensors (a state_dict) but found ",
-                      v.tagKind(), ". HINT: save model.state_dict(), not the model object");
-  auto dict = v.toGenericDict();
-  for (const char* nk : kNestedKeys) {
-    auto it = dict.find(c10::IValue(std::string(nk)));
-    if (it != dict.end() && it->value().isGenericDict() && depth < 4) {
-      log::debug("{}: using the nested \"{}\" entry", where, nk);
-      collect_tensors(it->value(), where, out, depth + 1);
-      return;
-    }
-  }
-  size_t skipped = 0;
-  std::string other_keys;
-  for (const auto& e : dict) {
-    if (e.key().isString() && e.value().isTensor()) {
-      out->emplace_back(e.key().toStringRef(), e.value().toTensor().detach().contiguous());
-    } else {
-      ++skipped;
-      if (other_keys.size() < 200)
-        other_keys += (other_keys.empty() ? "" : ", ") + (e.key().isString() ? e.key().toStringRef()
-                                                                              : e.key().tagKind());
-    }
-  }
-  RETCLIP_CHECK_USAGE(!out->empty(), where, ": found no tensors; top-level keys: ", other_keys,
-                      ". HINT: retclip unwraps \"state_dict\", \"model\", \"module\" and "
-                      "\"model_state_dict\"; re-save the weights with torch.save(model.state_dict())");
-  if (skipped) log::debug("{}: skipped {} non-tensor entries ({})", where, skipped, other_keys);
-}
-
-StateDict load_torch_zip(const fs::path& path) {
-  const std::string where = path.string();
-  std::string bytes = util::read_file(path);
-  c10::IValue v;
-  try {
-    v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& e) {
-    throw UsageError(str_cat(where, ": cannot unpickle this torch.save archive: ",
-                             e.what_without_backtrace(),
-                             ". HINT: only plain containers of tensors are supported; in Python run "
-                             "torch.save(torch.load(p)['state_dict'], out) or export to safetensors"));
-  }
-  StateDict sd;
-  collect_tensors(v, where, &sd, 0);
-  return sd;
 }
 
 StateDict load_torchscript(const fs::path& path) {
@@ -215,7 +165,7 @@ StateDict load_weights(const fs::path& path) {
   StateDict sd;
   switch (fmt) {
     case WeightsFormat::kSafetensors: sd = std::move(read_safetensors(file).tensors); break;
-    case WeightsFormat::kTorchZip: sd = load_torch_zip(file); break;
+    case WeightsFormat::kTorchZip: sd = detail::load_torch_zip(file); break;
     case WeightsFormat::kTorchScript: sd = load_torchscript(file); break;
     case WeightsFormat::kHfSafetensorsIndex: sd = load_hf_index(file); break;
   }
