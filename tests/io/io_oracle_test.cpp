@@ -114,6 +114,13 @@ TEST_F(IoOracle, TorchSaveZipPlainAndNestedWithDdpPrefix) {
               "torch.save({state_dict: module.*, optimizer, epoch})");
 }
 
+TEST_F(IoOracle, TorchZipSharedStorageViewsDtypesAndForeignObjects) {
+  auto ref = read_safetensors(dir_ / "ref_views.safetensors").tensors;
+  auto got = load_weights(dir_ / "views_nested.pt");
+  expect_same(got, ref, "torch.save({model: views of one storage + dtypes, args, numpy scalar, set})");
+  for (const auto& [name, t] : got) EXPECT_TRUE(t.is_contiguous()) << name;
+}
+
 TEST_F(IoOracle, TorchScriptArchivesGiveParametersAndBuffers) {
   auto ref = read_safetensors(dir_ / "ref_small.safetensors").tensors;
   EXPECT_EQ(detect_weights_format(dir_ / "small_scripted.pt"), WeightsFormat::kTorchScript);

@@ -80,6 +80,20 @@ def make(d):
     torch.save({"epoch": 3, "name": "run",
                 "state_dict": {"module." + k: v for k, v in sd.items()},
                 "optimizer": opt.state_dict()}, os.path.join(d, "small_nested.pt"))
+    # Views sharing one storage, several dtypes, and foreign objects next to the weights
+    # (argparse namespace, numpy scalar, a set) as training scripts save them.
+    import argparse
+    import numpy as np
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    views = {"base": base, "row_slice": base[1:3], "transposed": base.t(), "column": base[:, 2],
+             "half": torch.randn(3, 2).half(), "bf16": torch.randn(5).bfloat16(),
+             "long": torch.arange(4), "flag": torch.tensor([True, False]), "scalar": torch.tensor(7.5),
+             "empty": torch.zeros(0, 3)}
+    save_file({k: v.clone().contiguous() for k, v in views.items()}, os.path.join(d, "ref_views.safetensors"))
+    torch.save({"model": views, "args": argparse.Namespace(lr=0.1, name="x"),
+                "best": np.float64(0.5), "seen": {1, 2}, "steps": [1, 2.5, None, (3, "a")],
+                "big": 2 ** 40, "neg": -5},
+               os.path.join(d, "views_nested.pt"))
     # 3. TorchScript archive of the same module.
     torch.jit.script(m).save(os.path.join(d, "small_scripted.pt"))
     torch.jit.trace(m.eval(), torch.randn(2, 6)).save(os.path.join(d, "small_traced.pt"))
