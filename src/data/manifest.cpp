@@ -221,8 +221,9 @@ class BadRows {
   /// Logs a summary of what was skipped.
   void summarise(const std::string& file, int64_t rows) const {
     if (bad_.empty()) return;
-    log::warn("{}: skipped {} bad row(s) of {} (data.on_bad_sample: skip); first: {}: {}",
-              file, bad_.size(), rows, bad_.front().origin, bad_.front().reason);
+    log::warn("{}: {} row(s) read, {} problem(s) skipped (data.on_bad_sample: skip); "
+              "first: {}: {}",
+              file, rows, bad_.size(), bad_.front().origin, bad_.front().reason);
   }
   std::vector<BadSample>& bad() { return bad_; }
 
