@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "retclip/io/state_dict.hpp"
 #include "retclip/util/error.hpp"
@@ -237,4 +238,33 @@ TEST(ApplyStateDict, StrictThrowsBeforeCopyingAndPrefixFilterLimitsScope) {
   EXPECT_TRUE(at::equal(m2->fc->bias, m->fc->bias));
   EXPECT_THROW(apply_state_dict(*m, {{"fc.bias", at::ones({2})}, {"fc.bias", at::ones({2})}}, false),
                UsageError);
+}
+
+TEST(StateDict, DamagedTorchArchivesAreRejectedNotCrashed) {
+  c10::impl::GenericDict sd(c10::StringType::get(), c10::AnyType::get());
+  sd.insert("w", at::randn({8, 8}));
+  sd.insert("b", at::arange(8));
+  std::vector<char> bytes = torch::pickle_save(c10::IValue(sd));
+  const std::string good(bytes.data(), bytes.size());
+  const fs::path p = temp_dir() / "damaged.pt";
+  size_t loaded = 0, rejected = 0;
+  auto attempt = [&](const std::string& b) {
+    util::write_file_atomic(p, b);
+    try {
+      load_weights(p);
+      ++loaded;
+    } catch (const UsageError&) {
+      ++rejected;
+    }
+  };
+  for (size_t n : {size_t(3), size_t(40), good.size() / 3, good.size() / 2, good.size() - 30, good.size() - 1})
+    attempt(good.substr(0, n));
+  EXPECT_EQ(loaded, 0u);  // every truncation is rejected
+  std::mt19937 rng(3);
+  for (int i = 0; i < 60; ++i) {
+    std::string b = good;
+    b[rng() % b.size()] ^= static_cast<char>(1 + rng() % 255);
+    attempt(b);
+  }
+  EXPECT_EQ(loaded + rejected, 66u);
 }
