@@ -22,19 +22,30 @@ const std::string kScript = RETCLIP_SOURCE_DIR "/tests/python/io_make_fixtures.p
 
 class IoOracle : public ::testing::Test {
  protected:
+  // Fixtures are made once per version of the script and shared by every test process
+  // (ctest runs each case separately): <build>/io_oracle_fixtures_<crc of the script>.
   static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("retclip_io_oracle_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
+    const std::string crc = util::hex32(util::crc32(util::read_file(kScript)));
+    dir_ = fs::path(RETCLIP_BINARY_DIR) / ("io_oracle_fixtures_" + crc);
+    if (fs::exists(dir_ / "DONE")) return;
     if (std::system("python3 -c 'import torch, safetensors, transformers' >/dev/null 2>&1") != 0) {
       skip_ = "python3 lacks torch, safetensors or transformers";
       return;
     }
-    const std::string cmd = "python3 " + kScript + " make " + dir_.string() + " > " +
-                            (dir_ / "make.log").string() + " 2>&1";
-    if (std::system(cmd.c_str()) != 0) failed_ = "fixture script failed; see " + (dir_ / "make.log").string();
-  }
-  static void TearDownTestSuite() {
-    if (failed_.empty() && !std::getenv("RETCLIP_KEEP_FIXTURES")) fs::remove_all(dir_);
+    fs::path tmp = dir_;
+    tmp += ".tmp-" + std::to_string(::getpid());
+    fs::remove_all(tmp);
+    const std::string cmd = "python3 " + kScript + " make " + tmp.string() + " > " +
+                            (tmp.string() + ".log") + " 2>&1";
+    if (std::system(cmd.c_str()) != 0) {
+      failed_ = "fixture script failed; see " + tmp.string() + ".log";
+      return;
+    }
+    util::write_file_atomic(tmp / "DONE", "ok");
+    std::error_code ec;
+    fs::rename(tmp, dir_, ec);  // another test process may have won the race: use its copy
+    if (ec) fs::remove_all(tmp);
+    fs::remove(tmp.string() + ".log", ec);
   }
   void SetUp() override {
     if (!skip_.empty()) GTEST_SKIP() << skip_;
