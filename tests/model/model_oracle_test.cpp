@@ -24,7 +24,8 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 
 bool python_ready() {
   static const bool ok =
-      std::system("python3 -c 'import torch, transformers, open_clip' >/dev/null 2>&1") == 0;
+            std::system("python3 -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) "
+                  "for m in (\"torch\", \"transformers\", \"open_clip\")))' >/dev/null 2>&1") == 0;
   return ok;
 }
 
@@ -55,9 +56,9 @@ TensorMap run_reference(const std::string& mode, const TensorMap& in) {
   const std::string cmd = "python3 " RETCLIP_SOURCE_DIR "/tests/python/model_reference.py " + mode +
                           " '" + src.string() + "' '" + dst.string() + "'";
   const int rc = std::system(cmd.c_str());
-  EXPECT_EQ(rc, 0) << "reference failed: " << cmd;
-  TensorMap out = rc == 0 ? read_tensors(dst) : TensorMap{};
   fs::remove(src);
+  if (rc != 0) throw std::runtime_error("reference failed (exit " + std::to_string(rc) + "): " + cmd);
+  TensorMap out = read_tensors(dst);
   fs::remove(dst);
   return out;
 }
@@ -223,16 +224,19 @@ void full_case(const FullCase& c) {
     auto it = ref.find("grad." + p.key());
     ASSERT_NE(it, ref.end()) << "no reference gradient for " << p.key();
     ASSERT_TRUE(p.value().grad().defined()) << "no gradient for " << p.key();
+    // fp32 gradients that sum over many positions (token-type embedding: every token)
+    // reach magnitudes >> 1, so the bound is 1e-5 relative to max(1, max |ref|).
     const double d = max_abs(p.value().grad(), it->second);
-    std::cout << "  grad " << p.key() << ": max |diff| " << d << "\n";
-    EXPECT_LE(d, c.tol) << p.key();
-    if (d >= worst) {
-      worst = d;
+    const double mag = std::max(1.0, it->second.abs().max().item<double>());
+    std::cout << "  grad " << p.key() << ": max |diff| " << d << " (max |grad| " << mag << ")\n";
+    EXPECT_LE(d / mag, c.tol) << p.key();
+    if (d / mag >= worst) {
+      worst = d / mag;
       worst_name = p.key();
     }
     ++compared;
   }
-  std::cout << "  " << compared << " gradients compared, worst " << worst_name << " " << worst
+  std::cout << "  " << compared << " gradients compared, worst (scaled) " << worst_name << " " << worst
             << "\n";
 }
 

@@ -11,6 +11,7 @@ import math
 import sys
 
 import torch
+import torch.jit._pickle
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -107,6 +108,8 @@ def load_params(module, params, prefix=""):
 
 def main():
     mode, src, dst = sys.argv[1:4]
+    # torch::pickle_save tags dict types with this helper; it only restores type tags.
+    torch.serialization.add_safe_globals([torch.jit._pickle.restore_type_tag])
     d = torch.load(src, weights_only=True)
     cfg = {k[4:]: v.item() for k, v in d.items() if k.startswith("cfg.")}
     params = {k[6:]: v for k, v in d.items() if k.startswith("param.")}
