@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generates the Unicode tables embedded in src/data/wordpiece.cpp (run by hand,
 never at build time): punctuation (P*), non-spacing marks (Mn), other (Cc/Cf/Co),
-simple lower-case runs and the accent-stripped base letter (NFD minus Mn) of the
-precomposed letters in the Latin, Greek and Cyrillic blocks. Python's unicodedata
+simple lower-case runs and, for every code point that NFD changes (Hangul syllables
+excepted: decomposed in code), its NFD minus the Mn marks. Python's unicodedata
 (Unicode 14.0 in Python 3.11) is the source."""
 import sys
 import unicodedata as ud
@@ -56,17 +56,18 @@ def lower_runs():
     return runs
 
 
-def decompositions(blocks):
-    out = []
-    for lo, hi in blocks:
-        for c in range(lo, hi + 1):
-            n = ud.normalize("NFD", chr(c))
-            if n == chr(c):
-                continue
-            s = "".join(x for x in n if ud.category(x) != "Mn")
-            assert len(s) == 1, (hex(c), s)
-            out.append((c, ord(s)))
-    return out
+def decompositions():
+    single, multi = [], []
+    for c in range(MAX):
+        if 0xAC00 <= c <= 0xD7A3 or 0xD800 <= c <= 0xDFFF or cat(c) == "Mn":
+            continue
+        n = ud.normalize("NFD", chr(c))
+        if n == chr(c):
+            continue
+        s = [ord(x) for x in n if ud.category(x) != "Mn"]
+        assert 1 <= len(s) <= 3, (hex(c), s)
+        (single if len(s) == 1 else multi).append((c, s))
+    return single, multi
 
 
 def main():
@@ -81,12 +82,17 @@ def main():
     for i in range(0, len(runs), 3):
         print("    " + " ".join(f"{{0x{a:04X}, 0x{b:04X}, {d}, {s}}}," for a, b, d, s in runs[i:i + 3]))
     print("};")
-    dec = decompositions([(0x00C0, 0x024F), (0x0370, 0x03FF), (0x0400, 0x04FF),
-                          (0x1E00, 0x1FFF), (0x2000, 0x21FF), (0x3040, 0x30FF)])
-    print(f"// {len(dec)} precomposed code points -> base letter")
+    single, multi = decompositions()
+    print(f"// {len(single)} code points whose NFD minus Mn is one code point")
     print("constexpr Decomp kStripped[] = {")
-    for i in range(0, len(dec), 5):
-        print("    " + " ".join(f"{{0x{a:04X}, 0x{b:04X}}}," for a, b in dec[i:i + 5]))
+    for i in range(0, len(single), 5):
+        print("    " + " ".join(f"{{0x{a:04X}, 0x{b[0]:04X}}}," for a, b in single[i:i + 5]))
+    print("};")
+    print(f"// {len(multi)} code points whose NFD minus Mn is two or three code points")
+    print("constexpr DecompMulti kStrippedMulti[] = {")
+    for a, b in multi:
+        b = b + [0] * (3 - len(b))
+        print(f"    {{0x{a:04X}, {{0x{b[0]:04X}, 0x{b[1]:04X}, 0x{b[2]:04X}}}}},")
     print("};")
 
 
