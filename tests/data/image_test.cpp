@@ -161,6 +161,17 @@ TEST(DecodeImage, TruncatedJpegIsRejected) {
   EXPECT_NE(msg.find("train_imgs.tsv row 3 (left)"), std::string::npos) << msg;
 }
 
+TEST(DecodeImage, CorruptJpegHeaderIsRejected) {
+  std::string jpg = encode(synthetic_fundus(64, 64, {32, 32}, 28), ".jpg");
+  ASSERT_TRUE(jpeg_is_complete(jpg));
+  // Keep the SOI and the end of the file (so the EOI check passes), garble the headers.
+  const size_t sos = jpg.rfind("\xFF\xDA");
+  ASSERT_NE(sos, std::string::npos);
+  for (size_t i = 4; i < sos; ++i) jpg[i] = static_cast<char>(0x5A);
+  std::string msg = usage_error_of([&] { decode_image(ImageRef{"", jpg, "garbled.jpg"}); });
+  EXPECT_NE(msg.find("garbled.jpg"), std::string::npos) << msg;
+}
+
 TEST(DecodeImage, CorruptPngIsRejected) {
   std::string png = encode(synthetic_fundus(64, 64, {32, 32}, 28), ".png");
   std::string cut = png.substr(0, png.size() / 2);

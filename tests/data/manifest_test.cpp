@@ -273,6 +273,22 @@ TEST(Manifest, Jsonl) {
   EXPECT_TRUE(has(msg, "m.jsonl row 4: not a valid JSON line")) << msg;
 }
 
+TEST(Manifest, JsonlInvalidUtf8AndBom) {
+  fs::path dir = test_dir("jsonl8");
+  write(dir / "m.jsonl",
+        "\xEF\xBB\xBF{\"patient_id\": \"a\", \"left_image\": \"l.jpg\", \"report\": \"ok\"}\n"
+        "{\"patient_id\": \"b\", \"left_image\": \"l.jpg\", \"report\": \"caf\xe9\"}\n"
+        "{\"patient_id\": \"c\", \"left_image\": \"l.jpg\", \"report\": \" \\u3000 \"}\n");
+  ReadReport rep;
+  auto s = read_manifest((dir / "m.jsonl").string(), BadSamplePolicy::kSkip, &rep);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].patient_id, "a");
+  ASSERT_EQ(rep.bad.size(), 2u);
+  EXPECT_EQ(rep.bad[0].origin, "m.jsonl row 2");
+  EXPECT_TRUE(has(rep.bad[0].reason, "UTF-8")) << rep.bad[0].reason;
+  EXPECT_TRUE(has(rep.bad[1].reason, "report is empty or only whitespace")) << rep.bad[1].reason;
+}
+
 namespace {
 /// A RET-CLIP folder: three patients, one text naming two of them.
 fs::path make_retclip(const std::string& name, const std::string& extra_tsv = "",
