@@ -159,12 +159,18 @@ WeightsFormat detect_weights_format(const fs::path& path) {
                            "zip or a TorchScript archive). HINT: check that the download completed"));
 }
 
-StateDict load_weights(const fs::path& path) {
+StateDict load_weights(const fs::path& path, std::map<std::string, std::string>* metadata) {
   fs::path file = fs::is_directory(path) ? resolve_folder(path) : path;
   const WeightsFormat fmt = detect_weights_format(file);
   StateDict sd;
+  if (metadata) metadata->clear();
   switch (fmt) {
-    case WeightsFormat::kSafetensors: sd = std::move(read_safetensors(file).tensors); break;
+    case WeightsFormat::kSafetensors: {
+      SafetensorsFile f = read_safetensors(file);
+      sd = std::move(f.tensors);
+      if (metadata) *metadata = std::move(f.metadata);
+      break;
+    }
     case WeightsFormat::kTorchZip: sd = detail::load_torch_zip(file); break;
     case WeightsFormat::kTorchScript: sd = load_torchscript(file); break;
     case WeightsFormat::kHfSafetensorsIndex: sd = load_hf_index(file); break;

@@ -56,8 +56,10 @@ TEST(StateDict, SafetensorsLoadStripsModulePrefixAndSaveRoundTrips) {
   auto w = at::randn({2, 3});
   save_weights(p, {{"module.fc.weight", w}, {"module.fc.bias", at::zeros({2})}}, {{"k", "v"}});
   EXPECT_EQ(detect_weights_format(p), WeightsFormat::kSafetensors);
-  auto sd = load_weights(p);
+  std::map<std::string, std::string> meta;
+  auto sd = load_weights(p, &meta);
   EXPECT_EQ(keys(sd), (std::vector<std::string>{"fc.bias", "fc.weight"}));  // file order
+  EXPECT_EQ(meta, (std::map<std::string, std::string>{{"k", "v"}}));
   EXPECT_TRUE(at::equal(*find_tensor(sd, "fc.weight"), w));
 }
 

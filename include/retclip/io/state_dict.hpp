@@ -48,8 +48,10 @@ WeightsFormat detect_weights_format(const std::filesystem::path& path);
 /// {"model": ...} or {"module": ...} are unwrapped (repeatedly); non-tensor entries are
 /// skipped; a leading "module." (DistributedDataParallel) is stripped from every key.
 /// TorchScript archives give named_parameters() + named_buffers() of the module.
-/// Tensors come back on the CPU, contiguous.
-StateDict load_weights(const std::filesystem::path& path);
+/// Tensors come back on the CPU, contiguous. `metadata`, when given, receives the
+/// safetensors "__metadata__" (empty for other formats).
+StateDict load_weights(const std::filesystem::path& path,
+                       std::map<std::string, std::string>* metadata = nullptr);
 
 /// Writes `sd` as safetensors (atomically). Tensors on other devices are copied to CPU.
 void save_weights(const std::filesystem::path& path, const StateDict& sd,
