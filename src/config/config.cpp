@@ -169,12 +169,18 @@ std::string last_component(const std::string& path) {
     all_paths(root, "", paths);
     std::vector<std::string> lasts;
     for (const auto& p : paths) lasts.push_back(last_component(p));
-    size_t best = std::string::npos, best_d = std::string::npos;
-    for (size_t i = 0; i < paths.size(); ++i) {
-      size_t d = edit_distance(name, lasts[i]);
-      if (d < best_d) best_d = d, best = i;
+    size_t best_d = std::string::npos;
+    for (const auto& l : lasts) best_d = std::min(best_d, edit_distance(name, l));
+    if (best_d <= (name.size() >= 6 ? 1u : 0u)) {
+      // Several sections may hold the name (`dir` is checkpoint.dir and log.dir): offer all.
+      std::vector<std::string> ties;
+      for (size_t i = 0; i < paths.size(); ++i)
+        if (edit_distance(name, lasts[i]) == best_d) ties.push_back("`" + paths[i] + "`");
+      for (size_t i = 0; i < ties.size(); ++i)
+        guess += (i == 0 ? "" : i + 1 == ties.size() ? " or " : ", ") + ties[i];
+      throw UsageError(
+          fmt::format("unknown key `{}` in {}; did you mean {}?", path, where, guess));
     }
-    if (best != std::string::npos && best_d <= (name.size() >= 6 ? 1u : 0u)) guess = paths[best];
   }
   if (!guess.empty())
     throw UsageError(
@@ -232,10 +238,11 @@ void apply_map(const YAML::Node& map, const std::vector<Field>& fields, const st
     YAML::Node val = kv.second;
     std::string where = yaml_where(origin, key.Mark());
     if (!key.IsScalar())
-      throw UsageError(fmt::format("{}: expected a plain key name{}, found a {}. HINT: keys are "
-                                   "words like `lr`",
-                                   where, prefix.empty() ? "" : " in `" + prefix + "`",
-                                   key.IsMap() ? "mapping" : "list"));
+      throw UsageError(fmt::format("{}: expected a key name{}, found {}. HINT: keys are words "
+                                   "like `lr`",
+                                   where,
+                                   prefix.empty() ? "" : " in `" + prefix.substr(0, prefix.size() - 1) + "`",
+                                   describe(raw_from_node(key))));
     std::string name = key.Scalar();
     std::string path = prefix + name;
     int line = key.Mark().line + 1;

@@ -100,6 +100,17 @@ TEST(ConfigUnknownKey, KeyOfAnotherSectionIsSuggested) {
                 "`optim.warmup_steps`?");
 }
 
+TEST(ConfigUnknownKey, NameInSeveralSectionsOffersAll) {
+  auto m = err("train:\n  dir: runs/x\n");
+  EXPECT_HAS(m, "unknown key `train.dir` in x.yaml line 2; did you mean `checkpoint.dir` or "
+                "`log.dir`?");
+}
+
+TEST(ConfigUnknownKey, EmptyKeyName) {
+  auto m = err("optim:\n  : 3\n");
+  EXPECT_HAS(m, "x.yaml line 2: expected a key name in `optim`, found nothing");
+}
+
 TEST(ConfigUnknownKey, NoCloseMatchListsValidKeys) {
   auto m = err("loss:\n  zzzzzzzz: 1\n");
   EXPECT_HAS(m, "unknown key `loss.zzzzzzzz` in x.yaml line 2. Valid keys in `loss`: weights, "
