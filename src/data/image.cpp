@@ -28,7 +28,9 @@ bool starts_with(const std::string& s, const char* magic, size_t n) {
   return s.size() >= n && std::equal(magic, magic + n, s.begin());
 }
 
-bool is_jpeg(const std::string& b) { return starts_with(b, "\xFF\xD8\xFF", 3); }
+bool is_jpeg(const std::string& b) {
+  return starts_with(b, "\xFF\xD8\xFF", 3);
+}
 
 /// First bytes of a file as printable text, for "not an image" messages.
 std::string preview(const std::string& b) {
@@ -182,8 +184,8 @@ cv::Mat decode_image(const ImageRef& ref) {
     RETCLIP_CHECK_USAGE(fs::exists(ref.path, ec), "image file not found: ", ref.path,
                         ". HINT: image paths in a manifest are relative to the manifest's "
                         "folder; check the path and that the file was copied");
-    RETCLIP_CHECK_USAGE(!fs::is_directory(ref.path, ec), "expected an image file but ",
-                        ref.path, " is a directory");
+    RETCLIP_CHECK_USAGE(!fs::is_directory(ref.path, ec), "expected an image file but ", ref.path,
+                        " is a directory");
     file_bytes = util::read_file(ref.path);
   }
   const std::string& bytes = ref.bytes.empty() ? file_bytes : ref.bytes;
@@ -205,9 +207,8 @@ cv::Mat decode_image(const ImageRef& ref) {
     throw UsageError(str_cat("image ", where, " could not be decoded: ", e.what(),
                              ". HINT: the file is corrupt; re-export it"));
   }
-  RETCLIP_CHECK_USAGE(!img.empty(), "image ", where,
-                      " is not a decodable image (", bytes.size(), " bytes starting with '",
-                      preview(bytes),
+  RETCLIP_CHECK_USAGE(!img.empty(), "image ", where, " is not a decodable image (", bytes.size(),
+                      " bytes starting with '", preview(bytes),
                       "'). HINT: expected JPEG, PNG, TIFF or BMP data; the file may be "
                       "corrupt or not an image at all");
   // 16-bit -> 8-bit (full range), float [0,1] -> 8-bit.
@@ -221,9 +222,15 @@ cv::Mat decode_image(const ImageRef& ref) {
   }
   cv::Mat rgb;
   switch (img.channels()) {
-    case 1: cv::cvtColor(img, rgb, cv::COLOR_GRAY2RGB); break;
-    case 3: cv::cvtColor(img, rgb, cv::COLOR_BGR2RGB); break;
-    case 4: cv::cvtColor(img, rgb, cv::COLOR_BGRA2RGB); break;
+    case 1:
+      cv::cvtColor(img, rgb, cv::COLOR_GRAY2RGB);
+      break;
+    case 3:
+      cv::cvtColor(img, rgb, cv::COLOR_BGR2RGB);
+      break;
+    case 4:
+      cv::cvtColor(img, rgb, cv::COLOR_BGRA2RGB);
+      break;
     default:
       throw UsageError(str_cat("image ", where, " has ", img.channels(),
                                " channels; expected 1 (grey), 3 (colour) or 4 (with alpha)"));
@@ -235,8 +242,10 @@ cv::Mat decode_image(const ImageRef& ref) {
 FieldOfView find_field_of_view(const cv::Mat& rgb) {
   FieldOfView fov;
   if (rgb.empty()) return fov;
-  RETCLIP_CHECK(rgb.type() == CV_8UC3, "find_field_of_view expects 8-bit RGB (CV_8UC3) but got "
-                "OpenCV type ", rgb.type());
+  RETCLIP_CHECK(rgb.type() == CV_8UC3,
+                "find_field_of_view expects 8-bit RGB (CV_8UC3) but got "
+                "OpenCV type ",
+                rgb.type());
   // Work on a small copy: the box only needs to be accurate to a few pixels.
   const double scale = std::min(1.0, 640.0 / std::max(rgb.rows, rgb.cols));
   cv::Mat small;
@@ -302,10 +311,12 @@ cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
   RETCLIP_CHECK_USAGE(size >= 16 && size <= 8192, "expected an output size in [16, 8192] but got ",
                       size, " (", at, ")");
   RETCLIP_CHECK_USAGE(!rgb.empty(), "image ", at, " is empty (0x0 pixels)");
-  RETCLIP_CHECK(rgb.type() == CV_8UC3, "fundus_preprocess expects 8-bit RGB (CV_8UC3) but got "
-                "OpenCV type ", rgb.type(), " (", at, ")");
-  RETCLIP_CHECK_USAGE(rgb.rows >= 16 && rgb.cols >= 16, "image ", at, " is too small: ",
-                      rgb.cols, "x", rgb.rows,
+  RETCLIP_CHECK(rgb.type() == CV_8UC3,
+                "fundus_preprocess expects 8-bit RGB (CV_8UC3) but got "
+                "OpenCV type ",
+                rgb.type(), " (", at, ")");
+  RETCLIP_CHECK_USAGE(rgb.rows >= 16 && rgb.cols >= 16, "image ", at, " is too small: ", rgb.cols,
+                      "x", rgb.rows,
                       " px, expected at least 16x16. HINT: this is not a fundus photograph "
                       "(a thumbnail or icon?); remove it from the manifest");
   FieldOfView fov = find_field_of_view(rgb);
@@ -314,11 +325,10 @@ cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
                       "border threshold). HINT: the photograph is blank or failed to "
                       "expose; remove it from the manifest");
   const int min_fov = std::max(16, std::min(rgb.rows, rgb.cols) / 10);
-  RETCLIP_CHECK_USAGE(
-      std::min(fov.box.width, fov.box.height) >= min_fov, "image ", at,
-      ": the field of view is tiny (", fov.box.width, "x", fov.box.height, " px in a ", rgb.cols,
-      "x", rgb.rows, " image; expected at least ", min_fov,
-      " px). HINT: the photograph is nearly black or shows only a speck of light");
+  RETCLIP_CHECK_USAGE(std::min(fov.box.width, fov.box.height) >= min_fov, "image ", at,
+                      ": the field of view is tiny (", fov.box.width, "x", fov.box.height,
+                      " px in a ", rgb.cols, "x", rgb.rows, " image; expected at least ", min_fov,
+                      " px). HINT: the photograph is nearly black or shows only a speck of light");
   cv::Mat crop = rgb(fov.box);
   const int side = std::max(crop.rows, crop.cols);
   const int top = (side - crop.rows) / 2, left = (side - crop.cols) / 2;
@@ -333,16 +343,19 @@ cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
     cv::resize(square, out, cv::Size(s, s), 0, 0, cv::INTER_AREA);
   } else {
     if (g_upscaled.fetch_add(1) == 0) {
-      log::warn("{}: field of view is {}x{} px, smaller than the {} px target; enlarging it "
-                "(bicubic). Further enlarged images are counted, not reported.",
-                at, fov.box.width, fov.box.height, s);
+      log::warn(
+          "{}: field of view is {}x{} px, smaller than the {} px target; enlarging it "
+          "(bicubic). Further enlarged images are counted, not reported.",
+          at, fov.box.width, fov.box.height, s);
     }
     cv::resize(square, out, cv::Size(s, s), 0, 0, cv::INTER_CUBIC);
   }
   return out;
 }
 
-int64_t upscaled_image_count() { return g_upscaled.load(); }
+int64_t upscaled_image_count() {
+  return g_upscaled.load();
+}
 
 at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed,
                      const std::array<double, 3>& mean, const std::array<double, 3>& std) {
@@ -376,10 +389,10 @@ at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed
     return out;
   }
 
-  RETCLIP_CHECK_USAGE(aug.crop_scale[0] > 0 && aug.crop_scale[0] <= aug.crop_scale[1] &&
-                          aug.crop_scale[1] <= 1.0,
-                      "expected 0 < crop_scale[0] <= crop_scale[1] <= 1 but got [",
-                      aug.crop_scale[0], ", ", aug.crop_scale[1], "] (key data.augment.crop_scale)");
+  RETCLIP_CHECK_USAGE(
+      aug.crop_scale[0] > 0 && aug.crop_scale[0] <= aug.crop_scale[1] && aug.crop_scale[1] <= 1.0,
+      "expected 0 < crop_scale[0] <= crop_scale[1] <= 1 but got [", aug.crop_scale[0], ", ",
+      aug.crop_scale[1], "] (key data.augment.crop_scale)");
   RETCLIP_CHECK_USAGE(aug.color_jitter >= 0 && aug.random_erasing >= 0 && aug.random_erasing <= 1,
                       "expected color_jitter >= 0 and random_erasing in [0, 1] but got ",
                       aug.color_jitter, " and ", aug.random_erasing, " (key data.augment)");

@@ -28,10 +28,8 @@ using nlohmann::json;
 
 namespace {
 
-constexpr char kStdAlphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-constexpr char kUrlAlphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+constexpr char kStdAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+constexpr char kUrlAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// 0..63 for a base64 digit of either alphabet, -1 otherwise.
 int b64_value(unsigned char c) {
@@ -92,7 +90,8 @@ bool base64_try_decode(std::string_view text, std::string* out, std::string* err
   if (padding > 0 && text.size() % 4 != 0)
     return fail(str_cat("padded length ", text.size(), " is not a multiple of 4"));
   if (n % 4 == 1)
-    return fail(str_cat("length ", n, " (without padding) is 1 more than a multiple of 4: "
+    return fail(str_cat("length ", n,
+                        " (without padding) is 1 more than a multiple of 4: "
                         "the data is cut short"));
   bool std_chars = false, url_chars = false;
   std::string res;
@@ -109,8 +108,10 @@ bool base64_try_decode(std::string_view text, std::string* out, std::string* err
     if (c == '+' || c == '/') std_chars = true;
     if (c == '-' || c == '_') url_chars = true;
     if (std_chars && url_chars)
-      return fail(str_cat("mixes the standard ('+', '/') and urlsafe ('-', '_') alphabets "
-                          "(at character ", i, ")"));
+      return fail(
+          str_cat("mixes the standard ('+', '/') and urlsafe ('-', '_') alphabets "
+                  "(at character ",
+                  i, ")"));
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -119,8 +120,9 @@ bool base64_try_decode(std::string_view text, std::string* out, std::string* err
     }
   }
   if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
-    return fail("non-zero bits after the last byte (not canonical base64; the data may be "
-                "cut short)");
+    return fail(
+        "non-zero bits after the last byte (not canonical base64; the data may be "
+        "cut short)");
   if (out) *out = std::move(res);
   return true;
 }
@@ -221,9 +223,10 @@ class BadRows {
   /// Logs a summary of what was skipped.
   void summarise(const std::string& file, int64_t rows) const {
     if (bad_.empty()) return;
-    log::warn("{}: {} row(s) read, {} problem(s) skipped (data.on_bad_sample: skip); "
-              "first: {}: {}",
-              file, rows, bad_.size(), bad_.front().origin, bad_.front().reason);
+    log::warn(
+        "{}: {} row(s) read, {} problem(s) skipped (data.on_bad_sample: skip); "
+        "first: {}: {}",
+        file, rows, bad_.size(), bad_.front().origin, bad_.front().reason);
   }
   std::vector<BadSample>& bad() { return bad_; }
 
@@ -296,9 +299,13 @@ void check_exists(const std::string& path, const char* what) {
                       " is a directory");
 }
 
-std::string file_name(const std::string& path) { return fs::path(path).filename().string(); }
+std::string file_name(const std::string& path) {
+  return fs::path(path).filename().string();
+}
 
-std::string json_to_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+std::string json_to_text(const json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
 
 const std::vector<std::string> kRequired = {"patient_id", "left_image", "right_image", "report"};
 
@@ -326,8 +333,8 @@ void read_csv_rows(const std::string& path, const std::string& text, const fs::p
     if (index.count(req) == 0) {
       std::string have;
       for (const std::string& c : cols) have += (have.empty() ? "" : ", ") + c;
-      throw UsageError(str_cat("manifest ", path, " has no column '", req,
-                               "' (header row ", head.line, " has: ", have,
+      throw UsageError(str_cat("manifest ", path, " has no column '", req, "' (header row ",
+                               head.line, " has: ", have,
                                "). HINT: the header must name patient_id, left_image, "
                                "right_image and report; see docs/DATA.md"));
     }
@@ -341,30 +348,38 @@ void read_csv_rows(const std::string& path, const std::string& text, const fs::p
       continue;
     }
     if (rec.fields.size() != cols.size()) {
-      bad.add(origin, str_cat("expected ", cols.size(), " fields as in the header, found ",
-                              rec.fields.size(),
-                              " (a field holding a comma must be quoted: \"a, b\")"));
+      bad.add(origin,
+              str_cat("expected ", cols.size(), " fields as in the header, found ",
+                      rec.fields.size(), " (a field holding a comma must be quoted: \"a, b\")"));
       continue;
     }
     RowFields f;
     for (size_t k = 0; k < cols.size(); ++k) {
       const std::string& c = cols[k];
       const std::string& v = rec.fields[k];
-      if (c == "patient_id") f.patient_id = v;
-      else if (c == "left_image") f.left = v;
-      else if (c == "right_image") f.right = v;
-      else if (c == "report") f.report = v;
-      else if (c == "split") f.split = v;
-      else if (c == "left_report") f.left_report = v;
-      else if (c == "right_report") f.right_report = v;
-      else f.labels[c] = v;
+      if (c == "patient_id")
+        f.patient_id = v;
+      else if (c == "left_image")
+        f.left = v;
+      else if (c == "right_image")
+        f.right = v;
+      else if (c == "report")
+        f.report = v;
+      else if (c == "split")
+        f.split = v;
+      else if (c == "left_report")
+        f.left_report = v;
+      else if (c == "right_report")
+        f.right_report = v;
+      else
+        f.labels[c] = v;
     }
     Sample s;
     std::string why = build_sample(std::move(f), base, origin, &s);
     if (why.empty()) {
       auto [it, fresh] = seen.emplace(s.patient_id, rec.line);
-      if (!fresh) why = str_cat("duplicate patient_id '", s.patient_id, "' (first at row ",
-                                it->second, ")");
+      if (!fresh)
+        why = str_cat("duplicate patient_id '", s.patient_id, "' (first at row ", it->second, ")");
     }
     if (!why.empty()) {
       bad.add(origin, why);
@@ -421,8 +436,8 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
     if (why.empty() && !j.contains("left_image") && !j.contains("right_image")) {
       std::string keys;
       for (auto it = j.begin(); it != j.end(); ++it) keys += (keys.empty() ? "" : ", ") + it.key();
-      why = str_cat("both eyes are missing (no 'left_image' or 'right_image' key; keys: ", keys,
-                    ")");
+      why =
+          str_cat("both eyes are missing (no 'left_image' or 'right_image' key; keys: ", keys, ")");
     }
     for (auto it = j.begin(); why.empty() && it != j.end(); ++it) {
       const std::string& k = it.key();
@@ -432,16 +447,23 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
         if (v.is_string() || v.is_number_integer()) {
           f.patient_id = json_to_text(v);
         } else {
-          why = str_cat("expected 'patient_id' to be a string or an integer, found ", v.type_name());
+          why =
+              str_cat("expected 'patient_id' to be a string or an integer, found ", v.type_name());
         }
         continue;
       }
-      if (k == "left_image") dst = &f.left;
-      else if (k == "right_image") dst = &f.right;
-      else if (k == "report") dst = &f.report;
-      else if (k == "split") dst = &f.split;
-      else if (k == "left_report") dst = &f.left_report;
-      else if (k == "right_report") dst = &f.right_report;
+      if (k == "left_image")
+        dst = &f.left;
+      else if (k == "right_image")
+        dst = &f.right;
+      else if (k == "report")
+        dst = &f.report;
+      else if (k == "split")
+        dst = &f.split;
+      else if (k == "left_report")
+        dst = &f.left_report;
+      else if (k == "right_report")
+        dst = &f.right_report;
       if (dst == nullptr) {
         f.labels[k] = json_to_text(v);
       } else if (v.is_string()) {
@@ -454,8 +476,8 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
     if (why.empty()) why = build_sample(std::move(f), base, origin, &s);
     if (why.empty()) {
       auto [it, fresh] = seen.emplace(s.patient_id, lineno);
-      if (!fresh) why = str_cat("duplicate patient_id '", s.patient_id, "' (first at row ",
-                                it->second, ")");
+      if (!fresh)
+        why = str_cat("duplicate patient_id '", s.patient_id, "' (first at row ", it->second, ")");
     }
     if (!why.empty()) {
       bad.add(origin, why);
@@ -466,7 +488,8 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string lower_ext(const std::string& path) {
@@ -551,8 +574,9 @@ std::vector<CsvRecord> parse_csv(const std::string& text) {
           break;
         }
         if (i < n && text[i] != ',' && !at_eol(i)) {
-          rec.error = "unexpected text after a closing quote (a '\"' inside a quoted field "
-                      "must be doubled: \"\")";
+          rec.error =
+              "unexpected text after a closing quote (a '\"' inside a quoted field "
+              "must be doubled: \"\")";
           while (i < n && text[i] != '\n') ++i;
         }
       } else {
@@ -581,8 +605,8 @@ std::vector<Sample> read_manifest(const std::string& path, BadSamplePolicy polic
                                   ReadReport* report) {
   check_exists(path, "manifest");
   const std::string ext = lower_ext(path);
-  RETCLIP_CHECK_USAGE(ext == ".csv" || ext == ".jsonl" || ext == ".ndjson",
-                      "manifest ", path, " has the extension '", ext,
+  RETCLIP_CHECK_USAGE(ext == ".csv" || ext == ".jsonl" || ext == ".ndjson", "manifest ", path,
+                      " has the extension '", ext,
                       "'; expected .csv or .jsonl. HINT: for the RET-CLIP layout pass the "
                       "folder holding <split>_texts.jsonl and <split>_imgs.tsv");
   const std::string text = util::read_file(path);
@@ -622,8 +646,8 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
       for (const std::string& f : texts_files_in(dir_or_prefix))
         have += (have.empty() ? "" : ", ") + f;
       throw UsageError(str_cat("RET-CLIP data folder ", dir_or_prefix, " has no ", split_name,
-                               "_texts.jsonl for split '", split_name, "' (texts files there: ",
-                               have.empty() ? "none" : have,
+                               "_texts.jsonl for split '", split_name,
+                               "' (texts files there: ", have.empty() ? "none" : have,
                                "). HINT: set the split to one of those prefixes"));
     }
   } else {
@@ -659,8 +683,8 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
       size_t start = 0;
       while (true) {
         size_t tab = line.find('\t', start);
-        fields.push_back(line.substr(start, tab == std::string::npos ? std::string::npos
-                                                                      : tab - start));
+        fields.push_back(
+            line.substr(start, tab == std::string::npos ? std::string::npos : tab - start));
         if (tab == std::string::npos) break;
         start = tab + 1;
       }
@@ -673,14 +697,16 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
       }
       auto prev = images.find(pid);
       if (prev != images.end()) {
-        bad.add(origin, str_cat("duplicate patient_id '", pid, "' (first at row ",
-                                prev->second.row, ")"));
+        bad.add(origin,
+                str_cat("duplicate patient_id '", pid, "' (first at row ", prev->second.row, ")"));
         continue;
       }
       std::string why;
       if (fields.size() != 3) {
-        why = str_cat("expected 3 tab-separated fields (patient_id, base64 left image, base64 "
-                      "right image), found ", fields.size());
+        why = str_cat(
+            "expected 3 tab-separated fields (patient_id, base64 left image, base64 "
+            "right image), found ",
+            fields.size());
       }
       const char* eye_names[2] = {"left", "right"};
       ImageRef* refs[2] = {&eyes.left, &eyes.right};
@@ -802,15 +828,16 @@ std::vector<Sample> read_samples(const std::string& path, const std::string& for
   std::string fmt_name = format.empty() ? "auto" : format;
   if (fmt_name == "auto") fmt_name = detect_format(path, split);
   if (fmt_name == "retclip") return read_retclip(path, split, policy, report);
-  RETCLIP_CHECK_USAGE(fmt_name == "manifest", "expected data.format to be auto, manifest or "
-                      "retclip but got '", format, "'");
+  RETCLIP_CHECK_USAGE(fmt_name == "manifest",
+                      "expected data.format to be auto, manifest or "
+                      "retclip but got '",
+                      format, "'");
   std::vector<Sample> all = read_manifest(path, policy, report);
   if (split.empty()) return all;
   bool any_split = false;
   for (const Sample& s : all) any_split = any_split || !s.split.empty();
   if (!any_split) {
-    log::info("{}: no split column, using all {} patients for split '{}'", path, all.size(),
-              split);
+    log::info("{}: no split column, using all {} patients for split '{}'", path, all.size(), split);
     return all;
   }
   std::vector<Sample> out = filter_split(all, split);

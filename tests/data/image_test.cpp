@@ -30,8 +30,7 @@ const std::array<double, 3> kMean{0.48145466, 0.4578275, 0.40821073};
 const std::array<double, 3> kStd{0.26862954, 0.26130258, 0.27577711};
 
 fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() /
-               ("retclip_image_test_" + std::to_string(::getpid()));
+  fs::path d = fs::temp_directory_path() / ("retclip_image_test_" + std::to_string(::getpid()));
   fs::create_directories(d);
   return d;
 }
@@ -62,7 +61,9 @@ std::string usage_error_of(Fn&& fn) {
   return "<no UsageError>";
 }
 
-fs::path shared_data() { return fs::path(RETCLIP_SOURCE_DIR) / ".." / "shared" / "data"; }
+fs::path shared_data() {
+  return fs::path(RETCLIP_SOURCE_DIR) / ".." / "shared" / "data";
+}
 
 #ifdef RETCLIP_WITH_IMGCODECS
 std::string encode(const cv::Mat& rgb, const std::string& ext) {
@@ -156,8 +157,9 @@ TEST(DecodeImage, TruncatedJpegIsRejected) {
     EXPECT_NE(msg.find("cut.jpg"), std::string::npos) << msg;
   }
   // Bytes from a tsv are named by their origin.
-  std::string msg = usage_error_of(
-      [&] { decode_image(ImageRef{"", jpg.substr(0, 100), "train_imgs.tsv row 3 (left)"}); });
+  std::string msg = usage_error_of([&] {
+    decode_image(ImageRef{"", jpg.substr(0, 100), "train_imgs.tsv row 3 (left)"});
+  });
   EXPECT_NE(msg.find("train_imgs.tsv row 3 (left)"), std::string::npos) << msg;
 }
 
@@ -278,27 +280,30 @@ TEST(RealPhotos, HighResolutionCropIsTight) {
     ASSERT_TRUE(fov.found) << name;
     EXPECT_NEAR(fov.box.x, 540, 25) << name;
     EXPECT_NEAR(fov.box.y, 85, 25) << name;
-    EXPECT_NEAR(fov.box.width, 1655, 40) << name;   // within 2.5%
+    EXPECT_NEAR(fov.box.width, 1655, 40) << name;  // within 2.5%
     EXPECT_NEAR(fov.box.height, 1655, 40) << name;
     EXPECT_NEAR(static_cast<double>(fov.box.width) / fov.box.height, 1.0, 0.02) << name;
     cv::Mat out = fundus_preprocess(rgb, 224, p.string());
     auto t2 = std::chrono::steady_clock::now();
     ASSERT_EQ(out.rows, 224);
     // Corners black (outside the disc), centre bright.
-    for (cv::Point c : {cv::Point(1, 1), cv::Point(222, 1), cv::Point(1, 222), cv::Point(222, 222)}) {
+    for (cv::Point c :
+         {cv::Point(1, 1), cv::Point(222, 1), cv::Point(1, 222), cv::Point(222, 222)}) {
       cv::Vec3b px = out.at<cv::Vec3b>(c);
       EXPECT_LT(px[0] + px[1] + px[2], 30) << name << " corner " << c;
     }
     cv::Vec3b mid = out.at<cv::Vec3b>(112, 112);
     EXPECT_GT(mid[0], 60) << name;
     // The disc touches all four sides of the output: the crop is tight.
-    for (cv::Point c : {cv::Point(112, 2), cv::Point(112, 221), cv::Point(2, 112), cv::Point(221, 112)}) {
+    for (cv::Point c :
+         {cv::Point(112, 2), cv::Point(112, 221), cv::Point(2, 112), cv::Point(221, 112)}) {
       cv::Vec3b px = out.at<cv::Vec3b>(c);
       EXPECT_GT(px[0], 15) << name << " edge " << c;
     }
     cv::Mat bgr;
     cv::cvtColor(out, bgr, cv::COLOR_RGB2BGR);
-    cv::imwrite((fs::temp_directory_path() / (std::string("retclip_fov_") + name + ".png")).string(), bgr);
+    cv::imwrite(
+        (fs::temp_directory_path() / (std::string("retclip_fov_") + name + ".png")).string(), bgr);
     std::printf("%s: box %dx%d at (%d,%d); decode %.0f ms, preprocess %.0f ms\n", name,
                 fov.box.width, fov.box.height, fov.box.x, fov.box.y,
                 std::chrono::duration<double, std::milli>(t1 - t0).count(),
@@ -329,7 +334,10 @@ TEST(RealPhotos, OdirSamplePreprocesses) {
     if (n < 2) {
       cv::Mat bgr;
       cv::cvtColor(out, bgr, cv::COLOR_RGB2BGR);
-      cv::imwrite((fs::temp_directory_path() / ("retclip_odir_" + e.path().stem().string() + ".png")).string(), bgr);
+      cv::imwrite(
+          (fs::temp_directory_path() / ("retclip_odir_" + e.path().stem().string() + ".png"))
+              .string(),
+          bgr);
     }
     ++n;
   }
@@ -382,7 +390,8 @@ TEST(ToTensor, AugmentationIsDeterministicPerSeed) {
   at::Tensor b = to_tensor(img, aug, 42, kMean, kStd);
   EXPECT_TRUE(at::equal(a, b));
   int differ = 0;
-  for (uint64_t s = 1; s <= 5; ++s) differ += !at::equal(a, to_tensor(img, aug, 42 + s, kMean, kStd));
+  for (uint64_t s = 1; s <= 5; ++s)
+    differ += !at::equal(a, to_tensor(img, aug, 42 + s, kMean, kStd));
   EXPECT_EQ(differ, 5);
 }
 

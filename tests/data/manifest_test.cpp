@@ -18,8 +18,8 @@ using namespace retclip::data;
 namespace {
 
 fs::path test_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() /
-               ("retclip_manifest_test_" + std::to_string(::getpid())) / name;
+  fs::path d =
+      fs::temp_directory_path() / ("retclip_manifest_test_" + std::to_string(::getpid())) / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -61,7 +61,9 @@ std::string one_bad_csv(const std::string& name, const std::string& body,
   return rep.bad[0].reason;
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 }  // namespace
 
@@ -103,7 +105,8 @@ TEST(Base64, StrictErrors) {
 
 TEST(Csv, QuotingRfc4180) {
   const std::string text =
-      "\xEF\xBB\xBF" "a,b,c\r\n"
+      "\xEF\xBB\xBF"
+      "a,b,c\r\n"
       "1,\"x, y\",\"say \"\"hi\"\"\"\r\n"
       "\r\n"
       "2,\"line1\nline2\",\r\n"
@@ -171,7 +174,8 @@ TEST(Manifest, RelativeManifestPathGivesCwdRelativeImages) {
 }
 
 TEST(Manifest, MissingRequiredColumnNamesFileAndColumn) {
-  fs::path p = write(test_dir("nocol") / "m.csv", "patient_id,left_image,right_image,text\np,a,b,c\n");
+  fs::path p =
+      write(test_dir("nocol") / "m.csv", "patient_id,left_image,right_image,text\np,a,b,c\n");
   for (auto policy : {BadSamplePolicy::kSkip, BadSamplePolicy::kFail}) {
     std::string msg = usage_error_of([&] { read_manifest(p.string(), policy); });
     EXPECT_TRUE(has(msg, "no column 'report'")) << msg;
@@ -230,8 +234,8 @@ TEST(Utf8, Validation) {
   size_t off = 0;
   EXPECT_FALSE(is_valid_utf8("ab\xc0\xaf", &off));  // overlong '/'
   EXPECT_EQ(off, 2u);
-  EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));  // surrogate
-  EXPECT_FALSE(is_valid_utf8("\xe8\xa7"));      // cut short
+  EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(is_valid_utf8("\xe8\xa7"));          // cut short
   EXPECT_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
 }
 
@@ -265,11 +269,12 @@ TEST(Manifest, Jsonl) {
   EXPECT_TRUE(has(rep.bad[1].reason, "JSON object")) << rep.bad[1].reason;
   EXPECT_TRUE(has(rep.bad[2].reason, "missing key 'report'")) << rep.bad[2].reason;
   EXPECT_TRUE(has(rep.bad[3].reason, "both eyes are missing")) << rep.bad[3].reason;
-  EXPECT_TRUE(has(rep.bad[4].reason, "duplicate patient_id 'a' (first at row 1)")) << rep.bad[4].reason;
+  EXPECT_TRUE(has(rep.bad[4].reason, "duplicate patient_id 'a' (first at row 1)"))
+      << rep.bad[4].reason;
   EXPECT_TRUE(has(rep.bad[5].reason, "both eyes are missing")) << rep.bad[5].reason;
   EXPECT_TRUE(has(rep.bad[6].reason, "'left_image' to be a string")) << rep.bad[6].reason;
-  std::string msg = usage_error_of(
-      [&] { read_manifest((dir / "m.jsonl").string(), BadSamplePolicy::kFail); });
+  std::string msg =
+      usage_error_of([&] { read_manifest((dir / "m.jsonl").string(), BadSamplePolicy::kFail); });
   EXPECT_TRUE(has(msg, "m.jsonl row 4: not a valid JSON line")) << msg;
 }
 
@@ -296,8 +301,8 @@ fs::path make_retclip(const std::string& name, const std::string& extra_tsv = ""
   fs::path dir = test_dir(name);
   const std::string l1 = "\xFF\xD8\xFF left-1", r1 = "\xFF\xD8\xFF right-1 ~~~>>>???";
   write(dir / "train_imgs.tsv",
-        "p1\t" + base64_encode(l1, true) + "\t" + base64_encode(r1, true) + "\n" +
-            "p2\t" + base64_encode("left-2", false) + "\t\r\n" +  // standard alphabet, no right
+        "p1\t" + base64_encode(l1, true) + "\t" + base64_encode(r1, true) + "\n" + "p2\t" +
+            base64_encode("left-2", false) + "\t\r\n" +  // standard alphabet, no right
             "p3\t\t" + base64_encode("right-3", true, false) + "\n" + extra_tsv);
   write(dir / "train_texts.jsonl",
         "{\"text_id\": 1, \"text\": \"both eyes normal\", \"image_ids\": [\"p1\", \"p3\"]}\n"
@@ -334,8 +339,8 @@ TEST(RetClip, TextNamingTwoPatientsGivesTwoSamples) {
   EXPECT_EQ(detect_format(dir.string(), "train"), "retclip");
   EXPECT_EQ(detect_format((dir / "train_texts.jsonl").string(), ""), "retclip");
   EXPECT_EQ(read_samples(dir.string(), "auto", "train", BadSamplePolicy::kFail).size(), 3u);
-  std::string msg = usage_error_of(
-      [&] { read_retclip(dir.string(), "val", BadSamplePolicy::kFail); });
+  std::string msg =
+      usage_error_of([&] { read_retclip(dir.string(), "val", BadSamplePolicy::kFail); });
   EXPECT_TRUE(has(msg, "val_texts.jsonl")) << msg;
   EXPECT_TRUE(has(msg, "train_texts.jsonl")) << msg;  // lists what is there
 }
@@ -352,18 +357,18 @@ TEST(RetClip, BadBase64NamesTheTsvRow) {
       << rep.bad[0].reason;
   EXPECT_EQ(rep.bad[1].origin, "train_texts.jsonl row 3");
   EXPECT_TRUE(has(rep.bad[1].reason, "bad image row (train_imgs.tsv row 4")) << rep.bad[1].reason;
-  std::string msg = usage_error_of(
-      [&] { read_retclip(dir.string(), "train", BadSamplePolicy::kFail); });
+  std::string msg =
+      usage_error_of([&] { read_retclip(dir.string(), "train", BadSamplePolicy::kFail); });
   EXPECT_TRUE(has(msg, "train_imgs.tsv row 4: left image: invalid base64")) << msg;
 }
 
 TEST(RetClip, PatientWithoutImageRowAndOtherBadLines) {
-  fs::path dir = make_retclip(
-      "rcmiss", "p5\t\t\np1\tAAAA\tAAAA\np6\tAAAA\n",
-      "{\"text_id\": 3, \"text\": \"x\", \"image_ids\": [\"p1\", \"ghost\"]}\n"
-      "{\"text_id\": 4, \"text\": \"   \", \"image_ids\": [\"p2\"]}\n"
-      "{\"text_id\": 5, \"text\": \"y\", \"image_ids\": []}\n"
-      "not json\n");
+  fs::path dir =
+      make_retclip("rcmiss", "p5\t\t\np1\tAAAA\tAAAA\np6\tAAAA\n",
+                   "{\"text_id\": 3, \"text\": \"x\", \"image_ids\": [\"p1\", \"ghost\"]}\n"
+                   "{\"text_id\": 4, \"text\": \"   \", \"image_ids\": [\"p2\"]}\n"
+                   "{\"text_id\": 5, \"text\": \"y\", \"image_ids\": []}\n"
+                   "not json\n");
   ReadReport rep;
   auto s = read_retclip(dir.string(), "train", BadSamplePolicy::kSkip, &rep);
   EXPECT_EQ(s.size(), 4u);  // 3 + p1 from text 3
@@ -381,8 +386,9 @@ TEST(RetClip, PatientWithoutImageRowAndOtherBadLines) {
 
 TEST(ReadSamples, DetectsLayoutAndFiltersSplit) {
   fs::path dir = test_dir("auto");
-  write(dir / "m.csv", "patient_id,left_image,right_image,report,split\n"
-                       "a,l.jpg,,x,train\nb,l.jpg,,y,val\nc,,r.jpg,z,train\n");
+  write(dir / "m.csv",
+        "patient_id,left_image,right_image,report,split\n"
+        "a,l.jpg,,x,train\nb,l.jpg,,y,val\nc,,r.jpg,z,train\n");
   write(dir / "nosplit.csv", kHeader + "a,l.jpg,,x\nb,l.jpg,,y\n");
   write(dir / "m.txt", "x");
   ReadReport rep;
@@ -390,9 +396,13 @@ TEST(ReadSamples, DetectsLayoutAndFiltersSplit) {
   EXPECT_EQ(tr.size(), 2u);
   EXPECT_EQ(rep.rows, 3);
   EXPECT_EQ(rep.samples, 2);
-  EXPECT_EQ(read_samples((dir / "m.csv").string(), "manifest", "val", BadSamplePolicy::kFail).size(), 1u);
-  EXPECT_EQ(read_samples((dir / "nosplit.csv").string(), "auto", "train", BadSamplePolicy::kFail).size(), 2u);
-  EXPECT_TRUE(has(usage_error_of([&] { detect_format((dir / "m.txt").string(), ""); }), "extension"));
+  EXPECT_EQ(
+      read_samples((dir / "m.csv").string(), "manifest", "val", BadSamplePolicy::kFail).size(), 1u);
+  EXPECT_EQ(
+      read_samples((dir / "nosplit.csv").string(), "auto", "train", BadSamplePolicy::kFail).size(),
+      2u);
+  EXPECT_TRUE(
+      has(usage_error_of([&] { detect_format((dir / "m.txt").string(), ""); }), "extension"));
   EXPECT_TRUE(has(usage_error_of([&] { detect_format(dir.string(), "train"); }), "*_texts.jsonl"));
   EXPECT_TRUE(has(usage_error_of([&] {
                     read_samples((dir / "m.csv").string(), "parquet", "", BadSamplePolicy::kFail);

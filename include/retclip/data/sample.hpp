@@ -12,9 +12,9 @@ namespace retclip::data {
 
 /// One eye's image: a file path or the encoded bytes (RET-CLIP tsv), or nothing.
 struct ImageRef {
-  std::string path;   ///< absolute or relative to the process cwd (readers resolve)
-  std::string bytes;  ///< encoded image (JPEG/PNG/...) when read from base64
-  std::string origin; ///< for bytes: where they came from ("train_imgs.tsv row 12 (left)")
+  std::string path;    ///< absolute or relative to the process cwd (readers resolve)
+  std::string bytes;   ///< encoded image (JPEG/PNG/...) when read from base64
+  std::string origin;  ///< for bytes: where they came from ("train_imgs.tsv row 12 (left)")
   bool present() const { return !path.empty() || !bytes.empty(); }
   /// Where it came from, for error messages ("a.jpg" or "imgs.tsv row 12 (left)").
   std::string describe() const;
