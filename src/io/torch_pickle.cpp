@@ -298,7 +298,10 @@ class Unpickler {
       for (size_t k = 0; k < size.size(); ++k) {
         if (size[k] < 0 || stride[k] < 0) fail(str_cat(name, ": negative size or stride"));
         if (size[k] == 0) empty = true;
-        last += (size[k] - 1) * stride[k];
+        int64_t span = 0;
+        if (size[k] > 0 && (__builtin_mul_overflow(size[k] - 1, stride[k], &span) ||
+                            __builtin_add_overflow(last, span, &last)))
+          fail(str_cat(name, ": tensor extent overflows"));
       }
       const at::Tensor& storage = st->tensor;
       auto o = make(Obj::kTensor);
@@ -402,8 +405,13 @@ StateDict load_torch_zip(const std::filesystem::path& path) {
     StateDict sd;
     collect(u.run(), where, &sd, 0);
     return sd;
+  } catch (const retclip::Error&) {
+    throw;
   } catch (const c10::Error& e) {
     throw UsageError(str_cat(where, ": cannot read the torch.save archive: ", e.what_without_backtrace(),
+                             ". HINT: the file may be truncated or corrupt"));
+  } catch (const std::exception& e) {  // e.g. a malformed text field in data.pkl
+    throw UsageError(str_cat(where, ": cannot read the torch.save archive: ", e.what(),
                              ". HINT: the file may be truncated or corrupt"));
   }
 }
