@@ -24,6 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
+#ifdef RETCLIP_WITH_IMGCODECS
 bool starts_with(const std::string& s, const char* magic, size_t n) {
   return s.size() >= n && std::equal(magic, magic + n, s.begin());
 }
@@ -45,6 +46,7 @@ std::string preview(const std::string& b) {
   }
   return out;
 }
+#endif
 
 /// Deterministic random numbers for augmentation: splitmix64, whose output is fully
 /// specified (std::uniform_real_distribution is not portable bit-for-bit).

@@ -29,6 +29,7 @@ namespace {
 const std::array<double, 3> kMean{0.48145466, 0.4578275, 0.40821073};
 const std::array<double, 3> kStd{0.26862954, 0.26130258, 0.27577711};
 
+#ifdef RETCLIP_WITH_IMGCODECS
 fs::path temp_dir() {
   fs::path d = fs::temp_directory_path() / ("retclip_image_test_" + std::to_string(::getpid()));
   fs::create_directories(d);
@@ -39,6 +40,7 @@ void write_bytes(const fs::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
+#endif
 
 /// A synthetic fundus photo: orange disc on black with a white label in a corner.
 /// RGB order.
@@ -61,11 +63,11 @@ std::string usage_error_of(Fn&& fn) {
   return "<no UsageError>";
 }
 
+#ifdef RETCLIP_WITH_IMGCODECS
 fs::path shared_data() {
   return fs::path(RETCLIP_SOURCE_DIR) / ".." / "shared" / "data";
 }
 
-#ifdef RETCLIP_WITH_IMGCODECS
 std::string encode(const cv::Mat& rgb, const std::string& ext) {
   cv::Mat bgr;
   if (rgb.channels() == 3) {
