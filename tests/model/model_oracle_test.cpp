@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "retclip/loss/tripartite.hpp"
@@ -156,21 +158,47 @@ TEST(VisionOracle, MatchesOpenClipVisionTransformer) {
 
 namespace {
 
+/// Deterministic weights both sides can draw without a file: parameter i (sorted by
+/// name) from torch::manual_seed(1000 + i) -- the same LibTorch generator as Python's.
+void synthetic_init(torch::nn::Module& module) {
+  torch::NoGradGuard ng;
+  auto params = module.named_parameters();
+  std::vector<std::string> names = params.keys();
+  std::sort(names.begin(), names.end());
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto& p = params[names[i]];
+    torch::manual_seed(1000 + i);
+    auto v = torch::randn(p.sizes()) * 0.02;
+    const auto& n = names[i];
+    const bool ln_weight = n.find("LayerNorm.weight") != std::string::npos ||
+                           (n.find(".ln_") != std::string::npos && n.size() > 6 &&
+                            n.compare(n.size() - 6, 6, "weight") == 0);
+    if (n.rfind("logit_scale", 0) == 0) {
+      v = torch::full(p.sizes(), std::log(90.0));
+    } else if (ln_weight) {
+      v = v + 1.0;
+    }
+    p.copy_(v);
+  }
+}
+
 struct FullCase {
   model::RetClipOptions opts;
   int64_t batch, tokens;
   bool backward;
   double tol;
   bool relative;
+  bool synthetic = false;  ///< weights from synthetic_init on both sides (no transfer)
 };
 
 void full_case(const FullCase& c) {
   if (!python_ready()) GTEST_SKIP() << "python3 with torch, transformers, open_clip not available";
   torch::manual_seed(3);
   model::RetClip net(c.opts);
+  if (c.synthetic) synthetic_init(*net);
   net->eval();  // dropout off: the reference runs in eval mode too
   // Distinct scales, one above the clamp, so each level's temperature is exercised.
-  {
+  if (!c.synthetic) {
     torch::NoGradGuard ng;
     net->logit_scale.fill_(4.0);
     net->logit_scale_left.fill_(3.5);
@@ -192,7 +220,8 @@ void full_case(const FullCase& c) {
   in["cfg.weight_patient"] = scalar(lopts.weight_patient());
   in["cfg.weight_left"] = scalar(lopts.weight_left());
   in["cfg.weight_right"] = scalar(lopts.weight_right());
-  add_params(in, *net);
+  in["cfg.synthetic_init"] = scalar(c.synthetic ? 1 : 0);
+  if (!c.synthetic) add_params(in, *net);
   in["in.left"] = left;
   in["in.right"] = right;
   in["in.tokens"] = tokens;
@@ -263,5 +292,5 @@ TEST(FullOracle, BaseSizesForwardMatchesReference) {
                  .vision(model::vision_preset("ViT-B-16"))
                  .text(model::text_preset("RoBERTa-wwm-ext-base-chinese"))
                  .embed_dim(512),
-             4, 32, false, 1e-4, true});
+             4, 32, false, 1e-4, true, /*synthetic=*/true});
 }

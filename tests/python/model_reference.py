@@ -95,6 +95,20 @@ def level_loss(img, txt, log_scale, valid, scale_max):
     return (F.cross_entropy(logits_per_image, gt) + F.cross_entropy(logits_per_text, gt)) / 2
 
 
+def synthetic_init(module):
+    """Same values as the C++ test's synthetic_init: parameter i (sorted by name) is drawn
+    with torch.manual_seed(1000 + i) -- one LibTorch, one generator, identical numbers."""
+    with torch.no_grad():
+        for i, (name, p) in enumerate(sorted(module.named_parameters())):
+            torch.manual_seed(1000 + i)
+            v = torch.randn(p.shape) * 0.02
+            if name.startswith("logit_scale"):
+                v = torch.full(p.shape, math.log(90))
+            elif "LayerNorm.weight" in name or ".ln_" in name and name.endswith("weight"):
+                v = v + 1.0
+            p.copy_(v)
+
+
 def load_params(module, params, prefix=""):
     sd = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
     ref_keys = {k for k, _ in module.named_parameters()}
@@ -128,7 +142,10 @@ def main():
             out["out.features"] = vit(inp["images"])
     elif mode == "full":
         model = RetClipReference(cfg).eval()
-        load_params(model, params)
+        if cfg.get("synthetic_init", 0):
+            synthetic_init(model)
+        else:
+            load_params(model, params)
         has_left, has_right = inp["has_left"].bool(), inp["has_right"].bool()
         backward = bool(cfg.get("backward", 0))
         with torch.set_grad_enabled(backward):
