@@ -639,8 +639,15 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
   std::string texts_path, imgs_path;
   std::error_code ec;
   if (fs::is_directory(dir_or_prefix, ec)) {
-    texts_path = (fs::path(dir_or_prefix) / (split_name + "_texts.jsonl")).string();
-    imgs_path = (fs::path(dir_or_prefix) / (split_name + "_imgs.tsv")).string();
+    // Chinese-CLIP names its validation split "valid": accept it for "val" and back.
+    std::string file_split = split_name;
+    const std::string alias = split_name == "val" ? "valid" : split_name == "valid" ? "val" : "";
+    if (!alias.empty() &&
+        !fs::exists(fs::path(dir_or_prefix) / (split_name + "_texts.jsonl"), ec) &&
+        fs::exists(fs::path(dir_or_prefix) / (alias + "_texts.jsonl"), ec))
+      file_split = alias;
+    texts_path = (fs::path(dir_or_prefix) / (file_split + "_texts.jsonl")).string();
+    imgs_path = (fs::path(dir_or_prefix) / (file_split + "_imgs.tsv")).string();
     if (!fs::exists(texts_path, ec)) {
       std::string have;
       for (const std::string& f : texts_files_in(dir_or_prefix))
@@ -761,6 +768,23 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
     }
     const std::string report_text = j["text"].get<std::string>();
     const std::string text_id = j.contains("text_id") ? json_to_text(j["text_id"]) : "";
+    // Optional per-eye reports (left_text / right_text), as retclip synth writes them.
+    std::string eye_text[2];
+    const char* eye_keys[2] = {"left_text", "right_text"};
+    for (int e = 0; e < 2; ++e) {
+      if (!j.contains(eye_keys[e]) || j[eye_keys[e]].is_null()) continue;
+      if (!j[eye_keys[e]].is_string()) {
+        bad.add(origin, str_cat("expected '", eye_keys[e], "' to be a string, found ",
+                                j[eye_keys[e]].type_name()));
+        return;
+      }
+      eye_text[e] = j[eye_keys[e]].get<std::string>();
+      std::string eye_why = check_text(eye_keys[e], eye_text[e], false);
+      if (!eye_why.empty()) {
+        bad.add(origin, eye_why);
+        return;
+      }
+    }
     for (const json& id : j["image_ids"]) {
       if (!id.is_string() && !id.is_number_integer()) {
         bad.add(origin, str_cat("expected each image_id to be a string or an integer, found ",
@@ -785,6 +809,8 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
       s.left = it->second.left;
       s.right = it->second.right;
       s.report = report_text;
+      s.left_report = eye_text[0];
+      s.right_report = eye_text[1];
       s.split = split_name;
       if (!text_id.empty()) s.labels["text_id"] = text_id;
       s.origin = origin;

@@ -345,6 +345,20 @@ TEST(RetClip, TextNamingTwoPatientsGivesTwoSamples) {
   EXPECT_TRUE(has(msg, "train_texts.jsonl")) << msg;  // lists what is there
 }
 
+TEST(RetClip, ValidAliasAndPerEyeTexts) {
+  fs::path dir = test_dir("rcvalid");
+  write(dir / "valid_imgs.tsv", "p1\t" + base64_encode("L", true) + "\t\n");
+  write(dir / "valid_texts.jsonl",
+        "{\"text_id\": 0, \"text\": \"t\", \"image_ids\": [\"p1\"], \"left_text\": \"lt\", "
+        "\"right_text\": \"rt\"}\n");
+  auto s = read_retclip(dir.string(), "val", BadSamplePolicy::kFail);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].left_report, "lt");
+  EXPECT_EQ(s[0].right_report, "rt");
+  EXPECT_EQ(s[0].split, "val");
+  EXPECT_EQ(s[0].left.bytes, "L");
+}
+
 TEST(RetClip, BadBase64NamesTheTsvRow) {
   fs::path dir = make_retclip("rcb64", "p4\tbm90IGE*anBn\t\n",
                               "{\"text_id\": 3, \"text\": \"x\", \"image_ids\": [\"p4\"]}\n");
