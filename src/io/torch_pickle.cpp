@@ -56,8 +56,8 @@ at::ScalarType storage_dtype(const std::string& global, const std::string& where
 
 class Unpickler {
  public:
-  Unpickler(caffe2::serialize::PyTorchStreamReader& zip, std::string where, const char* data, size_t size)
-      : zip_(zip), where_(std::move(where)), p_(data), end_(data + size), begin_(data) {}
+  Unpickler(const RecordLoader& records, std::string where, const char* data, size_t size)
+      : records_(records), where_(std::move(where)), p_(data), end_(data + size), begin_(data) {}
 
   Ref run() {
     while (true) {
@@ -339,12 +339,12 @@ class Unpickler {
     auto it = storages_.find(key);
     if (it == storages_.end()) {
       const std::string record = "data/" + key;
-      if (!zip_.hasRecord(record)) fail(str_cat("record ", record, " is missing from the archive"));
-      auto [ptr, n] = zip_.getRecord(record);
+      const std::string bytes = records_(record);
+      const size_t n = bytes.size();
       const size_t item = c10::elementSize(dtype);
       if (n % item) fail(str_cat("record ", record, " holds ", n, " bytes, not a multiple of ", item));
       at::Tensor t = at::empty({static_cast<int64_t>(n / item)}, at::TensorOptions().dtype(dtype));
-      if (n) std::memcpy(t.data_ptr(), ptr.get(), n);
+      if (n) std::memcpy(t.data_ptr(), bytes.data(), n);
       it = storages_.emplace(key, t).first;
     }
     auto o = make(Obj::kTensor);
@@ -352,7 +352,7 @@ class Unpickler {
     return o;
   }
 
-  caffe2::serialize::PyTorchStreamReader& zip_;
+  const RecordLoader& records_;
   std::string where_;
   const char* p_;
   const char* end_;
@@ -390,18 +390,10 @@ void collect(const Ref& v, const std::string& where, StateDict* out, int depth) 
 
 }  // namespace
 
-StateDict load_torch_zip(const std::filesystem::path& path) {
-  const std::string where = path.string();
+StateDict unpickle_state_dict(std::string_view pickle, const RecordLoader& load_record,
+                              const std::string& where) {
   try {
-    caffe2::serialize::PyTorchStreamReader zip(where);
-    if (zip.hasRecord("byteorder")) {
-      auto [ptr, n] = zip.getRecord("byteorder");
-      RETCLIP_CHECK_USAGE(std::string(static_cast<const char*>(ptr.get()), n) == "little", where,
-                          ": written on a big-endian machine. HINT: re-save it on a little-endian one");
-    }
-    RETCLIP_CHECK_USAGE(zip.hasRecord("data.pkl"), where, ": the archive has no data.pkl");
-    auto [ptr, n] = zip.getRecord("data.pkl");
-    Unpickler u(zip, where, static_cast<const char*>(ptr.get()), n);
+    Unpickler u(load_record, where, pickle.data(), pickle.size());
     StateDict sd;
     collect(u.run(), where, &sd, 0);
     return sd;
@@ -412,6 +404,29 @@ StateDict load_torch_zip(const std::filesystem::path& path) {
                              ". HINT: the file may be truncated or corrupt"));
   } catch (const std::exception& e) {  // e.g. a malformed text field in data.pkl
     throw UsageError(str_cat(where, ": cannot read the torch.save archive: ", e.what(),
+                             ". HINT: the file may be truncated or corrupt"));
+  }
+}
+
+StateDict load_torch_zip(const std::filesystem::path& path) {
+  const std::string where = path.string();
+  try {
+    caffe2::serialize::PyTorchStreamReader zip(where);
+    auto record = [&](const std::string& name) {
+      RETCLIP_CHECK_USAGE(zip.hasRecord(name), where, ": record ", name, " is missing from the archive",
+                          ". HINT: the file may be truncated or corrupt");
+      auto [ptr, n] = zip.getRecord(name);
+      return std::string(static_cast<const char*>(ptr.get()), n);
+    };
+    if (zip.hasRecord("byteorder"))
+      RETCLIP_CHECK_USAGE(record("byteorder") == "little", where,
+                          ": written on a big-endian machine. HINT: re-save it on a little-endian one");
+    RETCLIP_CHECK_USAGE(zip.hasRecord("data.pkl"), where, ": the archive has no data.pkl");
+    return unpickle_state_dict(record("data.pkl"), record, where);
+  } catch (const retclip::Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw UsageError(str_cat(where, ": cannot read the torch.save archive: ", e.what_without_backtrace(),
                              ". HINT: the file may be truncated or corrupt"));
   }
 }

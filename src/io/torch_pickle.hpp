@@ -4,6 +4,9 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
 
 #include "retclip/io/state_dict.hpp"
 
@@ -14,5 +17,13 @@ namespace retclip::io::detail {
 /// non-tensor values skipped, unknown Python classes tolerated (kept as opaque
 /// objects) unless they hold the tensors. Throws UsageError naming the file.
 StateDict load_torch_zip(const std::filesystem::path& path);
+
+/// Reads the record named `name` ("data/<key>") of the archive; throws when absent.
+using RecordLoader = std::function<std::string(const std::string& name)>;
+
+/// The part of load_torch_zip after the zip: interprets `pickle` (data.pkl) and collects
+/// the state dict. Exposed so that tests can feed it damaged pickles.
+StateDict unpickle_state_dict(std::string_view pickle, const RecordLoader& load_record,
+                              const std::string& where);
 
 }  // namespace retclip::io::detail

@@ -1,5 +1,6 @@
 // Unit tests of state-dict loading (format detection, nesting, prefixes), the key
 // maps, positional-embedding resize and apply_state_dict reports. No Python needed.
+#include <caffe2/serialize/inline_container.h>
 #include <gtest/gtest.h>
 #include <torch/serialize.h>
 
@@ -10,6 +11,7 @@
 #include "retclip/io/state_dict.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
+#include "torch_pickle.hpp"
 
 namespace fs = std::filesystem;
 using namespace retclip;
@@ -269,4 +271,52 @@ TEST(StateDict, DamagedTorchArchivesAreRejectedNotCrashed) {
     attempt(b);
   }
   EXPECT_EQ(loaded + rejected, 66u);
+}
+
+TEST(TorchPickle, DamagedPicklesAreRejectedNotCrashed) {
+  c10::impl::GenericDict inner(c10::StringType::get(), c10::AnyType::get());
+  inner.insert("w", at::randn({3, 4}));
+  inner.insert("n", at::arange(5));
+  c10::impl::GenericDict outer(c10::StringType::get(), c10::AnyType::get());
+  outer.insert("step", int64_t(1) << 40);
+  outer.insert("lr", 0.5);
+  outer.insert("tags", std::vector<std::string>{"a", "b"});
+  outer.insert("model", inner);
+  std::vector<char> bytes = torch::pickle_save(c10::IValue(outer));
+  const fs::path p = temp_dir() / "pickle_src.pt";
+  util::write_file_atomic(p, std::string_view(bytes.data(), bytes.size()));
+  caffe2::serialize::PyTorchStreamReader zip(p.string());
+  auto record = [&](const std::string& name) {
+    RETCLIP_CHECK_USAGE(zip.hasRecord(name), "no record ", name);
+    auto [ptr, n] = zip.getRecord(name);
+    return std::string(static_cast<const char*>(ptr.get()), n);
+  };
+  const std::string pkl = record("data.pkl");
+  auto sd = io::detail::unpickle_state_dict(pkl, record, "mem");
+  ASSERT_EQ(keys(sd), (std::vector<std::string>{"w", "n"}));
+  EXPECT_TRUE(at::equal(sd[1].second, at::arange(5)));
+
+  size_t ok = 0, rejected = 0;
+  auto attempt = [&](std::string_view b) {
+    try {
+      io::detail::unpickle_state_dict(b, record, "mem");
+      ++ok;
+    } catch (const UsageError&) {
+      ++rejected;
+    }
+  };
+  for (size_t n = 0; n < pkl.size(); ++n) attempt(std::string_view(pkl).substr(0, n));
+  EXPECT_EQ(ok, 0u);  // no strict prefix is a complete pickle
+  std::mt19937 rng(11);
+  for (int i = 0; i < 5000; ++i) {
+    std::string b = pkl;
+    for (int k = 0, flips = 1 + static_cast<int>(rng() % 3); k < flips; ++k)
+      b[rng() % b.size()] = static_cast<char>(rng() % 256);
+    attempt(b);
+  }
+  EXPECT_EQ(ok + rejected, pkl.size() + 5000);
+  auto no_records = [](const std::string& name) -> std::string {
+    throw UsageError("no record " + name);
+  };
+  EXPECT_THROW(io::detail::unpickle_state_dict(pkl, no_records, "mem"), UsageError);
 }
