@@ -495,6 +495,38 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
   RETCLIP_CHECK(static_cast<bool>(hooks.prepare_image), "pack_samples: no image pipeline");
   fs::create_directories(o.out);
 
+  // pack.json fingerprints the input rows and options; shards left by an interrupted run
+  // are reused only when it matches (another manifest must not pass for this one).
+  uint32_t fp = 0;
+  for (const Sample& s : samples)
+    for (const std::string* f : {&s.patient_id, &s.left.path, &s.left.bytes, &s.right.path,
+                                 &s.right.bytes, &s.report, &s.split})
+      fp = util::crc32(*f + '\x1f', fp);
+  const std::string fingerprint = fmt::format(
+      "{}:{}:{}:{}:{}:{}", util::hex32(fp), samples.size(), o.image_size, o.shard_size,
+      hooks.encode_text ? o.context_length : 0, hooks.tokenizer_description);
+  const fs::path pack_json = fs::path(o.out) / "pack.json";
+  if (fs::exists(pack_json)) {
+    std::string old;
+    try {
+      old = nlohmann::json::parse(util::read_file(pack_json)).value("fingerprint", "");
+    } catch (const nlohmann::json::exception&) {
+    }
+    RETCLIP_CHECK_USAGE(old == fingerprint, o.out, " holds shards of a different pack (",
+                        pack_json.string(), " has fingerprint ", old, ", this pack is ",
+                        fingerprint, "). HINT: choose an empty --out, or delete ", o.out,
+                        " to repack");
+  } else {
+    for (const auto& e : fs::directory_iterator(o.out))
+      RETCLIP_CHECK_USAGE(e.path().extension() != ".rcs", o.out, " already holds ",
+                          e.path().filename().string(), " but no pack.json. HINT: choose an "
+                          "empty --out, or delete ", o.out, " to repack");
+    nlohmann::json pj;
+    pj["fingerprint"] = fingerprint;
+    pj["manifest"] = o.manifest;
+    util::write_file_atomic(pack_json, pj.dump(2) + "\n");
+  }
+
   ShardHeader tmpl;
   tmpl.image_size = o.image_size;
   tmpl.channels = 3;

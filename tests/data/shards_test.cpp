@@ -173,13 +173,16 @@ TEST(Shards, InterruptedPackResumesAndMatchesAFreshPack) {
   auto samples = make_samples(35);
   pack_samples(samples, pack_opts(ref), hooks());
 
-  // First run dies in shard 2 (rows 20..29): a failing image under policy "fail".
-  auto interrupted = samples;
-  interrupted[24].left.path = "bad-interrupt";
+  // First run dies in shard 2 (rows 20..29): an image that fails under policy "fail".
+  PackHooks dying = hooks();
+  dying.prepare_image = [](const ImageRef& r, const std::string& w) {
+    if (r.path == "R24") throw retclip::Error(w + ": interrupted");
+    return fake_image(r, w);
+  };
   auto o = pack_opts(dir);
   o.on_bad_sample = BadSamplePolicy::kFail;
   try {
-    pack_samples(interrupted, o, hooks());
+    pack_samples(samples, o, dying);
     FAIL() << "expected the bad sample to stop packing";
   } catch (const retclip::UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("manifest.csv row 26"), std::string::npos) << e.what();
@@ -216,6 +219,22 @@ TEST(Shards, InterruptedPackResumesAndMatchesAFreshPack) {
         << shard_file_name(s);
   EXPECT_EQ(retclip::util::read_file(ref / "index.json"),
             retclip::util::read_file(dir / "index.json"));
+}
+
+TEST(Shards, AnotherManifestDoesNotReuseShards) {
+  auto dir = fresh_dir("other");
+  auto samples = make_samples(12);
+  pack_samples(samples, pack_opts(dir), hooks());
+  samples[3].report = "changed";
+  try {
+    pack_samples(samples, pack_opts(dir), hooks());
+    FAIL() << "a different pack reused the directory";
+  } catch (const retclip::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("different pack"), std::string::npos) << e.what();
+  }
+  auto o = pack_opts(dir);
+  o.image_size = 8;
+  EXPECT_THROW(pack_samples(make_samples(12), o, hooks()), retclip::UsageError);
 }
 
 TEST(Shards, BadSamplesAreSkippedAndSummarised) {
