@@ -114,7 +114,7 @@ std::string session_start(double wall_time, int64_t step) {
   put_varint(log, 1);  // SessionLog.START
   std::string e;
   put_header(e, wall_time, step);
-  put_bytes(e, 6, log);
+  put_bytes(e, 7, log);
   return e;
 }
 

@@ -36,7 +36,7 @@ std::string file_version(double wall_time, const std::string& version = "brain.E
 /// Event{wall_time, step, summary = 5: Summary{value = 1 (repeated):
 ///       Value{tag = 1 (string), simple_value = 2 (float)}}}.
 std::string scalars(double wall_time, int64_t step, const std::map<std::string, double>& values);
-/// Event{wall_time, step, session_log = 6: SessionLog{status = 1 (START = 1)}}: tells
+/// Event{wall_time, step, session_log = 7: SessionLog{status = 1 (START = 1)}}: tells
 /// TensorBoard that a (resumed) session starts at `step`; it purges older events at
 /// steps >= `step` so a resumed run draws one clean curve.
 std::string session_start(double wall_time, int64_t step);
