@@ -45,12 +45,14 @@ int main(int argc, char** argv) {
   step();  // warm-up (allocator, oneDNN primitives), not timed
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) step();
-  const double ms = std::chrono::duration<double, std::milli>(
-                        std::chrono::steady_clock::now() - t0).count() / static_cast<double>(steps);
-  fmt::print("{{\"impl\": \"retclip-cpp\", \"vision\": \"{}\", \"text\": \"{}\", \"batch\": {}, "
-             "\"tokens\": {}, \"threads\": {}, \"steps\": {}, \"ms_per_step\": {:.1f}, "
-             "\"peak_rss_mib\": {:.0f}}}\n",
-             vision, text, batch, tokens, torch::get_num_threads(), steps, ms,
-             static_cast<double>(util::peak_rss_bytes()) / (1024.0 * 1024.0));
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+      static_cast<double>(steps);
+  fmt::print(
+      "{{\"impl\": \"retclip-cpp\", \"vision\": \"{}\", \"text\": \"{}\", \"batch\": {}, "
+      "\"tokens\": {}, \"threads\": {}, \"steps\": {}, \"ms_per_step\": {:.1f}, "
+      "\"peak_rss_mib\": {:.0f}}}\n",
+      vision, text, batch, tokens, torch::get_num_threads(), steps, ms,
+      static_cast<double>(util::peak_rss_bytes()) / (1024.0 * 1024.0));
   return 0;
 }

@@ -60,19 +60,20 @@ BertEncoderImpl::BertEncoderImpl(const BertOptions& options) : options_(options)
                       o.vocab_size(),
                       " (key model.text.vocab_size). HINT: presets without a fixed vocabulary "
                       "take it from the tokenizer");
-  RETCLIP_CHECK_USAGE(o.heads() > 0 && o.hidden() % o.heads() == 0, "expected the text hidden size (",
-                      o.hidden(), ") to be divisible by the number of heads (", o.heads(),
+  RETCLIP_CHECK_USAGE(o.heads() > 0 && o.hidden() % o.heads() == 0,
+                      "expected the text hidden size (", o.hidden(),
+                      ") to be divisible by the number of heads (", o.heads(),
                       ") (keys model.text.hidden / model.text.heads)");
   RETCLIP_CHECK_USAGE(o.pad_id() >= 0 && o.pad_id() < o.vocab_size(), "expected the pad id (",
                       o.pad_id(), ") inside the vocabulary [0, ", o.vocab_size(), ")");
   const int64_t h = o.hidden();
   auto embeddings = container(*this, "embeddings");
-  word_embeddings = embeddings->register_module("word_embeddings",
-                                                torch::nn::Embedding(o.vocab_size(), h));
-  position_embeddings = embeddings->register_module("position_embeddings",
-                                                    torch::nn::Embedding(o.max_position(), h));
-  token_type_embeddings = embeddings->register_module(
-      "token_type_embeddings", torch::nn::Embedding(o.type_vocab_size(), h));
+  word_embeddings =
+      embeddings->register_module("word_embeddings", torch::nn::Embedding(o.vocab_size(), h));
+  position_embeddings =
+      embeddings->register_module("position_embeddings", torch::nn::Embedding(o.max_position(), h));
+  token_type_embeddings = embeddings->register_module("token_type_embeddings",
+                                                      torch::nn::Embedding(o.type_vocab_size(), h));
   embeddings_norm = embeddings->register_module("LayerNorm", layer_norm(h, o.layer_norm_eps()));
   auto encoder = container(*this, "encoder");
   layer = encoder->register_module("layer", torch::nn::ModuleList());
@@ -102,12 +103,10 @@ torch::Tensor BertEncoderImpl::forward_hidden(const torch::Tensor& tokens) {
   namespace F = torch::nn::functional;
   const auto& o = options_;
   RETCLIP_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong,
-                "expected tokens [B, T] int64 but got ", tokens.sizes(), " ",
-                tokens.scalar_type());
+                "expected tokens [B, T] int64 but got ", tokens.sizes(), " ", tokens.scalar_type());
   const int64_t b = tokens.size(0), t = tokens.size(1);
   RETCLIP_CHECK(t <= o.max_position(), "expected at most ", o.max_position(),
-                " tokens per text (max_position) but got ", t,
-                ". HINT: lower data.context_length");
+                " tokens per text (max_position) but got ", t, ". HINT: lower data.context_length");
   auto pos = torch::arange(t, tokens.options());
   auto x = word_embeddings->forward(tokens) + position_embeddings->forward(pos).unsqueeze(0) +
            token_type_embeddings->weight[0].view({1, 1, -1});

@@ -3,8 +3,8 @@
 // differentiates the replay. LibTorch has no torch.utils.checkpoint, hence this file.
 #include "retclip/model/checkpoint.hpp"
 
-#include <ATen/core/Generator.h>
 #include <ATen/Context.h>
+#include <ATen/core/Generator.h>
 #include <c10/core/GradMode.h>
 #include <torch/autograd.h>
 #include <torch/custom_class.h>
@@ -44,8 +44,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto state = c10::static_intrusive_pointer_cast<CheckpointState>(
-        ctx->saved_data["state"].toCapsule());
+    auto state =
+        c10::static_intrusive_pointer_cast<CheckpointState>(ctx->saved_data["state"].toCapsule());
     const at::Tensor x = ctx->get_saved_variables()[0];
     const std::vector<at::Tensor>& params = state->params;
 

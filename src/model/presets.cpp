@@ -17,8 +17,10 @@ struct TextPreset {
 
 const std::vector<std::pair<std::string, VisionPreset>>& vision_table() {
   static const std::vector<std::pair<std::string, VisionPreset>> t{
-      {"ViT-B-16", {512, 224, 12, 768, 16}}, {"ViT-L-14", {768, 224, 24, 1024, 14}},
-      {"ViT-S-8", {512, 224, 12, 384, 8}},   {"vit-tiny", {128, 64, 4, 128, 8}},
+      {"ViT-B-16", {512, 224, 12, 768, 16}},
+      {"ViT-L-14", {768, 224, 24, 1024, 14}},
+      {"ViT-S-8", {512, 224, 12, 384, 8}},
+      {"vit-tiny", {128, 64, 4, 128, 8}},
       {"vit-micro", {32, 32, 2, 64, 8}}};
   return t;
 }

@@ -27,8 +27,8 @@ torch::Tensor l2_normalize(const torch::Tensor& x) {
 torch::Tensor mask_or_all(const torch::Tensor& mask, int64_t b, const torch::Device& device,
                           const char* what) {
   if (!mask.defined()) return torch::ones({b}, torch::dtype(torch::kBool).device(device));
-  RETCLIP_CHECK(mask.dim() == 1 && mask.size(0) == b, "expected ", what, " [", b,
-                "] but got ", mask.sizes());
+  RETCLIP_CHECK(mask.dim() == 1 && mask.size(0) == b, "expected ", what, " [", b, "] but got ",
+                mask.sizes());
   return mask.to(device, torch::kBool);
 }
 
@@ -89,8 +89,8 @@ ImageFeatures RetClipImpl::encode_eyes(const torch::Tensor& left, const torch::T
                                        const torch::Tensor& has_left,
                                        const torch::Tensor& has_right) {
   RETCLIP_CHECK(left.dim() == 4 && right.sizes() == left.sizes(),
-                "expected left and right images of equal shape [B, 3, S, S] but got ",
-                left.sizes(), " and ", right.sizes());
+                "expected left and right images of equal shape [B, 3, S, S] but got ", left.sizes(),
+                " and ", right.sizes());
   const int64_t b = left.size(0);
   auto hl = mask_or_all(has_left, b, left.device(), "has_left");
   auto hr = mask_or_all(has_right, b, left.device(), "has_right");
@@ -124,7 +124,7 @@ Embeddings RetClipImpl::forward(const torch::Tensor& left, const torch::Tensor& 
   auto txt = encode_text(tokens);
   Embeddings e;
   e.patient_img = l2_normalize(global_feature_mapping->forward(torch::cat({l_sub, r_sub}, 1)));
-  e.left_img = l2_normalize(left_feature_mapping->forward(img.left));    // zero rows stay zero
+  e.left_img = l2_normalize(left_feature_mapping->forward(img.left));  // zero rows stay zero
   e.right_img = l2_normalize(right_feature_mapping->forward(img.right));
   e.patient_txt = l2_normalize(txt.patient);
   e.left_txt = l2_normalize(txt.left);

@@ -64,13 +64,13 @@ VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& opt
                       ") to be a multiple of the patch size (", o.patch_size(),
                       ") (keys model.vision.image_size / model.vision.patch_size)");
   RETCLIP_CHECK_USAGE(o.width() > 0 && o.layers() > 0 && o.embed_dim() > 0,
-                      "expected positive ViT width, layers and embed_dim but got ", o.width(),
-                      ", ", o.layers(), ", ", o.embed_dim());
+                      "expected positive ViT width, layers and embed_dim but got ", o.width(), ", ",
+                      o.layers(), ", ", o.embed_dim());
   const int64_t w = o.width(), g = o.grid();
   conv1 = register_module(
-      "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, w, o.patch_size())
-                                     .stride(o.patch_size())
-                                     .bias(false)));
+      "conv1",
+      torch::nn::Conv2d(
+          torch::nn::Conv2dOptions(3, w, o.patch_size()).stride(o.patch_size()).bias(false)));
   class_embedding = register_parameter("class_embedding", torch::empty({w}));
   positional_embedding = register_parameter("positional_embedding", torch::empty({g * g + 1, w}));
   ln_pre = register_module("ln_pre", torch::nn::LayerNorm(torch::nn::LayerNormOptions({w})));
@@ -115,7 +115,8 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   RETCLIP_CHECK(images.dim() == 4 && images.size(1) == 3 && images.size(2) == o.image_size() &&
                     images.size(3) == o.image_size(),
                 "expected images [B, 3, ", o.image_size(), ", ", o.image_size(), "] but got ",
-                images.sizes(), ". HINT: data.image_size must equal the vision preset's image size");
+                images.sizes(),
+                ". HINT: data.image_size must equal the vision preset's image size");
   const int64_t b = images.size(0), w = o.width();
   auto x = conv1->forward(images).reshape({b, w, -1}).permute({0, 2, 1});  // [B, N-1, D]
   auto cls = class_embedding.to(x.dtype()).view({1, 1, w}).expand({b, 1, w});

@@ -17,8 +17,8 @@ torch::Tensor unit_rows(int64_t n, int64_t e) {
 
 model::Embeddings random_embeddings(int64_t n, int64_t e, double log_scale) {
   model::Embeddings x;
-  for (auto* t : {&x.patient_img, &x.left_img, &x.right_img, &x.patient_txt, &x.left_txt,
-                  &x.right_txt})
+  for (auto* t :
+       {&x.patient_img, &x.left_img, &x.right_img, &x.patient_txt, &x.left_txt, &x.right_txt})
     *t = unit_rows(n, e).requires_grad_(true);
   for (auto* s : {&x.logit_scale, &x.logit_scale_left, &x.logit_scale_right})
     *s = torch::tensor(log_scale, torch::requires_grad());
@@ -31,7 +31,8 @@ model::Embeddings random_embeddings(int64_t n, int64_t e, double log_scale) {
 double plain_level(const torch::Tensor& img, const torch::Tensor& txt, double log_scale,
                    const torch::Tensor& valid) {
   auto idx = valid.nonzero().view(-1);
-  auto i = img.index_select(0, idx).to(torch::kDouble), t = txt.index_select(0, idx).to(torch::kDouble);
+  auto i = img.index_select(0, idx).to(torch::kDouble),
+       t = txt.index_select(0, idx).to(torch::kDouble);
   auto logits = std::exp(log_scale) * i.matmul(t.t());
   const int64_t m = logits.size(0);
   double sum = 0;
@@ -48,8 +49,8 @@ TEST(TripartiteLoss, PerfectAlignmentWithHighScaleGivesZeroLoss) {
   auto e = random_embeddings(8, 16, std::log(100.0));
   torch::NoGradGuard ng;
   auto eye = torch::eye(8, 16);
-  for (auto* t : {&e.patient_img, &e.left_img, &e.right_img, &e.patient_txt, &e.left_txt,
-                  &e.right_txt})
+  for (auto* t :
+       {&e.patient_img, &e.left_img, &e.right_img, &e.patient_txt, &e.left_txt, &e.right_txt})
     *t = eye;
   auto out = loss::tripartite_loss(e, loss::TripartiteLossOptions());
   EXPECT_LT(out.total.item<double>(), 1e-6);
@@ -120,9 +121,10 @@ TEST(TripartiteLoss, LogitScaleIsClamped) {
   e2.patient_img = e.patient_img;
   e2.patient_txt = e.patient_txt;
   torch::NoGradGuard ng;
-  EXPECT_NEAR(loss::contrastive_level(e2.patient_img, e2.patient_txt, e2.logit_scale, {}, 0, -1, opts)
-                  .loss.item<double>(),
-              out.patient.item<double>(), 1e-6);
+  EXPECT_NEAR(
+      loss::contrastive_level(e2.patient_img, e2.patient_txt, e2.logit_scale, {}, 0, -1, opts)
+          .loss.item<double>(),
+      out.patient.item<double>(), 1e-6);
 }
 
 TEST(TripartiteLoss, LocalRowsAgainstGlobalColumnsAverageToGlobalLoss) {

@@ -4,13 +4,13 @@
 #include <gtest/gtest.h>
 #include <torch/serialize.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <algorithm>
-#include <cmath>
 #include <map>
 
 #include "retclip/loss/tripartite.hpp"
@@ -26,8 +26,9 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 
 bool python_ready() {
   static const bool ok =
-            std::system("python3 -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) "
-                  "for m in (\"torch\", \"transformers\", \"open_clip\")))' >/dev/null 2>&1") == 0;
+      std::system(
+          "python3 -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) "
+          "for m in (\"torch\", \"transformers\", \"open_clip\")))' >/dev/null 2>&1") == 0;
   return ok;
 }
 
@@ -35,7 +36,8 @@ void write_tensors(const fs::path& path, const TensorMap& m) {
   c10::Dict<std::string, torch::Tensor> d;
   for (const auto& [k, v] : m) d.insert(k, v.detach().contiguous());
   auto bytes = torch::pickle_save(d);
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 TensorMap read_tensors(const fs::path& path) {
@@ -51,21 +53,25 @@ TensorMap read_tensors(const fs::path& path) {
 TensorMap run_reference(const std::string& mode, const TensorMap& in) {
   const fs::path dir = fs::path(RETCLIP_BINARY_DIR) / "tmp-model-oracle";
   fs::create_directories(dir);
-  const auto stem = dir / (mode + "-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-                           "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  const auto stem =
+      dir / (mode + "-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
   const auto src = fs::path(stem).concat(".in.pt"), dst = fs::path(stem).concat(".out.pt");
   write_tensors(src, in);
   const std::string cmd = "python3 " RETCLIP_SOURCE_DIR "/tests/python/model_reference.py " + mode +
                           " '" + src.string() + "' '" + dst.string() + "'";
   const int rc = std::system(cmd.c_str());
   fs::remove(src);
-  if (rc != 0) throw std::runtime_error("reference failed (exit " + std::to_string(rc) + "): " + cmd);
+  if (rc != 0)
+    throw std::runtime_error("reference failed (exit " + std::to_string(rc) + "): " + cmd);
   TensorMap out = read_tensors(dst);
   fs::remove(dst);
   return out;
 }
 
-torch::Tensor scalar(double v) { return torch::tensor(v, torch::kDouble); }
+torch::Tensor scalar(double v) {
+  return torch::tensor(v, torch::kDouble);
+}
 
 void add_params(TensorMap& m, torch::nn::Module& module, const std::string& prefix = "") {
   for (const auto& p : module.named_parameters()) m["param." + prefix + p.key()] = p.value();
@@ -74,12 +80,19 @@ void add_params(TensorMap& m, torch::nn::Module& module, const std::string& pref
 void add_config(TensorMap& m, const model::RetClipOptions& o) {
   const auto& v = o.vision();
   const auto& t = o.text();
-  std::map<std::string, double> c{
-      {"image_size", v.image_size()}, {"patch_size", v.patch_size()}, {"width", v.width()},
-      {"vision_layers", v.layers()},  {"vision_heads", v.num_heads()}, {"embed_dim", o.embed_dim()},
-      {"vocab_size", t.vocab_size()}, {"hidden", t.hidden()},          {"text_layers", t.layers()},
-      {"text_heads", t.heads()},      {"intermediate", t.intermediate()},
-      {"max_position", t.max_position()}, {"threads", torch::get_num_threads()}};
+  std::map<std::string, double> c{{"image_size", v.image_size()},
+                                  {"patch_size", v.patch_size()},
+                                  {"width", v.width()},
+                                  {"vision_layers", v.layers()},
+                                  {"vision_heads", v.num_heads()},
+                                  {"embed_dim", o.embed_dim()},
+                                  {"vocab_size", t.vocab_size()},
+                                  {"hidden", t.hidden()},
+                                  {"text_layers", t.layers()},
+                                  {"text_heads", t.heads()},
+                                  {"intermediate", t.intermediate()},
+                                  {"max_position", t.max_position()},
+                                  {"threads", torch::get_num_threads()}};
   for (const auto& [k, x] : c) m["cfg." + k] = scalar(x);
 }
 
@@ -133,8 +146,12 @@ void bert_case(int64_t vocab) {
 
 }  // namespace
 
-TEST(BertOracle, ChineseVocabMatchesTransformers) { bert_case(21128); }
-TEST(BertOracle, EnglishVocabMatchesTransformers) { bert_case(30522); }
+TEST(BertOracle, ChineseVocabMatchesTransformers) {
+  bert_case(21128);
+}
+TEST(BertOracle, EnglishVocabMatchesTransformers) {
+  bert_case(30522);
+}
 
 TEST(VisionOracle, MatchesOpenClipVisionTransformer) {
   if (!python_ready()) GTEST_SKIP() << "python3 with torch, transformers, open_clip not available";
@@ -239,9 +256,9 @@ void full_case(const FullCase& c) {
   std::cout << "  reference " << std::chrono::duration<double>(t1 - t0).count() << " s, retclip "
             << std::chrono::duration<double>(t2 - t1).count() << " s\n";
   const std::pair<const char*, torch::Tensor> emb[] = {
-      {"patient_img", e.patient_img}, {"left_img", e.left_img},   {"right_img", e.right_img},
-      {"patient_txt", e.patient_txt}, {"left_txt", e.left_txt},   {"right_txt", e.right_txt},
-      {"loss_patient", out.patient},  {"loss_left", out.left},    {"loss_right", out.right},
+      {"patient_img", e.patient_img}, {"left_img", e.left_img}, {"right_img", e.right_img},
+      {"patient_txt", e.patient_txt}, {"left_txt", e.left_txt}, {"right_txt", e.right_txt},
+      {"loss_patient", out.patient},  {"loss_left", out.left},  {"loss_right", out.right},
       {"loss_total", out.total}};
   for (const auto& [name, t] : emb)
     expect_close(name, t.detach(), ref[std::string("out.") + name], c.tol, c.relative);
@@ -265,8 +282,8 @@ void full_case(const FullCase& c) {
     }
     ++compared;
   }
-  std::cout << "  " << compared << " gradients compared, worst (scaled) " << worst_name << " " << worst
-            << "\n";
+  std::cout << "  " << compared << " gradients compared, worst (scaled) " << worst_name << " "
+            << worst << "\n";
 }
 
 }  // namespace

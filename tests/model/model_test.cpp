@@ -25,16 +25,16 @@ model::RetClipOptions micro_options(int64_t vocab = 100) {
 
 /// The key list of DESIGN.md §4, spelled out for `vl` vision and `tl` text layers.
 std::set<std::string> design_keys(int64_t vl, int64_t tl) {
-  std::set<std::string> k{"visual.conv1.weight", "visual.class_embedding",
+  std::set<std::string> k{"visual.conv1.weight",         "visual.class_embedding",
                           "visual.positional_embedding", "visual.ln_pre.weight",
-                          "visual.ln_pre.bias", "visual.ln_post.weight", "visual.ln_post.bias",
-                          "visual.proj"};
+                          "visual.ln_pre.bias",          "visual.ln_post.weight",
+                          "visual.ln_post.bias",         "visual.proj"};
   for (int64_t i = 0; i < vl; ++i) {
     const auto p = "visual.transformer.resblocks." + std::to_string(i) + ".";
-    for (const char* s : {"ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias",
-                          "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight",
-                          "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
-                          "mlp.c_proj.bias"})
+    for (const char* s :
+         {"ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias",
+          "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight", "ln_2.bias",
+          "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"})
       k.insert(p + s);
   }
   for (const char* s : {"word_embeddings.weight", "position_embeddings.weight",
@@ -42,10 +42,9 @@ std::set<std::string> design_keys(int64_t vl, int64_t tl) {
     k.insert(std::string("bert.embeddings.") + s);
   for (int64_t i = 0; i < tl; ++i) {
     const auto p = "bert.encoder.layer." + std::to_string(i) + ".";
-    for (const char* s :
-         {"attention.self.query", "attention.self.key", "attention.self.value",
-          "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
-          "output.dense", "output.LayerNorm"}) {
+    for (const char* s : {"attention.self.query", "attention.self.key", "attention.self.value",
+                          "attention.output.dense", "attention.output.LayerNorm",
+                          "intermediate.dense", "output.dense", "output.LayerNorm"}) {
       k.insert(p + s + ".weight");
       k.insert(p + s + ".bias");
     }
@@ -53,9 +52,9 @@ std::set<std::string> design_keys(int64_t vl, int64_t tl) {
   for (const char* h : {"text_projection", "text_projection_left", "text_projection_right"})
     for (const char* s : {".0.weight", ".0.bias", ".2.weight", ".2.bias"})
       k.insert(std::string(h) + s);
-  for (const char* s : {"global_feature_mapping.weight", "left_feature_mapping.weight",
-                        "right_feature_mapping.weight", "logit_scale", "logit_scale_left",
-                        "logit_scale_right"})
+  for (const char* s :
+       {"global_feature_mapping.weight", "left_feature_mapping.weight",
+        "right_feature_mapping.weight", "logit_scale", "logit_scale_left", "logit_scale_right"})
     k.insert(s);
   return k;
 }
@@ -107,8 +106,8 @@ TEST(RetClip, ForwardShapesAndUnitNorms) {
   model::RetClip net(micro_options());
   auto e = net->forward(torch::randn({3, 3, 32, 32}), torch::randn({3, 3, 32, 32}),
                         tokens_for(3, 10, 100));
-  for (const auto& t : {e.patient_img, e.left_img, e.right_img, e.patient_txt, e.left_txt,
-                        e.right_txt}) {
+  for (const auto& t :
+       {e.patient_img, e.left_img, e.right_img, e.patient_txt, e.left_txt, e.right_txt}) {
     ASSERT_EQ(t.sizes(), torch::IntArrayRef({3, 32}));
     EXPECT_LT(max_diff(t.norm(2, 1), torch::ones({3})), 1e-5);
   }
@@ -122,9 +121,18 @@ TEST(RetClip, InitStatisticsFollowReference) {
   const int64_t w = 256, layers = 3, h = 256;
   auto opts = model::RetClipOptions()
                   .vision(model::VisionTransformerOptions()
-                              .image_size(64).patch_size(8).width(w).layers(layers).embed_dim(128))
-                  .text(model::BertOptions().vocab_size(2000).hidden(h).layers(2).heads(4)
-                            .intermediate(512).max_position(64))
+                              .image_size(64)
+                              .patch_size(8)
+                              .width(w)
+                              .layers(layers)
+                              .embed_dim(128))
+                  .text(model::BertOptions()
+                            .vocab_size(2000)
+                            .hidden(h)
+                            .layers(2)
+                            .heads(4)
+                            .intermediate(512)
+                            .max_position(64))
                   .embed_dim(128)
                   .logit_scale_init(std::log(50.0));
   model::RetClip net(opts);
@@ -138,7 +146,8 @@ TEST(RetClip, InitStatisticsFollowReference) {
   expect_std("visual.positional_embedding", scale);
   expect_std("visual.proj", scale);
   expect_std("visual.transformer.resblocks.0.attn.in_proj_weight", scale);
-  expect_std("visual.transformer.resblocks.2.attn.out_proj.weight", scale / std::sqrt(2.0 * layers));
+  expect_std("visual.transformer.resblocks.2.attn.out_proj.weight",
+             scale / std::sqrt(2.0 * layers));
   expect_std("visual.transformer.resblocks.1.mlp.c_fc.weight", std::pow(2.0 * w, -0.5));
   expect_std("visual.transformer.resblocks.1.mlp.c_proj.weight", scale / std::sqrt(2.0 * layers));
   expect_std("bert.embeddings.word_embeddings.weight", 0.02);
@@ -187,7 +196,8 @@ TEST(RetClip, MissingEyeUsesPresentEyeForPatientAndIgnoresMissingImage) {
   torch::NoGradGuard ng;
   auto left = torch::randn({3, 3, 32, 32}), right = torch::randn({3, 3, 32, 32});
   auto tok = tokens_for(3, 8, 100);
-  auto has_left = torch::tensor({false, true, true}), has_right = torch::tensor({true, true, false});
+  auto has_left = torch::tensor({false, true, true}),
+       has_right = torch::tensor({true, true, false});
   auto e = net->forward(left, right, tok, has_left, has_right);
   EXPECT_EQ(e.left_img[0].abs().max().item<double>(), 0);   // missing left row is zero
   EXPECT_EQ(e.right_img[2].abs().max().item<double>(), 0);  // missing right row is zero
@@ -219,7 +229,10 @@ std::map<std::string, torch::Tensor> step_grads(bool checkpointing, bool train) 
   torch::manual_seed(11);
   model::RetClip net(micro_options());
   net->set_grad_checkpointing(checkpointing);
-  if (train) net->train(); else net->eval();
+  if (train)
+    net->train();
+  else
+    net->eval();
   auto left = torch::randn({4, 3, 32, 32}), right = torch::randn({4, 3, 32, 32});
   auto tok = tokens_for(4, 10, 100);
   torch::manual_seed(99);  // the dropout stream
@@ -247,7 +260,9 @@ void expect_same_grads(bool train) {
 
 }  // namespace
 
-TEST(Checkpointing, GradientsEqualPlainPathInEvalMode) { expect_same_grads(false); }
+TEST(Checkpointing, GradientsEqualPlainPathInEvalMode) {
+  expect_same_grads(false);
+}
 
 TEST(Checkpointing, GradientsEqualPlainPathInTrainModeWithDropout) {
   expect_same_grads(true);

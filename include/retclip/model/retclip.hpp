@@ -32,10 +32,10 @@ struct RetClipOptions {
 /// Output of RetClip::forward. Every embedding is L2-normalised; rows of a missing eye
 /// in left_img / right_img are zero (and must be masked by the loss).
 struct Embeddings {
-  torch::Tensor patient_img, left_img, right_img;  ///< [B, E]
-  torch::Tensor patient_txt, left_txt, right_txt;  ///< [B, E]
+  torch::Tensor patient_img, left_img, right_img;                  ///< [B, E]
+  torch::Tensor patient_txt, left_txt, right_txt;                  ///< [B, E]
   torch::Tensor logit_scale, logit_scale_left, logit_scale_right;  ///< scalars (log scale)
-  torch::Tensor has_left, has_right;  ///< [B] bool
+  torch::Tensor has_left, has_right;                               ///< [B] bool
 };
 
 /// Per-eye image features before the heads.
