@@ -74,9 +74,10 @@ std::string child_names(const std::vector<Field>& fields) {
 
 [[noreturn]] void type_error(const Field& f, const std::string& path, const std::string& where,
                              const std::string& found) {
-  throw UsageError(fmt::format("`{}` in {}: expected {}, found {}. HINT: see docs/CONFIG.md for "
-                               "the type and default of every key",
-                               path, where, expected(f), found));
+  throw UsageError(
+      fmt::format("`{}` in {}: expected {}, found {}. HINT: see docs/CONFIG.md for "
+                  "the type and default of every key",
+                  path, where, expected(f), found));
 }
 
 /// Stores `v` into the field, typed by the field's kind.
@@ -178,13 +179,11 @@ std::string last_component(const std::string& path) {
         if (edit_distance(name, lasts[i]) == best_d) ties.push_back("`" + paths[i] + "`");
       for (size_t i = 0; i < ties.size(); ++i)
         guess += (i == 0 ? "" : i + 1 == ties.size() ? " or " : ", ") + ties[i];
-      throw UsageError(
-          fmt::format("unknown key `{}` in {}; did you mean {}?", path, where, guess));
+      throw UsageError(fmt::format("unknown key `{}` in {}; did you mean {}?", path, where, guess));
     }
   }
   if (!guess.empty())
-    throw UsageError(
-        fmt::format("unknown key `{}` in {}; did you mean `{}`?", path, where, guess));
+    throw UsageError(fmt::format("unknown key `{}` in {}; did you mean `{}`?", path, where, guess));
   std::string scope = prefix.empty() ? std::string("at the top level")
                                      : fmt::format("in `{}`", prefix.substr(0, prefix.size() - 1));
   throw UsageError(fmt::format(
@@ -224,7 +223,11 @@ Raw raw_from_node(const YAML::Node& n) {
     if (item.IsScalar()) {
       r.items.push_back(item.Scalar());
     } else if (r.bad_item.empty()) {
-      r.bad_item = fmt::format("{} at item {}", item.IsMap() ? "a mapping" : item.IsNull() ? "nothing" : "a nested list", i);
+      r.bad_item = fmt::format("{} at item {}",
+                               item.IsMap()    ? "a mapping"
+                               : item.IsNull() ? "nothing"
+                                               : "a nested list",
+                               i);
     }
   }
   return r;
@@ -238,19 +241,20 @@ void apply_map(const YAML::Node& map, const std::vector<Field>& fields, const st
     YAML::Node val = kv.second;
     std::string where = yaml_where(origin, key.Mark());
     if (!key.IsScalar())
-      throw UsageError(fmt::format("{}: expected a key name{}, found {}. HINT: keys are words "
-                                   "like `lr`",
-                                   where,
-                                   prefix.empty() ? "" : " in `" + prefix.substr(0, prefix.size() - 1) + "`",
-                                   describe(raw_from_node(key))));
+      throw UsageError(fmt::format(
+          "{}: expected a key name{}, found {}. HINT: keys are words "
+          "like `lr`",
+          where, prefix.empty() ? "" : " in `" + prefix.substr(0, prefix.size() - 1) + "`",
+          describe(raw_from_node(key))));
     std::string name = key.Scalar();
     std::string path = prefix + name;
     int line = key.Mark().line + 1;
     auto [dup, fresh] = seen.emplace(name, line);
     if (!fresh)
-      throw UsageError(fmt::format("duplicate key `{}` in {} (first given at line {}). HINT: "
-                                   "keep one of them",
-                                   path, where, dup->second));
+      throw UsageError(
+          fmt::format("duplicate key `{}` in {} (first given at line {}). HINT: "
+                      "keep one of them",
+                      path, where, dup->second));
     const Field* f = find(fields, name);
     if (!f) unknown_key(name, prefix, fields, root, where);
     if (f->kind == Kind::kSection) {
@@ -271,9 +275,7 @@ void apply_map(const YAML::Node& map, const std::vector<Field>& fields, const st
 /// Line and column (1-based) of the first byte that is not valid UTF-8, or {0, 0}.
 std::pair<size_t, size_t> find_bad_utf8(const std::string& s) {
   size_t line = 1, col = 1, i = 0, n = s.size();
-  auto cont = [&](size_t k) {
-    return k < n && (static_cast<unsigned char>(s[k]) & 0xC0) == 0x80;
-  };
+  auto cont = [&](size_t k) { return k < n && (static_cast<unsigned char>(s[k]) & 0xC0) == 0x80; };
   while (i < n) {
     auto c = static_cast<unsigned char>(s[i]);
     size_t len = 0;
@@ -283,7 +285,8 @@ std::pair<size_t, size_t> find_bad_utf8(const std::string& s) {
       len = cont(i + 1) ? 2 : 0;
     } else if (c >= 0xE0 && c <= 0xEF) {
       auto c1 = i + 1 < n ? static_cast<unsigned char>(s[i + 1]) : 0;
-      bool ok = cont(i + 1) && cont(i + 2) && !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 > 0x9F);
+      bool ok =
+          cont(i + 1) && cont(i + 2) && !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 > 0x9F);
       len = ok ? 3 : 0;
     } else if (c >= 0xF0 && c <= 0xF4) {
       auto c1 = i + 1 < n ? static_cast<unsigned char>(s[i + 1]) : 0;
@@ -321,9 +324,10 @@ bool strip_quotes(std::string& s) {
 }
 
 [[noreturn]] void bad_override(const std::string& text, const std::string& why) {
-  throw UsageError(fmt::format("bad override `--set {}`: {}. HINT: write --set key=value, e.g. "
-                               "--set optim.lr=1e-4 or --set optim.betas=[0.9,0.999]",
-                               text, why));
+  throw UsageError(
+      fmt::format("bad override `--set {}`: {}. HINT: write --set key=value, e.g. "
+                  "--set optim.lr=1e-4 or --set optim.betas=[0.9,0.999]",
+                  text, why));
 }
 
 Raw raw_from_text(const std::string& text, const std::string& value) {
@@ -339,8 +343,8 @@ Raw raw_from_text(const std::string& text, const std::string& value) {
     size_t start = 0;
     while (true) {
       size_t comma = inner.find(',', start);
-      std::string item = trim(inner.substr(start, comma == std::string::npos ? std::string::npos
-                                                                             : comma - start));
+      std::string item =
+          trim(inner.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
       if (item.empty()) bad_override(text, "the list has an empty item");
       strip_quotes(item);
       r.items.push_back(item);
@@ -357,8 +361,7 @@ Raw raw_from_text(const std::string& text, const std::string& value) {
 
 void apply_override(const std::string& text, const std::vector<Field>& root, Origins& origins) {
   size_t eq = text.find('=');
-  if (eq == std::string::npos)
-    bad_override(text, "there is no '=' between the key and the value");
+  if (eq == std::string::npos) bad_override(text, "there is no '=' between the key and the value");
   std::string key = trim(text.substr(0, eq));
   if (key.empty()) bad_override(text, "the key before '=' is empty");
   std::string where = "--set " + text;
@@ -367,7 +370,8 @@ void apply_override(const std::string& text, const std::vector<Field>& root, Ori
   size_t start = 0;
   while (true) {
     size_t dot = key.find('.', start);
-    std::string name = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string name =
+        key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (name.empty()) bad_override(text, fmt::format("the key `{}` has an empty part", key));
     const Field* f = find(*fields, name);
     if (!f) unknown_key(name, prefix, *fields, root, where);
@@ -382,9 +386,10 @@ void apply_override(const std::string& text, const std::vector<Field>& root, Ori
       return;
     }
     if (f->kind != Kind::kSection)
-      throw UsageError(fmt::format("unknown key `{}` in {}: `{}` is a value, not a section. "
-                                   "HINT: set it with --set {}=...",
-                                   key, where, path, path));
+      throw UsageError(
+          fmt::format("unknown key `{}` in {}: `{}` is a value, not a section. "
+                      "HINT: set it with --set {}=...",
+                      key, where, path, path));
     fields = &f->children;
     prefix = path + ".";
     start = dot + 1;
@@ -406,7 +411,7 @@ bool plain_ok(const std::string& s) {
   }
   std::string lower;
   for (char ch : s) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  static const std::set<std::string> reserved{"true", "false", "yes", "no", "on",
+  static const std::set<std::string> reserved{"true", "false", "yes", "no",  "on",
                                               "off",  "y",     "n",   "null"};
   if (reserved.count(lower)) return false;
   int64_t i;
@@ -419,12 +424,18 @@ std::string quote(const std::string& s) {
   std::string out = "\"";
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);
-    if (ch == '"') out += "\\\"";
-    else if (ch == '\\') out += "\\\\";
-    else if (ch == '\n') out += "\\n";
-    else if (ch == '\t') out += "\\t";
-    else if (c < 0x20 || c == 0x7F) out += fmt::format("\\x{:02X}", c);
-    else out += ch;
+    if (ch == '"')
+      out += "\\\"";
+    else if (ch == '\\')
+      out += "\\\\";
+    else if (ch == '\n')
+      out += "\\n";
+    else if (ch == '\t')
+      out += "\\t";
+    else if (c < 0x20 || c == 0x7F)
+      out += fmt::format("\\x{:02X}", c);
+    else
+      out += ch;
   }
   return out + "\"";
 }
@@ -466,7 +477,8 @@ void emit(const std::vector<Field>& fields, int indent, std::string& out) {
         for (size_t i = 0; i < v.size(); ++i) {
           // Inside a flow list a comma or bracket would split the item: quote those too.
           std::string q = quote(v[i]);
-          if (q.front() != '"' && q.find_first_of(",[]{}") != std::string::npos) q = "\"" + q + "\"";
+          if (q.front() != '"' && q.find_first_of(",[]{}") != std::string::npos)
+            q = "\"" + q + "\"";
           out += (i ? ", " : "") + q;
         }
         out += "]";
@@ -494,9 +506,10 @@ Config load(const std::string& path, const std::vector<std::string>& overrides) 
   std::error_code ec;
   auto st = std::filesystem::status(path, ec);
   if (!std::filesystem::exists(st))
-    throw UsageError(fmt::format("config file `{}` not found (current directory {}). HINT: "
-                                 "configs/ holds ret-clip-vitb16.yaml and tiny-cpu.yaml",
-                                 path, std::filesystem::current_path(ec).string()));
+    throw UsageError(
+        fmt::format("config file `{}` not found (current directory {}). HINT: "
+                    "configs/ holds ret-clip-vitb16.yaml and tiny-cpu.yaml",
+                    path, std::filesystem::current_path(ec).string()));
   if (std::filesystem::is_directory(st))
     throw UsageError(fmt::format("config file `{}` is a directory. HINT: pass a .yaml file", path));
   return load_string(util::read_file(path), path, overrides);
@@ -506,32 +519,36 @@ Config load_string(const std::string& yaml, const std::string& origin,
                    const std::vector<std::string>& overrides) {
   auto [bad_line, bad_col] = find_bad_utf8(yaml);
   if (bad_line != 0)
-    throw UsageError(fmt::format("{} line {} column {}: bytes that are not UTF-8. HINT: save the "
-                                 "file as UTF-8",
-                                 origin, bad_line, bad_col));
+    throw UsageError(
+        fmt::format("{} line {} column {}: bytes that are not UTF-8. HINT: save the "
+                    "file as UTF-8",
+                    origin, bad_line, bad_col));
   if (yaml.find_first_not_of(" \t\r\n") == std::string::npos)
-    throw UsageError(fmt::format("config file {} is empty. HINT: start from configs/tiny-cpu.yaml "
-                                 "or `retclip config show`",
-                                 origin));
+    throw UsageError(
+        fmt::format("config file {} is empty. HINT: start from configs/tiny-cpu.yaml "
+                    "or `retclip config show`",
+                    origin));
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
   } catch (const YAML::Exception& e) {
-    throw UsageError(fmt::format("YAML syntax error in {}: {}. HINT: check the indentation "
-                                 "(spaces, not tabs) and the quotes on that line",
-                                 yaml_where(origin, e.mark), e.msg));
+    throw UsageError(
+        fmt::format("YAML syntax error in {}: {}. HINT: check the indentation "
+                    "(spaces, not tabs) and the quotes on that line",
+                    yaml_where(origin, e.mark), e.msg));
   }
   if (root.IsNull())
-    throw UsageError(fmt::format("config file {} is empty (only comments). HINT: start from "
-                                 "configs/tiny-cpu.yaml or `retclip config show`",
-                                 origin));
+    throw UsageError(
+        fmt::format("config file {} is empty (only comments). HINT: start from "
+                    "configs/tiny-cpu.yaml or `retclip config show`",
+                    origin));
   Config cfg;
   auto fields = schema(cfg);
   if (!root.IsMap())
-    throw UsageError(fmt::format("{}: expected a mapping of sections ({}) at the top level, "
-                                 "found {}",
-                                 yaml_where(origin, root.Mark()), child_names(fields),
-                                 describe(raw_from_node(root))));
+    throw UsageError(fmt::format(
+        "{}: expected a mapping of sections ({}) at the top level, "
+        "found {}",
+        yaml_where(origin, root.Mark()), child_names(fields), describe(raw_from_node(root))));
   Origins origins;
   try {
     apply_map(root, fields, "", fields, origin, origins);
@@ -541,7 +558,9 @@ Config load_string(const std::string& yaml, const std::string& origin,
   return finish(std::move(cfg), overrides, origins);
 }
 
-void validate(const Config& cfg) { validate_with(cfg, {}); }
+void validate(const Config& cfg) {
+  validate_with(cfg, {});
+}
 
 std::string to_yaml(const Config& cfg) {
   Config copy = cfg;

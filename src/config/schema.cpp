@@ -14,11 +14,21 @@ namespace retclip::config::detail {
 
 namespace {
 
-Field leaf(const char* name, int64_t& v) { return {name, Kind::kInt, &v, 0, {}}; }
-Field leaf(const char* name, uint64_t& v) { return {name, Kind::kUInt, &v, 0, {}}; }
-Field leaf(const char* name, double& v) { return {name, Kind::kDouble, &v, 0, {}}; }
-Field leaf(const char* name, bool& v) { return {name, Kind::kBool, &v, 0, {}}; }
-Field leaf(const char* name, std::string& v) { return {name, Kind::kString, &v, 0, {}}; }
+Field leaf(const char* name, int64_t& v) {
+  return {name, Kind::kInt, &v, 0, {}};
+}
+Field leaf(const char* name, uint64_t& v) {
+  return {name, Kind::kUInt, &v, 0, {}};
+}
+Field leaf(const char* name, double& v) {
+  return {name, Kind::kDouble, &v, 0, {}};
+}
+Field leaf(const char* name, bool& v) {
+  return {name, Kind::kBool, &v, 0, {}};
+}
+Field leaf(const char* name, std::string& v) {
+  return {name, Kind::kString, &v, 0, {}};
+}
 Field leaf(const char* name, std::vector<std::string>& v) {
   return {name, Kind::kStringList, &v, 0, {}};
 }
@@ -38,28 +48,25 @@ std::vector<Field> schema(Config& c) {
   auto& o = c.optim;
   auto& t = c.train;
   return {
-      section("model",
-              {section("vision", {leaf("preset", m.vision.preset),
-                                  leaf("image_size", m.vision.image_size),
-                                  leaf("patch_size", m.vision.patch_size),
-                                  leaf("width", m.vision.width), leaf("layers", m.vision.layers),
-                                  leaf("heads", m.vision.heads),
-                                  leaf("mlp_ratio", m.vision.mlp_ratio)}),
-               section("text", {leaf("preset", m.text.preset),
-                                leaf("vocab_size", m.text.vocab_size),
-                                leaf("hidden", m.text.hidden), leaf("layers", m.text.layers),
-                                leaf("heads", m.text.heads),
-                                leaf("intermediate", m.text.intermediate),
-                                leaf("max_position", m.text.max_position),
-                                leaf("dropout", m.text.dropout)}),
-               leaf("embed_dim", m.embed_dim), leaf("logit_scale_init", m.logit_scale_init),
-               section("init", {leaf("vision", m.init.vision), leaf("text", m.init.text),
-                                leaf("full", m.init.full)})}),
+      section(
+          "model",
+          {section("vision",
+                   {leaf("preset", m.vision.preset), leaf("image_size", m.vision.image_size),
+                    leaf("patch_size", m.vision.patch_size), leaf("width", m.vision.width),
+                    leaf("layers", m.vision.layers), leaf("heads", m.vision.heads),
+                    leaf("mlp_ratio", m.vision.mlp_ratio)}),
+           section("text",
+                   {leaf("preset", m.text.preset), leaf("vocab_size", m.text.vocab_size),
+                    leaf("hidden", m.text.hidden), leaf("layers", m.text.layers),
+                    leaf("heads", m.text.heads), leaf("intermediate", m.text.intermediate),
+                    leaf("max_position", m.text.max_position), leaf("dropout", m.text.dropout)}),
+           leaf("embed_dim", m.embed_dim), leaf("logit_scale_init", m.logit_scale_init),
+           section("init", {leaf("vision", m.init.vision), leaf("text", m.init.text),
+                            leaf("full", m.init.full)})}),
       section("data",
               {leaf("train", d.train), leaf("val", d.val), leaf("format", d.format),
                leaf("image_size", d.image_size), leaf("context_length", d.context_length),
-               section("tokenizer", {leaf("type", d.tokenizer.type),
-                                     leaf("path", d.tokenizer.path),
+               section("tokenizer", {leaf("type", d.tokenizer.type), leaf("path", d.tokenizer.path),
                                      leaf("lowercase", d.tokenizer.lowercase)}),
                section("augment", {leaf("enabled", d.augment.enabled),
                                    leaf("crop_scale", d.augment.crop_scale),
@@ -69,23 +76,20 @@ std::vector<Field> schema(Config& c) {
                leaf("mean", d.mean), leaf("std", d.std), leaf("workers", d.workers),
                leaf("prefetch", d.prefetch), leaf("on_bad_sample", d.on_bad_sample),
                leaf("drop_last", d.drop_last)}),
-      section("loss",
-              {section("weights", {leaf("patient", c.loss.weights.patient),
-                                   leaf("left", c.loss.weights.left),
-                                   leaf("right", c.loss.weights.right)}),
-               leaf("gather", c.loss.gather), leaf("local_loss", c.loss.local_loss),
-               leaf("logit_scale_max", c.loss.logit_scale_max)}),
-      section("optim",
-              {leaf("lr", o.lr), leaf("weight_decay", o.weight_decay),
-               leaf("no_decay", o.no_decay), leaf("betas", o.betas), leaf("eps", o.eps),
-               leaf("warmup_steps", o.warmup_steps), leaf("schedule", o.schedule),
-               leaf("min_lr", o.min_lr), leaf("cooldown_steps", o.cooldown_steps),
-               leaf("clip_norm", o.clip_norm), leaf("accum_steps", o.accum_steps)}),
+      section("loss", {section("weights", {leaf("patient", c.loss.weights.patient),
+                                           leaf("left", c.loss.weights.left),
+                                           leaf("right", c.loss.weights.right)}),
+                       leaf("gather", c.loss.gather), leaf("local_loss", c.loss.local_loss),
+                       leaf("logit_scale_max", c.loss.logit_scale_max)}),
+      section("optim", {leaf("lr", o.lr), leaf("weight_decay", o.weight_decay),
+                        leaf("no_decay", o.no_decay), leaf("betas", o.betas), leaf("eps", o.eps),
+                        leaf("warmup_steps", o.warmup_steps), leaf("schedule", o.schedule),
+                        leaf("min_lr", o.min_lr), leaf("cooldown_steps", o.cooldown_steps),
+                        leaf("clip_norm", o.clip_norm), leaf("accum_steps", o.accum_steps)}),
       section("train",
               {leaf("steps", t.steps), leaf("epochs", t.epochs), leaf("batch_size", t.batch_size),
-               leaf("precision", t.precision), leaf("device", t.device),
-               leaf("threads", t.threads), leaf("seed", t.seed),
-               leaf("grad_checkpointing", t.grad_checkpointing),
+               leaf("precision", t.precision), leaf("device", t.device), leaf("threads", t.threads),
+               leaf("seed", t.seed), leaf("grad_checkpointing", t.grad_checkpointing),
                section("freeze", {leaf("vision", t.freeze.vision), leaf("text", t.freeze.text),
                                   leaf("vision_blocks", t.freeze.vision_blocks),
                                   leaf("text_blocks", t.freeze.text_blocks)}),

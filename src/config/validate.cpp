@@ -131,8 +131,7 @@ void validate_with(const Config& c, const Origins& origins) {
   k.closed("data.augment.color_jitter", a.color_jitter, 0.0, 1.0);
   k.closed("data.augment.random_erasing", a.random_erasing, 0.0, 1.0);
   for (double m : d.mean) k.finite("data.mean", m);
-  for (double s : d.std)
-    k.gt("data.std", s, 0.0, "every channel's std divides the pixel values");
+  for (double s : d.std) k.gt("data.std", s, 0.0, "every channel's std divides the pixel values");
   k.ge("data.workers", d.workers, 0);
   k.ge("data.prefetch", d.prefetch, 1);
   k.one_of("data.on_bad_sample", d.on_bad_sample, {"skip", "fail"});

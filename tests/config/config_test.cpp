@@ -77,33 +77,39 @@ TEST(ConfigUnknownKey, TopLevelSection) {
 }
 
 TEST(ConfigUnknownKey, InSectionWithLine) {
-  auto m = err("# run\noptim:\n  lr: 1e-4\n\n  weight_decay: 0.1\n  eps: 1e-8\n  warmup_step: 10\n");
-  EXPECT_HAS(m, "unknown key `optim.warmup_step` in x.yaml line 7; did you mean "
-                "`optim.warmup_steps`?");
+  auto m =
+      err("# run\noptim:\n  lr: 1e-4\n\n  weight_decay: 0.1\n  eps: 1e-8\n  warmup_step: 10\n");
+  EXPECT_HAS(m,
+             "unknown key `optim.warmup_step` in x.yaml line 7; did you mean "
+             "`optim.warmup_steps`?");
 }
 
 TEST(ConfigUnknownKey, NestedSection) {
   auto m = err("data:\n  augment:\n    enabled: true\n    crop_scal: [0.5, 1]\n");
-  EXPECT_HAS(m, "unknown key `data.augment.crop_scal` in x.yaml line 4; did you mean "
-                "`data.augment.crop_scale`?");
+  EXPECT_HAS(m,
+             "unknown key `data.augment.crop_scal` in x.yaml line 4; did you mean "
+             "`data.augment.crop_scale`?");
 }
 
 TEST(ConfigUnknownKey, ThreeDeepInModel) {
   auto m = err("model:\n  vision:\n    patch: 16\n");
-  EXPECT_HAS(m, "unknown key `model.vision.patch` in x.yaml line 3; did you mean "
-                "`model.vision.patch_size`?");
+  EXPECT_HAS(m,
+             "unknown key `model.vision.patch` in x.yaml line 3; did you mean "
+             "`model.vision.patch_size`?");
 }
 
 TEST(ConfigUnknownKey, KeyOfAnotherSectionIsSuggested) {
   auto m = err("train:\n  warmup_steps: 10\n");
-  EXPECT_HAS(m, "unknown key `train.warmup_steps` in x.yaml line 2; did you mean "
-                "`optim.warmup_steps`?");
+  EXPECT_HAS(m,
+             "unknown key `train.warmup_steps` in x.yaml line 2; did you mean "
+             "`optim.warmup_steps`?");
 }
 
 TEST(ConfigUnknownKey, NameInSeveralSectionsOffersAll) {
   auto m = err("train:\n  dir: runs/x\n");
-  EXPECT_HAS(m, "unknown key `train.dir` in x.yaml line 2; did you mean `checkpoint.dir` or "
-                "`log.dir`?");
+  EXPECT_HAS(m,
+             "unknown key `train.dir` in x.yaml line 2; did you mean `checkpoint.dir` or "
+             "`log.dir`?");
 }
 
 TEST(ConfigUnknownKey, EmptyKeyName) {
@@ -113,8 +119,9 @@ TEST(ConfigUnknownKey, EmptyKeyName) {
 
 TEST(ConfigUnknownKey, NoCloseMatchListsValidKeys) {
   auto m = err("loss:\n  zzzzzzzz: 1\n");
-  EXPECT_HAS(m, "unknown key `loss.zzzzzzzz` in x.yaml line 2. Valid keys in `loss`: weights, "
-                "gather, local_loss, logit_scale_max");
+  EXPECT_HAS(m,
+             "unknown key `loss.zzzzzzzz` in x.yaml line 2. Valid keys in `loss`: weights, "
+             "gather, local_loss, logit_scale_max");
 }
 
 TEST(ConfigUnknownKey, DuplicateKey) {
@@ -155,54 +162,61 @@ TEST(ConfigType, EmptyValueForNumber) {
 }
 
 TEST(ConfigType, Booleans) {
-  auto c = from("data:\n  drop_last: no\n  augment:\n    hflip: yes\n    enabled: 0\n"
-                "loss:\n  gather: False\n  local_loss: 1\n");
+  auto c = from(
+      "data:\n  drop_last: no\n  augment:\n    hflip: yes\n    enabled: 0\n"
+      "loss:\n  gather: False\n  local_loss: 1\n");
   EXPECT_FALSE(c.data.drop_last);
   EXPECT_TRUE(c.data.augment.hflip);
   EXPECT_FALSE(c.data.augment.enabled);
   EXPECT_FALSE(c.loss.gather);
   EXPECT_TRUE(c.loss.local_loss);
   auto m = err("loss:\n  gather: maybe\n");
-  EXPECT_HAS(m, "`loss.gather` in x.yaml line 2: expected a boolean (true/false/yes/no/1/0), "
-                "found `maybe`");
+  EXPECT_HAS(m,
+             "`loss.gather` in x.yaml line 2: expected a boolean (true/false/yes/no/1/0), "
+             "found `maybe`");
 }
 
 TEST(ConfigType, StringListNeedsAList) {
   auto m = err("optim:\n  no_decay: bias\n");
-  EXPECT_HAS(m, "`optim.no_decay` in x.yaml line 2: expected a list of strings like [bias, ln_], "
-                "found `bias`");
+  EXPECT_HAS(m,
+             "`optim.no_decay` in x.yaml line 2: expected a list of strings like [bias, ln_], "
+             "found `bias`");
   auto c = from("optim:\n  no_decay:\n    - bias\n    - norm\n");
   EXPECT_EQ(c.optim.no_decay, (std::vector<std::string>{"bias", "norm"}));
 }
 
 TEST(ConfigType, FixedArrayLength) {
   auto m = err("optim:\n  betas: [0.9]\n");
-  EXPECT_HAS(m, "`optim.betas` in x.yaml line 2: expected a list of 2 numbers like [0.9, 0.98], "
-                "found a list of 1 item");
+  EXPECT_HAS(m,
+             "`optim.betas` in x.yaml line 2: expected a list of 2 numbers like [0.9, 0.98], "
+             "found a list of 1 item");
   m = err("data:\n  mean: [0.5, 0.5]\n");
   EXPECT_HAS(m, "`data.mean` in x.yaml line 2: expected a list of 3 numbers");
 }
 
 TEST(ConfigType, FixedArrayBadItem) {
   auto m = err("optim:\n  betas: [0.9, high]\n");
-  EXPECT_HAS(m, "`optim.betas` in x.yaml line 2: expected a list of 2 numbers like [0.9, 0.98], "
-                "found `high` at item 2");
+  EXPECT_HAS(m,
+             "`optim.betas` in x.yaml line 2: expected a list of 2 numbers like [0.9, 0.98], "
+             "found `high` at item 2");
   m = err("optim:\n  betas: [0.9, [1]]\n");
   EXPECT_HAS(m, "found a nested list at item 2");
 }
 
 TEST(ConfigType, SectionNotAMapping) {
   auto m = err("optim: 3\n");
-  EXPECT_HAS(m, "`optim` in x.yaml line 1: expected a section (a mapping with keys such as lr, "
-                "weight_decay,");
+  EXPECT_HAS(m,
+             "`optim` in x.yaml line 1: expected a section (a mapping with keys such as lr, "
+             "weight_decay,");
   m = err("data:\n  augment: [1, 2]\n");
   EXPECT_HAS(m, "`data.augment` in x.yaml line 2: expected a section");
 }
 
 TEST(ConfigType, TopLevelNotAMapping) {
   auto m = err("- optim\n- data\n");
-  EXPECT_HAS(m, "x.yaml line 1: expected a mapping of sections (model, data, loss, optim, train, "
-                "checkpoint, log, dist) at the top level, found a list");
+  EXPECT_HAS(m,
+             "x.yaml line 1: expected a mapping of sections (model, data, loss, optim, train, "
+             "checkpoint, log, dist) at the top level, found a list");
 }
 
 TEST(ConfigType, EmptySectionKeepsDefaults) {
@@ -327,7 +341,8 @@ TEST(ConfigValidate, BuiltInCodeNamesKeyWithoutLine) {
   c = Config{};
   c.data.augment.crop_scale = {0.5, 1.5};
   m = error_of([&] { validate(c); });
-  EXPECT_HAS(m, "`data.augment.crop_scale`: expected [a, b] with 0 < a <= b <= 1, found [0.5, 1.5]");
+  EXPECT_HAS(m,
+             "`data.augment.crop_scale`: expected [a, b] with 0 < a <= b <= 1, found [0.5, 1.5]");
 }
 
 // -------------------------------------------------------------- file problems
@@ -348,7 +363,8 @@ TEST(ConfigFile, Empty) {
 }
 
 TEST(ConfigFile, SyntaxErrorNamesLine) {
-  auto p = write_tmp("syntax.yaml", "optim:\n  lr: 1e-4\n  betas: [0.9, 0.98\ntrain:\n  steps: 3\n");
+  auto p =
+      write_tmp("syntax.yaml", "optim:\n  lr: 1e-4\n  betas: [0.9, 0.98\ntrain:\n  steps: 3\n");
   auto m = error_of([&] { load(p.string()); });
   EXPECT_HAS(m, "YAML syntax error in " + p.string() + " line ");
   m = err("optim:\n  lr: 1\n   eps: : 2\n");
@@ -372,10 +388,10 @@ TEST(ConfigFile, ErrorInRealFileNamesPathAndLine) {
 // ------------------------------------------------------------------- overrides
 
 TEST(ConfigOverride, NestedScalarsAndLists) {
-  auto c = load("", {"data.augment.color_jitter=0.5", "optim.betas=[0.9,0.999]",
-                     "optim.no_decay=[bias, ln_]", "data.augment.hflip=yes",
-                     "data.train=runs/demo/data/train.csv", "train.seed=42",
-                     "model.vision.preset=vit-tiny", "data.val="});
+  auto c = load(
+      "", {"data.augment.color_jitter=0.5", "optim.betas=[0.9,0.999]", "optim.no_decay=[bias, ln_]",
+           "data.augment.hflip=yes", "data.train=runs/demo/data/train.csv", "train.seed=42",
+           "model.vision.preset=vit-tiny", "data.val="});
   EXPECT_EQ(c.data.augment.color_jitter, 0.5);
   EXPECT_EQ(c.optim.betas[1], 0.999);
   EXPECT_EQ(c.optim.no_decay, (std::vector<std::string>{"bias", "ln_"}));
@@ -388,14 +404,17 @@ TEST(ConfigOverride, NestedScalarsAndLists) {
 }
 
 TEST(ConfigOverride, BadSyntax) {
-  EXPECT_HAS(set_err({"foo"}), "bad override `--set foo`: there is no '=' between the key and "
-                               "the value");
+  EXPECT_HAS(set_err({"foo"}),
+             "bad override `--set foo`: there is no '=' between the key and "
+             "the value");
   EXPECT_HAS(set_err({"=3"}), "bad override `--set =3`: the key before '=' is empty");
   EXPECT_HAS(set_err({"a.b.c"}), "bad override `--set a.b.c`: there is no '='");
-  EXPECT_HAS(set_err({"optim..lr=1"}), "bad override `--set optim..lr=1`: the key `optim..lr` has "
-                                       "an empty part");
-  EXPECT_HAS(set_err({"optim.betas=[0.9,0.99"}), "bad override `--set optim.betas=[0.9,0.99`: a "
-                                                 "list must be written [a,b,...]");
+  EXPECT_HAS(set_err({"optim..lr=1"}),
+             "bad override `--set optim..lr=1`: the key `optim..lr` has "
+             "an empty part");
+  EXPECT_HAS(set_err({"optim.betas=[0.9,0.99"}),
+             "bad override `--set optim.betas=[0.9,0.99`: a "
+             "list must be written [a,b,...]");
   EXPECT_HAS(set_err({"optim.betas=[0.9,,0.99]"}), "the list has an empty item");
 }
 
@@ -412,8 +431,9 @@ TEST(ConfigOverride, UnknownKeySuggests) {
 
 TEST(ConfigOverride, SectionOrLeafMisused) {
   EXPECT_HAS(set_err({"optim=3"}), "`optim` in --set optim=3 is a section, not a value");
-  EXPECT_HAS(set_err({"optim.lr.x=1"}),
-             "unknown key `optim.lr.x` in --set optim.lr.x=1: `optim.lr` is a value, not a section");
+  EXPECT_HAS(
+      set_err({"optim.lr.x=1"}),
+      "unknown key `optim.lr.x` in --set optim.lr.x=1: `optim.lr` is a value, not a section");
 }
 
 TEST(ConfigOverride, BadValueType) {
@@ -448,18 +468,20 @@ TEST(ConfigYaml, EveryKeyInDeclarationOrder) {
   std::string y = to_yaml(Config{});
   EXPECT_HAS(y, "  lr: 3e-05\n");
   EXPECT_HAS(y, "  betas: [0.9, 0.98]\n");
-  EXPECT_HAS(y, "  no_decay: [bias, LayerNorm, ln_, logit_scale, class_embedding, "
-                "positional_embedding, position_embeddings]\n");
+  EXPECT_HAS(y,
+             "  no_decay: [bias, LayerNorm, ln_, logit_scale, class_embedding, "
+             "positional_embedding, position_embeddings]\n");
   EXPECT_HAS(y, "    crop_scale: [0.9, 1.0]\n");
   EXPECT_HAS(y, "  resume: \"\"\n");
   EXPECT_HAS(y, "  timeout_s: 600.0\n");
   size_t last = 0;
-  for (const char* key : {"\nmodel:\n", "\n  vision:\n", "\n    preset: ViT-B-16\n",
-                          "\n    mlp_ratio:", "\n  text:\n", "\n  embed_dim:", "\n  init:\n",
-                          "\ndata:\n", "\n  tokenizer:\n", "\n  augment:\n", "\n  drop_last:",
-                          "\nloss:\n", "\noptim:\n", "\n  accum_steps:", "\ntrain:\n",
-                          "\n  freeze:\n", "\n  deterministic:", "\ncheckpoint:\n", "\nlog:\n",
-                          "\ndist:\n", "\n  bucket_mb:"}) {
+  for (const char* key : {"\nmodel:\n",       "\n  vision:\n",      "\n    preset: ViT-B-16\n",
+                          "\n    mlp_ratio:", "\n  text:\n",        "\n  embed_dim:",
+                          "\n  init:\n",      "\ndata:\n",          "\n  tokenizer:\n",
+                          "\n  augment:\n",   "\n  drop_last:",     "\nloss:\n",
+                          "\noptim:\n",       "\n  accum_steps:",   "\ntrain:\n",
+                          "\n  freeze:\n",    "\n  deterministic:", "\ncheckpoint:\n",
+                          "\nlog:\n",         "\ndist:\n",          "\n  bucket_mb:"}) {
     size_t at = y.find(key);
     ASSERT_NE(at, std::string::npos) << key;
     EXPECT_GT(at, last) << key << " out of order";
@@ -479,8 +501,8 @@ TEST(ConfigYaml, RoundTripDefaults) {
 TEST(ConfigYaml, RoundTripAwkwardValues) {
   Config c;
   c.data.train = "data/\xe7\x9c\xbc\xe5\xba\x95 set/train.csv";  // non-ASCII and a space
-  c.data.val = "yes";                                               // would read as a bool
-  c.checkpoint.resume = "3";                                        // would read as a number
+  c.data.val = "yes";                                            // would read as a bool
+  c.checkpoint.resume = "3";                                     // would read as a number
   c.log.dir = "runs/a: b # c \"q\" \\ \t end";
   c.optim.no_decay = {"bias", "a,b", "[x]", "true", "#c"};
   c.optim.lr = 1.0 / 3.0;
