@@ -32,10 +32,11 @@ function(retclip_module name)
   endif()
 endfunction()
 
-# retclip_test(<name> SOURCES ... DEPS ... LABELS ...): one gtest executable per
-# module, each test case registered with ctest under the given labels.
+# retclip_test(<name> [SINGLE] SOURCES ... DEPS ... LABELS ...): one gtest executable
+# per module, each test case registered with ctest under the given labels (SINGLE: the
+# executable is one ctest test).
 function(retclip_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "SINGLE" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   target_compile_options(${name} PRIVATE ${RETCLIP_WARNINGS})
@@ -47,6 +48,12 @@ function(retclip_test name)
   endif()
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
+  endif()
+  if(ARG_SINGLE)
+    # One ctest test for the whole executable (suites with an expensive shared set-up).
+    add_test(NAME ${name} COMMAND ${name} WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+    set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
+    return()
   endif()
   include(GoogleTest)
   gtest_discover_tests(${name}

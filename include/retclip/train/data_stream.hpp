@@ -1,0 +1,50 @@
+// The trainer's view of its data: the training loader (crossing epochs on its own),
+// the validation split (one ordered pass per evaluation), the tokenizer, and the
+// position to checkpoint. Sources: packed shards (a directory with index.json) or a
+// manifest / RET-CLIP directory decoded on the fly.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "retclip/config/config.hpp"
+#include "retclip/data/loader.hpp"
+#include "retclip/train/evaluate.hpp"
+#include "retclip/train/step.hpp"
+
+namespace retclip::train {
+
+class TrainData {
+ public:
+  /// Opens data.train (and data.val when set) as configured, for this rank.
+  static TrainData open(const config::Config& cfg, int64_t rank, int64_t world);
+  /// Opens only `path` as an evaluation split (no training loader).
+  static TrainData open_eval(const config::Config& cfg, const std::string& path);
+
+  std::string describe() const;
+  /// Vocabulary of the tokenizer (0 when none is loaded: shards with ids, no tokenizer).
+  int64_t vocab_size() const;
+  int64_t size() const;
+  int64_t steps_per_epoch() const;
+  /// The next training batch on `device` (a new epoch starts when one ends).
+  MicroBatch next_train(const at::Device& device);
+  /// Sampler position of the next training batch (world-size independent).
+  nlohmann::json state() const;
+  void restore(const nlohmann::json& s);
+  /// Training samples found bad so far (replaced under policy skip).
+  int64_t bad_samples() const;
+
+  bool has_val() const { return val_ != nullptr; }
+  int64_t val_size() const;
+  /// One ordered pass over the validation split, batches on `device`.
+  BatchSource val_source(const at::Device& device);
+
+ private:
+  std::shared_ptr<const data::Tokenizer> tokenizer_;
+  std::unique_ptr<data::Loader> train_, val_;
+  std::string train_desc_, val_desc_;
+};
+
+}  // namespace retclip::train

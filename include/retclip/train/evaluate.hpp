@@ -1,0 +1,39 @@
+// Validation: loss per level and in-batch accuracies (as the reference reports them),
+// plus recall@1/5/10 over the whole split at patient level and per eye.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "retclip/eval/retrieval.hpp"
+#include "retclip/loss/tripartite.hpp"
+#include "retclip/model/retclip.hpp"
+#include "retclip/train/step.hpp"
+
+namespace retclip::train {
+
+struct EvalResult {
+  int64_t patients = 0;
+  double loss = 0, loss_patient = 0, loss_left = 0, loss_right = 0;  ///< batch means
+  double acc_patient_i2t = 0, acc_patient_t2i = 0, acc_left_i2t = 0, acc_left_t2i = 0,
+         acc_right_i2t = 0, acc_right_t2i = 0;
+  eval::RecallResult recall_patient, recall_left, recall_right;
+  /// Flat "val/..." metrics for the sinks.
+  std::map<std::string, double> metrics() const;
+  /// Human-readable table with chance levels.
+  std::string to_string() const;
+};
+
+/// Supplies batches of one pass over a split: returns false when done. Rows beyond
+/// `limit` (padding by the sampler) are ignored by the caller.
+using BatchSource = std::function<bool(MicroBatch* out)>;
+
+/// Runs the model in eval mode over the batches (restoring train mode afterwards) and
+/// computes losses, accuracies and recall@{1,5,10} over at most `limit` patients.
+EvalResult evaluate(model::RetClip& net, const BatchSource& next, int64_t limit,
+                    const loss::TripartiteLossOptions& options, Precision precision);
+
+}  // namespace retclip::train

@@ -1,0 +1,54 @@
+// One optimizer step's forward and backward. With k micro-batches the contrastive
+// problem still spans all k·B patients, as OpenCLIP's accum_freq: the features of every
+// micro-batch are first computed without gradient and cached; then each micro-batch is
+// recomputed with gradient and its loss taken against the cached rest. The summed
+// gradients equal those of one pass over the full batch (tests/train/accumulate_test).
+//
+//   std::vector<train::MicroBatch> mb = train::split_batch(batch_tensors, k);
+//   train::StepLosses l = train::forward_backward(net, mb, loss_opts, precision);
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "retclip/loss/tripartite.hpp"
+#include "retclip/model/retclip.hpp"
+
+namespace retclip::train {
+
+/// Legend: B patients, S image side, T tokens.
+struct MicroBatch {
+  at::Tensor left, right;          ///< [B,3,S,S] float
+  at::Tensor tokens;               ///< [B,T] int64
+  at::Tensor has_left, has_right;  ///< [B] bool
+  int64_t size() const { return tokens.size(0); }
+};
+
+/// Splits a batch into k micro-batches of (nearly) equal size along dim 0.
+std::vector<MicroBatch> split_batch(const MicroBatch& batch, int64_t k);
+
+/// Numeric precision of the forward pass: fp32, or autocast to bf16 / fp16 (CUDA only).
+enum class Precision { kFp32, kBf16, kFp16 };
+Precision parse_precision(const std::string& s);
+
+/// Loss values of a step (the full-batch loss; identical in every micro pass).
+struct StepLosses {
+  at::Tensor total, patient, left, right;  ///< detached scalars (stay on the device)
+  double acc_patient_i2t = 0, acc_patient_t2i = 0, acc_left_i2t = 0, acc_left_t2i = 0,
+         acc_right_i2t = 0, acc_right_t2i = 0;
+};
+
+/// Forward + backward over the micro-batches (gradients accumulate into .grad).
+/// `loss_scale` multiplies the loss before backward (fp16 gradient scaling).
+StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& micro,
+                            const loss::TripartiteLossOptions& options, Precision precision,
+                            double loss_scale = 1.0);
+
+/// Forward without gradient under the given precision; embeddings returned in fp32.
+model::Embeddings forward_no_grad(model::RetClip& net, const MicroBatch& mb, Precision precision);
+
+}  // namespace retclip::train

@@ -1,0 +1,47 @@
+// The pretraining loop: `retclip train`. Reads top to bottom as llm.c's: build data,
+// model and optimizer; resume if asked; loop (schedule, forward/backward with
+// full-batch negatives, clip, step, log, validate, checkpoint); final checkpoint.
+//
+//   config::Config cfg = config::load("configs/tiny-cpu.yaml", {"train.steps=100"});
+//   train::TrainSummary s = train::run_training(cfg, {});
+//
+// Exactness: the schedule is a function of the global step, the data order a function
+// of (seed, epoch, position), augmentation a function of (seed, epoch, index, eye), and
+// RNG states, optimizer moments and the sampler cursor are in every checkpoint, so a
+// resumed run repeats an uninterrupted one bit for bit on CPU.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "retclip/config/config.hpp"
+#include "retclip/train/evaluate.hpp"
+
+namespace retclip::train {
+
+struct TrainOptions {
+  double max_minutes = 0;  ///< stop cleanly (checkpoint + validation) after this; 0 = off
+};
+
+struct TrainSummary {
+  int64_t start_step = 0;  ///< step the run started from (0, or the checkpoint's)
+  int64_t end_step = 0;    ///< optimizer steps done in total
+  int64_t skipped_steps = 0;
+  bool interrupted = false;  ///< stopped by a signal or --max-minutes
+  std::string checkpoint;    ///< last checkpoint written
+  std::optional<EvalResult> final_eval;
+};
+
+/// Runs (or resumes) pretraining as configured. Throws UsageError for bad inputs
+/// detected before the first step and Error for failures during training.
+TrainSummary run_training(const config::Config& cfg, const TrainOptions& options);
+
+/// Installs SIGINT/SIGTERM handlers: the first asks the loop to stop after the current
+/// step (checkpoint, exit 0), the second exits at once (status 130).
+void install_stop_handlers();
+/// True once a stop was requested.
+bool stop_requested();
+
+}  // namespace retclip::train

@@ -1,0 +1,63 @@
+// `retclip eval`: held-out losses, in-batch accuracies and recall@k of a checkpoint.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "command.hpp"
+#include "retclip/io/state_dict.hpp"
+#include "retclip/model/presets.hpp"
+#include "retclip/train/data_stream.hpp"
+#include "retclip/train/export.hpp"
+#include "retclip/util/fs.hpp"
+#include "retclip/util/system.hpp"
+
+namespace {
+
+struct EvalArgs {
+  std::string checkpoint, data, out;
+  int64_t batch = 0;
+};
+
+retclip::cli::RunFn add_eval(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* sub = app.add_subcommand("eval", "Evaluate a checkpoint on a held-out split");
+  sub->add_option("--checkpoint", a->checkpoint, "step-N, checkpoints or run directory")->required();
+  sub->add_option("--data", a->data, "shards, manifest or RET-CLIP directory")->required();
+  sub->add_option("--out", a->out, "write the metrics as JSON here");
+  sub->add_option("--batch", a->batch, "patients per batch (default: train.batch_size)");
+  return [a] {
+    using namespace retclip;
+    auto ck = train::resolve_checkpoint_dir(a->checkpoint);
+    config::Config cfg = config::load_string(util::read_file(ck / "config.yaml"),
+                                             (ck / "config.yaml").string());
+    if (a->batch > 0) cfg.train.batch_size = a->batch;
+    util::configure_threads(cfg.train.threads);
+    auto data = train::TrainData::open_eval(cfg, a->data);
+    model::RetClip net(model::retclip_options(cfg.model, data.vocab_size()));
+    io::apply_state_dict(*net, io::load_weights(ck / "model.safetensors"), true);
+    at::Device device = torch::cuda::is_available() && cfg.train.device != "cpu"
+                            ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    net->to(device);
+    auto opts = loss::TripartiteLossOptions()
+                    .weight_patient(cfg.loss.weights.patient)
+                    .weight_left(cfg.loss.weights.left)
+                    .weight_right(cfg.loss.weights.right)
+                    .logit_scale_max(cfg.loss.logit_scale_max);
+    auto r = train::evaluate(net, data.val_source(device), data.val_size(), opts,
+                             train::parse_precision(cfg.train.precision));
+    fmt::print("checkpoint {}\n{}", ck.string(), r.to_string());
+    if (!a->out.empty()) {
+      nlohmann::json j = r.metrics();
+      j["checkpoint"] = ck.string();
+      j["patients"] = r.patients;
+      for (int64_t k : {1, 5, 10}) j[fmt::format("chance_r@{}", k)] = r.recall_patient.chance.at(k);
+      util::write_file_atomic(a->out, j.dump(2));
+    }
+    return 0;
+  };
+}
+
+}  // namespace
+
+RETCLIP_COMMAND(eval, add_eval);

@@ -1,0 +1,35 @@
+// `retclip export`: encoder weights (safetensors, RET-CLIP keys) + JSON sidecar.
+#include <fmt/format.h>
+
+#include <sstream>
+
+#include "command.hpp"
+#include "retclip/train/export.hpp"
+
+namespace {
+
+struct ExportArgs {
+  std::string checkpoint, out, parts = "vision,text,full";
+};
+
+retclip::cli::RunFn add_export(CLI::App& app) {
+  auto a = std::make_shared<ExportArgs>();
+  auto* sub = app.add_subcommand("export", "Export encoders from a checkpoint as safetensors");
+  sub->add_option("--checkpoint", a->checkpoint, "step-N, checkpoints or run directory")->required();
+  sub->add_option("--out", a->out, "output directory")->required();
+  sub->add_option("--parts", a->parts, "comma-separated: vision,text,full");
+  return [a] {
+    std::vector<std::string> parts;
+    std::stringstream ss(a->parts);
+    for (std::string p; std::getline(ss, p, ',');)
+      if (!p.empty()) parts.push_back(p);
+    auto r = retclip::train::export_checkpoint(a->checkpoint, a->out, parts);
+    for (const auto& f : r.files) fmt::print("{}\n", f.string());
+    fmt::print("exported step {} to {}\n", r.step, a->out);
+    return 0;
+  };
+}
+
+}  // namespace
+
+RETCLIP_COMMAND(export, add_export);

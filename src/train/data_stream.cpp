@@ -1,0 +1,202 @@
+// Opening training and validation data for the trainer.
+#include "retclip/train/data_stream.hpp"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "retclip/data/manifest.hpp"
+#include "retclip/data/shards.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/util/log.hpp"
+
+namespace retclip::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_shard_dir(const std::string& path, const std::string& format) {
+  if (format == "shards") return true;
+  if (format != "auto") return false;
+  return fs::is_directory(path) && fs::exists(fs::path(path) / "index.json");
+}
+
+struct Opened {
+  std::shared_ptr<data::SampleSource> source;
+  std::string desc;
+  std::string shard_tokenizer;  ///< tokenizer recorded by `retclip pack` ("type:path")
+  bool has_tokens = false;
+};
+
+Opened open_source(const config::Config& cfg, const std::string& path, const std::string& split,
+                   const std::string& key) {
+  RETCLIP_CHECK_USAGE(!path.empty(), key, " is empty: expected a manifest (.csv/.jsonl), a "
+                      "RET-CLIP directory or a shard directory");
+  RETCLIP_CHECK_USAGE(fs::exists(path), key, ": ", path, " does not exist");
+  Opened o;
+  const auto policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  if (is_shard_dir(path, cfg.data.format)) {
+    auto reader = data::ShardReader::open(path);
+    const auto& info = reader->info();
+    RETCLIP_CHECK_USAGE(info.image_size == cfg.data.image_size, key, ": shards in ", path,
+                        " hold ", info.image_size, " px images but data.image_size is ",
+                        cfg.data.image_size, ". HINT: repack with --size ", cfg.data.image_size,
+                        " or set data.image_size=", info.image_size);
+    if (info.has_tokens)
+      RETCLIP_CHECK_USAGE(info.context_length == cfg.data.context_length, key, ": shards in ",
+                          path, " carry ", info.context_length,
+                          " token ids per report but data.context_length is ",
+                          cfg.data.context_length);
+    o.has_tokens = info.has_tokens;
+    o.shard_tokenizer = info.tokenizer;
+    o.desc = fmt::format("{}: {} patients from shards {} ({} px{})", key, info.records, path,
+                         info.image_size, info.has_tokens ? ", pre-tokenized" : "");
+    o.source = data::make_shard_source(reader);
+    return o;
+  }
+  data::ReadReport rep;
+  auto samples = data::read_samples(path, cfg.data.format, split, policy, &rep);
+  RETCLIP_CHECK_USAGE(!samples.empty(), key, ": no usable patients in ", path,
+                      split.empty() ? "" : " (split " + split + ")");
+  for (size_t i = 0; i < rep.bad.size() && i < 5; ++i)
+    log::warn("{}: skipped {}: {}", key, rep.bad[i].origin, rep.bad[i].reason);
+  if (rep.bad.size() > 5) log::warn("{}: {} more rows skipped", key, rep.bad.size() - 5);
+  o.desc = fmt::format("{}: {} patients from {} (decoded on the fly; {} rows skipped)", key,
+                       samples.size(), path, rep.bad.size());
+  o.source = data::make_manifest_source(std::move(samples), cfg.data.image_size);
+  return o;
+}
+
+data::LoaderOptions loader_options(const config::Config& cfg, bool train, int64_t rank,
+                                   int64_t world) {
+  data::LoaderOptions o;
+  o.batch_size = cfg.train.batch_size;
+  o.image_size = cfg.data.image_size;
+  o.context_length = cfg.data.context_length;
+  o.workers = cfg.data.workers;
+  o.prefetch = cfg.data.prefetch;
+  o.augment.enabled = train && cfg.data.augment.enabled;
+  o.augment.crop_scale = cfg.data.augment.crop_scale;
+  o.augment.color_jitter = cfg.data.augment.color_jitter;
+  o.augment.random_erasing = cfg.data.augment.random_erasing;
+  o.augment.hflip = cfg.data.augment.hflip;
+  o.mean = cfg.data.mean;
+  o.std = cfg.data.std;
+  o.seed = cfg.train.seed;
+  o.rank = train ? rank : 0;
+  o.world = train ? world : 1;
+  o.shuffle = train;
+  o.drop_last = train ? cfg.data.drop_last : false;
+  o.pin_memory = torch::cuda::is_available() && cfg.train.device != "cpu";
+  o.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  return o;
+}
+
+std::shared_ptr<const data::Tokenizer> open_tokenizer(const config::Config& cfg,
+                                                      const Opened& train) {
+  std::string type = cfg.data.tokenizer.type, path = cfg.data.tokenizer.path;
+  if (path.empty() && !train.shard_tokenizer.empty()) {
+    // `retclip pack` records "type:path" of the tokenizer it used.
+    auto colon = train.shard_tokenizer.find(':');
+    if (colon != std::string::npos) {
+      type = train.shard_tokenizer.substr(0, colon);
+      path = train.shard_tokenizer.substr(colon + 1);
+      if (!fs::exists(path)) path.clear();
+    }
+  }
+  if (path.empty()) {
+    RETCLIP_CHECK_USAGE(train.has_tokens, "data.tokenizer.path is empty and the training data "
+                        "carries no token ids. HINT: set data.tokenizer.path to a vocab.txt "
+                        "(wordpiece) or a .model (sentencepiece), e.g. from `retclip tokenizer train`");
+    return nullptr;
+  }
+  return data::load_tokenizer(type, path, cfg.data.tokenizer.lowercase);
+}
+
+MicroBatch to_micro(const data::Batch& b, const at::Device& device) {
+  const bool nb = device.is_cuda();
+  return {b.left.to(device, nb), b.right.to(device, nb), b.tokens.to(device, nb),
+          b.has_left.to(device, nb), b.has_right.to(device, nb)};
+}
+
+}  // namespace
+
+TrainData TrainData::open(const config::Config& cfg, int64_t rank, int64_t world) {
+  TrainData d;
+  Opened tr = open_source(cfg, cfg.data.train, "train", "data.train");
+  d.tokenizer_ = open_tokenizer(cfg, tr);
+  d.train_desc_ = tr.desc;
+  d.train_ = std::make_unique<data::Loader>(tr.source, d.tokenizer_,
+                                            loader_options(cfg, true, rank, world));
+  if (!cfg.data.val.empty()) {
+    Opened va = open_source(cfg, cfg.data.val, "val", "data.val");
+    RETCLIP_CHECK_USAGE(va.has_tokens || d.tokenizer_, "data.val carries no token ids and no "
+                        "tokenizer is configured (data.tokenizer.path)");
+    d.val_desc_ = va.desc;
+    d.val_ = std::make_unique<data::Loader>(va.source, d.tokenizer_,
+                                            loader_options(cfg, false, rank, world));
+  }
+  return d;
+}
+
+TrainData TrainData::open_eval(const config::Config& cfg, const std::string& path) {
+  TrainData d;
+  Opened va = open_source(cfg, path, "val", "eval data");
+  d.tokenizer_ = open_tokenizer(cfg, va);
+  d.val_desc_ = va.desc;
+  d.val_ = std::make_unique<data::Loader>(va.source, d.tokenizer_, loader_options(cfg, false, 0, 1));
+  return d;
+}
+
+std::string TrainData::describe() const {
+  std::string s = train_desc_;
+  if (!val_desc_.empty()) s += (s.empty() ? "" : "\n") + val_desc_;
+  if (tokenizer_)
+    s += fmt::format("\ntokenizer: {} {} ({} ids)", tokenizer_->type(), tokenizer_->path(),
+                     tokenizer_->vocab_size());
+  return s;
+}
+
+int64_t TrainData::vocab_size() const { return tokenizer_ ? tokenizer_->vocab_size() : 0; }
+int64_t TrainData::size() const { return train_ ? train_->size() : 0; }
+int64_t TrainData::steps_per_epoch() const { return train_ ? train_->steps_per_epoch() : 0; }
+int64_t TrainData::val_size() const { return val_ ? val_->size() : 0; }
+int64_t TrainData::bad_samples() const { return train_ ? train_->bad_samples() : 0; }
+
+MicroBatch TrainData::next_train(const at::Device& device) {
+  auto b = train_->next();
+  if (!b) {
+    log::info("epoch done ({} bad samples replaced so far)", train_->bad_samples());
+    b = train_->next();
+  }
+  RETCLIP_CHECK(b.has_value(), "the training loader produced no batch for a new epoch");
+  return to_micro(*b, device);
+}
+
+nlohmann::json TrainData::state() const {
+  auto s = train_->state();
+  return {{"epoch", s.epoch}, {"consumed", s.consumed}};
+}
+
+void TrainData::restore(const nlohmann::json& s) {
+  data::LoaderState st;
+  st.epoch = s.at("epoch").get<int64_t>();
+  st.consumed = s.at("consumed").get<int64_t>();
+  train_->restore(st);
+}
+
+BatchSource TrainData::val_source(const at::Device& device) {
+  RETCLIP_CHECK(val_ != nullptr, "no validation data configured (data.val)");
+  val_->restore(data::LoaderState{});
+  data::Loader* loader = val_.get();
+  return [loader, device](MicroBatch* out) {
+    auto b = loader->next();
+    if (!b) return false;
+    *out = to_micro(*b, device);
+    return true;
+  };
+}
+
+}  // namespace retclip::train

@@ -1,0 +1,81 @@
+// Gradient accumulation with full-batch negatives: k micro-batches give the gradients
+// of one pass over the whole batch (every parameter, logit scales included).
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include "retclip/model/presets.hpp"
+#include "retclip/train/step.hpp"
+
+using namespace retclip;
+
+namespace {
+
+model::RetClip micro_model() {
+  torch::manual_seed(5);
+  auto o = model::RetClipOptions();
+  o.vision(model::vision_preset("vit-micro"));
+  o.text(model::text_preset("bert-micro", 50).hidden_dropout(0).attention_dropout(0));
+  o.embed_dim(o.vision().embed_dim());
+  return model::RetClip(o);
+}
+
+train::MicroBatch random_batch(int64_t B) {
+  torch::manual_seed(9);
+  auto tokens = torch::randint(5, 50, {B, 12}, torch::kLong);
+  tokens.index_put_({torch::indexing::Slice(), torch::indexing::Slice(8, torch::indexing::None)}, 0);
+  auto has_left = torch::ones({B}, torch::kBool), has_right = torch::ones({B}, torch::kBool);
+  has_left[2] = false;   // a patient without a left eye
+  has_right[5] = false;  // and one without a right eye
+  return {torch::randn({B, 3, 32, 32}), torch::randn({B, 3, 32, 32}), tokens, has_left, has_right};
+}
+
+std::map<std::string, torch::Tensor> grads_of(model::RetClip& net) {
+  std::map<std::string, torch::Tensor> g;
+  for (auto& p : net->named_parameters())
+    if (p.value().grad().defined()) g[p.key()] = p.value().grad().clone();
+  return g;
+}
+
+}  // namespace
+
+TEST(Accumulate, MicroBatchesGiveFullBatchGradients) {
+  auto net = micro_model();
+  auto batch = random_batch(8);
+  loss::TripartiteLossOptions opts;
+
+  net->zero_grad();
+  auto full = train::forward_backward(net, {batch}, opts, train::Precision::kFp32);
+  auto g_full = grads_of(net);
+
+  for (int64_t k : {2, 4}) {
+    net->zero_grad();
+    auto acc = train::forward_backward(net, train::split_batch(batch, k), opts,
+                                       train::Precision::kFp32);
+    auto g_acc = grads_of(net);
+    EXPECT_NEAR(acc.total.item<double>(), full.total.item<double>(), 1e-5);
+    ASSERT_EQ(g_acc.size(), g_full.size());
+    double worst = 0;
+    std::string worst_name;
+    for (auto& [name, g] : g_full) {
+      double d = (g_acc.at(name) - g).abs().max().item<double>();
+      double scale = std::max(1.0, g.abs().max().item<double>());
+      if (d / scale > worst) worst = d / scale, worst_name = name;
+    }
+    std::printf("accum k=%lld: max relative |grad diff| %.3e (%s), %zu tensors\n",
+                static_cast<long long>(k), worst, worst_name.c_str(), g_full.size());
+    EXPECT_LT(worst, 1e-5) << worst_name;
+  }
+}
+
+TEST(Accumulate, SplitBatchRejectsTooManyMicroBatches) {
+  auto batch = random_batch(8);
+  EXPECT_THROW(train::split_batch(batch, 9), std::exception);
+  EXPECT_EQ(train::split_batch(batch, 4).size(), 4u);
+  EXPECT_EQ(train::split_batch(batch, 4)[1].size(), 2);
+}
+
+TEST(Accumulate, ParsesPrecision) {
+  EXPECT_EQ(train::parse_precision("bf16"), train::Precision::kBf16);
+  EXPECT_THROW(train::parse_precision("fp8"), std::exception);
+}

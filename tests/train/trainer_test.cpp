@@ -1,0 +1,196 @@
+// End-to-end tests of `retclip train` through the binary: exact resume after SIGKILL,
+// a crash in the middle of a checkpoint write, SIGINT (preemption), export + embed.
+// Data: a small synthetic set made once per suite (retclip synth / tokenizer / pack).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "retclip/util/fs.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string kBin = std::string(RETCLIP_BINARY_DIR) + "/src/cli/retclip";
+fs::path g_root;
+
+int run(const std::string& cmd) {
+  int rc = std::system((cmd + " >> " + (g_root / "commands.log").string() + " 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+// Exit status of a shell command, where death by a signal reads 128 + signal.
+int run_status(const std::string& cmd, const std::string& env = "") {
+  std::string full = env + " " + cmd + " >> " + (g_root / "commands.log").string() + " 2>&1";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", full.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+std::string train_cmd(const fs::path& run_dir, int steps, const std::string& extra = "") {
+  const fs::path d = g_root / "data";
+  std::ostringstream c;
+  c << "exec " << kBin << " train --config " << RETCLIP_SOURCE_DIR << "/configs/tiny-cpu.yaml"
+    << " --set model.vision.preset=vit-micro --set model.text.preset=bert-micro"
+    << " --set model.embed_dim=0 --set data.image_size=32 --set data.context_length=32"
+    << " --set data.train=" << (d / "shards-train").string()
+    << " --set data.val=" << (d / "shards-val").string()
+    << " --set data.tokenizer.path=" << (d / "tok.model").string()
+    << " --set train.batch_size=16 --set train.steps=" << steps
+    << " --set train.threads=1 --set data.workers=2 --set train.deterministic=true"
+    << " --set optim.warmup_steps=3 --set checkpoint.every_steps=4 --set checkpoint.keep_last=10"
+    << " --set data.format=auto --set log.interval=1 --set log.dir=" << run_dir.string() << " " << extra;
+  return c.str();
+}
+
+std::vector<double> step_losses(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::map<int64_t, double> by_step;
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line);
+    if (j.contains("train/loss")) by_step[j["step"].get<int64_t>()] = j["train/loss"].get<double>();
+  }
+  std::vector<double> out;
+  for (auto& [s, v] : by_step) out.push_back(v);
+  return out;
+}
+
+std::string weights_of(const fs::path& run_dir, int step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08d", step);
+  return retclip::util::read_file(run_dir / "checkpoints" / name / "model.safetensors");
+}
+
+class TrainE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    g_root = fs::temp_directory_path() / ("retclip-train-e2e-" + std::to_string(getpid()));
+    fs::create_directories(g_root);
+    const fs::path d = g_root / "data";
+    ASSERT_EQ(run(kBin + " synth --out " + d.string() +
+                  " --patients 96 --val 32 --seed 3 --size 48"), 0);
+    ASSERT_EQ(run(kBin + " tokenizer train --manifest " + (d / "train.csv").string() +
+                  " --vocab-size 160 --out " + (d / "tok.model").string()), 0);
+    for (std::string split : {"train", "val"})
+      ASSERT_EQ(run(kBin + " pack --manifest " + (d / (split + ".csv")).string() + " --out " +
+                    (d / ("shards-" + split)).string() + " --size 32 --tokenizer " +
+                    (d / "tok.model").string() + " --tokenizer-type sentencepiece --context 32"),
+                0);
+    // The reference: 12 uninterrupted steps.
+    ASSERT_EQ(run_status(train_cmd(g_root / "ref", 12)), 0);
+  }
+  static void TearDownTestSuite() {
+    if (!::testing::Test::HasFailure()) fs::remove_all(g_root);
+  }
+};
+
+TEST_F(TrainE2E, ReferenceRunLearnsAndLogs) {
+  auto losses = step_losses(g_root / "ref");
+  ASSERT_EQ(losses.size(), 12u);
+  EXPECT_TRUE(fs::exists(g_root / "ref" / "config.yaml"));
+  EXPECT_TRUE(fs::exists(g_root / "ref" / "checkpoints" / "step-00000012" / "COMPLETE"));
+  EXPECT_TRUE(fs::exists(g_root / "ref" / "train.log"));
+}
+
+TEST_F(TrainE2E, ResumeAfterSigkillIsBitExact) {
+  const fs::path r = g_root / "killed";
+  // SIGKILL right after step 10: steps 9-10 are lost and redone from checkpoint 8.
+  EXPECT_EQ(run_status(train_cmd(r, 12), "RETCLIP_FAULT_KILL_AFTER_STEP=10"), 128 + SIGKILL);
+  EXPECT_FALSE(fs::exists(r / "checkpoints" / "step-00000012"));
+  ASSERT_EQ(run_status(train_cmd(r, 12, "--resume auto")), 0);
+  EXPECT_EQ(step_losses(r), step_losses(g_root / "ref"));
+  EXPECT_TRUE(weights_of(r, 12) == weights_of(g_root / "ref", 12))
+      << "weights after resume differ from the uninterrupted run";
+}
+
+TEST_F(TrainE2E, CrashDuringCheckpointWriteKeepsPreviousCheckpoint) {
+  const fs::path r = g_root / "torn";
+  EXPECT_EQ(run_status(train_cmd(r, 12), "RETCLIP_FAULT_KILL_IN_CHECKPOINT=8"), 128 + SIGKILL);
+  EXPECT_FALSE(fs::exists(r / "checkpoints" / "step-00000008"));
+  EXPECT_TRUE(fs::exists(r / "checkpoints" / "step-00000004" / "COMPLETE"));
+  ASSERT_EQ(run_status(train_cmd(r, 12, "--resume auto")), 0);
+  EXPECT_TRUE(weights_of(r, 12) == weights_of(g_root / "ref", 12));
+}
+
+TEST_F(TrainE2E, SigintWritesCheckpointAndExitsZero) {
+  const fs::path r = g_root / "preempted";
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string cmd = train_cmd(r, 100000) + " >> " + (g_root / "commands.log").string() + " 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(r / "checkpoints" / "step-00000004" / "COMPLETE") &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGINT);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0);
+  // The step in progress is finished and checkpointed: a checkpoint newer than step 4.
+  int newest = 0;
+  for (auto& e : fs::directory_iterator(r / "checkpoints"))
+    if (fs::exists(e.path() / "COMPLETE"))
+      newest = std::max(newest, std::stoi(e.path().filename().string().substr(5)));
+  EXPECT_GT(newest, 4);
+  EXPECT_LT(newest, 100000);
+}
+
+TEST_F(TrainE2E, ExportAndEmbed) {
+  const fs::path out = g_root / "export";
+  ASSERT_EQ(run(kBin + " export --checkpoint " + (g_root / "ref").string() + " --out " +
+                out.string() + " --parts vision,text,full"), 0);
+  for (const char* f : {"vision.safetensors", "text.safetensors", "full.safetensors", "retclip.json"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  json side = json::parse(retclip::util::read_file(out / "retclip.json"));
+  EXPECT_EQ(side["vision"]["image_size"], 32);
+  EXPECT_EQ(side["text"]["context_length"], 32);
+  const fs::path emb = g_root / "emb.safetensors";
+  ASSERT_EQ(run(kBin + " embed --weights " + out.string() + " --manifest " +
+                (g_root / "data" / "val.csv").string() + " --out " + emb.string() + " --save-inputs"),
+            0);
+  EXPECT_TRUE(fs::exists(emb));
+  // The exported weights in the PyTorch reference reproduce retclip's embeddings.
+  std::string py = std::string("python3 ") + RETCLIP_SOURCE_DIR + "/tests/python/embed_check.py " +
+                   out.string() + " " + emb.string();
+  if (std::system("python3 -c 'import torch, safetensors' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3 with torch and safetensors is needed for the reference check";
+  EXPECT_EQ(run(py), 0) << "see " << (g_root / "commands.log").string();
+}
+
+TEST_F(TrainE2E, EvalReportsRecallAndChance) {
+  const fs::path out = g_root / "eval.json";
+  ASSERT_EQ(run(kBin + " eval --checkpoint " + (g_root / "ref").string() + " --data " +
+                (g_root / "data" / "shards-val").string() + " --out " + out.string()), 0);
+  json j = json::parse(retclip::util::read_file(out));
+  EXPECT_EQ(j["patients"], 32);
+  EXPECT_NEAR(j["chance_r@5"].get<double>(), 5.0 / 32.0, 1e-12);
+  EXPECT_GE(j["val/patient_i2t_r@10"].get<double>(), 0.0);
+}
+
+TEST_F(TrainE2E, BadConfigIsRejectedBeforeTraining) {
+  const fs::path r = g_root / "badcfg";
+  EXPECT_EQ(run_status(train_cmd(r, 12, "--set optim.lr=-1")), 2);
+  EXPECT_FALSE(fs::exists(r / "checkpoints"));
+}
+
+}  // namespace
