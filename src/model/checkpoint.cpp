@@ -80,7 +80,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       }
     }
     torch::autograd::variable_list result(params.size() + 2);  // x, params..., state
-    if (wrt.empty() || !out.requires_grad()) return result;
+    if (wrt.empty() || !out.requires_grad() || !grad_out[0].defined()) return result;
     auto grads = torch::autograd::grad({out}, wrt, {grad_out[0]}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
     for (size_t i = 0; i < grads.size(); ++i) result[slot[i]] = grads[i];
