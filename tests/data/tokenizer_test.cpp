@@ -128,6 +128,21 @@ TEST(WordPiece, SpecialIdsAndGreedyMatching) {
             (std::vector<std::string>{"视", "盘", "，", "0", ".", "3", "。"}));
 }
 
+TEST(WordPiece, ThroughputOn2000Reports) {
+  WordPieceTokenizer tok(small_vocab(), true);
+  auto texts = reports(2000);
+  size_t bytes = 0, tokens = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  for (const auto& t : texts) {
+    bytes += t.size();
+    tokens += tok.encode(t, 100).size();
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("wordpiece: encoded %zu reports (%.1f KiB) in %.1f ms, %.0f reports/s\n",
+              texts.size(), bytes / 1024.0, s * 1e3, texts.size() / s);
+  EXPECT_EQ(tokens, 2000u * 100u);
+}
+
 TEST(WordPiece, LongWordIsUnknown) {
   WordPieceTokenizer tok(small_vocab(), true);
   std::string w100 = "a", w101 = "a";
