@@ -232,7 +232,7 @@ void draw_tessellation(cv::Mat& canvas, const Geometry& g, Rng& rng) {
   cv::Mat scaled = vessels * 1.6, gaps;
   cv::min(scaled, 1.0, scaled);
   cv::subtract(cv::Scalar(1.0), scaled, gaps);
-  darken(canvas, gaps, Vec3(0.30f, 0.42f, 0.42f));
+  darken(canvas, gaps, Vec3(0.24f, 0.36f, 0.36f));
   blend(canvas, vessels, Vec3(0.95f, 0.50f, 0.28f), 0.2f);
 }
 
@@ -951,6 +951,13 @@ cv::Mat synth_preview(const std::vector<SynthPatient>& patients) {
                 fs, cv::Scalar(235, 235, 235), 1, cv::LINE_AA);
     std::string lab = "L:" + (p.left.empty() ? std::string("-") : join(p.left_labels, ";")) +
                       "  R:" + (p.right.empty() ? std::string("-") : join(p.right_labels, ";"));
+    // Long label lists are cut to the cell width.
+    int baseline = 0;
+    while (lab.size() > 4 &&
+           cv::getTextSize(lab, cv::FONT_HERSHEY_SIMPLEX, fs, 1, &baseline).width > 2 * eye) {
+      lab.resize(lab.size() - 3);
+      lab += "..";
+    }
     cv::putText(sheet, lab, cv::Point(x0, y0 + 25), cv::FONT_HERSHEY_SIMPLEX, fs,
                 cv::Scalar(255, 220, 120), 1, cv::LINE_AA);
   }
@@ -1041,7 +1048,7 @@ SynthSummary synth_dataset(const SynthOptions& opts, const std::string& out_dir)
                                 join(p.right_labels, ";"), join(p.patient_labels, ";")},
                                ",");
         (is_val ? val_csv : train_csv) += row + "\n";
-        nlohmann::json j = {{"patient_id", p.patient_id},
+        nlohmann::ordered_json j = {{"patient_id", p.patient_id},
                             {"left_image", li},
                             {"right_image", ri},
                             {"report", p.report},
@@ -1054,7 +1061,7 @@ SynthSummary synth_dataset(const SynthOptions& opts, const std::string& out_dir)
         jsonl += j.dump() + "\n";
       } else {
         int s = is_val ? 1 : 0;
-        nlohmann::json j = {{"text_id", text_id[s]++},
+        nlohmann::ordered_json j = {{"text_id", text_id[s]++},
                             {"text", p.report},
                             {"image_ids", {p.patient_id}},
                             {"left_text", p.left_report},

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -510,11 +511,15 @@ TEST(SynthDataset, PreviewSheetForHumans) {
 #endif  // RETCLIP_WITH_IMGCODECS
 
 TEST(SynthSpeed, ManyPatientsPerSecond) {
+  // CPU time, not wall time: the rate must hold on a busy machine too.
   SynthOptions o = small_options(1, 128);
+  std::clock_t c0 = std::clock();
   auto t0 = std::chrono::steady_clock::now();
   const int n = 40;
   for (int64_t i = 0; i < n; ++i) synth_patient(o, i);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("synth_patient at 128 px: %.1f patients/s on 1 thread\n", n / s);
-  EXPECT_GT(n / s, 20.0);
+  double cpu = static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("synth_patient at 128 px: %.1f patients/s of CPU time (%.1f patients/s wall)\n",
+              n / cpu, n / wall);
+  EXPECT_GT(n / cpu, 20.0);
 }
