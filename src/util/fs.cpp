@@ -2,6 +2,7 @@
 #include "retclip/util/fs.hpp"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include <array>
@@ -55,6 +56,15 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
   fs::rename(tmp, path, ec);
   RETCLIP_CHECK(!ec, "cannot rename ", tmp.string(), " to ", path.string(), ": ", ec.message());
   fsync_path(path.has_parent_path() ? path.parent_path() : fs::path("."));
+}
+
+namespace {
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+}  // namespace
+
+void remove_tree(const fs::path& path) {
+  if (::nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+    throw Error(str_cat("cannot remove ", path.string(), ": ", std::strerror(errno)));
 }
 
 namespace {

@@ -10,6 +10,7 @@
 #include "retclip/data/base64.hpp"
 #include "retclip/data/manifest.hpp"
 #include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
 
 namespace fs = std::filesystem;
 using namespace retclip;
@@ -20,7 +21,7 @@ namespace {
 fs::path test_dir(const std::string& name) {
   fs::path d =
       fs::temp_directory_path() / ("retclip_manifest_test_" + std::to_string(::getpid())) / name;
-  fs::remove_all(d);
+  util::remove_tree(d);
   fs::create_directories(d);
   return d;
 }

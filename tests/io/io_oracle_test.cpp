@@ -34,7 +34,7 @@ class IoOracle : public ::testing::Test {
     }
     fs::path tmp = dir_;
     tmp += ".tmp-" + std::to_string(::getpid());
-    fs::remove_all(tmp);
+    util::remove_tree(tmp);
     const std::string cmd = "python3 " + kScript + " make " + tmp.string() + " > " +
                             (tmp.string() + ".log") + " 2>&1";
     if (std::system(cmd.c_str()) != 0) {
@@ -44,7 +44,7 @@ class IoOracle : public ::testing::Test {
     util::write_file_atomic(tmp / "DONE", "ok");
     std::error_code ec;
     fs::rename(tmp, dir_, ec);  // another test process may have won the race: use its copy
-    if (ec) fs::remove_all(tmp);
+    if (ec) util::remove_tree(tmp);
     fs::remove(tmp.string() + ".log", ec);
   }
   void SetUp() override {

@@ -97,7 +97,7 @@ class TrainE2E : public ::testing::Test {
     ASSERT_EQ(run_status(train_cmd(g_root / "ref", 12)), 0);
   }
   static void TearDownTestSuite() {
-    if (!::testing::Test::HasFailure()) fs::remove_all(g_root);
+    if (!::testing::Test::HasFailure()) retclip::util::remove_tree(g_root);
   }
 };
 

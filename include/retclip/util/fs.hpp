@@ -23,6 +23,11 @@ void write_file_atomic(const fs::path& path, std::string_view bytes);
 /// fsyncs a file or directory (no-op where the OS refuses directories).
 void fsync_path(const fs::path& path);
 
+/// Removes a file or a directory tree (no error when it does not exist). Use this, not
+/// std::filesystem::remove_all: libtorch.so from the 2.11 wheel exports its own copy of
+/// the std::filesystem functions, and its remove_all crashes in processes that load it.
+void remove_tree(const fs::path& path);
+
 /// CRC-32 (IEEE 802.3, as zlib's crc32). `crc` chains calls over pieces.
 uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
 inline uint32_t crc32(std::string_view s, uint32_t crc = 0) {
