@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-runs/demo}
 PATIENTS=${PATIENTS:-2200}
 VAL=${VAL:-200}
-MINUTES=${MINUTES:-8}
+MINUTES=${MINUTES:-9}
 t0=$(date +%s)
 
 bash scripts/setup.sh
