@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Loader benchmark (docs/perf/loader.md): patients/s at 224 px from (a) JPEG files through
+# Loader benchmark (docs/PERFORMANCE.md, "Loader"): patients/s at 224 px from (a) JPEG files through
 # data::Loader, (b) packed shards through data::Loader, (c) a PyTorch DataLoader with
 # 2 workers on the same files; all in one run on the same machine.
 #   BUILD_DIR=build scripts/bench_loader.sh        (needs the bench_loader target built)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Model benchmark (docs/perf/model.md): one training step (forward + tripartite loss +
+# Model benchmark (docs/PERFORMANCE.md, "Model forward+backward"): one training step (forward + tripartite loss +
 # backward) on CPU, retclip C++ vs PyTorch eager, same sizes, same threads, same run.
 #   BUILD_DIR=build scripts/bench_model.sh      (needs the bench_model target built)
 #   THREADS=2 BATCH=8 STEPS=3 SIZES="tiny base" scripts/bench_model.sh

@@ -187,7 +187,8 @@ struct LoopState {
 
 }  // namespace
 
-TrainSummary run_training(const config::Config& cfg, const TrainOptions& options) {
+namespace {
+TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& options) {
   const auto t_start = std::chrono::steady_clock::now();
   // -- run directory, logging, threads, device
   const fs::path run_dir = cfg.log.dir;
@@ -440,6 +441,17 @@ TrainSummary run_training(const config::Config& cfg, const TrainOptions& options
   sinks.flush();
   log::info("done: {} steps ({} skipped), last checkpoint {}", st.step, st.skipped, summary.checkpoint);
   return summary;
+}
+}  // namespace
+
+TrainSummary run_training(const config::Config& cfg, const TrainOptions& options) {
+  try {
+    return run_training_impl(cfg, options);
+  } catch (const std::exception& e) {
+    // The run's log says why it ended, not only the terminal.
+    log::error("{}", e.what());
+    throw;
+  }
 }
 
 }  // namespace retclip::train

@@ -3,6 +3,8 @@
 // to_yaml round trip, the hash, and the two shipped configs.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <filesystem>
 #include <fstream>
 
@@ -566,11 +568,15 @@ TEST(ConfigShipped, TinyCpu) {
   EXPECT_EQ(c.data.tokenizer.type, "sentencepiece");
   EXPECT_EQ(c.data.train, "runs/demo/data/train.csv");
   EXPECT_EQ(c.data.val, "runs/demo/data/val.csv");
-  EXPECT_EQ(c.train.batch_size, 64);
+  EXPECT_EQ(c.data.format, "auto");
+  EXPECT_EQ(c.train.batch_size, 32);
   EXPECT_EQ(c.optim.lr, 5e-4);
   EXPECT_EQ(c.optim.weight_decay, 0.1);
   EXPECT_EQ(c.optim.warmup_steps, 20);
-  EXPECT_EQ(c.train.steps, 300);
+  EXPECT_EQ(c.train.steps, 2000);
+  // From-scratch settings (see the file's header comment).
+  EXPECT_NEAR(c.model.logit_scale_init, std::log(1 / 0.07), 1e-6);
+  EXPECT_EQ(c.model.text.dropout, 0.0);
   EXPECT_EQ(c.train.precision, "fp32");
   EXPECT_EQ(c.train.device, "cpu");
   // The demo shrinks it further from the command line.

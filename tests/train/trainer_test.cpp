@@ -187,6 +187,37 @@ TEST_F(TrainE2E, EvalReportsRecallAndChance) {
   EXPECT_GE(j["val/patient_i2t_r@10"].get<double>(), 0.0);
 }
 
+TEST_F(TrainE2E, InitFromCheckpointWithFrozenVisionKeepsVisionWeights) {
+  // model.init.full from the reference run's final weights, vision tower frozen: after
+  // more steps every visual.* tensor is still the reference's, the rest has moved.
+  const fs::path r = g_root / "frozen";
+  const fs::path init = g_root / "ref" / "checkpoints" / "step-00000012" / "model.safetensors";
+  ASSERT_EQ(run_status(train_cmd(r, 4, "--set model.init.full=" + init.string() +
+                                           " --set train.freeze.vision=true")), 0);
+  const std::string py = std::string("python3 -c \"import sys; from safetensors.torch import "
+                                     "load_file as L; a=L(sys.argv[1]); b=L(sys.argv[2]); "
+                                     "v=[k for k in a if k.startswith('visual.')]; "
+                                     "t=[k for k in a if k.startswith('bert.')]; "
+                                     "sys.exit(0 if v and all((a[k]==b[k]).all() for k in v) and "
+                                     "any((a[k]!=b[k]).any() for k in t) else 1)\" ");
+  if (std::system("python3 -c 'import torch, safetensors' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3 with torch and safetensors is needed to compare the weights";
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08d", 4);
+  EXPECT_EQ(run(py + init.string() + " " + (r / "checkpoints" / name / "model.safetensors").string()), 0);
+}
+
+TEST_F(TrainE2E, NonFiniteStepsAreSkippedThenTrainingStops) {
+  // An absurd learning rate drives the weights to inf: the steps after it are skipped
+  // and counted, and training stops with a clear error after max_skipped_steps.
+  const fs::path r = g_root / "nonfinite";
+  EXPECT_EQ(run_status(train_cmd(r, 12, "--set optim.lr=1e30 --set optim.warmup_steps=0"
+                                        " --set train.max_skipped_steps=3")), 1);
+  const std::string log = retclip::util::read_file(r / "train.log");
+  EXPECT_NE(log.find("non-finite loss or gradient"), std::string::npos);
+  EXPECT_NE(log.find("3 consecutive steps"), std::string::npos);
+}
+
 TEST_F(TrainE2E, BadConfigIsRejectedBeforeTraining) {
   const fs::path r = g_root / "badcfg";
   EXPECT_EQ(run_status(train_cmd(r, 12, "--set optim.lr=-1")), 2);
