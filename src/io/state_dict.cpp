@@ -149,12 +149,13 @@ WeightsFormat detect_weights_format(const fs::path& path) {
     throw UsageError(str_cat(where, ": a zip file without data.pkl; not written by torch.save or "
                              "torch.jit.save. HINT: pass a .pt/.bin/.safetensors weights file"));
   }
+  // Safetensors first: its little-endian header length can start with 0x80 too (e.g. 0x2e80).
+  if (head.size() >= 9 && head[8] == '{') return WeightsFormat::kSafetensors;
   if (!head.empty() && static_cast<unsigned char>(head[0]) == 0x80)
     throw UsageError(str_cat(where, ": a legacy (pre-1.6, non-zip) torch.save pickle, which LibTorch "
                              "cannot read. HINT: in Python run torch.save(torch.load(p), out) to "
                              "rewrite it as a zip archive, or save_file() it as safetensors"));
   if (!head.empty() && head[0] == '{') return WeightsFormat::kHfSafetensorsIndex;
-  if (head.size() >= 9 && head[8] == '{') return WeightsFormat::kSafetensors;
   throw UsageError(str_cat(where, ": unrecognised weights format (expected safetensors, a torch.save "
                            "zip or a TorchScript archive). HINT: check that the download completed"));
 }

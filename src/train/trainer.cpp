@@ -307,11 +307,16 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     return p.string();
   };
 
+  int64_t last_val_step = -1;
+  std::optional<EvalResult> last_val;
   auto run_validation = [&](int64_t step) -> std::optional<EvalResult> {
     if (!data.has_val()) return std::nullopt;
+    if (step == last_val_step) return last_val;  // weights unchanged since then
     EvalResult r = evaluate(net, data.val_source(device), data.val_size(), loss_opts, precision);
     log::info("validation at step {}: {}", step, r.to_string());
     sinks.write(step, r.metrics(), wall_time_s());
+    last_val_step = step;
+    last_val = r;
     return r;
   };
 

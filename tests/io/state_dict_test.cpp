@@ -82,6 +82,22 @@ TEST(StateDict, TorchZipNestedStateDictIsUnwrapped) {
   EXPECT_TRUE(at::equal(*find_tensor(sd, "visual.proj"), w));
 }
 
+TEST(StateDict, SafetensorsWhoseHeaderLengthStartsWith0x80IsNotTakenForAPickle) {
+  // A header of 128 bytes makes the first byte of the file 0x80, the pickle opcode.
+  fs::path d = temp_dir();
+  std::string header = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  header.resize(128, ' ');
+  std::string file(8, '\0');
+  file[0] = static_cast<char>(0x80);
+  const float one = 1.0f;
+  file += header + std::string(reinterpret_cast<const char*>(&one), 4);
+  util::write_file_atomic(d / "w.safetensors", file);
+  EXPECT_EQ(detect_weights_format(d / "w.safetensors"), WeightsFormat::kSafetensors);
+  auto sd = load_weights(d / "w.safetensors");
+  ASSERT_EQ(sd.size(), 1u);
+  EXPECT_EQ(sd[0].second.item<float>(), 1.0f);
+}
+
 TEST(StateDict, UnknownAndLegacyFormatsAreRejectedWithHints) {
   fs::path d = temp_dir();
   util::write_file_atomic(d / "legacy.pt", std::string("\x80\x02\x8a\x0a", 4) + std::string(20, 'x'));
