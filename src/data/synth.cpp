@@ -3,6 +3,8 @@
 // reports in English or Chinese, and the data set writer (manifest or RET-CLIP layout).
 #include "retclip/data/synth.hpp"
 
+#include "retclip/data/base64.hpp"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
@@ -695,29 +697,6 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
-std::string base64_urlsafe(const std::string& bytes) {
-  static const char* kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (i < bytes.size()) {
-    uint32_t v = uint8_t(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) v |= uint8_t(bytes[i + 1]) << 8;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
 
 #ifdef RETCLIP_WITH_IMGCODECS
 std::string encode_image(const cv::Mat& rgb, const std::string& image_format) {
@@ -1067,8 +1046,8 @@ SynthSummary synth_dataset(const SynthOptions& opts, const std::string& out_dir)
                             {"left_text", p.left_report},
                             {"right_text", p.right_report}};
         texts[s] += j.dump() + "\n";
-        tsv[s] += p.patient_id + "\t" + base64_urlsafe(e.left_bytes) + "\t" +
-                  base64_urlsafe(e.right_bytes) + "\n";
+        tsv[s] += p.patient_id + "\t" + base64_encode(e.left_bytes, /*urlsafe=*/true) + "\t" +
+                  base64_encode(e.right_bytes, /*urlsafe=*/true) + "\n";
       }
       if (opts.preview && preview.size() < 16) preview.push_back(p);
     }

@@ -26,22 +26,9 @@ namespace {
 constexpr const char* kFormat = "retclip-checkpoint";
 constexpr int kVersion = 1;
 
-// Not std::filesystem::remove_all: libtorch.so exports its own copy of the
-// std::filesystem symbols and its remove_all jumps to a null pointer (LibTorch 2.11
-// wheel). This removes a tree with nftw, depth first, without following symlinks.
-int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
-  return ::remove(path) == 0 || errno == ENOENT ? 0 : -1;
-}
-void remove_tree(const fs::path& path, std::error_code& ec) {
-  ec.clear();
-  if (::nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
-    ec = std::error_code(errno, std::generic_category());
-}
-void remove_tree(const fs::path& path) {
-  std::error_code ec;
-  remove_tree(path, ec);
-  RETCLIP_CHECK(!ec, "cannot remove ", path.string(), ": ", ec.message());
-}
+// Directory trees are removed with util::remove_tree, never std::filesystem::remove_all
+// (see util/fs.hpp).
+using util::remove_tree;
 
 void write_all_fsync(const fs::path& path, std::string_view data) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -59,12 +59,21 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
 }
 
 namespace {
-int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
+  return ::remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
 }  // namespace
 
-void remove_tree(const fs::path& path) {
+void remove_tree(const fs::path& path, std::error_code& ec) {
+  ec.clear();
   if (::nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
-    throw Error(str_cat("cannot remove ", path.string(), ": ", std::strerror(errno)));
+    ec = std::error_code(errno, std::generic_category());
+}
+
+void remove_tree(const fs::path& path) {
+  std::error_code ec;
+  remove_tree(path, ec);
+  RETCLIP_CHECK(!ec, "cannot remove ", path.string(), ": ", ec.message());
 }
 
 namespace {

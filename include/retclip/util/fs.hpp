@@ -27,6 +27,8 @@ void fsync_path(const fs::path& path);
 /// std::filesystem::remove_all: libtorch.so from the 2.11 wheel exports its own copy of
 /// the std::filesystem functions, and its remove_all crashes in processes that load it.
 void remove_tree(const fs::path& path);
+/// As above; reports a failure in `ec` instead of throwing.
+void remove_tree(const fs::path& path, std::error_code& ec);
 
 /// CRC-32 (IEEE 802.3, as zlib's crc32). `crc` chains calls over pieces.
 uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
