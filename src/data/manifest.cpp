@@ -405,6 +405,22 @@ void for_each_line(const std::string& text, Fn&& fn) {
   }
 }
 
+/// Parses one JSONL line that must hold a JSON object; records a bad row otherwise.
+bool parse_object_line(const std::string& line, const std::string& origin, BadRows& bad,
+                       json* out) {
+  try {
+    *out = json::parse(line);
+  } catch (const json::exception& e) {
+    bad.add(origin, str_cat("not a valid JSON line: ", e.what()));
+    return false;
+  }
+  if (!out->is_object()) {
+    bad.add(origin, str_cat("expected a JSON object per line but found a ", out->type_name()));
+    return false;
+  }
+  return true;
+}
+
 /// Reads manifest rows from a JSONL file (one JSON object per line).
 void read_jsonl_rows(const std::string& path, const std::string& text, const fs::path& base,
                      BadRows& bad, std::vector<Sample>& samples, int64_t& rows,
@@ -415,16 +431,7 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
     ++rows;
     const std::string origin = str_cat(name, " row ", lineno);
     json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      bad.add(origin, str_cat("not a valid JSON line: ", e.what()));
-      return;
-    }
-    if (!j.is_object()) {
-      bad.add(origin, str_cat("expected a JSON object per line but found a ", j.type_name()));
-      return;
-    }
+    if (!parse_object_line(line, origin, bad, &j)) return;
     RowFields f;
     std::string why;
     for (const std::string& req : {std::string("patient_id"), std::string("report")}) {
@@ -747,16 +754,9 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
     ++rows;
     const std::string origin = str_cat(texts_name, " row ", lineno);
     json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      bad.add(origin, str_cat("not a valid JSON line: ", e.what()));
-      return;
-    }
+    if (!parse_object_line(line, origin, bad, &j)) return;
     std::string why;
-    if (!j.is_object()) {
-      why = str_cat("expected a JSON object per line but found a ", j.type_name());
-    } else if (!j.contains("text") || !j["text"].is_string()) {
+    if (!j.contains("text") || !j["text"].is_string()) {
       why = "expected a string 'text' (the report)";
     } else if (!j.contains("image_ids") || !j["image_ids"].is_array() || j["image_ids"].empty()) {
       why = "expected 'image_ids' to be a non-empty array of patient ids";
