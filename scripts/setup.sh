@@ -31,6 +31,12 @@ if ! $PY -c 'import torch, sys; sys.exit(0 if torch.__version__.split("+")[0] ==
   installed+=("pip: torch==2.11.0")
 fi
 
+# Gloo headers for c10d's ProcessGroupGloo.hpp (the wheel has Gloo's code, not its headers).
+if [ ! -f "$(dirname "$0")/../.deps/gloo/include/gloo/rendezvous/store.h" ]; then
+  bash "$(dirname "$0")/fetch_gloo.sh"
+  installed+=("gloo headers: .deps/gloo (Debian libgloo-dev)")
+fi
+
 # Oracles for the numeric tests and the PyTorch benchmarks (never used by retclip itself).
 # Pinned to the versions the oracle tests were written against.
 py_pkgs=("numpy==2.4.6" "safetensors==0.8.0" "transformers==5.24.0" "open_clip_torch==3.3.0"
