@@ -1,0 +1,78 @@
+// `retclip bench`: times W untimed + N timed training steps of the configured model,
+// batch, precision and device, split into phases (data wait, forward, backward,
+// optimizer, communication), with peak memory and, on CUDA, the model FLOPs
+// utilisation (MFU, see flops.hpp). The step is the trainer's (forward, tripartite
+// loss, backward, gradient norm / clip, AdamW, logit-scale clamp) at a constant lr.
+//
+//   train::BenchOptions o;  o.steps = 20;  o.warmup = 3;  o.data = "synthetic";
+//   train::BenchResult r = train::run_bench(config::load("configs/tiny-cpu.yaml"), o);
+//   std::cout << r.to_json().dump() << "\n" << r.table();
+//
+// Bench mode synchronises the device at every phase boundary (torch::cuda::synchronize)
+// so that each phase's time is its own; the trainer does not.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "retclip/config/config.hpp"
+
+namespace retclip::train {
+
+struct BenchOptions {
+  int64_t steps = 10;    ///< timed steps
+  int64_t warmup = 2;    ///< untimed steps first (allocator, autotuning, threads)
+  std::string data = "synthetic";  ///< synthetic: random tensors made once on the device;
+                                   ///< loader: the config's data.train through TrainData
+  double peak_tflops = 0;  ///< peak dense bf16 TFLOP/s of the device; 0 = by device name
+  /// Hook for the distributed module: called after every step, returns the seconds that
+  /// step spent in collectives (all-gather of features, gradient all-reduce). Those
+  /// seconds are also inside the forward / backward phases they overlap; the figure says
+  /// how much of the step was communication. Empty = one process, 0.
+  std::function<double()> comm_seconds;
+  /// Rank / world for TrainData::open (loader mode) and the result; 0 / 1 = one process.
+  int64_t rank = 0, world = 1;
+};
+
+/// Means over the timed steps, in milliseconds, plus what was run.
+struct BenchResult {
+  // what ran
+  std::string device;       ///< "cpu" | "cuda:0"
+  std::string device_name;  ///< CPU model or CUDA device name
+  std::string precision, data, vision, text;
+  int64_t threads = 0, batch = 0, steps = 0, warmup = 0, tokens = 0, image_size = 0,
+          accum_steps = 1, world = 1;
+  int64_t params = 0;
+  bool grad_checkpointing = false;
+  // time per step (means, ms)
+  double step_ms = 0, data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0,
+         comm_ms = 0;
+  bool split_forward_backward = true;  ///< false with accum_steps > 1 (forward_ms = both)
+  double patients_per_s = 0;
+  // memory
+  double peak_memory_gib = 0;    ///< CUDA: peak allocated (caching allocator); CPU: peak RSS
+  double peak_reserved_gib = 0;  ///< CUDA only: peak reserved by the caching allocator
+  std::string memory_kind;       ///< "cuda_allocated" | "rss"
+  // FLOPs
+  double gflop_per_patient = 0;  ///< training step (3x forward), analytic
+  double tflops_achieved = 0;    ///< model TFLOP/s over the mean step
+  double peak_tflops = 0;        ///< 0 = unknown
+  double mfu = -1;               ///< tflops_achieved / peak_tflops; -1 = not computed
+  double final_loss = 0;         ///< loss of the last timed step (sanity)
+  /// The resolved model sizes, loss and optimizer settings, so that another
+  /// implementation (bench/bench_train.py --like) can build the same step.
+  nlohmann::json setup;
+
+  nlohmann::json to_json() const;
+  /// Readable table of the same figures (with units).
+  std::string table() const;
+};
+
+/// Runs the benchmark. Throws UsageError for a bad config / options (e.g. bf16 on CPU,
+/// loader mode without data.train).
+BenchResult run_bench(const config::Config& cfg, const BenchOptions& options);
+
+}  // namespace retclip::train

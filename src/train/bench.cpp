@@ -1,0 +1,394 @@
+// run_bench: the trainer's step, timed phase by phase (see bench.hpp). Sections: device
+// and memory helpers, the batch, the step, the result's JSON and table.
+#include "retclip/train/bench.hpp"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+#if __has_include(<c10/cuda/CUDACachingAllocator.h>) && __has_include(<cuda_runtime_api.h>)
+#include <c10/cuda/CUDACachingAllocator.h>
+#define RETCLIP_BENCH_CUDA_STATS 1
+#endif
+
+#include "retclip/loss/tripartite.hpp"
+#include "retclip/model/presets.hpp"
+#include "retclip/train/data_stream.hpp"
+#include "retclip/train/flops.hpp"
+#include "retclip/train/optimizer.hpp"
+#include "retclip/train/step.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/util/system.hpp"
+
+namespace retclip::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+// Vocabulary of synthetic token ids when the text preset has none (bert-tiny / -micro)
+// and model.text.vocab_size is 0: the size of the demo's sentencepiece tokenizer.
+constexpr int64_t kSyntheticVocab = 8000;
+
+// ---- device and memory -----------------------------------------------------------
+
+at::Device resolve_device(const std::string& want) {
+  if (want == "cpu") return at::kCPU;
+  if (want == "cuda") {
+    RETCLIP_CHECK_USAGE(torch::cuda::is_available(),
+                        "train.device is cuda but no CUDA device is usable. HINT: use "
+                        "train.device=auto or cpu, or check `retclip info`");
+    return at::Device(at::kCUDA, 0);
+  }
+  return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+}
+
+// Waits for the device's queued work: phase boundaries in bench mode only.
+void sync(const at::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize(d.index());
+}
+
+void reset_peak_memory(const at::Device& d) {
+#ifdef RETCLIP_BENCH_CUDA_STATS
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index());
+#else
+  (void)d;
+#endif
+}
+
+// Peak allocated / reserved bytes of the CUDA caching allocator since the last reset.
+std::pair<int64_t, int64_t> cuda_peak_bytes(const at::Device& d) {
+#ifdef RETCLIP_BENCH_CUDA_STATS
+  if (d.is_cuda()) {
+    const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+    const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    return {s.allocated_bytes[agg].peak, s.reserved_bytes[agg].peak};
+  }
+#else
+  (void)d;
+#endif
+  return {0, 0};
+}
+
+std::string cpu_name() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0) {
+      auto colon = line.find(':');
+      return colon == std::string::npos ? line : line.substr(line.find_first_not_of(" \t", colon + 1));
+    }
+  return "cpu";
+}
+
+// Autocast for the forward pass (bf16 / fp16 on CUDA), as train::forward_backward does.
+class Autocast {
+ public:
+  Autocast(Precision p, const at::Device& d) {
+    if (p == Precision::kFp32 || !d.is_cuda()) return;
+    active_ = true;
+    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, p == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
+    at::autocast::increment_nesting();
+  }
+  ~Autocast() {
+    if (!active_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+  }
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  bool active_ = false, prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kFloat;
+};
+
+model::Embeddings to_float(model::Embeddings e) {
+  for (at::Tensor* t : {&e.patient_img, &e.left_img, &e.right_img, &e.patient_txt, &e.left_txt,
+                        &e.right_txt, &e.logit_scale, &e.logit_scale_left, &e.logit_scale_right})
+    *t = t->to(at::kFloat);
+  return e;
+}
+
+// ---- the batch ---------------------------------------------------------------------
+
+// Random images and reports of the configured shape, made once on the device. Reports
+// have between T/2 and T tokens ([CLS]-like id first, pad id 0 after the end).
+MicroBatch synthetic_batch(int64_t b, int64_t s, int64_t t, int64_t vocab, const at::Device& d) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
+  auto f = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor tokens = at::randint(1, vocab, {b, t}, gen, at::TensorOptions().dtype(at::kLong));
+  at::Tensor len = at::randint(std::max<int64_t>(1, t / 2), t + 1, {b, 1}, gen,
+                               at::TensorOptions().dtype(at::kLong));
+  tokens.masked_fill_(at::arange(t, at::kLong).unsqueeze(0).ge(len), 0);
+  MicroBatch m{at::randn({b, 3, s, s}, gen, f), at::randn({b, 3, s, s}, gen, f), tokens,
+               at::ones({b}, at::kBool), at::ones({b}, at::kBool)};
+  return {m.left.to(d), m.right.to(d), m.tokens.to(d), m.has_left.to(d), m.has_right.to(d)};
+}
+
+int64_t synthetic_vocab(const config::Config& cfg) {
+  if (cfg.model.text.vocab_size > 0) return cfg.model.text.vocab_size;
+  try {
+    return model::text_preset(cfg.model.text.preset, 0).vocab_size();
+  } catch (const UsageError&) {
+    return kSyntheticVocab;  // preset without a fixed vocabulary
+  }
+}
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+// ---- the run -----------------------------------------------------------------------
+
+BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
+  RETCLIP_CHECK_USAGE(o.steps >= 1, "--steps: expected at least 1 timed step but got ", o.steps);
+  RETCLIP_CHECK_USAGE(o.warmup >= 0, "--warmup: expected 0 or more steps but got ", o.warmup);
+  RETCLIP_CHECK_USAGE(o.data == "synthetic" || o.data == "loader",
+                      "--data: expected synthetic or loader but got '", o.data, "'");
+  BenchResult r;
+  r.threads = util::configure_threads(cfg.train.threads);
+  const at::Device device = resolve_device(cfg.train.device);
+  const Precision precision = parse_precision(cfg.train.precision);
+  RETCLIP_CHECK_USAGE(precision == Precision::kFp32 || device.is_cuda(),
+                      "train.precision=", cfg.train.precision,
+                      " needs a CUDA device; on CPU use train.precision=fp32");
+
+  // Data first: the loader knows the tokenizer's vocabulary.
+  std::unique_ptr<TrainData> loader;
+  int64_t vocab = 0;
+  if (o.data == "loader") {
+    RETCLIP_CHECK_USAGE(!cfg.data.train.empty(), "--data loader needs data.train. HINT: use "
+                        "--data synthetic, or --set data.train=PATH");
+    loader = std::make_unique<TrainData>(TrainData::open(cfg, o.rank, o.world));
+    vocab = loader->vocab_size();
+  } else {
+    vocab = synthetic_vocab(cfg);
+  }
+
+  torch::manual_seed(cfg.train.seed);
+  model::RetClip net(model::retclip_options(cfg.model, vocab, cfg.train.grad_checkpointing));
+  net->to(device);
+  net->train();
+  for (const auto& p : net->parameters()) r.params += p.numel();
+  BuiltOptimizer built = build_adamw(*net, cfg.optim);
+  torch::optim::AdamW& opt = *built.optimizer;
+  set_lr(opt, cfg.optim.lr);
+  const std::vector<at::Tensor> params = optimizer_params(opt);
+  const loss::TripartiteLossOptions loss_opts = loss::TripartiteLossOptions()
+                                                    .weight_patient(cfg.loss.weights.patient)
+                                                    .weight_left(cfg.loss.weights.left)
+                                                    .weight_right(cfg.loss.weights.right)
+                                                    .logit_scale_max(cfg.loss.logit_scale_max)
+                                                    .local_loss(cfg.loss.local_loss);
+
+  const auto& vo = net->options().vision();
+  r.image_size = vo.image_size();
+  r.tokens = cfg.data.context_length;
+  r.batch = cfg.train.batch_size;
+  r.accum_steps = cfg.optim.accum_steps;
+  r.split_forward_backward = r.accum_steps == 1;
+  MicroBatch fixed;
+  if (!loader) fixed = synthetic_batch(r.batch, r.image_size, r.tokens, vocab, device);
+
+  double data_ms = 0, fwd_ms = 0, bwd_ms = 0, opt_ms = 0, comm_s = 0, total_ms = 0;
+  at::Tensor last_loss;
+  for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
+    const bool timed = i >= o.warmup;
+    if (i == o.warmup) {
+      sync(device);
+      reset_peak_memory(device);
+    }
+    const auto t0 = Clock::now();
+    MicroBatch batch = loader ? loader->next_train(device) : fixed;
+    sync(device);
+    const auto t1 = Clock::now();
+    opt.zero_grad(true);
+    at::Tensor total;
+    if (r.split_forward_backward) {
+      model::Embeddings e;
+      {
+        Autocast ac(precision, device);
+        e = to_float(
+            net->forward(batch.left, batch.right, batch.tokens, batch.has_left, batch.has_right));
+      }
+      total = loss::tripartite_loss(e, loss_opts).total;
+      sync(device);
+      const auto t2 = Clock::now();
+      total.backward();
+      sync(device);
+      if (timed) {
+        fwd_ms += std::chrono::duration<double, std::milli>(t2 - t1).count();
+        bwd_ms += ms_since(t2);
+      }
+    } else {
+      total = forward_backward(net, split_batch(batch, r.accum_steps), loss_opts, precision).total;
+      sync(device);
+      if (timed) fwd_ms += ms_since(t1);
+    }
+    const auto t3 = Clock::now();
+    clip_grad_norm(params, cfg.optim.clip_norm);
+    opt.step();
+    {
+      torch::NoGradGuard ng;
+      for (at::Tensor* s : {&net->logit_scale, &net->logit_scale_left, &net->logit_scale_right})
+        s->clamp_(0, cfg.loss.logit_scale_max);
+    }
+    sync(device);
+    const double c = o.comm_seconds ? o.comm_seconds() : 0.0;
+    if (timed) {
+      data_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
+      opt_ms += ms_since(t3);
+      total_ms += ms_since(t0);
+      comm_s += c;
+      last_loss = total.detach();
+    }
+  }
+
+  const double n = static_cast<double>(o.steps);
+  r.steps = o.steps;
+  r.warmup = o.warmup;
+  r.world = o.world;
+  r.step_ms = total_ms / n;
+  r.data_ms = data_ms / n;
+  r.forward_ms = fwd_ms / n;
+  r.backward_ms = bwd_ms / n;
+  r.optimizer_ms = opt_ms / n;
+  r.comm_ms = 1000 * comm_s / n;
+  r.patients_per_s = r.step_ms > 0 ? 1000.0 * r.batch / r.step_ms : 0;
+  r.final_loss = last_loss.defined() ? last_loss.item<double>() : 0;
+
+  r.device = device.str();
+  r.precision = cfg.train.precision;
+  r.data = o.data;
+  r.vision = cfg.model.vision.preset;
+  r.text = cfg.model.text.preset;
+  r.grad_checkpointing = cfg.train.grad_checkpointing;
+  if (device.is_cuda()) {
+    const auto info = util::system_info();
+    for (const auto& d : info.cuda_devices)
+      if (d.index == device.index()) r.device_name = d.name;
+    const auto [alloc, reserved] = cuda_peak_bytes(device);
+    r.peak_memory_gib = alloc / kGiB;
+    r.peak_reserved_gib = reserved / kGiB;
+    r.memory_kind = "cuda_allocated";
+  } else {
+    r.device_name = cpu_name();
+    r.peak_memory_gib = util::peak_rss_bytes() / kGiB;
+    r.memory_kind = "rss";
+  }
+
+  const auto& to = net->options().text();
+  r.setup = {{"vision", {{"image_size", vo.image_size()}, {"patch_size", vo.patch_size()},
+                         {"width", vo.width()}, {"layers", vo.layers()},
+                         {"heads", vo.num_heads()}, {"mlp_ratio", vo.mlp_ratio()}}},
+             {"text", {{"vocab_size", to.vocab_size()}, {"hidden", to.hidden()},
+                       {"layers", to.layers()}, {"heads", to.heads()},
+                       {"intermediate", to.intermediate()}, {"max_position", to.max_position()},
+                       {"dropout", to.hidden_dropout()}}},
+             {"embed_dim", net->options().embed_dim()},
+             {"logit_scale_init", net->options().logit_scale_init()},
+             {"logit_scale_max", cfg.loss.logit_scale_max},
+             {"optim", {{"lr", cfg.optim.lr}, {"weight_decay", cfg.optim.weight_decay},
+                        {"betas", cfg.optim.betas}, {"eps", cfg.optim.eps},
+                        {"clip_norm", cfg.optim.clip_norm}, {"no_decay", cfg.optim.no_decay}}},
+             {"seed", cfg.train.seed}};
+  const FlopCount f = count_flops(net->options(), r.tokens, r.batch);
+  r.gflop_per_patient = f.train_per_patient() / 1e9;
+  r.tflops_achieved = r.step_ms > 0 ? f.train_per_step() / (r.step_ms / 1000.0) / 1e12 : 0;
+  r.peak_tflops = o.peak_tflops > 0 ? o.peak_tflops
+                                    : (device.is_cuda() ? peak_bf16_tflops(r.device_name) : 0);
+  r.mfu = r.peak_tflops > 0 ? r.tflops_achieved / r.peak_tflops : -1;
+  return r;
+}
+
+// ---- output ------------------------------------------------------------------------
+
+nlohmann::json BenchResult::to_json() const {
+  auto round = [](double v, int digits) {
+    const double m = std::pow(10.0, digits);
+    return std::round(v * m) / m;
+  };
+  nlohmann::json j{{"impl", "retclip"},
+                   {"device", device},
+                   {"device_name", device_name},
+                   {"vision", vision},
+                   {"text", text},
+                   {"precision", precision},
+                   {"data", data},
+                   {"batch", batch},
+                   {"image_size", image_size},
+                   {"tokens", tokens},
+                   {"accum_steps", accum_steps},
+                   {"grad_checkpointing", grad_checkpointing},
+                   {"threads", threads},
+                   {"world", world},
+                   {"params", params},
+                   {"warmup", warmup},
+                   {"steps", steps},
+                   {"patients_per_s", round(patients_per_s, 2)},
+                   {"step_ms", round(step_ms, 3)},
+                   {"data_ms", round(data_ms, 3)},
+                   {"forward_ms", round(forward_ms, 3)},
+                   {"backward_ms", round(backward_ms, 3)},
+                   {"optimizer_ms", round(optimizer_ms, 3)},
+                   {"comm_ms", round(comm_ms, 3)},
+                   {"split_forward_backward", split_forward_backward},
+                   {"peak_memory_gib", round(peak_memory_gib, 3)},
+                   {"memory_kind", memory_kind},
+                   {"gflop_per_patient", round(gflop_per_patient, 3)},
+                   {"tflops", round(tflops_achieved, 4)},
+                   {"peak_tflops", peak_tflops},
+                   {"final_loss", round(final_loss, 5)}};
+  if (memory_kind == "cuda_allocated") j["peak_reserved_gib"] = round(peak_reserved_gib, 3);
+  j["mfu"] = mfu >= 0 ? nlohmann::json(round(mfu, 4)) : nlohmann::json(nullptr);
+  if (!setup.is_null()) j["setup"] = setup;
+  return j;
+}
+
+std::string BenchResult::table() const {
+  std::string s = fmt::format(
+      "retclip bench: {} + {}, batch {} patients ({} px, {} tokens), {}, {} on {} ({}), {} "
+      "threads, {} data, {} timed steps after {} warm-up{}\n",
+      vision, text, batch, image_size, tokens, precision, device, device_name.empty() ? "?" : device_name,
+      device == "cpu" ? "CPU" : "CUDA", threads, data, steps, warmup,
+      grad_checkpointing ? ", activation checkpointing" : "");
+  auto row = [&](const char* name, double v, const char* unit) {
+    s += fmt::format("  {:<22} {:>12.2f} {}\n", name, v, unit);
+  };
+  auto share = [&](const char* name, double ms) {
+    s += fmt::format("  {:<22} {:>12.2f} ms  ({:4.1f}%)\n", name, ms,
+                     step_ms > 0 ? 100 * ms / step_ms : 0.0);
+  };
+  row("throughput", patients_per_s, "patients/s");
+  row("step", step_ms, "ms");
+  share("  data wait", data_ms);
+  share(split_forward_backward ? "  forward (+loss)" : "  forward+backward", forward_ms);
+  if (split_forward_backward) share("  backward", backward_ms);
+  share("  optimizer (clip+AdamW)", optimizer_ms);
+  share("  communication", comm_ms);
+  row(memory_kind == "rss" ? "peak memory (RSS)" : "peak memory (allocated)", peak_memory_gib, "GiB");
+  if (memory_kind == "cuda_allocated") row("peak memory (reserved)", peak_reserved_gib, "GiB");
+  row("model FLOPs", gflop_per_patient, "GFLOP/patient/step");
+  row("achieved", tflops_achieved, "TFLOP/s");
+  if (mfu >= 0)
+    s += fmt::format("  {:<22} {:>12.1f} %  (of {:.0f} TFLOP/s peak bf16)\n", "MFU", 100 * mfu,
+                     peak_tflops);
+  else
+    s += fmt::format("  {:<22} {:>12} (no peak rate: CPU, or unknown card; --peak-tflops)\n", "MFU", "n/a");
+  s += fmt::format("  {:<22} {:>12.4f}\n", "loss (last step)", final_loss);
+  return s;
+}
+
+}  // namespace retclip::train
