@@ -28,6 +28,7 @@ retclip::cli::RunFn add_train(CLI::App& app) {
     if (!a->resume.empty()) overrides.push_back("checkpoint.resume=" + a->resume);
     config::Config cfg = config::load(a->config, overrides);
     train::TrainSummary s = train::run_training(cfg, {a->max_minutes});
+    if (s.rank != 0) return 0;  // rank 0 reports for the run
     if (s.final_eval) {
       const auto& r = s.final_eval->recall_patient;
       fmt::print("held-out patient-level recall@1 {:.1f}% / @5 {:.1f}% (chance {:.1f}% / {:.1f}%), "

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <map>
 
 #include "retclip/util/error.hpp"
 #include "retclip/util/log.hpp"
@@ -104,18 +105,33 @@ void Comm::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& w
   }
 }
 
+// c10d's list forms mean "one tensor per device"; several tensors of one process travel
+// as one flat buffer per dtype instead.
 void Comm::broadcast_(std::vector<at::Tensor>& tensors, int root) {
   if (tensors.empty()) return;
-  c10d::BroadcastOptions o;
-  o.rootRank = root;
-  o.timeout = to_ms(timeout_s_);
-  c10::intrusive_ptr<c10d::Work> w;
-  try {
-    w = backend_->broadcast(tensors, o);
-  } catch (const std::exception& e) {
-    fail("broadcast", e);
+  std::map<at::ScalarType, std::vector<size_t>> by_dtype;
+  for (size_t i = 0; i < tensors.size(); ++i) by_dtype[tensors[i].scalar_type()].push_back(i);
+  for (const auto& [dtype, idx] : by_dtype) {
+    std::vector<at::Tensor> flat_parts;
+    for (size_t i : idx) flat_parts.push_back(tensors[i].reshape(-1));
+    std::vector<at::Tensor> flat{at::cat(flat_parts)};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.timeout = to_ms(timeout_s_);
+    c10::intrusive_ptr<c10d::Work> w;
+    try {
+      w = backend_->broadcast(flat, o);
+    } catch (const std::exception& e) {
+      fail("broadcast", e);
+    }
+    wait(w, "broadcast");
+    int64_t off = 0;
+    for (size_t i : idx) {
+      at::NoGradGuard no_grad;
+      tensors[i].copy_(flat[0].narrow(0, off, tensors[i].numel()).view(tensors[i].sizes()));
+      off += tensors[i].numel();
+    }
   }
-  wait(w, "broadcast");
 }
 
 c10::intrusive_ptr<c10d::Work> Comm::all_reduce_async(std::vector<at::Tensor>& tensors) {
@@ -130,14 +146,13 @@ c10::intrusive_ptr<c10d::Work> Comm::all_reduce_async(std::vector<at::Tensor>& t
 }
 
 void Comm::all_reduce_(std::vector<at::Tensor>& tensors) {
-  if (tensors.empty()) return;
-  auto w = all_reduce_async(tensors);
-  wait(w, "all_reduce");
+  for (auto& t : tensors) all_reduce_(t);
 }
 
 void Comm::all_reduce_(at::Tensor& tensor) {
   std::vector<at::Tensor> v{tensor};
-  all_reduce_(v);
+  auto w = all_reduce_async(v);
+  wait(w, "all_reduce");
 }
 
 at::Tensor Comm::all_gather(const at::Tensor& t) {

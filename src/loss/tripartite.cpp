@@ -51,8 +51,18 @@ LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const 
   auto labels = at::arange(first, first + count, img.options().dtype(at::kLong));
   auto logits_i = s * img_v.slice(0, first, first + count).matmul(txt_v.t());  // [count, M]
   auto logits_t = s * txt_v.slice(0, first, first + count).matmul(img_v.t());
-  out.loss =
-      (at::cross_entropy_loss(logits_i, labels) + at::cross_entropy_loss(logits_t, labels)) / 2.0;
+  if (options.local_loss() && count != cols.size(0)) {
+    // This rank's share of the global mean (see TripartiteLossOptions::world_size).
+    const double norm = static_cast<double>(options.world_size()) /
+                        (2.0 * static_cast<double>(cols.size(0)));
+    out.loss = (at::cross_entropy_loss(logits_i, labels, {}, at::Reduction::Sum) +
+                at::cross_entropy_loss(logits_t, labels, {}, at::Reduction::Sum)) *
+               norm;
+  } else {
+    out.loss =
+        (at::cross_entropy_loss(logits_i, labels) + at::cross_entropy_loss(logits_t, labels)) /
+        2.0;
+  }
   {
     at::NoGradGuard no_grad;
     out.acc_i2t = top1(logits_i, labels);

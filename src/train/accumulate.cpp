@@ -4,6 +4,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "retclip/dist/comm.hpp"
+#include "retclip/dist/grad_sync.hpp"
 #include "retclip/train/step.hpp"
 #include "retclip/util/error.hpp"
 
@@ -101,6 +103,39 @@ at::Tensor cat_field(const std::vector<model::Embeddings>& parts, at::Tensor mod
   return at::cat(ts, 0);
 }
 
+// The loss of this rank's (local) embeddings: alone, or against every rank's rows
+// gathered with gradient (one all-gather for the six embeddings, one for the masks).
+loss::LossOutput step_loss(const model::Embeddings& local, const loss::TripartiteLossOptions& o,
+                           const StepComm& sc) {
+  if (sc.comm == nullptr || sc.comm->world() == 1) return loss::tripartite_loss(local, o);
+  dist::Comm& comm = *sc.comm;
+  const std::vector<at::Tensor> parts{local.patient_img, local.left_img, local.right_img,
+                                      local.patient_txt, local.left_txt,  local.right_txt};
+  std::vector<int64_t> widths;
+  for (const auto& p : parts) widths.push_back(p.size(1));
+  const int64_t rows = local.patient_img.size(0);
+  auto all = dist::all_gather_with_grad(comm, at::cat(parts, 1)).split_with_sizes(widths, 1);
+  auto masks = comm.all_gather(at::stack({local.has_left.to(at::kByte),
+                                          local.has_right.to(at::kByte)}, 1));
+  model::Embeddings g = local;
+  g.patient_img = all[0];
+  g.left_img = all[1];
+  g.right_img = all[2];
+  g.patient_txt = all[3];
+  g.left_txt = all[4];
+  g.right_txt = all[5];
+  g.has_left = masks.select(1, 0).to(at::kBool);
+  g.has_right = masks.select(1, 1).to(at::kBool);
+  return loss::tripartite_loss(g, o, comm.rank() * rows, (comm.rank() + 1) * rows);
+}
+
+// Backward of one micro-batch; the gradient all-reduce is armed for the last one only.
+void backward(const at::Tensor& total, double loss_scale, const StepComm& sc, bool last) {
+  if (sc.grad_sync) sc.grad_sync->arm(last);
+  (loss_scale == 1.0 ? total : total * loss_scale).backward();
+  if (sc.grad_sync && last) sc.grad_sync->finish();
+}
+
 }  // namespace
 
 model::Embeddings forward_no_grad(model::RetClip& net, const MicroBatch& mb, Precision precision) {
@@ -110,13 +145,13 @@ model::Embeddings forward_no_grad(model::RetClip& net, const MicroBatch& mb, Pre
 
 StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& micro,
                             const loss::TripartiteLossOptions& options, Precision precision,
-                            double loss_scale) {
+                            double loss_scale, const StepComm& sc) {
   RETCLIP_CHECK(!micro.empty(), "forward_backward needs at least one micro-batch");
   const at::Device device = micro[0].tokens.device();
   if (micro.size() == 1) {
     model::Embeddings e = run_forward(net, micro[0], precision);
-    loss::LossOutput out = loss::tripartite_loss(e, options);
-    (loss_scale == 1.0 ? out.total : out.total * loss_scale).backward();
+    loss::LossOutput out = step_loss(e, options, sc);
+    backward(out.total, loss_scale, sc, /*last=*/true);
     return losses_of(out);
   }
 
@@ -153,8 +188,8 @@ StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& 
     g.logit_scale = j == 0 ? live.logit_scale : live.logit_scale.detach();
     g.logit_scale_left = j == 0 ? live.logit_scale_left : live.logit_scale_left.detach();
     g.logit_scale_right = j == 0 ? live.logit_scale_right : live.logit_scale_right.detach();
-    loss::LossOutput out = loss::tripartite_loss(g, options);
-    (loss_scale == 1.0 ? out.total : out.total * loss_scale).backward();
+    loss::LossOutput out = step_loss(g, options, sc);
+    backward(out.total, loss_scale, sc, j + 1 == micro.size());
     if (j + 1 == micro.size()) result = losses_of(out);
   }
   set_rng_state(device, after);

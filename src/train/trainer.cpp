@@ -9,13 +9,17 @@
 
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "retclip/dist/comm.hpp"
+#include "retclip/dist/env.hpp"
+#include "retclip/dist/grad_sync.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/train/checkpoint.hpp"
@@ -29,7 +33,6 @@
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
 #include "retclip/util/progress.hpp"
-#include <cstring>
 #include "retclip/util/system.hpp"
 #include "retclip/version.hpp"
 
@@ -62,15 +65,19 @@ namespace {
 
 // ---- run directory ---------------------------------------------------------------
 
-at::Device resolve_device(const std::string& want) {
+// CUDA ranks use the GPU of their local rank, as torchrun users expect.
+at::Device resolve_device(const std::string& want, const dist::Env& env) {
   if (want == "cpu") return at::kCPU;
-  if (want == "cuda") {
-    RETCLIP_CHECK_USAGE(torch::cuda::is_available(),
-                        "train.device is cuda but no CUDA device is usable. HINT: use "
-                        "train.device=auto or cpu, or check `retclip info`");
-    return at::Device(at::kCUDA, 0);
-  }
-  return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const bool cuda = torch::cuda::is_available();
+  RETCLIP_CHECK_USAGE(want != "cuda" || cuda,
+                      "train.device is cuda but no CUDA device is usable. HINT: use "
+                      "train.device=auto or cpu, or check `retclip info`");
+  if (!cuda) return at::kCPU;
+  const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
+  RETCLIP_CHECK_USAGE(env.local_rank < n, "local rank ", env.local_rank, " needs GPU ",
+                      env.local_rank, " but this node has ", n,
+                      ". HINT: start at most one rank per GPU (--nproc)");
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
 }
 
 log::Level parse_level(const std::string& s) {
@@ -177,6 +184,36 @@ void maybe_fault(const char* var, int64_t step) {
   if (env && std::stoll(env) == step) ::kill(::getpid(), SIGKILL);
 }
 
+// Checkpoint file of a rank's random state: rng_cpu.bin for rank 0 (the single-process
+// name), rng_cpu.rank<r>.bin for the others.
+std::string rng_file(const char* kind, int rank) {
+  return rank == 0 ? fmt::format("rng_{}.bin", kind) : fmt::format("rng_{}.rank{}.bin", kind, rank);
+}
+
+// Losses and accuracies averaged over ranks (all ranks then take the same decisions:
+// skip a non-finite step, log the same numbers).
+void reduce_losses(dist::Comm& comm, StepLosses& l) {
+  at::Tensor v = at::stack({l.total, l.patient, l.left, l.right}).to(at::kDouble).cpu();
+  at::Tensor acc = at::tensor({l.acc_patient_i2t, l.acc_patient_t2i, l.acc_left_i2t,
+                               l.acc_left_t2i, l.acc_right_i2t, l.acc_right_t2i},
+                              at::kDouble);
+  at::Tensor all = at::cat({v, acc}).to(l.total.device());
+  comm.all_reduce_(all);
+  all = (all / comm.world()).cpu();
+  auto a = all.accessor<double, 1>();
+  auto back = [&](int i) { return at::tensor(a[i], l.total.options()); };
+  l.total = back(0);
+  l.patient = back(1);
+  l.left = back(2);
+  l.right = back(3);
+  l.acc_patient_i2t = a[4];
+  l.acc_patient_t2i = a[5];
+  l.acc_left_i2t = a[6];
+  l.acc_left_t2i = a[7];
+  l.acc_right_i2t = a[8];
+  l.acc_right_t2i = a[9];
+}
+
 struct LoopState {
   int64_t step = 0;             ///< optimizer steps done
   int64_t skipped = 0;          ///< non-finite steps skipped in total
@@ -191,11 +228,23 @@ namespace {
 TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& options) {
   const auto t_start = std::chrono::steady_clock::now();
   // -- run directory, logging, threads, device
+  const dist::Env env = dist::Env::from_environment();
+  const int rank = env.rank, world = env.world;
+  const bool primary = rank == 0;
   const fs::path run_dir = cfg.log.dir;
   fs::create_directories(run_dir);
-  log::init({(run_dir / "train.log").string(), 0, 1, true, parse_level(cfg.log.level)});
+  // Rank 0 logs to the console and train.log, every other rank to its own file.
+  log::init({(run_dir / (primary ? std::string("train.log") : fmt::format("train.rank{}.log", rank)))
+                 .string(),
+             rank, world, primary, parse_level(cfg.log.level)});
   const int64_t threads = util::configure_threads(cfg.train.threads);
-  const at::Device device = resolve_device(cfg.train.device);
+  const at::Device device = resolve_device(cfg.train.device, env);
+  std::shared_ptr<dist::Comm> comm;
+  if (env.distributed()) {
+    log::info("joining {}", env.describe());
+    comm = dist::Comm::init(env, device, {cfg.dist.backend, cfg.dist.timeout_s});
+    log::info("process group ready: {} ranks over {}", world, comm->backend_name());
+  }
   const Precision precision = parse_precision(cfg.train.precision);
   RETCLIP_CHECK_USAGE(precision == Precision::kFp32 || device.is_cuda(),
                       "train.precision=", cfg.train.precision,
@@ -203,17 +252,19 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
   const std::string resolved = config::to_yaml(cfg);
   const std::string cfg_hash = config::hash(cfg);
-  util::write_file_atomic(run_dir / "config.yaml", resolved);
-  util::write_file_atomic(
-      run_dir / "run.json",
-      json{{"retclip_version", kVersion}, {"git_hash", kGitHash}, {"config_hash", cfg_hash},
-           {"device", device.str()}, {"threads", threads}}
-          .dump(2));
+  if (primary) {
+    util::write_file_atomic(run_dir / "config.yaml", resolved);
+    util::write_file_atomic(
+        run_dir / "run.json",
+        json{{"retclip_version", kVersion}, {"git_hash", kGitHash}, {"config_hash", cfg_hash},
+             {"device", device.str()}, {"threads", threads}, {"world_size", world}}
+            .dump(2));
+  }
   log::info("retclip {} (git {}) | run dir {} | device {} | {} threads", kVersion, kGitHash,
             run_dir.string(), device.str(), threads);
 
   // -- data
-  TrainData data = TrainData::open(cfg, /*rank=*/0, /*world=*/1);
+  TrainData data = TrainData::open(cfg, rank, world);
   log::info("{}", data.describe());
 
   // -- model
@@ -224,6 +275,9 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   apply_freeze(net, cfg.train.freeze);
   net->to(device);
   net->train();
+  // Every rank builds the same initial weights from the seed; from here on each rank
+  // draws its own dropout masks.
+  if (rank > 0) torch::manual_seed(cfg.train.seed + static_cast<uint64_t>(rank));
   int64_t n_params = 0;
   for (const auto& p : net->parameters()) n_params += p.numel();
   log::info("model: vision {} + text {}, embed {}, {:.2f}M parameters", cfg.model.vision.preset,
@@ -245,7 +299,8 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
                                                     .weight_left(cfg.loss.weights.left)
                                                     .weight_right(cfg.loss.weights.right)
                                                     .logit_scale_max(cfg.loss.logit_scale_max)
-                                                    .local_loss(cfg.loss.local_loss);
+                                                    .local_loss(cfg.loss.local_loss)
+                                                    .world_size(world);
 
   // -- checkpoints and resume
   const fs::path ckpt_dir = cfg.checkpoint.dir.empty() ? run_dir / "checkpoints" : fs::path(cfg.checkpoint.dir);
@@ -262,23 +317,67 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     st.loss_scale = s.at("loss_scale").get<double>();
     st.good_since_growth = s.at("good_since_growth").get<int64_t>();
     data.restore(s.at("data"));
-    at::Generator(at::detail::getDefaultCPUGenerator()).set_state(bytes_tensor(util::read_file(p / "rng_cpu.bin")));
-    if (device.is_cuda() && fs::exists(p / "rng_cuda.bin"))
+    // Each rank's random state, when the checkpoint has one for this rank.
+    const fs::path rng_cpu = p / rng_file("cpu", rank), rng_cuda = p / rng_file("cuda", rank);
+    if (fs::exists(rng_cpu)) {
+      at::Generator(at::detail::getDefaultCPUGenerator())
+          .set_state(bytes_tensor(util::read_file(rng_cpu)));
+    } else {
+      torch::manual_seed(cfg.train.seed + 7919 * static_cast<uint64_t>(st.step) + rank);
+      log::warn("checkpoint has no random state for rank {}: dropout reseeded", rank);
+    }
+    if (device.is_cuda() && fs::exists(rng_cuda))
       at::Generator(at::detail::getCUDAHooks().getDefaultGenerator(device.index()))
-          .set_state(bytes_tensor(util::read_file(p / "rng_cuda.bin")));
+          .set_state(bytes_tensor(util::read_file(rng_cuda)));
     for (const auto& change : config_changes(util::read_file(p / "config.yaml"), resolved))
       log::warn("config differs from the checkpoint, resume is not exact: {}", change);
-    if (s.value("world_size", 1) != 1)
-      log::warn("checkpoint was written with world size {}, resuming with 1 at global sample {}",
-                s.value("world_size", 1), s.at("data").dump());
+    if (s.value("world_size", 1) != world)
+      log::warn("checkpoint was written with world size {}, resuming with {} at global sample {}",
+                s.value("world_size", 1), world, s.at("data").dump());
     log::info("resumed from {} at step {}", p.string(), st.step);
   }
 
-  MultiSink sinks;
-  sinks.add(std::make_shared<JsonlSink>(run_dir / "metrics.jsonl", st.step));
-  if (cfg.log.tensorboard) sinks.add(std::make_shared<TensorBoardSink>(run_dir / "tensorboard"));
+  // Data parallelism: rank 0's weights everywhere, gradients averaged over ranks.
+  std::unique_ptr<dist::GradSync> grad_sync;
+  if (comm) {
+    std::vector<at::Tensor> state;
+    for (const auto& p : net->parameters()) state.push_back(p.data());
+    for (const auto& b : net->buffers()) state.push_back(b);
+    comm->broadcast_(state, 0);
+    grad_sync = std::make_unique<dist::GradSync>(comm, net->parameters(), cfg.dist.bucket_mb);
+    log::info("data parallel: {} ranks, {} gradient buckets of <= {:g} MB, global batch {}",
+              world, grad_sync->bucket_count(), cfg.dist.bucket_mb, cfg.train.batch_size * world);
+  }
+  const StepComm step_comm{comm.get(), grad_sync.get()};
 
+  MultiSink sinks;  // metrics from rank 0 only (after reduction over ranks)
+  if (primary) {
+    sinks.add(std::make_shared<JsonlSink>(run_dir / "metrics.jsonl", st.step));
+    if (cfg.log.tensorboard) sinks.add(std::make_shared<TensorBoardSink>(run_dir / "tensorboard"));
+  }
+
+  // Rank 0 writes the shared state and every rank's random state (collected with an
+  // all-gather, so other ranks need no write access); then all ranks meet at a barrier.
   auto save_checkpoint = [&](int64_t step) {
+    std::vector<std::string> rng_cpu{tensor_bytes(at::detail::getDefaultCPUGenerator().get_state())};
+    std::vector<std::string> rng_cuda;
+    if (device.is_cuda())
+      rng_cuda.push_back(
+          tensor_bytes(at::detail::getCUDAHooks().getDefaultGenerator(device.index()).get_state()));
+    if (comm) {
+      auto gather_bytes = [&](const std::string& mine) {
+        at::Tensor all = comm->all_gather(bytes_tensor(mine).to(device)).cpu();
+        std::vector<std::string> out;
+        for (const auto& part : all.chunk(world)) out.push_back(tensor_bytes(part));
+        return out;
+      };
+      rng_cpu = gather_bytes(rng_cpu[0]);
+      if (device.is_cuda()) rng_cuda = gather_bytes(rng_cuda[0]);
+    }
+    if (!primary) {
+      comm->barrier();
+      return store.dir().string();
+    }
     std::vector<CheckpointFile> files;
     files.push_back(CheckpointFile::writer("model.safetensors", [&](const fs::path& path) {
       io::save_weights(path, io::module_state_dict(*net), {{"format", "retclip"}});
@@ -291,26 +390,26 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
            {"consecutive_skips", st.consecutive_skips},
            {"loss_scale", st.loss_scale},
            {"good_since_growth", st.good_since_growth},
-           {"world_size", 1},
+           {"world_size", world},
            {"config_hash", cfg_hash},
            {"data", data.state()}};
     files.push_back(CheckpointFile::bytes("trainer.json", s.dump(2)));
-    files.push_back(CheckpointFile::bytes(
-        "rng_cpu.bin", tensor_bytes(at::detail::getDefaultCPUGenerator().get_state())));
-    if (device.is_cuda())
-      files.push_back(CheckpointFile::bytes(
-          "rng_cuda.bin",
-          tensor_bytes(at::detail::getCUDAHooks().getDefaultGenerator(device.index()).get_state())));
+    for (size_t r = 0; r < rng_cpu.size(); ++r)
+      files.push_back(CheckpointFile::bytes(rng_file("cpu", static_cast<int>(r)), rng_cpu[r]));
+    for (size_t r = 0; r < rng_cuda.size(); ++r)
+      files.push_back(CheckpointFile::bytes(rng_file("cuda", static_cast<int>(r)), rng_cuda[r]));
     files.push_back(CheckpointFile::bytes("config.yaml", resolved));
-    fs::path p = store.save(step, files, json{{"step", step}, {"epoch", step / steps_per_epoch}});
+    fs::path p = store.save(step, files,
+                            json{{"step", step}, {"epoch", step / steps_per_epoch}, {"world_size", world}});
     log::info("checkpoint {} written", p.string());
+    if (comm) comm->barrier();
     return p.string();
   };
 
   int64_t last_val_step = -1;
   std::optional<EvalResult> last_val;
   auto run_validation = [&](int64_t step) -> std::optional<EvalResult> {
-    if (!data.has_val()) return std::nullopt;
+    if (!data.has_val() || !primary) return std::nullopt;  // rank 0 validates
     if (step == last_val_step) return last_val;  // weights unchanged since then
     EvalResult r = evaluate(net, data.val_source(device), data.val_size(), loss_opts, precision);
     log::info("validation at step {}: {}", step, r.to_string());
@@ -324,6 +423,7 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   install_stop_handlers();
   TrainSummary summary;
   summary.start_step = st.step;
+  summary.rank = rank;
   const int64_t accum = cfg.optim.accum_steps;
   const int64_t log_every = cfg.log.interval;
   log::info("training {} steps ({} per epoch, batch {} patients, accumulation {}) from step {}",
@@ -340,7 +440,9 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     set_lr(opt, lr);
     opt.zero_grad(true);
     const double scale = precision == Precision::kFp16 ? st.loss_scale : 1.0;
-    StepLosses losses = forward_backward(net, split_batch(batch, accum), loss_opts, precision, scale);
+    StepLosses losses =
+        forward_backward(net, split_batch(batch, accum), loss_opts, precision, scale, step_comm);
+    if (comm) reduce_losses(*comm, losses);
     if (scale != 1.0)
       for (auto& p : params)
         if (p.grad().defined()) p.mutable_grad().div_(scale);
@@ -379,12 +481,15 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     auto t2 = std::chrono::steady_clock::now();
     wait_s += std::chrono::duration<double>(t1 - t0).count();
     busy_s += std::chrono::duration<double>(t2 - t1).count();
-    patients_window += batch.size();
+    patients_window += batch.size() * world;
 
     if (st.step % log_every == 0 || st.step == total) {
       const double window = std::chrono::duration<double>(t2 - window_start).count();
       const double pps = window > 0 ? patients_window / window : 0;
       const double wait_share = (wait_s + busy_s) > 0 ? wait_s / (wait_s + busy_s) : 0;
+      const double comm_s = comm ? comm->comm_seconds() : 0.0;
+      const double comm_share = (wait_s + busy_s) > 0 ? comm_s / (wait_s + busy_s) : 0;
+      if (comm) comm->reset_comm_seconds();
       const double loss = losses.total.item<double>();
       std::map<std::string, double> m{
           {"train/loss", loss},
@@ -400,17 +505,20 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
           {"train/logit_scale_right", std::exp(net->logit_scale_right.item<double>())},
           {"train/patients_per_s", pps},
           {"train/data_wait_share", wait_share},
+          {"train/comm_share", comm_share},
           {"train/skipped_steps", static_cast<double>(st.skipped)},
           {"train/peak_rss_gib", util::peak_rss_bytes() / 1073741824.0}};
       sinks.write(st.step, m, wall_time_s());
-      const double remaining = pps > 0 ? (total - st.step) * cfg.train.batch_size / pps : 0;
+      const double remaining =
+          pps > 0 ? (total - st.step) * cfg.train.batch_size * world / pps : 0;
       log::info(
           "step {}/{} (epoch {}) | loss {:.4f} (patient {:.4f} left {:.4f} right {:.4f}) | lr "
-          "{:.3e} | scale {:.1f}/{:.1f}/{:.1f} | {:.1f} patients/s | data wait {:.0f}% | ETA {} | "
+          "{:.3e} | scale {:.1f}/{:.1f}/{:.1f} | {:.1f} patients/s | data wait {:.0f}%{} | ETA {} | "
           "RSS {}",
           st.step, total, (st.step - 1) / steps_per_epoch + 1, loss, m["train/loss_patient"],
           m["train/loss_left"], m["train/loss_right"], lr, m["train/logit_scale"],
           m["train/logit_scale_left"], m["train/logit_scale_right"], pps, 100 * wait_share,
+          comm ? fmt::format(" | comm {:.0f}%", 100 * comm_share) : std::string(),
           util::format_duration(remaining), format_bytes(util::peak_rss_bytes()));
       patients_window = 0;
       wait_s = busy_s = 0;
@@ -421,7 +529,12 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     const double minutes =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() / 60.0;
     const bool out_of_time = options.max_minutes > 0 && minutes >= options.max_minutes;
-    const bool stopping = stop_requested() || out_of_time;
+    bool stopping = stop_requested() || out_of_time;
+    if (comm) {  // every rank stops at the same step
+      at::Tensor flags = at::tensor({stopping ? 1.0 : 0.0}, at::kDouble).to(device);
+      comm->all_reduce_(flags);
+      stopping = flags.cpu().item<double>() > 0;
+    }
     if ((cfg.train.val_every > 0 && st.step % cfg.train.val_every == 0) ||
         (epoch_end && st.step < total))
       run_validation(st.step);

@@ -43,7 +43,8 @@ class Comm {
   const std::string& backend_name() const { return backend_name_; }
   double timeout_s() const { return timeout_s_; }
 
-  /// In-place collectives (every rank calls them in the same order).
+  /// In-place collectives (every rank calls them in the same order). Tensors of any
+  /// shapes; a list is sent as one flat buffer per dtype (broadcast) or one by one.
   void broadcast_(std::vector<at::Tensor>& tensors, int root = 0);
   void all_reduce_(std::vector<at::Tensor>& tensors);  ///< SUM
   void all_reduce_(at::Tensor& tensor);                ///< SUM
@@ -51,7 +52,7 @@ class Comm {
   at::Tensor all_gather(const at::Tensor& t);
   void barrier();
 
-  /// Asynchronous SUM all-reduce; finish it with wait().
+  /// Asynchronous SUM all-reduce of one tensor (a one-element list); finish with wait().
   c10::intrusive_ptr<c10d::Work> all_reduce_async(std::vector<at::Tensor>& tensors);
   /// Waits for `work`; `what` names the collective in the error on failure or timeout.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);

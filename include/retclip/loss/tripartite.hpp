@@ -29,6 +29,11 @@ struct TripartiteLossOptions {
   /// true: only rows [local_begin, local_end) are queries, against all N columns
   /// (OpenCLIP --local-loss); false: all N rows against all N columns.
   TORCH_ARG(bool, local_loss) = false;
+  /// Ranks whose gradients are averaged. With local_loss each rank's level loss is its
+  /// query rows' summed cross entropy over the global count of valid rows, times this,
+  /// so that the mean over ranks is exactly the global-batch loss even when ranks hold
+  /// different numbers of left / right eyes.
+  TORCH_ARG(int64_t, world_size) = 1;
 };
 
 struct LossOutput {

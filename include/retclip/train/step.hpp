@@ -18,6 +18,11 @@
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/retclip.hpp"
 
+namespace retclip::dist {
+class Comm;
+class GradSync;
+}  // namespace retclip::dist
+
 namespace retclip::train {
 
 /// Legend: B patients, S image side, T tokens.
@@ -42,11 +47,20 @@ struct StepLosses {
          acc_right_i2t = 0, acc_right_t2i = 0;
 };
 
+/// The process group of a distributed step (both null: one process). The six
+/// embeddings of every rank are gathered with gradient, so each rank's loss sees the
+/// global batch (this rank's rows are [rank·B, (rank+1)·B)); grad_sync averages the
+/// gradients over ranks after the last micro-batch's backward.
+struct StepComm {
+  dist::Comm* comm = nullptr;
+  dist::GradSync* grad_sync = nullptr;
+};
+
 /// Forward + backward over the micro-batches (gradients accumulate into .grad).
 /// `loss_scale` multiplies the loss before backward (fp16 gradient scaling).
 StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& micro,
                             const loss::TripartiteLossOptions& options, Precision precision,
-                            double loss_scale = 1.0);
+                            double loss_scale = 1.0, const StepComm& comm = {});
 
 /// Forward without gradient under the given precision; embeddings returned in fp32.
 model::Embeddings forward_no_grad(model::RetClip& net, const MicroBatch& mb, Precision precision);

@@ -31,7 +31,8 @@ struct TrainSummary {
   int64_t skipped_steps = 0;
   bool interrupted = false;  ///< stopped by a signal or --max-minutes
   std::string checkpoint;    ///< last checkpoint written
-  std::optional<EvalResult> final_eval;
+  std::optional<EvalResult> final_eval;  ///< rank 0 only
+  int rank = 0;                          ///< this process's rank (0 when not distributed)
 };
 
 /// Runs (or resumes) pretraining as configured. Throws UsageError for bad inputs
