@@ -8,6 +8,7 @@
 #include "retclip/model/presets.hpp"
 #include "retclip/train/bench.hpp"
 #include "retclip/train/flops.hpp"
+#include "retclip/util/error.hpp"
 
 using namespace retclip;
 
