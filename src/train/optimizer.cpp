@@ -2,12 +2,16 @@
 // setters, optimizer-state archives and gradient-norm helpers.
 #include "retclip/train/optimizer.hpp"
 
+#include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <algorithm>
+#include <cmath>
+#include <map>
 #include <sstream>
+#include <utility>
 
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
@@ -51,6 +55,119 @@ std::string OptimizerSummary::to_string() const {
   return s;
 }
 
+namespace {
+
+using torch::optim::AdamWOptions;
+using torch::optim::AdamWParamState;
+
+/// LibTorch's AdamW::step for one parameter (torch 2.11 adamw.cpp), for the
+/// parameters the fused kernel does not take.
+void adamw_update(const at::Tensor& p, const at::Tensor& grad, AdamWParamState& state,
+                  const AdamWOptions& o) {
+  if (o.weight_decay() != 0) p.mul_(1 - o.lr() * o.weight_decay());
+  auto& exp_avg = state.exp_avg();
+  auto& exp_avg_sq = state.exp_avg_sq();
+  const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+  const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
+  const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
+  exp_avg.mul_(beta1).add_(grad, 1 - beta1);
+  exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+  at::Tensor denom;
+  if (o.amsgrad()) {
+    state.max_exp_avg_sq(at::max(state.max_exp_avg_sq(), exp_avg_sq));
+    denom = (state.max_exp_avg_sq().sqrt() / std::sqrt(bias_correction2)).add_(o.eps());
+  } else {
+    denom = (exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(o.eps());
+  }
+  p.addcdiv_(exp_avg, denom, -o.lr() / bias_correction1);
+}
+
+bool fusable(const at::Tensor& p, const at::Tensor& grad, const AdamWParamState& state,
+             bool amsgrad) {
+  const auto dev = p.device().type();
+  if ((dev != c10::kCPU && dev != c10::kCUDA) || p.layout() != c10::kStrided ||
+      !at::isFloatingType(p.scalar_type()) || !p.is_contiguous())
+    return false;
+  auto same = [&](const at::Tensor& t) {
+    return t.defined() && t.layout() == c10::kStrided && t.is_contiguous() &&
+           t.scalar_type() == p.scalar_type() && t.device() == p.device() &&
+           t.sizes() == p.sizes();
+  };
+  return same(grad) && same(state.exp_avg()) && same(state.exp_avg_sq()) &&
+         (!amsgrad || same(state.max_exp_avg_sq()));
+}
+
+/// The tensors of one at::_fused_adamw_ call (one group, one device and dtype).
+struct FusedBatch {
+  c10::Device device;
+  c10::ScalarType dtype;
+  std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs;
+  std::vector<int64_t> steps;
+};
+
+}  // namespace
+
+torch::Tensor FusedAdamW::step(LossClosure closure) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const AdamWOptions&>(group.options());
+    std::vector<FusedBatch> batches;  // usually one
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const auto& grad = p.grad();
+      auto it = state_.find(p.unsafeGetTensorImpl());
+      if (it == state_.end()) {  // as AdamW: zero moments, step 0
+        auto st = std::make_unique<AdamWParamState>();
+        st->step(0);
+        st->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        st->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        if (o.amsgrad()) st->max_exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        it = state_.emplace(p.unsafeGetTensorImpl(), std::move(st)).first;
+      }
+      auto& state = static_cast<AdamWParamState&>(*it->second);
+      state.step(state.step() + 1);
+      if (!fusable(p, grad, state, o.amsgrad())) {
+        adamw_update(p, grad, state, o);
+        continue;
+      }
+      auto b_it = std::find_if(batches.begin(), batches.end(), [&](const FusedBatch& x) {
+        return x.device == p.device() && x.dtype == p.scalar_type();
+      });
+      if (b_it == batches.end())
+        b_it = batches.insert(batches.end(), FusedBatch{p.device(), p.scalar_type(), {}, {}, {}, {}, {}, {}});
+      auto& b = *b_it;
+      b.params.push_back(p);
+      b.grads.push_back(grad);
+      b.exp_avgs.push_back(state.exp_avg());
+      b.exp_avg_sqs.push_back(state.exp_avg_sq());
+      if (o.amsgrad()) b.max_exp_avg_sqs.push_back(state.max_exp_avg_sq());
+      b.steps.push_back(state.step());
+    }
+    for (auto& b : batches) {
+      // The kernel reads each parameter's step count from a float tensor (as PyTorch's
+      // fused AdamW keeps it) and does not change it; parameters at the same step share one.
+      std::map<int64_t, at::Tensor> step_tensors;
+      std::vector<at::Tensor> steps;
+      steps.reserve(b.steps.size());
+      for (int64_t s : b.steps) {
+        auto& t = step_tensors[s];
+        if (!t.defined())
+          t = at::full({}, static_cast<double>(s), at::TensorOptions(at::kFloat).device(b.device));
+        steps.push_back(t);
+      }
+      at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, steps,
+                        o.lr(), std::get<0>(o.betas()), std::get<1>(o.betas()), o.weight_decay(),
+                        o.eps(), o.amsgrad(), /*maximize=*/false);
+    }
+  }
+  return loss;
+}
+
 BuiltOptimizer build_adamw(const torch::nn::Module& module, const config::OptimConfig& cfg) {
   std::vector<torch::Tensor> decay, no_decay;
   ParamGroupSummary sd{"decay", cfg.weight_decay, 0, 0, {}};
@@ -92,7 +209,7 @@ BuiltOptimizer build_adamw(const torch::nn::Module& module, const config::OptimC
     summary.groups.push_back(std::move(sn));
   }
   BuiltOptimizer out;
-  out.optimizer = std::make_unique<torch::optim::AdamW>(groups, options(cfg.weight_decay));
+  out.optimizer = std::make_unique<FusedAdamW>(groups, options(cfg.weight_decay));
   out.summary = std::move(summary);
   return out;
 }
@@ -147,15 +264,20 @@ void load_optimizer_state_file(torch::optim::Optimizer& optimizer,
 }
 
 double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
-  std::vector<torch::Tensor> with_grad;
+  // torch::nn::utils::clip_grad_norm_ with the per-parameter loops replaced by foreach
+  // ops (same kernels per tensor, one dispatch for the list).
+  std::vector<torch::Tensor> grads;
+  grads.reserve(params.size());
   for (const auto& p : params)
-    if (p.grad().defined()) with_grad.push_back(p);
-  if (with_grad.empty()) return 0.0;
-  if (max_norm > 0) return torch::nn::utils::clip_grad_norm_(with_grad, max_norm, 2.0);
-  std::vector<torch::Tensor> norms;
-  norms.reserve(with_grad.size());
-  for (const auto& p : with_grad) norms.push_back(p.grad().detach().norm(2));  // as clip_grad_norm_ computes it
-  return torch::stack(norms).norm(2).item<double>();
+    if (p.grad().defined()) grads.push_back(p.grad().detach());
+  if (grads.empty()) return 0.0;
+  auto norms = at::_foreach_norm(grads, 2);
+  auto total = norms.size() == 1 ? norms[0] : at::stack(norms).norm(2);
+  if (max_norm > 0) {
+    auto coef = at::clamp(max_norm / (total + 1e-6), std::nullopt, 1.0);
+    at::_foreach_mul_(grads, coef);
+  }
+  return total.item<double>();
 }
 
 bool grads_finite(const std::vector<torch::Tensor>& params) {
