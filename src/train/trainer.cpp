@@ -179,9 +179,14 @@ at::Tensor bytes_tensor(const std::string& s) {
 // A fault hook for the crash-safety tests: RETCLIP_FAULT_KILL_IN_CHECKPOINT=<step>
 // kills the process with SIGKILL halfway through writing that step's checkpoint.
 // RETCLIP_FAULT_KILL_AFTER_STEP=<step> kills it right after that optimizer step.
+// RETCLIP_FAULT_RANK=<r> limits either to one rank of a distributed run.
 void maybe_fault(const char* var, int64_t step) {
   const char* env = std::getenv(var);
-  if (env && std::stoll(env) == step) ::kill(::getpid(), SIGKILL);
+  if (!env || std::stoll(env) != step) return;
+  const char* only = std::getenv("RETCLIP_FAULT_RANK");
+  const char* rank = std::getenv("RANK");
+  if (only && *only && std::string(only) != (rank ? rank : "0")) return;
+  ::kill(::getpid(), SIGKILL);
 }
 
 // Checkpoint file of a rank's random state: rng_cpu.bin for rank 0 (the single-process

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/e2e.hpp"
 #include "retclip/util/fs.hpp"
 
 namespace fs = std::filesystem;
@@ -23,7 +24,7 @@ using json = nlohmann::json;
 
 namespace {
 
-const std::string kBin = std::string(RETCLIP_BINARY_DIR) + "/src/cli/retclip";
+const std::string kBin = retclip::test::retclip_bin();
 fs::path g_root;
 
 int run(const std::string& cmd) {
@@ -33,15 +34,7 @@ int run(const std::string& cmd) {
 
 // Exit status of a shell command, where death by a signal reads 128 + signal.
 int run_status(const std::string& cmd, const std::string& env = "") {
-  std::string full = env + " " + cmd + " >> " + (g_root / "commands.log").string() + " 2>&1";
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", full.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int st = 0;
-  waitpid(pid, &st, 0);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return retclip::test::run_logged(cmd, g_root / "commands.log", env);
 }
 
 std::string train_cmd(const fs::path& run_dir, int steps, const std::string& extra = "") {
@@ -83,16 +76,7 @@ class TrainE2E : public ::testing::Test {
   static void SetUpTestSuite() {
     g_root = fs::temp_directory_path() / ("retclip-train-e2e-" + std::to_string(getpid()));
     fs::create_directories(g_root);
-    const fs::path d = g_root / "data";
-    ASSERT_EQ(run(kBin + " synth --out " + d.string() +
-                  " --patients 96 --val 32 --seed 3 --size 48"), 0);
-    ASSERT_EQ(run(kBin + " tokenizer train --manifest " + (d / "train.csv").string() +
-                  " --vocab-size 160 --out " + (d / "tok.model").string()), 0);
-    for (std::string split : {"train", "val"})
-      ASSERT_EQ(run(kBin + " pack --manifest " + (d / (split + ".csv")).string() + " --out " +
-                    (d / ("shards-" + split)).string() + " --size 32 --tokenizer " +
-                    (d / "tok.model").string() + " --tokenizer-type sentencepiece --context 32"),
-                0);
+    ASSERT_EQ(retclip::test::make_synthetic_shards(g_root, g_root / "commands.log"), 0);
     // The reference: 12 uninterrupted steps.
     ASSERT_EQ(run_status(train_cmd(g_root / "ref", 12)), 0);
   }
