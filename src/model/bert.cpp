@@ -7,6 +7,7 @@
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/dropout.h>
 
+#include "ops.hpp"
 #include "retclip/model/checkpoint.hpp"
 #include "retclip/util/error.hpp"
 
@@ -43,15 +44,21 @@ BertLayerImpl::BertLayerImpl(const BertOptions& options) : options_(options) {
 torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& attend) {
   namespace F = torch::nn::functional;
   const int64_t b = x.size(0), t = x.size(1), nh = options_.heads(), dh = options_.hidden() / nh;
-  auto heads = [&](const torch::Tensor& y) { return y.view({b, t, nh, dh}).transpose(1, 2); };
+  // query, key and value as one GEMM over the concatenated weights ([3H, H]; the
+  // concatenation's backward hands each weight its slice of the gradient), then
+  // [B, T, 3, heads, dh] -> 3 x [B, heads, T, dh] (unbind: one-copy backward).
+  auto qkv = at::linear(x, at::cat({query->weight, key->weight, value->weight}),
+                        at::cat({query->bias, key->bias, value->bias}))
+                 .view({b, t, 3, nh, dh})
+                 .unbind(2);
   const double p_attn = is_training() ? options_.attention_dropout() : 0.0;
-  auto ctx = at::scaled_dot_product_attention(heads(query->forward(x)), heads(key->forward(x)),
-                                              heads(value->forward(x)), attend, p_attn);
+  auto ctx = at::scaled_dot_product_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2),
+                                              qkv[2].transpose(1, 2), attend, p_attn);
   ctx = ctx.transpose(1, 2).reshape({b, t, options_.hidden()});
   const auto drop = F::DropoutFuncOptions().p(options_.hidden_dropout()).training(is_training());
-  auto a = attn_norm->forward(F::dropout(attn_dense->forward(ctx), drop) + x);
-  auto m = at::gelu(inter_dense->forward(a));  // exact (erf) GELU
-  return out_norm->forward(F::dropout(out_dense->forward(m), drop) + a);
+  auto a = attn_norm->forward(F::dropout(detail::linear(attn_dense, ctx), drop) + x);
+  auto m = at::gelu(detail::linear(inter_dense, a));  // exact (erf) GELU
+  return out_norm->forward(F::dropout(detail::linear(out_dense, m), drop) + a);
 }
 
 BertEncoderImpl::BertEncoderImpl(const BertOptions& options) : options_(options) {

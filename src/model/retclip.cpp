@@ -100,8 +100,9 @@ ImageFeatures RetClipImpl::encode_eyes(const torch::Tensor& left, const torch::T
   auto il = hl.nonzero().view(-1), ir = hr.nonzero().view(-1);
   const int64_t nl = il.size(0), nr = ir.size(0);
   if (nl == b && nr == b) {  // common case: one ViT call over both eyes
-    auto f = visual->forward(torch::cat({left, right}, 0));
-    return {f.slice(0, 0, b), f.slice(0, b, 2 * b)};
+    // split (not two slices): its backward concatenates the two gradients in one op.
+    auto f = visual->forward(torch::cat({left, right}, 0)).split(b, 0);
+    return {f[0], f[1]};
   }
   auto f = visual->forward(torch::cat({left.index_select(0, il), right.index_select(0, ir)}, 0));
   auto zeros = torch::zeros({b, f.size(1)}, f.options());
@@ -119,8 +120,9 @@ Embeddings RetClipImpl::forward(const torch::Tensor& left, const torch::Tensor& 
   auto hr = mask_or_all(has_right, b, left.device(), "has_right");
   auto img = encode_eyes(left, right, hl, hr);
   // Missing eye: the patient mapping sees the present eye twice.
-  auto l_sub = torch::where(hl.unsqueeze(1), img.left, img.right);
-  auto r_sub = torch::where(hr.unsqueeze(1), img.right, img.left);
+  const bool all_present = hl.logical_and(hr).all().item<bool>();
+  auto l_sub = all_present ? img.left : torch::where(hl.unsqueeze(1), img.left, img.right);
+  auto r_sub = all_present ? img.right : torch::where(hr.unsqueeze(1), img.right, img.left);
   auto txt = encode_text(tokens);
   Embeddings e;
   e.patient_img = l2_normalize(global_feature_mapping->forward(torch::cat({l_sub, r_sub}, 1)));

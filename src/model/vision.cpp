@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "ops.hpp"
 #include "retclip/model/checkpoint.hpp"
 #include "retclip/util/error.hpp"
 
@@ -24,12 +25,13 @@ VisionAttentionImpl::VisionAttentionImpl(int64_t width, int64_t heads)
 
 torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), n = x.size(1), dh = width_ / heads_;
-  // [B, N, 3D] -> [3, B, heads, N, dh]
-  auto qkv = at::linear(x, in_proj_weight, in_proj_bias)
-                 .view({b, n, 3, heads_, dh})
-                 .permute({2, 0, 3, 1, 4});
-  auto y = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
-  return out_proj->forward(y.transpose(1, 2).reshape({b, n, width_}));
+  // [B, N, 3D] -> 3 x [B, N, heads, dh] -> [B, heads, N, dh]. unbind (not 3 selects): its
+  // backward stacks the three gradients into one [B, N, 3, heads, dh] buffer in one copy,
+  // where each select's backward would zero-fill and add a full-size buffer.
+  auto qkv = at::linear(x, in_proj_weight, in_proj_bias).view({b, n, 3, heads_, dh}).unbind(2);
+  auto y = at::scaled_dot_product_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2),
+                                            qkv[2].transpose(1, 2));
+  return detail::linear(out_proj, y.transpose(1, 2).reshape({b, n, width_}));
 }
 
 VisionMlpImpl::VisionMlpImpl(int64_t width, int64_t hidden) {
@@ -38,9 +40,9 @@ VisionMlpImpl::VisionMlpImpl(int64_t width, int64_t hidden) {
 }
 
 torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) {
-  auto h = c_fc->forward(x);
+  auto h = detail::linear(c_fc, x);
   h = h * torch::sigmoid(1.702 * h);  // QuickGELU
-  return c_proj->forward(h);
+  return detail::linear(c_proj, h);
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads,
