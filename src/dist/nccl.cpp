@@ -1,15 +1,16 @@
-// ProcessGroupNCCL construction; compiled with USE_C10D_NCCL when nccl.h was found
-// (the nvidia-nccl wheel next to torch), otherwise a stub that reports its absence.
+// ProcessGroupNCCL construction, when CMake found nccl.h (the nvidia-nccl wheel next to
+// torch) and torch_cuda: RETCLIP_WITH_NCCL. Otherwise a stub that reports its absence.
+// (Torch's CMake target defines USE_C10D_NCCL for every user, so it cannot tell.)
 #include "retclip/dist/comm.hpp"
 #include "retclip/util/error.hpp"
 
-#ifdef USE_C10D_NCCL
+#ifdef RETCLIP_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace retclip::dist {
 
-#ifdef USE_C10D_NCCL
+#ifdef RETCLIP_WITH_NCCL
 bool nccl_available() { return true; }
 
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store,

@@ -175,6 +175,28 @@ TEST(DistWorker, TrainingKeepsRanksIdentical) {
   EXPECT_FALSE(mine.isnan().any().item<bool>());
 }
 
+TEST(DistWorker, CollectiveTimeoutNamesRankAndCollective) {
+  WORKER_OR_SKIP();
+  auto env = retclip::dist::Env::from_environment();
+  auto comm = Comm::init(env, at::kCPU, {"gloo", 2.0});
+  if (comm->rank() == 1) {  // never joins the all-reduce
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  at::Tensor t = at::ones({4});
+  try {
+    comm->all_reduce_(t);
+    ADD_FAILURE() << "expected a timeout";
+  } catch (const retclip::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("rank 0/2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("all_reduce"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("dist.timeout_s 2"), std::string::npos) << msg;
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 4.5);
+}
+
 // ---- the launcher side ---------------------------------------------------------------
 
 class DistRanks : public ::testing::TestWithParam<std::string> {};
@@ -189,7 +211,8 @@ INSTANTIATE_TEST_SUITE_P(Gloo, DistRanks,
                          ::testing::Values("Collectives",
                                            "GatherWithGradReturnsThisRanksSummedGradient",
                                            "GradSyncAveragesInBucketsWithAccumulationAndFrozen",
-                                           "TrainingKeepsRanksIdentical"));
+                                           "TrainingKeepsRanksIdentical",
+                                           "CollectiveTimeoutNamesRankAndCollective"));
 
 TEST(DistTimeout, MissingPeerNamesRankAndRendezvous) {
   if (std::getenv("RANK")) GTEST_SKIP() << "inside a rank";
