@@ -184,4 +184,29 @@ TEST_F(DistE2E, KilledRankStopsTheOthersAndIsNamed) {
   EXPECT_FALSE(fs::exists(checkpoint(r, 6)));
 }
 
+TEST_F(DistE2E, SigintToLauncherStopsEveryRankAtOneCheckpoint) {
+  const fs::path r = g_root / "sigint";
+  std::string cmd = launch(2, train_args(r, 8, "--set train.steps=400")) + " >> " +
+                    (g_root / "commands.log").string() + " 2>&1";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait for a few steps, then interrupt the launcher only.
+  for (int i = 0; i < 600 && step_losses(r).size() < 3; ++i) usleep(100000);
+  ASSERT_GE(step_losses(r).size(), 3u);
+  kill(pid, SIGINT);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+  // Both ranks stopped at the same step and wrote one complete checkpoint there.
+  const int64_t last = step_losses(r).rbegin()->first;
+  EXPECT_LT(last, 400);
+  EXPECT_TRUE(fs::exists(checkpoint(r, static_cast<int>(last)) / "COMPLETE"));
+  EXPECT_TRUE(fs::exists(checkpoint(r, static_cast<int>(last)) / "rng_cpu.rank1.bin"));
+  const std::string log1 = retclip::util::read_file(r / "train.rank1.log");
+  EXPECT_NE(log1.find("stop requested"), std::string::npos);
+}
+
 }  // namespace
