@@ -15,7 +15,9 @@
 # 5. writes OUTDIR/summary.md and every log under OUTDIR. Each step has its own time
 #    limit so that the whole stays well inside 8 minutes; a failed step is reported
 #    and the next one still runs. Exit status: 0 when build and gpu tests passed.
-# Knobs: JOBS (default nproc), STEPS / WARMUP (bench steps), CHECK_SKIP="cpu-bench ..."
+# Knobs: JOBS (default nproc), STEPS / WARMUP (bench steps), BUILD_LIMIT (s, 420),
+# CHECK_SKIP="compare memory cpu-bench" (steps to leave out), CHECK_TARGETS, IGNORE_PREFIX=/usr
+# (find dependencies only in the prefix: how it was tested on a machine that has them in /usr).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -40,7 +42,12 @@ step() {
   shift 2
   local s=$(date +%s)
   log "$name: $*"
-  timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  # Shell functions run in a child bash (exported with export -f; timeout needs a program).
+  if declare -F "$1" >/dev/null; then
+    timeout --kill-after=10 "$limit" bash -c '"$@"' _ "$@" > "$OUT/$name.log" 2>&1
+  else
+    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  fi
   local rc=$?
   local took=$(( $(date +%s) - s ))
   local res=ok
@@ -96,6 +103,8 @@ unpack() {
   fi
   echo "prefix: $(du -sh "$PREFIX" | cut -f1)"
 }
+export ROOT DEPS PREFIX BUILD
+export -f unpack
 step unpack 60 unpack || { log "cannot unpack .deps/gpu: run scripts/gpu/prepare.sh on a machine with the registry"; }
 export LD_LIBRARY_PATH=$PREFIX/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PKG_CONFIG_PATH=$PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig
@@ -103,23 +112,24 @@ export PKG_CONFIG_SYSROOT_DIR=$PREFIX
 
 # ---- 2. configure and build -----------------------------------------------------------
 TORCH_PREFIX=$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-launcher=()
 if command -v ccache >/dev/null; then
-  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   export CCACHE_DIR=${CCACHE_DIR:-$DEPS/ccache} CCACHE_BASEDIR=$ROOT
   export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 fi
-nvcc_arg=()
-[ -x /usr/local/cuda/bin/nvcc ] || nvcc_arg=(-DCMAKE_CUDA_COMPILER="$(command -v nvcc)")
+export TORCH_PREFIX IGNORE_PREFIX=${IGNORE_PREFIX:-} CMAKE_ARGS=${CMAKE_ARGS:-}
 configure() {
+  local launcher=() nvcc_arg=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  [ -x /usr/local/cuda/bin/nvcc ] || nvcc_arg=(-DCMAKE_CUDA_COMPILER="$(command -v nvcc)")
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DRETCLIP_WITH_IMGCODECS=OFF -DRETCLIP_BUILD_TESTS=ON \
     -DCMAKE_PREFIX_PATH="$PREFIX/usr;$TORCH_PREFIX" \
-    -DCMAKE_IGNORE_PREFIX_PATH="${IGNORE_PREFIX:-}" \
+    -DCMAKE_IGNORE_PREFIX_PATH="$IGNORE_PREFIX" \
     -DOpenCV_DIR="$ROOT/scripts/gpu/cmake" -DRETCLIP_GPU_PREFIX="$PREFIX" \
     -DCMAKE_BUILD_RPATH="$PREFIX/usr/lib/x86_64-linux-gnu;$PREFIX/fallback-lib" \
     "${nvcc_arg[@]}" "${launcher[@]}" ${CMAKE_ARGS:-}
 }
+export -f configure
 TARGETS=${CHECK_TARGETS:-retclip test_gpu test_train_bench}
 build_ok=1
 step configure 120 configure || build_ok=0
@@ -128,7 +138,7 @@ if [ $build_ok = 1 ]; then
   grep -E '^(yaml-cpp|spdlog|fmt|CLI11|nlohmann_json|GTest|OpenCV|Torch)_DIR|^SentencePiece_(LIBRARY|INCLUDE_DIR)' \
     "$BUILD/CMakeCache.txt" > "$OUT/found.txt" || true
   # shellcheck disable=SC2086
-  step build 420 cmake --build "$BUILD" -j "$JOBS" --target $TARGETS || build_ok=0
+  step build "${BUILD_LIMIT:-420}" cmake --build "$BUILD" -j "$JOBS" --target $TARGETS || build_ok=0
 fi
 BIN=$BUILD/src/cli/retclip
 

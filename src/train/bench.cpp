@@ -6,12 +6,14 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <set>
 
 #if __has_include(<c10/cuda/CUDACachingAllocator.h>) && __has_include(<cuda_runtime_api.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -144,6 +146,20 @@ int64_t synthetic_vocab(const config::Config& cfg) {
   }
 }
 
+// Kineto profiler over the timed steps (--profile).
+std::set<torch::profiler::impl::ActivityType> profiler_activities(const at::Device& d) {
+  std::set<torch::profiler::impl::ActivityType> a{torch::profiler::impl::ActivityType::CPU};
+  if (d.is_cuda()) a.insert(torch::profiler::impl::ActivityType::CUDA);
+  return a;
+}
+
+void profiler_start(const at::Device& d) {
+  const torch::profiler::impl::ProfilerConfig pc(torch::profiler::impl::ProfilerState::KINETO,
+                                                 /*report_input_shapes=*/true);
+  torch::autograd::profiler::prepareProfiler(pc, profiler_activities(d));
+  torch::autograd::profiler::enableProfiler(pc, profiler_activities(d));
+}
+
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
@@ -209,6 +225,7 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
     if (i == o.warmup) {
       sync(device);
       reset_peak_memory(device);
+      if (!o.profile_path.empty()) profiler_start(device);
     }
     const auto t0 = Clock::now();
     MicroBatch batch = loader ? loader->next_train(device) : fixed;
@@ -255,6 +272,8 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
       last_loss = total.detach();
     }
   }
+
+  if (!o.profile_path.empty()) torch::autograd::profiler::disableProfiler()->save(o.profile_path);
 
   const double n = static_cast<double>(o.steps);
   r.steps = o.steps;

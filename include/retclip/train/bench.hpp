@@ -33,6 +33,9 @@ struct BenchOptions {
   /// seconds are also inside the forward / backward phases they overlap; the figure says
   /// how much of the step was communication. Empty = one process, 0.
   std::function<double()> comm_seconds;
+  /// When set: a Chrome / Perfetto trace of the timed steps (LibTorch's Kineto profiler:
+  /// CPU operators, and CUDA kernels on a GPU) is written to this path. Slows the steps.
+  std::string profile_path;
   /// Rank / world for TrainData::open (loader mode) and the result; 0 / 1 = one process.
   int64_t rank = 0, world = 1;
 };
