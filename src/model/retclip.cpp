@@ -8,6 +8,13 @@
 #include <torch/nn/modules/activation.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "retclip/util/error.hpp"
 
@@ -34,7 +41,20 @@ torch::Tensor mask_or_all(const torch::Tensor& mask, int64_t b, const torch::Dev
 
 }  // namespace
 
+void tune_malloc_for_training() {
+#if defined(__GLIBC__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* off = std::getenv("RETCLIP_MALLOC_DEFAULTS");
+    if (off && std::strcmp(off, "1") == 0) return;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum; fixes the dynamic threshold
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  });
+#endif
+}
+
 RetClipImpl::RetClipImpl(const RetClipOptions& options) : options_(options) {
+  tune_malloc_for_training();
   const auto& o = options_;
   RETCLIP_CHECK_USAGE(o.embed_dim() == o.vision().embed_dim(), "expected the joint embed_dim (",
                       o.embed_dim(), ") to equal the ViT's embed_dim (", o.vision().embed_dim(),

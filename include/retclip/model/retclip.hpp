@@ -48,6 +48,15 @@ struct TextFeatures {
   torch::Tensor patient, left, right;  ///< [B, E]
 };
 
+/// Tunes glibc malloc for a training loop (process-wide, once; no-op elsewhere):
+/// blocks up to 32 MiB come from the heap instead of fresh mmap()s, and freed memory up
+/// to 1 GiB stays in the heap instead of being returned to the OS. A training step frees
+/// and re-allocates the same activation sizes every step; with glibc's defaults every
+/// step page-faults its activations in again (~5000 minor faults per tiny-model step,
+/// about 10% of its time). The cost: the process keeps up to 1 GiB of freed heap
+/// memory mapped. RetClip's constructor calls it; RETCLIP_MALLOC_DEFAULTS=1 skips it.
+void tune_malloc_for_training();
+
 class RetClipImpl : public torch::nn::Module {
  public:
   explicit RetClipImpl(const RetClipOptions& options);
