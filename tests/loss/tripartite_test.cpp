@@ -130,17 +130,31 @@ TEST(TripartiteLoss, LogitScaleIsClamped) {
 TEST(TripartiteLoss, LocalRowsAgainstGlobalColumnsAverageToGlobalLoss) {
   torch::manual_seed(3);
   auto e = random_embeddings(8, 8, 2.0);
-  e.has_left = torch::tensor({true, false, true, true, true, true, false, true});
+  // Unequal left eyes per "rank": 4 in rows 0-3, 2 in rows 4-7.
+  e.has_left = torch::tensor({1, 1, 1, 1, 1, 0, 0, 1}).to(torch::kBool);
   const auto global = loss::tripartite_loss(e, loss::TripartiteLossOptions());
-  auto local = loss::TripartiteLossOptions().local_loss(true);
+  auto local = loss::TripartiteLossOptions().local_loss(true).world_size(2);
   auto a = loss::tripartite_loss(e, local, 0, 4), b = loss::tripartite_loss(e, local, 4, 8);
+  EXPECT_EQ(a.rows_left, 4);
+  EXPECT_EQ(b.rows_left, 2);
+  // Each rank's share is scaled so that the plain mean over ranks is the global loss,
+  // at every level, whatever the number of valid rows per rank.
   EXPECT_NEAR((a.patient.item<double>() + b.patient.item<double>()) / 2,
               global.patient.item<double>(), 1e-5);
-  // Left level: a rank's mean is over its own valid rows (3 and 3 here).
-  EXPECT_EQ(a.rows_left, 3);
-  EXPECT_EQ(b.rows_left, 3);
-  EXPECT_NEAR((a.left.item<double>() * 3 + b.left.item<double>() * 3) / 6,
-              global.left.item<double>(), 1e-5);
+  EXPECT_NEAR((a.left.item<double>() + b.left.item<double>()) / 2, global.left.item<double>(),
+              1e-5);
+  EXPECT_NEAR((a.total.item<double>() + b.total.item<double>()) / 2, global.total.item<double>(),
+              1e-5);
+  // So are the gradients: the mean of the two ranks' gradients is the global one.
+  auto grad_of = [&](const at::Tensor& loss) {
+    return torch::autograd::grad({loss}, {e.left_img}, {}, /*retain_graph=*/true)[0];
+  };
+  at::Tensor g_global = grad_of(global.total);
+  at::Tensor g_mean = (grad_of(a.total) + grad_of(b.total)) / 2;
+  EXPECT_TRUE(g_mean.allclose(g_global, 1e-5, 1e-6));
+  // One rank holding every row: local loss equals the plain loss.
+  auto whole = loss::tripartite_loss(e, loss::TripartiteLossOptions().local_loss(true), 0, 8);
+  EXPECT_NEAR(whole.total.item<double>(), global.total.item<double>(), 1e-6);
   // The range is ignored without local_loss.
   auto full = loss::tripartite_loss(e, loss::TripartiteLossOptions(), 0, 4);
   EXPECT_EQ(full.patient.item<double>(), global.patient.item<double>());
