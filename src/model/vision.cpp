@@ -41,7 +41,7 @@ VisionMlpImpl::VisionMlpImpl(int64_t width, int64_t hidden) {
 
 torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) {
   auto h = detail::linear(c_fc, x);
-  h = h * torch::sigmoid(1.702 * h);  // QuickGELU
+  h = detail::quick_gelu(h);  // x * sigmoid(1.702 x)
   return detail::linear(c_proj, h);
 }
 
