@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -33,6 +34,14 @@ using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+/// CPU time of the process (all threads), ms: less sensitive than wall time to other
+/// processes on a shared machine.
+double cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
 }
 
 double median(std::vector<double> v) {
@@ -107,14 +116,18 @@ int main(int argc, char** argv) {
   };
   fwd_bwd_step();  // warm-up (allocator, oneDNN primitives), not timed
   train_step();
-  std::vector<double> fb_ms, train_ms, opt_ms;
+  std::vector<double> fb_ms, train_ms, opt_ms, fb_cpu, train_cpu;
   for (int64_t i = 0; i < steps; ++i) {
     auto t0 = Clock::now();
+    double c0 = cpu_ms();
     fwd_bwd_step();
     fb_ms.push_back(ms_since(t0));
+    fb_cpu.push_back(cpu_ms() - c0);
     t0 = Clock::now();
+    c0 = cpu_ms();
     train_step();
     train_ms.push_back(ms_since(t0));
+    train_cpu.push_back(cpu_ms() - c0);
     opt_ms.push_back(opt_ms_last);
   }
   if (profile) {
@@ -125,10 +138,12 @@ int main(int argc, char** argv) {
       "{{\"impl\": \"retclip-cpp\", \"optimizer\": \"{}\", \"vision\": \"{}\", \"text\": \"{}\", "
       "\"batch\": {}, \"tokens\": {}, \"threads\": {}, \"steps\": {}, "
       "\"fwd_bwd_ms\": {}, \"train_ms\": {}, \"optim_ms\": {}, "
+      "\"fwd_bwd_cpu_ms\": {}, \"train_cpu_ms\": {}, "
       "\"fwd_bwd_median_ms\": {:.1f}, \"train_median_ms\": {:.1f}, \"optim_median_ms\": {:.2f}, "
       "\"peak_rss_mib\": {:.0f}}}\n",
       libtorch_adamw ? "torch::optim::AdamW" : "train::build_adamw", vision, text, batch, tokens,
       torch::get_num_threads(), steps, ms_list(fb_ms), ms_list(train_ms), ms_list(opt_ms),
+      ms_list(fb_cpu), ms_list(train_cpu),
       median(fb_ms), median(train_ms), median(opt_ms),
       static_cast<double>(util::peak_rss_bytes()) / (1024.0 * 1024.0));
   return 0;

@@ -1,6 +1,7 @@
 """PyTorch eager baseline for bench_model: the same RET-CLIP steps with the reference
 model of tests/python/model_reference.py (open_clip ViT + HF BertModel + RET-CLIP heads).
-Three kinds of step alternate, so that load noise hits them alike:
+Three kinds of step alternate, so that load noise hits them alike (wall and process CPU
+time are both recorded):
   fwd_bwd      zero_grad, forward, tripartite loss, backward
   train        the same + torch.optim.AdamW step, default implementation (on CPU: the
                per-parameter for-loop, foreach=None, fused=None)
@@ -82,13 +83,15 @@ def main():
     step_fwd_bwd()  # warm-up, not timed
     step_train(opt)
     step_train(opt_fused)
-    times = {"fwd_bwd_ms": [], "train_ms": [], "train_fused_ms": []}
+    times = {k: [] for k in ("fwd_bwd_ms", "train_ms", "train_fused_ms", "fwd_bwd_cpu_ms",
+                             "train_cpu_ms", "train_fused_cpu_ms")}
     for _ in range(steps):
-        for key, fn in (("fwd_bwd_ms", step_fwd_bwd), ("train_ms", lambda: step_train(opt)),
-                        ("train_fused_ms", lambda: step_train(opt_fused))):
-            t0 = time.perf_counter()
+        for key, fn in (("fwd_bwd", step_fwd_bwd), ("train", lambda: step_train(opt)),
+                        ("train_fused", lambda: step_train(opt_fused))):
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times[key].append(round((time.perf_counter() - t0) * 1000, 1))
+            times[key + "_ms"].append(round((time.perf_counter() - t0) * 1000, 1))
+            times[key + "_cpu_ms"].append(round((time.process_time() - c0) * 1000, 1))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"impl": "pytorch-eager", "vision": vision, "text": text, "batch": batch,
            "tokens": tokens, "threads": torch.get_num_threads(), "steps": steps}

@@ -46,10 +46,15 @@ copt, _ = med("retclip-cpp", "optim_ms")
 pfb, _ = med("pytorch-eager", "fwd_bwd_ms"); ptr, _ = med("pytorch-eager", "train_ms")
 ptf, _ = med("pytorch-eager", "train_fused_ms")
 rss = lambda impl: max(r["peak_rss_mib"] for r in rows if r["impl"] == impl)
+cfbc, _ = med("retclip-cpp", "fwd_bwd_cpu_ms"); ctrc, _ = med("retclip-cpp", "train_cpu_ms")
+pfbc, _ = med("pytorch-eager", "fwd_bwd_cpu_ms"); ptrc, _ = med("pytorch-eager", "train_cpu_ms")
+ptfc, _ = med("pytorch-eager", "train_fused_cpu_ms")
 print(f"== {size}: medians over {n} steps per kind (ms/step)")
 print(f"fwd+bwd      retclip {cfb:9.1f}  pytorch {pfb:9.1f}  pytorch/retclip {pfb / cfb:.2f}x")
 print(f"train step   retclip {ctr:9.1f}  pytorch {ptr:9.1f}  pytorch/retclip {ptr / ctr:.2f}x"
       f"   (pytorch fused=True {ptf:.1f}: {ptf / ctr:.2f}x)")
+print(f"CPU time: fwd+bwd {cfbc:.1f} vs {pfbc:.1f} ({pfbc / cfbc:.2f}x), train {ctrc:.1f} vs "
+      f"{ptrc:.1f} ({ptrc / ctrc:.2f}x; fused=True {ptfc:.1f}: {ptfc / ctrc:.2f}x)")
 print(f"retclip optimizer step alone: {copt:.2f} ms; peak RSS retclip {rss('retclip-cpp')} / "
       f"pytorch {rss('pytorch-eager')} MiB")
 PY
