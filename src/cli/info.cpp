@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
+#include "retclip/dist/comm.hpp"
+#include "retclip/dist/env.hpp"
 #include "retclip/util/log.hpp"
 #include "retclip/util/system.hpp"
 
@@ -32,6 +34,9 @@ retclip::cli::RunFn add_info(CLI::App& app) {
                s.inter_op_threads);
     fmt::print("parallel       {}\n", s.parallel_backend);
     fmt::print("BLAS           {}\n", s.blas.empty() ? "unknown" : s.blas);
+    fmt::print("distributed    gloo yes, nccl {}; this process: {}\n",
+               dist::nccl_available() ? "yes" : "no (not built)",
+               dist::Env::from_environment().describe());
     if (s.intra_op_threads == 1 && s.hardware_threads > 1)
       log::warn("only 1 intra-op thread on a machine with {} cores: set train.threads (or "
                 "--threads) or unset OMP_NUM_THREADS",
