@@ -22,7 +22,7 @@ fetch() {
   if command -v curl >/dev/null; then curl -fsSL -o "$2" "$1"
   else ${PYTHON:-python3} -c 'import sys,urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$1" "$2"; fi
 }
-if fetch "$url" "$deb" 2>/dev/null && echo "$SHA256  $deb" | sha256sum -c --quiet -; then
+if fetch "$url" "$deb" 2>/dev/null && echo "$SHA256  $deb" | sha256sum -c --quiet - >/dev/null 2>&1; then
   echo "fetch_gloo: libgloo-dev $VERSION (sha256 ok)"
 else
   # The pinned file left the pool: take sid's current libgloo-dev through apt.
