@@ -166,7 +166,7 @@ else
 fi
 if [ $build_ok = 1 ] && ! skip cpu-bench; then
   # CPU target: tiny preset, retclip vs PyTorch eager, same threads, same run.
-  step bench-cpu-tiny 90 env BUILD_DIR="$BUILD" OUT="$OUT/cpu-tiny" STEPS=10 WARMUP=2 THREADS="${CPU_THREADS:-$(nproc)}" \
+  step bench-cpu-tiny 150 env BUILD_DIR="$BUILD" OUT="$OUT/cpu-tiny" STEPS=10 WARMUP=2 ROUNDS=2 THREADS="${CPU_THREADS:-$(nproc)}" \
     scripts/bench_train.sh configs/tiny-cpu.yaml --set train.device=cpu --set train.precision=fp32
 fi
 
