@@ -30,8 +30,9 @@ retclip::cli::RunFn add_bench(CLI::App& app) {
                   "synthetic (random tensors on the device) | loader (the config's data.train)")
       ->capture_default_str();
   sub->add_option("--json", a->json_path, "also write the JSON line to this file");
-  sub->add_option("--profile", a->options.profile_path,
-                  "write a Chrome/Perfetto trace of the timed steps (Kineto: CPU ops, CUDA kernels)");
+  sub->add_option(
+      "--profile", a->options.profile_path,
+      "write a Chrome/Perfetto trace of the timed steps (Kineto: CPU ops, CUDA kernels)");
   sub->add_option("--peak-tflops", a->options.peak_tflops,
                   "peak dense bf16 TFLOP/s of the device for MFU (default: by device name)");
   return [a] {

@@ -83,7 +83,8 @@ std::string cpu_name() {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("model name", 0) == 0) {
       auto colon = line.find(':');
-      return colon == std::string::npos ? line : line.substr(line.find_first_not_of(" \t", colon + 1));
+      return colon == std::string::npos ? line
+                                        : line.substr(line.find_first_not_of(" \t", colon + 1));
     }
   return "cpu";
 }
@@ -185,7 +186,8 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   std::unique_ptr<TrainData> loader;
   int64_t vocab = 0;
   if (o.data == "loader") {
-    RETCLIP_CHECK_USAGE(!cfg.data.train.empty(), "--data loader needs data.train. HINT: use "
+    RETCLIP_CHECK_USAGE(!cfg.data.train.empty(),
+                        "--data loader needs data.train. HINT: use "
                         "--data synthetic, or --set data.train=PATH");
     loader = std::make_unique<TrainData>(TrainData::open(cfg, o.rank, o.world));
     vocab = loader->vocab_size();
@@ -309,25 +311,37 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   }
 
   const auto& to = net->options().text();
-  r.setup = {{"vision", {{"image_size", vo.image_size()}, {"patch_size", vo.patch_size()},
-                         {"width", vo.width()}, {"layers", vo.layers()},
-                         {"heads", vo.num_heads()}, {"mlp_ratio", vo.mlp_ratio()}}},
-             {"text", {{"vocab_size", to.vocab_size()}, {"hidden", to.hidden()},
-                       {"layers", to.layers()}, {"heads", to.heads()},
-                       {"intermediate", to.intermediate()}, {"max_position", to.max_position()},
-                       {"dropout", to.hidden_dropout()}}},
+  r.setup = {{"vision",
+              {{"image_size", vo.image_size()},
+               {"patch_size", vo.patch_size()},
+               {"width", vo.width()},
+               {"layers", vo.layers()},
+               {"heads", vo.num_heads()},
+               {"mlp_ratio", vo.mlp_ratio()}}},
+             {"text",
+              {{"vocab_size", to.vocab_size()},
+               {"hidden", to.hidden()},
+               {"layers", to.layers()},
+               {"heads", to.heads()},
+               {"intermediate", to.intermediate()},
+               {"max_position", to.max_position()},
+               {"dropout", to.hidden_dropout()}}},
              {"embed_dim", net->options().embed_dim()},
              {"logit_scale_init", net->options().logit_scale_init()},
              {"logit_scale_max", cfg.loss.logit_scale_max},
-             {"optim", {{"lr", cfg.optim.lr}, {"weight_decay", cfg.optim.weight_decay},
-                        {"betas", cfg.optim.betas}, {"eps", cfg.optim.eps},
-                        {"clip_norm", cfg.optim.clip_norm}, {"no_decay", cfg.optim.no_decay}}},
+             {"optim",
+              {{"lr", cfg.optim.lr},
+               {"weight_decay", cfg.optim.weight_decay},
+               {"betas", cfg.optim.betas},
+               {"eps", cfg.optim.eps},
+               {"clip_norm", cfg.optim.clip_norm},
+               {"no_decay", cfg.optim.no_decay}}},
              {"seed", cfg.train.seed}};
   const FlopCount f = count_flops(net->options(), r.tokens, r.batch);
   r.gflop_per_patient = f.train_per_patient() / 1e9;
   r.tflops_achieved = r.step_ms > 0 ? f.train_per_step() / (r.step_ms / 1000.0) / 1e12 : 0;
-  r.peak_tflops = o.peak_tflops > 0 ? o.peak_tflops
-                                    : (device.is_cuda() ? peak_bf16_tflops(r.device_name) : 0);
+  r.peak_tflops =
+      o.peak_tflops > 0 ? o.peak_tflops : (device.is_cuda() ? peak_bf16_tflops(r.device_name) : 0);
   r.mfu = r.peak_tflops > 0 ? r.tflops_achieved / r.peak_tflops : -1;
   return r;
 }
@@ -380,9 +394,9 @@ std::string BenchResult::table() const {
   std::string s = fmt::format(
       "retclip bench: {} + {}, batch {} patients ({} px, {} tokens), {}, {} on {} ({}), {} "
       "threads, {} data, {} timed steps after {} warm-up{}\n",
-      vision, text, batch, image_size, tokens, precision, device, device_name.empty() ? "?" : device_name,
-      device == "cpu" ? "CPU" : "CUDA", threads, data, steps, warmup,
-      grad_checkpointing ? ", activation checkpointing" : "");
+      vision, text, batch, image_size, tokens, precision, device,
+      device_name.empty() ? "?" : device_name, device == "cpu" ? "CPU" : "CUDA", threads, data,
+      steps, warmup, grad_checkpointing ? ", activation checkpointing" : "");
   auto row = [&](const char* name, double v, const char* unit) {
     s += fmt::format("  {:<22} {:>12.2f} {}\n", name, v, unit);
   };
@@ -397,7 +411,8 @@ std::string BenchResult::table() const {
   if (split_forward_backward) share("  backward", backward_ms);
   share("  optimizer (clip+AdamW)", optimizer_ms);
   share("  communication", comm_ms);
-  row(memory_kind == "rss" ? "peak memory (RSS)" : "peak memory (allocated)", peak_memory_gib, "GiB");
+  row(memory_kind == "rss" ? "peak memory (RSS)" : "peak memory (allocated)", peak_memory_gib,
+      "GiB");
   if (memory_kind == "cuda_allocated") row("peak memory (reserved)", peak_reserved_gib, "GiB");
   row("model FLOPs", gflop_per_patient, "GFLOP/patient/step");
   row("achieved", tflops_achieved, "TFLOP/s");
@@ -405,7 +420,8 @@ std::string BenchResult::table() const {
     s += fmt::format("  {:<22} {:>12.1f} %  (of {:.0f} TFLOP/s peak bf16)\n", "MFU", 100 * mfu,
                      peak_tflops);
   else
-    s += fmt::format("  {:<22} {:>12} (no peak rate: CPU, or unknown card; --peak-tflops)\n", "MFU", "n/a");
+    s += fmt::format("  {:<22} {:>12} (no peak rate: CPU, or unknown card; --peak-tflops)\n", "MFU",
+                     "n/a");
   s += fmt::format("  {:<22} {:>12.4f}\n", "loss (last step)", final_loss);
   return s;
 }

@@ -18,9 +18,9 @@ FlopCount count_flops(const model::RetClipOptions& o, int64_t tokens, int64_t ba
   const double n = g * g + 1, d = static_cast<double>(v.width());
   const double mlp = v.mlp_ratio() * d;
   const double block = 2 * n * d * 3 * d + 2 * n * d * d + 2 * 2 * n * d * mlp + 4 * n * n * d;
-  f.vision_per_image = 2 * g * g * (3 * p * p) * d          // conv1 (patch embedding)
-                       + static_cast<double>(v.layers()) * block
-                       + 2 * d * static_cast<double>(v.embed_dim());  // CLS @ proj
+  f.vision_per_image = 2 * g * g * (3 * p * p) * d  // conv1 (patch embedding)
+                       + static_cast<double>(v.layers()) * block +
+                       2 * d * static_cast<double>(v.embed_dim());  // CLS @ proj
   // Text: T tokens of width H, FFN I; per layer 8·T·H² + 4·T·H·I + 4·T²·H.
   const auto& t = o.text();
   const double tt = static_cast<double>(tokens), h = static_cast<double>(t.hidden()),
@@ -43,28 +43,14 @@ double peak_bf16_tflops(const std::string& device_name) {
   // Dense bf16 tensor-core peaks from NVIDIA's data sheets (sparsity figures halved).
   // Order matters: the first match wins (variants before the family).
   static const std::vector<std::pair<std::vector<const char*>, double>> table{
-      {{"gh200"}, 989},
-      {{"h200"}, 989},
-      {{"h100", "pcie"}, 756},
-      {{"h100", "nvl"}, 835},
-      {{"h100"}, 989},  // SXM (HBM3)
-      {{"h800", "pcie"}, 756},
-      {{"h800"}, 989},
-      {{"h20"}, 148},
-      {{"b200"}, 2250},
-      {{"b100"}, 1750},
-      {{"a100"}, 312},
-      {{"a800"}, 312},
-      {{"a40"}, 150},  // before "a4"
-      {{"a30"}, 165},
-      {{"a10g"}, 70},
-      {{"a10"}, 125},
-      {{"l40s"}, 362},
-      {{"l40"}, 181},
-      {{"l4"}, 121},
-      {{"rtx 6000 ada"}, 364},
-      {{"rtx 4090"}, 165},
-      {{"rtx 3090"}, 71},
+      {{"gh200"}, 989},        {{"h200"}, 989},     {{"h100", "pcie"}, 756},
+      {{"h100", "nvl"}, 835},  {{"h100"}, 989},  // SXM (HBM3)
+      {{"h800", "pcie"}, 756}, {{"h800"}, 989},     {{"h20"}, 148},
+      {{"b200"}, 2250},        {{"b100"}, 1750},    {{"a100"}, 312},
+      {{"a800"}, 312},         {{"a40"}, 150},  // before "a4"
+      {{"a30"}, 165},          {{"a10g"}, 70},      {{"a10"}, 125},
+      {{"l40s"}, 362},         {{"l40"}, 181},      {{"l4"}, 121},
+      {{"rtx 6000 ada"}, 364}, {{"rtx 4090"}, 165}, {{"rtx 3090"}, 71},
       {{"v100"}, 125},  // fp16 tensor cores: V100 has no bf16
   };
   for (const auto& [keys, tflops] : table) {

@@ -11,9 +11,9 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "retclip/config/config.hpp"
 #include "retclip/data/shards.hpp"
@@ -30,21 +30,26 @@ namespace {
 
 // RETCLIP_GPU_TEST_ON_CPU=1 runs every test with the CPU standing in for the GPU: it
 // checks the harness on machines without CUDA (the comparisons are then trivial).
-bool stand_in() { return std::getenv("RETCLIP_GPU_TEST_ON_CPU") != nullptr; }
-at::Device gpu() { return stand_in() ? at::Device(at::kCPU) : gpu(); }
-std::string gpu_name() { return stand_in() ? "cpu" : "cuda"; }
+bool stand_in() {
+  return std::getenv("RETCLIP_GPU_TEST_ON_CPU") != nullptr;
+}
+at::Device gpu() {
+  return stand_in() ? at::Device(at::kCPU) : gpu();
+}
+std::string gpu_name() {
+  return stand_in() ? "cpu" : "cuda";
+}
 
-#define REQUIRE_CUDA()                                \
+#define REQUIRE_CUDA()                               \
   if (!stand_in() && !torch::cuda::is_available()) { \
-    GTEST_SKIP() << "no CUDA device usable";          \
+    GTEST_SKIP() << "no CUDA device usable";         \
   }
 
 constexpr int64_t kVocab = 500;
 
 // The tiny preset of configs/tiny-cpu.yaml (vit-tiny 64 px + bert-tiny), text dropout 0.
 config::Config tiny_config(std::vector<std::string> extra = {}) {
-  std::vector<std::string> o{"model.text.vocab_size=" + std::to_string(kVocab),
-                             "train.threads=2"};
+  std::vector<std::string> o{"model.text.vocab_size=" + std::to_string(kVocab), "train.threads=2"};
   o.insert(o.end(), extra.begin(), extra.end());
   return config::load(std::string(RETCLIP_SOURCE_DIR) + "/configs/tiny-cpu.yaml", o);
 }
@@ -96,9 +101,12 @@ TEST(Gpu, ForwardParityCpuCudaFp32) {
   auto bg = to(b, gpu());
   auto eg = dev->forward(bg.left, bg.right, bg.tokens, bg.has_left, bg.has_right);
   const std::pair<const char*, std::pair<at::Tensor, at::Tensor>> pairs[] = {
-      {"patient_img", {eg.patient_img, ec.patient_img}}, {"left_img", {eg.left_img, ec.left_img}},
-      {"right_img", {eg.right_img, ec.right_img}},       {"patient_txt", {eg.patient_txt, ec.patient_txt}},
-      {"left_txt", {eg.left_txt, ec.left_txt}},          {"right_txt", {eg.right_txt, ec.right_txt}}};
+      {"patient_img", {eg.patient_img, ec.patient_img}},
+      {"left_img", {eg.left_img, ec.left_img}},
+      {"right_img", {eg.right_img, ec.right_img}},
+      {"patient_txt", {eg.patient_txt, ec.patient_txt}},
+      {"left_txt", {eg.left_txt, ec.left_txt}},
+      {"right_txt", {eg.right_txt, ec.right_txt}}};
   for (const auto& [name, p] : pairs) {
     const double e = rel_err(p.first, p.second);
     std::printf("forward parity %-12s max rel diff %.3g\n", name, e);
@@ -190,7 +198,8 @@ class GpuCheckpoint : public ::testing::Test {
     };
     hooks.encode_text = [](const std::string& text) {
       std::vector<int64_t> ids(32, 0);
-      for (size_t i = 0; i < 16; ++i) ids[i] = 1 + (std::hash<std::string>{}(text) + 7 * i) % (kVocab - 1);
+      for (size_t i = 0; i < 16; ++i)
+        ids[i] = 1 + (std::hash<std::string>{}(text) + 7 * i) % (kVocab - 1);
       return ids;
     };
     data::pack_samples(samples, po, hooks);
@@ -201,15 +210,27 @@ class GpuCheckpoint : public ::testing::Test {
 
   // A run of `steps` steps on `device` into `dir`, resuming from the newest checkpoint.
   static train::TrainSummary run_steps(const fs::path& dir, const std::string& device, int steps) {
-    auto cfg = config::load(
-        std::string(RETCLIP_SOURCE_DIR) + "/configs/tiny-cpu.yaml",
-        {"model.vision.preset=vit-micro", "model.text.preset=bert-micro", "model.embed_dim=0",
-         "model.text.vocab_size=" + std::to_string(kVocab), "data.image_size=32",
-         "data.context_length=32", "data.train=" + (root_ / "shards").string(), "data.val=",
-         "train.batch_size=8", "train.steps=" + std::to_string(steps), "train.threads=2",
-         "train.device=" + device, "train.precision=fp32", "data.workers=1",
-         "optim.warmup_steps=1", "checkpoint.every_steps=2", "checkpoint.resume=auto",
-         "log.interval=1", "log.tensorboard=false", "log.dir=" + dir.string()});
+    auto cfg = config::load(std::string(RETCLIP_SOURCE_DIR) + "/configs/tiny-cpu.yaml",
+                            {"model.vision.preset=vit-micro",
+                             "model.text.preset=bert-micro",
+                             "model.embed_dim=0",
+                             "model.text.vocab_size=" + std::to_string(kVocab),
+                             "data.image_size=32",
+                             "data.context_length=32",
+                             "data.train=" + (root_ / "shards").string(),
+                             "data.val=",
+                             "train.batch_size=8",
+                             "train.steps=" + std::to_string(steps),
+                             "train.threads=2",
+                             "train.device=" + device,
+                             "train.precision=fp32",
+                             "data.workers=1",
+                             "optim.warmup_steps=1",
+                             "checkpoint.every_steps=2",
+                             "checkpoint.resume=auto",
+                             "log.interval=1",
+                             "log.tensorboard=false",
+                             "log.dir=" + dir.string()});
     return train::run_training(cfg, {});
   }
 
@@ -255,7 +276,8 @@ TEST_F(GpuCheckpoint, CudaRunMatchesCpuRunClosely) {
   // Same data order and initial weights: 4 fp32 steps on each device end near each other.
   at::globalContext().setAllowTF32CuDNN(false);
   const double cpu = (run_steps(root_ / "cpu-only", "cpu", 4), last_loss(root_ / "cpu-only"));
-  const double gpu = (run_steps(root_ / "cuda-only", gpu_name(), 4), last_loss(root_ / "cuda-only"));
+  const double gpu =
+      (run_steps(root_ / "cuda-only", gpu_name(), 4), last_loss(root_ / "cuda-only"));
   std::printf("loss after 4 steps: cpu %.6f cuda %.6f\n", cpu, gpu);
   EXPECT_NEAR(cpu, gpu, 1e-3 * std::abs(cpu) + 1e-4);
 }

@@ -28,7 +28,7 @@ TEST(Flops, TinyPresetMatchesHandCount) {
   // embed 128. bert-tiny: hidden 128, 2 layers, FFN 512, here 64 tokens.
   auto opts = model::retclip_options(tiny_config().model, 500);
   train::FlopCount f = train::count_flops(opts, 64, 32);
-  const double conv = 2.0 * 64 * (3 * 8 * 8) * 128;       // 64 patches x (3·8·8 -> 128)
+  const double conv = 2.0 * 64 * (3 * 8 * 8) * 128;  // 64 patches x (3·8·8 -> 128)
   const double qkv = 2.0 * 65 * 128 * 384, out = 2.0 * 65 * 128 * 128;
   const double mlp = 2.0 * 65 * 128 * 512 * 2, attn = 2.0 * 65 * 65 * 128 * 2;
   const double proj = 2.0 * 128 * 128;
@@ -39,7 +39,8 @@ TEST(Flops, TinyPresetMatchesHandCount) {
   EXPECT_DOUBLE_EQ(f.text_per_report, 2 * (t_qkv + t_out + t_ffn + t_attn));
   EXPECT_DOUBLE_EQ(f.text_per_report, 54525952.0);
   // 3 x (Linear 128->128, Linear 128->128) text heads; 256->128, 128->128 x2 image maps.
-  EXPECT_DOUBLE_EQ(f.heads_per_patient, 3 * (2.0 * 128 * 128 * 2) + 2.0 * 256 * 128 + 2 * 2.0 * 128 * 128);
+  EXPECT_DOUBLE_EQ(f.heads_per_patient,
+                   3 * (2.0 * 128 * 128 * 2) + 2.0 * 256 * 128 + 2 * 2.0 * 128 * 128);
   EXPECT_DOUBLE_EQ(f.logits_per_step, 3 * 2.0 * 32 * 32 * 128);
   EXPECT_DOUBLE_EQ(f.train_per_step(),
                    3 * (32 * (2 * 114067456.0 + 54525952.0 + 327680.0) + 786432.0));
@@ -99,7 +100,9 @@ TEST(Bench, TwoStepSyntheticRunGivesSaneFields) {
   EXPECT_GT(r.final_loss, 0);
   EXPECT_NEAR(r.gflop_per_patient,
               train::count_flops(model::retclip_options(tiny_config().model, 500), 64, 8)
-                      .train_per_patient() / 1e9, 1e-3);
+                      .train_per_patient() /
+                  1e9,
+              1e-3);
   EXPECT_GT(r.tflops_achieved, 0);
   // --peak-tflops makes MFU computable anywhere.
   o.peak_tflops = 1.0;

@@ -23,11 +23,11 @@
 namespace retclip::train {
 
 struct BenchOptions {
-  int64_t steps = 10;    ///< timed steps
-  int64_t warmup = 2;    ///< untimed steps first (allocator, autotuning, threads)
+  int64_t steps = 10;              ///< timed steps
+  int64_t warmup = 2;              ///< untimed steps first (allocator, autotuning, threads)
   std::string data = "synthetic";  ///< synthetic: random tensors made once on the device;
                                    ///< loader: the config's data.train through TrainData
-  double peak_tflops = 0;  ///< peak dense bf16 TFLOP/s of the device; 0 = by device name
+  double peak_tflops = 0;          ///< peak dense bf16 TFLOP/s of the device; 0 = by device name
   /// Hook for the distributed module: called after every step, returns the seconds that
   /// step spent in collectives (all-gather of features, gradient all-reduce). Those
   /// seconds are also inside the forward / backward phases they overlap; the figure says
@@ -51,8 +51,7 @@ struct BenchResult {
   int64_t params = 0;
   bool grad_checkpointing = false;
   // time per step (means, ms)
-  double step_ms = 0, data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0,
-         comm_ms = 0;
+  double step_ms = 0, data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0, comm_ms = 0;
   bool split_forward_backward = true;  ///< false with accum_steps > 1 (forward_ms = both)
   double patients_per_s = 0;
   // memory

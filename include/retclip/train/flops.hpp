@@ -21,8 +21,8 @@ namespace retclip::train {
 
 /// Forward FLOPs, split by part. Per patient except `logits` (whole batch).
 struct FlopCount {
-  double vision_per_image = 0;  ///< one eye through the ViT (patch embed, blocks, proj)
-  double text_per_report = 0;   ///< one report through BERT (layers; lookups are free)
+  double vision_per_image = 0;   ///< one eye through the ViT (patch embed, blocks, proj)
+  double text_per_report = 0;    ///< one report through BERT (layers; lookups are free)
   double heads_per_patient = 0;  ///< 3 text projections + 3 image feature mappings
   double logits_per_step = 0;    ///< 3 levels x 2·B·B·E contrastive logits
   int64_t batch = 0;             ///< patients per step
