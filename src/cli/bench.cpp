@@ -39,6 +39,7 @@ retclip::cli::RunFn add_bench(CLI::App& app) {
     using namespace retclip;
     config::Config cfg = config::load(a->config, a->set);
     train::BenchResult r = train::run_bench(cfg, a->options);
+    if (r.rank != 0) return 0;  // rank 0 reports for a distributed run
     const std::string line = r.to_json().dump();
     fmt::print("{}\n{}", line, r.table());
     if (!a->json_path.empty()) {

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "retclip/dist/comm.hpp"
@@ -18,6 +19,43 @@ Precision parse_precision(const std::string& s) {
   throw UsageError(str_cat("train.precision: expected fp32, bf16 or fp16 but got '", s, "'"));
 }
 
+at::Device resolve_device(const std::string& want, int64_t local_rank) {
+  if (want == "cpu") return at::kCPU;
+  const bool cuda = torch::cuda::is_available();
+  RETCLIP_CHECK_USAGE(want != "cuda" || cuda,
+                      "train.device is cuda but no CUDA device is usable. HINT: use "
+                      "train.device=auto or cpu, or check `retclip info`");
+  if (!cuda) return at::kCPU;
+  const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
+  RETCLIP_CHECK_USAGE(local_rank < n, "local rank ", local_rank, " needs GPU ", local_rank,
+                      " but this node has ", n, ". HINT: start at most one rank per GPU (--nproc)");
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+}
+
+AutocastScope::AutocastScope(Precision p, const at::Device& device) {
+  if (p == Precision::kFp32 || !device.is_cuda()) return;
+  active_ = true;
+  prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+  prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, p == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+  at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+}
+
+model::Embeddings to_float(model::Embeddings e) {
+  for (at::Tensor* t : {&e.patient_img, &e.left_img, &e.right_img, &e.patient_txt, &e.left_txt,
+                        &e.right_txt, &e.logit_scale, &e.logit_scale_left, &e.logit_scale_right})
+    *t = t->to(at::kFloat);
+  return e;
+}
+
 std::vector<MicroBatch> split_batch(const MicroBatch& b, int64_t k) {
   RETCLIP_CHECK(k >= 1 && k <= b.size(), "cannot split a batch of ", b.size(), " patients into ",
                 k, " micro-batches (optim.accum_steps)");
@@ -29,38 +67,32 @@ std::vector<MicroBatch> split_batch(const MicroBatch& b, int64_t k) {
   return out;
 }
 
-namespace {
-
-// Enables autocast for the forward pass on CUDA in bf16 / fp16; restores on exit.
-class AutocastScope {
- public:
-  AutocastScope(Precision p, const at::Device& device) {
-    if (p == Precision::kFp32 || !device.is_cuda()) return;
-    active_ = true;
-    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, p == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!active_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
-  }
-
- private:
-  bool active_ = false, prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kFloat;
-};
-
-model::Embeddings to_float(model::Embeddings e) {
-  for (at::Tensor* t : {&e.patient_img, &e.left_img, &e.right_img, &e.patient_txt, &e.left_txt,
-                        &e.right_txt, &e.logit_scale, &e.logit_scale_left, &e.logit_scale_right})
-    *t = t->to(at::kFloat);
-  return e;
+// One all-gather (with gradient) for the six embeddings, one for the masks.
+loss::LossOutput step_loss(const model::Embeddings& local, const loss::TripartiteLossOptions& o,
+                           const StepComm& sc) {
+  if (sc.comm == nullptr || sc.comm->world() == 1) return loss::tripartite_loss(local, o);
+  dist::Comm& comm = *sc.comm;
+  const std::vector<at::Tensor> parts{local.patient_img, local.left_img, local.right_img,
+                                      local.patient_txt, local.left_txt,  local.right_txt};
+  std::vector<int64_t> widths;
+  for (const auto& p : parts) widths.push_back(p.size(1));
+  const int64_t rows = local.patient_img.size(0);
+  auto all = dist::all_gather_with_grad(comm, at::cat(parts, 1)).split_with_sizes(widths, 1);
+  auto masks = comm.all_gather(at::stack({local.has_left.to(at::kByte),
+                                          local.has_right.to(at::kByte)}, 1));
+  model::Embeddings g = local;
+  g.patient_img = all[0];
+  g.left_img = all[1];
+  g.right_img = all[2];
+  g.patient_txt = all[3];
+  g.left_txt = all[4];
+  g.right_txt = all[5];
+  g.has_left = masks.select(1, 0).to(at::kBool);
+  g.has_right = masks.select(1, 1).to(at::kBool);
+  return loss::tripartite_loss(g, o, comm.rank() * rows, (comm.rank() + 1) * rows);
 }
+
+namespace {
 
 model::Embeddings run_forward(model::RetClip& net, const MicroBatch& mb, Precision p) {
   AutocastScope scope(p, mb.tokens.device());
@@ -101,32 +133,6 @@ at::Tensor cat_field(const std::vector<model::Embeddings>& parts, at::Tensor mod
   ts.reserve(parts.size());
   for (const auto& p : parts) ts.push_back(p.*f);
   return at::cat(ts, 0);
-}
-
-// The loss of this rank's (local) embeddings: alone, or against every rank's rows
-// gathered with gradient (one all-gather for the six embeddings, one for the masks).
-loss::LossOutput step_loss(const model::Embeddings& local, const loss::TripartiteLossOptions& o,
-                           const StepComm& sc) {
-  if (sc.comm == nullptr || sc.comm->world() == 1) return loss::tripartite_loss(local, o);
-  dist::Comm& comm = *sc.comm;
-  const std::vector<at::Tensor> parts{local.patient_img, local.left_img, local.right_img,
-                                      local.patient_txt, local.left_txt,  local.right_txt};
-  std::vector<int64_t> widths;
-  for (const auto& p : parts) widths.push_back(p.size(1));
-  const int64_t rows = local.patient_img.size(0);
-  auto all = dist::all_gather_with_grad(comm, at::cat(parts, 1)).split_with_sizes(widths, 1);
-  auto masks = comm.all_gather(at::stack({local.has_left.to(at::kByte),
-                                          local.has_right.to(at::kByte)}, 1));
-  model::Embeddings g = local;
-  g.patient_img = all[0];
-  g.left_img = all[1];
-  g.right_img = all[2];
-  g.patient_txt = all[3];
-  g.left_txt = all[4];
-  g.right_txt = all[5];
-  g.has_left = masks.select(1, 0).to(at::kBool);
-  g.has_right = masks.select(1, 1).to(at::kBool);
-  return loss::tripartite_loss(g, o, comm.rank() * rows, (comm.rank() + 1) * rows);
 }
 
 // Backward of one micro-batch; the gradient all-reduce is armed for the last one only.

@@ -20,6 +20,9 @@
 #define RETCLIP_BENCH_CUDA_STATS 1
 #endif
 
+#include "retclip/dist/comm.hpp"
+#include "retclip/dist/env.hpp"
+#include "retclip/dist/grad_sync.hpp"
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/train/data_stream.hpp"
@@ -39,17 +42,6 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr int64_t kSyntheticVocab = 8000;
 
 // ---- device and memory -----------------------------------------------------------
-
-at::Device resolve_device(const std::string& want) {
-  if (want == "cpu") return at::kCPU;
-  if (want == "cuda") {
-    RETCLIP_CHECK_USAGE(torch::cuda::is_available(),
-                        "train.device is cuda but no CUDA device is usable. HINT: use "
-                        "train.device=auto or cpu, or check `retclip info`");
-    return at::Device(at::kCUDA, 0);
-  }
-  return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-}
 
 // Waits for the device's queued work: phase boundaries in bench mode only.
 void sync(const at::Device& d) {
@@ -87,39 +79,6 @@ std::string cpu_name() {
                                         : line.substr(line.find_first_not_of(" \t", colon + 1));
     }
   return "cpu";
-}
-
-// Autocast for the forward pass (bf16 / fp16 on CUDA), as train::forward_backward does.
-class Autocast {
- public:
-  Autocast(Precision p, const at::Device& d) {
-    if (p == Precision::kFp32 || !d.is_cuda()) return;
-    active_ = true;
-    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, p == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
-    at::autocast::increment_nesting();
-  }
-  ~Autocast() {
-    if (!active_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
-  }
-  Autocast(const Autocast&) = delete;
-  Autocast& operator=(const Autocast&) = delete;
-
- private:
-  bool active_ = false, prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kFloat;
-};
-
-model::Embeddings to_float(model::Embeddings e) {
-  for (at::Tensor* t : {&e.patient_img, &e.left_img, &e.right_img, &e.patient_txt, &e.left_txt,
-                        &e.right_txt, &e.logit_scale, &e.logit_scale_left, &e.logit_scale_right})
-    *t = t->to(at::kFloat);
-  return e;
 }
 
 // ---- the batch ---------------------------------------------------------------------
@@ -176,7 +135,13 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
                       "--data: expected synthetic or loader but got '", o.data, "'");
   BenchResult r;
   r.threads = util::configure_threads(cfg.train.threads);
-  const at::Device device = resolve_device(cfg.train.device);
+  // Under `retclip launch` / torchrun: data parallel as in training (gathered features,
+  // bucketed gradient all-reduce); the communication time is then measured here.
+  const dist::Env env = dist::Env::from_environment();
+  const at::Device device = resolve_device(cfg.train.device, env.local_rank);
+  std::shared_ptr<dist::Comm> comm;
+  if (env.distributed()) comm = dist::Comm::init(env, device, {cfg.dist.backend, cfg.dist.timeout_s});
+  const int64_t rank = env.rank, world = env.world;
   const Precision precision = parse_precision(cfg.train.precision);
   RETCLIP_CHECK_USAGE(precision == Precision::kFp32 || device.is_cuda(),
                       "train.precision=", cfg.train.precision,
@@ -189,7 +154,7 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
     RETCLIP_CHECK_USAGE(!cfg.data.train.empty(),
                         "--data loader needs data.train. HINT: use "
                         "--data synthetic, or --set data.train=PATH");
-    loader = std::make_unique<TrainData>(TrainData::open(cfg, o.rank, o.world));
+    loader = std::make_unique<TrainData>(TrainData::open(cfg, rank, world));
     vocab = loader->vocab_size();
   } else {
     vocab = synthetic_vocab(cfg);
@@ -200,6 +165,14 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   net->to(device);
   net->train();
   for (const auto& p : net->parameters()) r.params += p.numel();
+  std::unique_ptr<dist::GradSync> grad_sync;
+  if (comm) {
+    std::vector<at::Tensor> state;
+    for (const auto& p : net->parameters()) state.push_back(p.data());
+    comm->broadcast_(state, 0);
+    grad_sync = std::make_unique<dist::GradSync>(comm, net->parameters(), cfg.dist.bucket_mb);
+  }
+  const StepComm step_comm{comm.get(), grad_sync.get()};
   BuiltOptimizer built = build_adamw(*net, cfg.optim);
   torch::optim::AdamW& opt = *built.optimizer;
   set_lr(opt, cfg.optim.lr);
@@ -209,7 +182,8 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
                                                     .weight_left(cfg.loss.weights.left)
                                                     .weight_right(cfg.loss.weights.right)
                                                     .logit_scale_max(cfg.loss.logit_scale_max)
-                                                    .local_loss(cfg.loss.local_loss);
+                                                    .local_loss(cfg.loss.local_loss)
+                                                    .world_size(world);
 
   const auto& vo = net->options().vision();
   r.image_size = vo.image_size();
@@ -218,7 +192,14 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   r.accum_steps = cfg.optim.accum_steps;
   r.split_forward_backward = r.accum_steps == 1;
   MicroBatch fixed;
-  if (!loader) fixed = synthetic_batch(r.batch, r.image_size, r.tokens, vocab, device);
+  if (!loader) {
+    fixed = synthetic_batch(r.batch, r.image_size, r.tokens, vocab, device);
+    if (rank > 0) {  // other patients on other ranks: shuffle the synthetic rows
+      at::Tensor perm = at::roll(at::arange(r.batch, at::kLong), rank).to(device);
+      fixed = {fixed.left.index_select(0, perm), fixed.right.index_select(0, perm),
+               fixed.tokens.index_select(0, perm), fixed.has_left, fixed.has_right};
+    }
+  }
 
   double data_ms = 0, fwd_ms = 0, bwd_ms = 0, opt_ms = 0, comm_s = 0, total_ms = 0;
   at::Tensor last_loss;
@@ -238,21 +219,25 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
     if (r.split_forward_backward) {
       model::Embeddings e;
       {
-        Autocast ac(precision, device);
+        AutocastScope ac(precision, device);
         e = to_float(
             net->forward(batch.left, batch.right, batch.tokens, batch.has_left, batch.has_right));
       }
-      total = loss::tripartite_loss(e, loss_opts).total;
+      total = step_loss(e, loss_opts, step_comm).total;
       sync(device);
       const auto t2 = Clock::now();
+      if (grad_sync) grad_sync->arm(true);
       total.backward();
+      if (grad_sync) grad_sync->finish();
       sync(device);
       if (timed) {
         fwd_ms += std::chrono::duration<double, std::milli>(t2 - t1).count();
         bwd_ms += ms_since(t2);
       }
     } else {
-      total = forward_backward(net, split_batch(batch, r.accum_steps), loss_opts, precision).total;
+      total = forward_backward(net, split_batch(batch, r.accum_steps), loss_opts, precision, 1.0,
+                               step_comm)
+                  .total;
       sync(device);
       if (timed) fwd_ms += ms_since(t1);
     }
@@ -265,7 +250,11 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
         s->clamp_(0, cfg.loss.logit_scale_max);
     }
     sync(device);
-    const double c = o.comm_seconds ? o.comm_seconds() : 0.0;
+    double c = o.comm_seconds ? o.comm_seconds() : 0.0;
+    if (comm) {
+      c += comm->comm_seconds();
+      comm->reset_comm_seconds();
+    }
     if (timed) {
       data_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
       opt_ms += ms_since(t3);
@@ -280,14 +269,15 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   const double n = static_cast<double>(o.steps);
   r.steps = o.steps;
   r.warmup = o.warmup;
-  r.world = o.world;
+  r.world = world;
+  r.rank = rank;
   r.step_ms = total_ms / n;
   r.data_ms = data_ms / n;
   r.forward_ms = fwd_ms / n;
   r.backward_ms = bwd_ms / n;
   r.optimizer_ms = opt_ms / n;
   r.comm_ms = 1000 * comm_s / n;
-  r.patients_per_s = r.step_ms > 0 ? 1000.0 * r.batch / r.step_ms : 0;
+  r.patients_per_s = r.step_ms > 0 ? 1000.0 * r.batch * world / r.step_ms : 0;
   r.final_loss = last_loss.defined() ? last_loss.item<double>() : 0;
 
   r.device = device.str();
@@ -392,9 +382,10 @@ nlohmann::json BenchResult::to_json() const {
 
 std::string BenchResult::table() const {
   std::string s = fmt::format(
-      "retclip bench: {} + {}, batch {} patients ({} px, {} tokens), {}, {} on {} ({}), {} "
+      "retclip bench: {} + {}, batch {} patients{} ({} px, {} tokens), {}, {} on {} ({}), {} "
       "threads, {} data, {} timed steps after {} warm-up{}\n",
-      vision, text, batch, image_size, tokens, precision, device,
+      vision, text, batch, world > 1 ? fmt::format(" per rank x {} ranks", world) : "",
+      image_size, tokens, precision, device,
       device_name.empty() ? "?" : device_name, device == "cpu" ? "CPU" : "CUDA", threads, data,
       steps, warmup, grad_checkpointing ? ", activation checkpointing" : "");
   auto row = [&](const char* name, double v, const char* unit) {

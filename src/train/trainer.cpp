@@ -65,21 +65,6 @@ namespace {
 
 // ---- run directory ---------------------------------------------------------------
 
-// CUDA ranks use the GPU of their local rank, as torchrun users expect.
-at::Device resolve_device(const std::string& want, const dist::Env& env) {
-  if (want == "cpu") return at::kCPU;
-  const bool cuda = torch::cuda::is_available();
-  RETCLIP_CHECK_USAGE(want != "cuda" || cuda,
-                      "train.device is cuda but no CUDA device is usable. HINT: use "
-                      "train.device=auto or cpu, or check `retclip info`");
-  if (!cuda) return at::kCPU;
-  const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
-  RETCLIP_CHECK_USAGE(env.local_rank < n, "local rank ", env.local_rank, " needs GPU ",
-                      env.local_rank, " but this node has ", n,
-                      ". HINT: start at most one rank per GPU (--nproc)");
-  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
-}
-
 log::Level parse_level(const std::string& s) {
   if (s == "debug") return log::Level::kDebug;
   if (s == "warn") return log::Level::kWarn;
@@ -243,7 +228,8 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
                  .string(),
              rank, world, primary, parse_level(cfg.log.level)});
   const int64_t threads = util::configure_threads(cfg.train.threads);
-  const at::Device device = resolve_device(cfg.train.device, env);
+  // CUDA ranks use the GPU of their local rank, as torchrun users expect.
+  const at::Device device = resolve_device(cfg.train.device, env.local_rank);
   std::shared_ptr<dist::Comm> comm;
   if (env.distributed()) {
     log::info("joining {}", env.describe());

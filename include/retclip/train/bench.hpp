@@ -28,16 +28,15 @@ struct BenchOptions {
   std::string data = "synthetic";  ///< synthetic: random tensors made once on the device;
                                    ///< loader: the config's data.train through TrainData
   double peak_tflops = 0;          ///< peak dense bf16 TFLOP/s of the device; 0 = by device name
-  /// Hook for the distributed module: called after every step, returns the seconds that
-  /// step spent in collectives (all-gather of features, gradient all-reduce). Those
-  /// seconds are also inside the forward / backward phases they overlap; the figure says
-  /// how much of the step was communication. Empty = one process, 0.
+  /// Extra communication source: called after every step, returns seconds spent in
+  /// collectives outside retclip's process group (added to comm_ms). Under `retclip
+  /// launch` / torchrun the bench runs data-parallel itself and measures its own
+  /// collectives (feature all-gather, gradient all-reduce); those seconds are also inside
+  /// the forward / backward phases they overlap.
   std::function<double()> comm_seconds;
   /// When set: a Chrome / Perfetto trace of the timed steps (LibTorch's Kineto profiler:
   /// CPU operators, and CUDA kernels on a GPU) is written to this path. Slows the steps.
   std::string profile_path;
-  /// Rank / world for TrainData::open (loader mode) and the result; 0 / 1 = one process.
-  int64_t rank = 0, world = 1;
 };
 
 /// Means over the timed steps, in milliseconds, plus what was run.
@@ -47,13 +46,13 @@ struct BenchResult {
   std::string device_name;  ///< CPU model or CUDA device name
   std::string precision, data, vision, text;
   int64_t threads = 0, batch = 0, steps = 0, warmup = 0, tokens = 0, image_size = 0,
-          accum_steps = 1, world = 1;
+          accum_steps = 1, world = 1, rank = 0;
   int64_t params = 0;
   bool grad_checkpointing = false;
   // time per step (means, ms)
   double step_ms = 0, data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0, comm_ms = 0;
   bool split_forward_backward = true;  ///< false with accum_steps > 1 (forward_ms = both)
-  double patients_per_s = 0;
+  double patients_per_s = 0;     ///< all ranks together (batch x world per step)
   // memory
   double peak_memory_gib = 0;    ///< CUDA: peak allocated (caching allocator); CPU: peak RSS
   double peak_reserved_gib = 0;  ///< CUDA only: peak reserved by the caching allocator

@@ -62,6 +62,32 @@ StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& 
                             const loss::TripartiteLossOptions& options, Precision precision,
                             double loss_scale = 1.0, const StepComm& comm = {});
 
+/// The device train.device names: cpu, cuda (GPU `local_rank`; UsageError without CUDA),
+/// or auto (CUDA when usable).
+at::Device resolve_device(const std::string& want, int64_t local_rank = 0);
+
+/// Enables autocast for CUDA forward passes in bf16 / fp16 for its lifetime (a no-op for
+/// fp32 or on CPU) and restores the previous state.
+class AutocastScope {
+ public:
+  AutocastScope(Precision p, const at::Device& device);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool active_ = false, prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kFloat;
+};
+
+/// The embeddings and logit scales converted to fp32 (after an autocast forward).
+model::Embeddings to_float(model::Embeddings e);
+
+/// The loss of this rank's embeddings: alone (comm null or one rank), or against every
+/// rank's rows gathered with gradient (this rank's rows are the local range).
+loss::LossOutput step_loss(const model::Embeddings& local, const loss::TripartiteLossOptions& o,
+                           const StepComm& comm = {});
+
 /// Forward without gradient under the given precision; embeddings returned in fp32.
 model::Embeddings forward_no_grad(model::RetClip& net, const MicroBatch& mb, Precision precision);
 
