@@ -30,6 +30,16 @@ int main(int argc, char** argv) {
     auto subs = app.get_subcommands({});
     if (subs.size() > before) runs[subs.back()] = std::move(fn);
   }
+  // An unknown first word: say which, and what exists (CLI11 would only say that a
+  // subcommand is required).
+  if (argc > 1 && argv[1][0] != '-' &&
+      std::none_of(reg.begin(), reg.end(), [&](const auto& e) { return e.name == std::string(argv[1]); })) {
+    std::string names;
+    for (const auto& e : reg) names += std::string(names.empty() ? "" : ", ") + e.name;
+    std::fprintf(stderr, "retclip: unknown command '%s'; commands: %s (see --help)\n", argv[1],
+                 names.c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

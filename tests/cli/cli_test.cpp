@@ -74,6 +74,8 @@ TEST(Cli, HelpExitsZero) {
 TEST(Cli, UnknownSubcommandExitsTwo) {
   auto r = run("frobnicate");
   EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_HAS(r.err, "unknown command 'frobnicate'");
+  EXPECT_HAS(r.err, "launch");
 }
 
 TEST(Cli, ConfigWithoutActionExitsTwo) {
