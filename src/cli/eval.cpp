@@ -36,14 +36,9 @@ retclip::cli::RunFn add_eval(CLI::App& app) {
     auto data = train::TrainData::open_eval(cfg, a->data);
     model::RetClip net(model::retclip_options(cfg.model, data.vocab_size()));
     io::apply_state_dict(*net, io::load_weights(ck / "model.safetensors"), true);
-    at::Device device = torch::cuda::is_available() && cfg.train.device != "cpu"
-                            ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    const at::Device device = train::resolve_device(cfg.train.device);
     net->to(device);
-    auto opts = loss::TripartiteLossOptions()
-                    .weight_patient(cfg.loss.weights.patient)
-                    .weight_left(cfg.loss.weights.left)
-                    .weight_right(cfg.loss.weights.right)
-                    .logit_scale_max(cfg.loss.logit_scale_max);
+    auto opts = train::loss_options(cfg);
     auto r = train::evaluate(net, data.val_source(device), data.val_size(), opts,
                              train::parse_precision(cfg.train.precision));
     fmt::print("checkpoint {}\n{}", ck.string(), r.to_string());

@@ -19,6 +19,16 @@ Precision parse_precision(const std::string& s) {
   throw UsageError(str_cat("train.precision: expected fp32, bf16 or fp16 but got '", s, "'"));
 }
 
+loss::TripartiteLossOptions loss_options(const config::Config& cfg, int64_t world) {
+  return loss::TripartiteLossOptions()
+      .weight_patient(cfg.loss.weights.patient)
+      .weight_left(cfg.loss.weights.left)
+      .weight_right(cfg.loss.weights.right)
+      .logit_scale_max(cfg.loss.logit_scale_max)
+      .local_loss(cfg.loss.local_loss)
+      .world_size(world);
+}
+
 at::Device resolve_device(const std::string& want, int64_t local_rank) {
   if (want == "cpu") return at::kCPU;
   const bool cuda = torch::cuda::is_available();

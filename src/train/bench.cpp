@@ -177,13 +177,7 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   torch::optim::AdamW& opt = *built.optimizer;
   set_lr(opt, cfg.optim.lr);
   const std::vector<at::Tensor> params = optimizer_params(opt);
-  const loss::TripartiteLossOptions loss_opts = loss::TripartiteLossOptions()
-                                                    .weight_patient(cfg.loss.weights.patient)
-                                                    .weight_left(cfg.loss.weights.left)
-                                                    .weight_right(cfg.loss.weights.right)
-                                                    .logit_scale_max(cfg.loss.logit_scale_max)
-                                                    .local_loss(cfg.loss.local_loss)
-                                                    .world_size(world);
+  const loss::TripartiteLossOptions loss_opts = loss_options(cfg, world);
 
   const auto& vo = net->options().vision();
   r.image_size = vo.image_size();

@@ -285,13 +285,7 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
                       " (train.batch_size). HINT: lower train.batch_size or add data");
   const int64_t total = cfg.train.steps > 0 ? cfg.train.steps : cfg.train.epochs * steps_per_epoch;
 
-  const loss::TripartiteLossOptions loss_opts = loss::TripartiteLossOptions()
-                                                    .weight_patient(cfg.loss.weights.patient)
-                                                    .weight_left(cfg.loss.weights.left)
-                                                    .weight_right(cfg.loss.weights.right)
-                                                    .logit_scale_max(cfg.loss.logit_scale_max)
-                                                    .local_loss(cfg.loss.local_loss)
-                                                    .world_size(world);
+  const loss::TripartiteLossOptions loss_opts = loss_options(cfg, world);
 
   // -- checkpoints and resume
   const fs::path ckpt_dir = cfg.checkpoint.dir.empty() ? run_dir / "checkpoints" : fs::path(cfg.checkpoint.dir);

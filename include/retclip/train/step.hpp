@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "retclip/config/config.hpp"
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/retclip.hpp"
 
@@ -61,6 +62,9 @@ struct StepComm {
 StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& micro,
                             const loss::TripartiteLossOptions& options, Precision precision,
                             double loss_scale = 1.0, const StepComm& comm = {});
+
+/// The loss options of a config (loss.* keys) for `world` data-parallel ranks.
+loss::TripartiteLossOptions loss_options(const config::Config& cfg, int64_t world = 1);
 
 /// The device train.device names: cpu, cuda (GPU `local_rank`; UsageError without CUDA),
 /// or auto (CUDA when usable).
