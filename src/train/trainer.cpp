@@ -181,11 +181,13 @@ std::string rng_file(const char* kind, int rank) {
 }
 
 // Losses and accuracies averaged over ranks (all ranks then take the same decisions:
-// skip a non-finite step, log the same numbers).
-void reduce_losses(dist::Comm& comm, StepLosses& l) {
+// skip a non-finite step, log the same numbers), and in the same all-reduce whether any
+// rank wants to stop (signal or time budget): returns that.
+bool reduce_losses(dist::Comm& comm, StepLosses& l, bool stop_here) {
   at::Tensor v = at::stack({l.total, l.patient, l.left, l.right}).to(at::kDouble).cpu();
   at::Tensor acc = at::tensor({l.acc_patient_i2t, l.acc_patient_t2i, l.acc_left_i2t,
-                               l.acc_left_t2i, l.acc_right_i2t, l.acc_right_t2i},
+                               l.acc_left_t2i, l.acc_right_i2t, l.acc_right_t2i,
+                              stop_here ? 1.0 : 0.0},
                               at::kDouble);
   at::Tensor all = at::cat({v, acc}).to(l.total.device());
   comm.all_reduce_(all);
@@ -202,6 +204,7 @@ void reduce_losses(dist::Comm& comm, StepLosses& l) {
   l.acc_left_t2i = a[7];
   l.acc_right_i2t = a[8];
   l.acc_right_t2i = a[9];
+  return a[10] > 0;
 }
 
 struct LoopState {
@@ -413,6 +416,11 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   const int64_t log_every = cfg.log.interval;
   log::info("training {} steps ({} per epoch, batch {} patients, accumulation {}) from step {}",
             total, steps_per_epoch, cfg.train.batch_size, accum, st.step);
+  auto out_of_time = [&] {
+    const double minutes =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() / 60.0;
+    return options.max_minutes > 0 && minutes >= options.max_minutes;
+  };
   double wait_s = 0, busy_s = 0;
   int64_t patients_window = 0;
   auto window_start = std::chrono::steady_clock::now();
@@ -427,10 +435,15 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     const double scale = precision == Precision::kFp16 ? st.loss_scale : 1.0;
     StepLosses losses =
         forward_backward(net, split_batch(batch, accum), loss_opts, precision, scale, step_comm);
-    if (comm) reduce_losses(*comm, losses);
-    if (scale != 1.0)
-      for (auto& p : params)
-        if (p.grad().defined()) p.mutable_grad().div_(scale);
+    // Distributed: the stop decision is agreed here, in the loss all-reduce.
+    bool any_rank_stops = false;
+    if (comm) any_rank_stops = reduce_losses(*comm, losses, stop_requested() || out_of_time());
+    if (scale != 1.0) {  // fp16: unscale every gradient in one foreach call
+      std::vector<at::Tensor> grads;
+      for (const auto& p : params)
+        if (p.grad().defined()) grads.push_back(p.grad());
+      at::_foreach_div_(grads, at::Scalar(scale));
+    }
     const double gnorm = clip_grad_norm(params, cfg.optim.clip_norm);
     const bool finite = std::isfinite(gnorm) && std::isfinite(losses.total.item<double>());
     if (!finite) {
@@ -511,15 +524,8 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     }
 
     const bool epoch_end = st.step % steps_per_epoch == 0;
-    const double minutes =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() / 60.0;
-    const bool out_of_time = options.max_minutes > 0 && minutes >= options.max_minutes;
-    bool stopping = stop_requested() || out_of_time;
-    if (comm) {  // every rank stops at the same step
-      at::Tensor flags = at::tensor({stopping ? 1.0 : 0.0}, at::kDouble).to(device);
-      comm->all_reduce_(flags);
-      stopping = flags.cpu().item<double>() > 0;
-    }
+    const bool timed_out = out_of_time();
+    const bool stopping = comm ? any_rank_stops : (stop_requested() || timed_out);
     if ((cfg.train.val_every > 0 && st.step % cfg.train.val_every == 0) ||
         (epoch_end && st.step < total))
       run_validation(st.step);
@@ -529,7 +535,7 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     }
     if (stopping) {
       summary.interrupted = true;
-      if (out_of_time)
+      if (timed_out)
         log::info("time budget of {:g} minutes reached at step {}: stopping", options.max_minutes,
                   st.step);
       else
