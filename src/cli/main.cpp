@@ -2,6 +2,8 @@
 // errors to exit codes (0 success, 1 runtime failure, 2 usage or config error).
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <map>
 
 #include "command.hpp"
@@ -14,6 +16,16 @@ std::vector<CommandEntry>& command_registry() {
   return reg;
 }
 }  // namespace retclip::cli
+
+namespace {
+// "[rank r] " inside a distributed run (several ranks share one terminal), else "".
+std::string rank_prefix() {
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (!rank || !world || std::string(world) == "1") return "";
+  return std::string("[rank ") + rank + "] ";
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace retclip;
@@ -53,10 +65,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "retclip: no subcommand given (see --help)\n");
     return 2;
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "retclip: error: %s\n", e.what());
+    std::fprintf(stderr, "%sretclip: error: %s\n", rank_prefix().c_str(), e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "retclip: error: %s\n", e.what());
+    std::fprintf(stderr, "%sretclip: error: %s\n", rank_prefix().c_str(), e.what());
     return 1;
   }
 }

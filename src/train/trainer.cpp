@@ -557,8 +557,8 @@ TrainSummary run_training(const config::Config& cfg, const TrainOptions& options
   try {
     return run_training_impl(cfg, options);
   } catch (const std::exception& e) {
-    // The run's log says why it ended, not only the terminal.
-    log::error("{}", e.what());
+    // The run's log says why it ended; the console gets it once, from main().
+    log::write_file_only(log::Level::kError, e.what());
     throw;
   }
 }

@@ -12,6 +12,7 @@ namespace {
 
 std::mutex g_mu;
 std::shared_ptr<spdlog::logger> g_logger;
+std::shared_ptr<spdlog::logger> g_file_logger;  // the file sink alone (null without a file)
 
 spdlog::level::level_enum to_spd(Level l) {
   switch (l) {
@@ -35,6 +36,11 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& o) {
     auto s = std::make_shared<spdlog::sinks::basic_file_sink_mt>(o.file, /*truncate=*/false);
     s->set_pattern(prefix + "[%Y-%m-%d %H:%M:%S.%e] %l: %v");
     sinks.push_back(s);
+    g_file_logger = std::make_shared<spdlog::logger>("retclip-file", s);
+    g_file_logger->set_level(spdlog::level::trace);
+    g_file_logger->flush_on(spdlog::level::info);
+  } else {
+    g_file_logger.reset();
   }
   auto lg = std::make_shared<spdlog::logger>("retclip", sinks.begin(), sinks.end());
   lg->set_level(to_spd(o.level));
@@ -69,6 +75,11 @@ void set_level(Level level) {
 void write(Level level, const std::string& msg) {
   std::lock_guard<std::mutex> lock(g_mu);
   logger().log(to_spd(level), msg);
+}
+
+void write_file_only(Level level, const std::string& msg) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_file_logger) g_file_logger->log(to_spd(level), msg);
 }
 
 }  // namespace retclip::log

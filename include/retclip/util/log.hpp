@@ -28,6 +28,8 @@ void init(const Options& opts);
 void shutdown();
 void set_level(Level level);
 void write(Level level, const std::string& msg);
+/// To the log file only (e.g. an error the caller is about to print on the console).
+void write_file_only(Level level, const std::string& msg);
 
 template <typename... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {
