@@ -1,5 +1,6 @@
 // ProcessGroupNCCL construction, when CMake found nccl.h (the nvidia-nccl wheel next to
-// torch) and torch_cuda: RETCLIP_WITH_NCCL. Otherwise a stub that reports its absence.
+// torch) and torch_cuda: RETCLIP_WITH_NCCL. A build without them has no NCCL backend:
+// dist.backend=nccl is then refused with an error that says so (CPU builds use Gloo).
 // (Torch's CMake target defines USE_C10D_NCCL for every user, so it cannot tell.)
 #include "retclip/dist/comm.hpp"
 #include "retclip/util/error.hpp"
