@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   const bool libtorch_adamw = optim_env && std::string(optim_env) == "libtorch";
   const char* profile = std::getenv("RETCLIP_BENCH_PROFILE");
   util::configure_threads(threads);
+  util::tune_malloc_for_training();  // as the trainer does
   torch::manual_seed(0);
   auto v = model::vision_preset(vision);
   model::RetClip net(model::RetClipOptions()

@@ -2,12 +2,12 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "retclip/train/export.hpp"
+#include "retclip/eval/embed.hpp"
 
 namespace {
 
 retclip::cli::RunFn add_embed(CLI::App& app) {
-  auto o = std::make_shared<retclip::train::EmbedOptions>();
+  auto o = std::make_shared<retclip::eval::EmbedOptions>();
   auto* sub = app.add_subcommand("embed", "Embed the patients of a manifest with exported weights");
   sub->add_option("--weights", o->weights, "export directory (retclip.json)")->required();
   sub->add_option("--manifest", o->manifest, "CSV/JSONL manifest or RET-CLIP directory")->required();
@@ -17,7 +17,7 @@ retclip::cli::RunFn add_embed(CLI::App& app) {
   sub->add_option("--device", o->device, "auto | cpu | cuda");
   sub->add_flag("--save-inputs", o->save_inputs, "also store the preprocessed inputs (checks)");
   return [o] {
-    int64_t n = retclip::train::embed_manifest(*o);
+    int64_t n = retclip::eval::embed_manifest(*o);
     fmt::print("embedded {} patients into {}\n", n, o->out);
     return 0;
   };

@@ -5,10 +5,10 @@
 #include <nlohmann/json.hpp>
 
 #include "command.hpp"
+#include "retclip/io/checkpoint_store.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/train/data_stream.hpp"
-#include "retclip/train/export.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/system.hpp"
 
@@ -28,25 +28,25 @@ retclip::cli::RunFn add_eval(CLI::App& app) {
   sub->add_option("--batch", a->batch, "patients per batch (default: train.batch_size)");
   return [a] {
     using namespace retclip;
-    auto ck = train::resolve_checkpoint_dir(a->checkpoint);
-    config::Config cfg = config::load_string(util::read_file(ck / "config.yaml"),
-                                             (ck / "config.yaml").string());
+    const io::CheckpointContents ck = io::open_checkpoint(a->checkpoint);
+    config::Config cfg =
+        config::load_string(ck.config_yaml, (ck.dir / io::CheckpointLayout::kConfig).string());
     if (a->batch > 0) cfg.train.batch_size = a->batch;
     util::configure_threads(cfg.train.threads);
     auto data = train::TrainData::open_eval(cfg, a->data);
     model::RetClip net(model::retclip_options(cfg.model, data.vocab_size()));
-    io::apply_state_dict(*net, io::load_weights(ck / "model.safetensors"), true);
+    io::apply_state_dict(*net, io::load_weights(ck.weights), true);
     const at::Device device = train::resolve_device(cfg.train.device);
     net->to(device);
     auto opts = train::loss_options(cfg);
     auto r = train::evaluate(net, data.val_source(device), data.val_size(), opts,
                              train::parse_precision(cfg.train.precision));
-    fmt::print("checkpoint {}\n{}", ck.string(), r.to_string());
+    fmt::print("checkpoint {}\n{}", ck.dir.string(), r.to_string());
     if (!a->out.empty()) {
       nlohmann::json j = r.metrics();
-      j["checkpoint"] = ck.string();
+      j["checkpoint"] = ck.dir.string();
       j["patients"] = r.patients;
-      for (int64_t k : {1, 5, 10}) j[fmt::format("chance_r@{}", k)] = r.recall_patient.chance.at(k);
+      for (int64_t k : {1, 5, 10}) j[fmt::format("chance_r@{}", k)] = r.recall[model::Level::kPatient].chance.at(k);
       util::write_file_atomic(a->out, j.dump(2));
     }
     return 0;

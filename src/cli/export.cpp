@@ -4,7 +4,7 @@
 #include <sstream>
 
 #include "command.hpp"
-#include "retclip/train/export.hpp"
+#include "retclip/io/export.hpp"
 
 namespace {
 
@@ -23,7 +23,7 @@ retclip::cli::RunFn add_export(CLI::App& app) {
     std::stringstream ss(a->parts);
     for (std::string p; std::getline(ss, p, ',');)
       if (!p.empty()) parts.push_back(p);
-    auto r = retclip::train::export_checkpoint(a->checkpoint, a->out, parts);
+    auto r = retclip::io::export_checkpoint(a->checkpoint, a->out, parts);
     for (const auto& f : r.files) fmt::print("{}\n", f.string());
     fmt::print("exported step {} to {}\n", r.step, a->out);
     return 0;

@@ -30,7 +30,7 @@ retclip::cli::RunFn add_train(CLI::App& app) {
     train::TrainSummary s = train::run_training(cfg, {a->max_minutes});
     if (s.rank != 0) return 0;  // rank 0 reports for the run
     if (s.final_eval) {
-      const auto& r = s.final_eval->recall_patient;
+      const auto& r = s.final_eval->recall[model::Level::kPatient];
       fmt::print("held-out patient-level recall@1 {:.1f}% / @5 {:.1f}% (chance {:.1f}% / {:.1f}%), "
                  "{} patients\n",
                  100 * (r.i2t.at(1) + r.t2i.at(1)) / 2, 100 * (r.i2t.at(5) + r.t2i.at(5)) / 2,

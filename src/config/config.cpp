@@ -440,52 +440,67 @@ std::string quote(const std::string& s) {
   return out + "\"";
 }
 
+// A leaf's value as to_yaml writes it (without the leading space).
+std::string value_text(const Field& f) {
+  switch (f.kind) {
+    case Kind::kSection:
+      return "";
+    case Kind::kInt:
+      return fmt::format("{}", *static_cast<const int64_t*>(f.ptr));
+    case Kind::kUInt:
+      return fmt::format("{}", *static_cast<const uint64_t*>(f.ptr));
+    case Kind::kDouble:
+      return format_double(*static_cast<const double*>(f.ptr));
+    case Kind::kBool:
+      return *static_cast<const bool*>(f.ptr) ? "true" : "false";
+    case Kind::kString:
+      return quote(*static_cast<const std::string*>(f.ptr));
+    case Kind::kDoubleArray: {
+      const auto* a = static_cast<const double*>(f.ptr);
+      std::string out = "[";
+      for (size_t i = 0; i < f.size; ++i) out += (i ? ", " : "") + format_double(a[i]);
+      return out + "]";
+    }
+    case Kind::kStringList: {
+      const auto& v = *static_cast<const std::vector<std::string>*>(f.ptr);
+      std::string out = "[";
+      for (size_t i = 0; i < v.size(); ++i) {
+        // Inside a flow list a comma or bracket would split the item: quote those too.
+        std::string q = quote(v[i]);
+        if (q.front() != '"' && q.find_first_of(",[]{}") != std::string::npos)
+          q = "\"" + q + "\"";
+        out += (i ? ", " : "") + q;
+      }
+      return out + "]";
+    }
+  }
+  return "";
+}
+
 void emit(const std::vector<Field>& fields, int indent, std::string& out) {
   std::string pad(static_cast<size_t>(indent), ' ');
   for (const auto& f : fields) {
     out += pad + f.name + ":";
-    switch (f.kind) {
-      case Kind::kSection:
-        out += "\n";
-        emit(f.children, indent + 2, out);
-        continue;
-      case Kind::kInt:
-        out += fmt::format(" {}", *static_cast<const int64_t*>(f.ptr));
-        break;
-      case Kind::kUInt:
-        out += fmt::format(" {}", *static_cast<const uint64_t*>(f.ptr));
-        break;
-      case Kind::kDouble:
-        out += " " + format_double(*static_cast<const double*>(f.ptr));
-        break;
-      case Kind::kBool:
-        out += *static_cast<const bool*>(f.ptr) ? " true" : " false";
-        break;
-      case Kind::kString:
-        out += " " + quote(*static_cast<const std::string*>(f.ptr));
-        break;
-      case Kind::kDoubleArray: {
-        const auto* a = static_cast<const double*>(f.ptr);
-        out += " [";
-        for (size_t i = 0; i < f.size; ++i) out += (i ? ", " : "") + format_double(a[i]);
-        out += "]";
-        break;
-      }
-      case Kind::kStringList: {
-        const auto& v = *static_cast<const std::vector<std::string>*>(f.ptr);
-        out += " [";
-        for (size_t i = 0; i < v.size(); ++i) {
-          // Inside a flow list a comma or bracket would split the item: quote those too.
-          std::string q = quote(v[i]);
-          if (q.front() != '"' && q.find_first_of(",[]{}") != std::string::npos)
-            q = "\"" + q + "\"";
-          out += (i ? ", " : "") + q;
-        }
-        out += "]";
-        break;
-      }
+    if (f.kind == Kind::kSection) {
+      out += "\n";
+      emit(f.children, indent + 2, out);
+      continue;
     }
-    out += "\n";
+    out += " " + value_text(f) + "\n";
+  }
+}
+
+// Both trees come from schema() of two Configs, so they have the same shape.
+void diff_fields(const std::vector<Field>& a, const std::vector<Field>& b,
+                 const std::string& prefix, std::vector<ConfigChange>& out) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::string key = prefix.empty() ? a[i].name : prefix + "." + a[i].name;
+    if (a[i].kind == Kind::kSection) {
+      diff_fields(a[i].children, b[i].children, key, out);
+      continue;
+    }
+    std::string before = value_text(a[i]), after = value_text(b[i]);
+    if (before != after) out.push_back({key, std::move(before), std::move(after)});
   }
 }
 
@@ -566,6 +581,13 @@ std::string to_yaml(const Config& cfg) {
   Config copy = cfg;
   std::string out = "# retclip resolved config (defaults < YAML file < --set overrides)\n";
   emit(schema(copy), 0, out);
+  return out;
+}
+
+std::vector<ConfigChange> diff(const Config& a, const Config& b) {
+  Config ca = a, cb = b;
+  std::vector<ConfigChange> out;
+  diff_fields(schema(ca), schema(cb), "", out);
   return out;
 }
 

@@ -97,6 +97,7 @@ std::vector<Field> schema(Config& c) {
                leaf("deterministic", t.deterministic)}),
       section("checkpoint",
               {leaf("dir", c.checkpoint.dir), leaf("every_steps", c.checkpoint.every_steps),
+               leaf("every_epochs", c.checkpoint.every_epochs),
                leaf("keep_last", c.checkpoint.keep_last),
                leaf("keep_every", c.checkpoint.keep_every), leaf("resume", c.checkpoint.resume)}),
       section("log", {leaf("dir", c.log.dir), leaf("interval", c.log.interval),

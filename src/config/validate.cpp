@@ -182,6 +182,7 @@ void validate_with(const Config& c, const Origins& origins) {
 
   // checkpoint
   k.ge("checkpoint.every_steps", c.checkpoint.every_steps, 1);
+  k.ge("checkpoint.every_epochs", c.checkpoint.every_epochs, 0);
   k.ge("checkpoint.keep_last", c.checkpoint.keep_last, 1);
   k.ge("checkpoint.keep_every", c.checkpoint.keep_every, 0, "0 keeps no extra checkpoints");
 

@@ -1,6 +1,6 @@
 // Loader: worker threads fill batch slots numbered by job sequence, next() hands them out
-// in sequence order, so content never depends on timing. Also the sample sources and
-// pack_dataset (the manifest + image pipeline half of `retclip pack`).
+// in sequence order, so content never depends on timing. Also the sample sources
+// (manifest rows decoded on the fly, or packed shards).
 #include "retclip/data/loader.hpp"
 
 #include <ATen/ATen.h>
@@ -362,35 +362,6 @@ Batch Loader::build(const Job& job) {
     std::copy(ids.begin(), ids.end(), tk + j * T);
   }
   return b;
-}
-
-// ---------------------------------------------------------------------------------
-// pack_dataset
-
-PackReport pack_dataset(const PackOptions& o) {
-  ReadReport read;
-  std::vector<Sample> samples =
-      read_samples(o.manifest, o.format, o.split, o.on_bad_sample, &read);
-  PackHooks hooks;
-  const int64_t size = o.image_size;
-  hooks.prepare_image = [size](const ImageRef& ref, const std::string& where) {
-    return fundus_preprocess(decode_image(ref), size, where);
-  };
-  std::shared_ptr<Tokenizer> tok;
-  if (!o.tokenizer_path.empty()) {
-    tok = load_tokenizer(o.tokenizer_type, o.tokenizer_path);
-    const int64_t t = o.context_length;
-    hooks.encode_text = [tok, t](const std::string& text) { return tok->encode(text, t); };
-    hooks.tokenizer_description = tok->type() + ":" + tok->path();
-  }
-  PackReport rep = pack_samples(samples, o, hooks);
-  // Rows the manifest reader already dropped count as bad samples too (listed first).
-  std::vector<BadSample> examples = read.bad;
-  examples.insert(examples.end(), rep.bad_examples.begin(), rep.bad_examples.end());
-  if (examples.size() > 5) examples.resize(5);
-  rep.bad_examples = std::move(examples);
-  rep.bad_samples += static_cast<int64_t>(read.bad.size());
-  return rep;
 }
 
 }  // namespace retclip::data

@@ -1,5 +1,6 @@
-// Shard format (writer, mmap reader, verification) and the image-pipeline-free part of
-// packing. All integers are little-endian; the byte layout is documented in
+// Shard format (writer, mmap reader, verification) and packing: pack_samples writes
+// shards from decoded samples, pack_dataset runs a manifest through the image pipeline
+// into them. All integers are little-endian; the byte layout is documented in
 // docs/SHARDS.md and mirrored by the constants below.
 #include "retclip/data/shards.hpp"
 
@@ -21,6 +22,9 @@
 #include <optional>
 #include <thread>
 
+#include "retclip/data/image.hpp"
+#include "retclip/data/manifest.hpp"
+#include "retclip/data/tokenizer.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
@@ -627,6 +631,35 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
   util::write_file_atomic(fs::path(o.out) / "index.json", j.dump(2) + "\n");
   rep.shards = nshards;
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+// ---------------------------------------------------------------------------------
+// pack_dataset
+
+PackReport pack_dataset(const PackOptions& o) {
+  ReadReport read;
+  std::vector<Sample> samples =
+      read_samples(o.manifest, o.format, o.split, o.on_bad_sample, &read);
+  PackHooks hooks;
+  const int64_t size = o.image_size;
+  hooks.prepare_image = [size](const ImageRef& ref, const std::string& where) {
+    return fundus_preprocess(decode_image(ref), size, where);
+  };
+  std::shared_ptr<Tokenizer> tok;
+  if (!o.tokenizer_path.empty()) {
+    tok = load_tokenizer(o.tokenizer_type, o.tokenizer_path);
+    const int64_t t = o.context_length;
+    hooks.encode_text = [tok, t](const std::string& text) { return tok->encode(text, t); };
+    hooks.tokenizer_description = tok->type() + ":" + tok->path();
+  }
+  PackReport rep = pack_samples(samples, o, hooks);
+  // Rows the manifest reader already dropped count as bad samples too (listed first).
+  std::vector<BadSample> examples = read.bad;
+  examples.insert(examples.end(), rep.bad_examples.begin(), rep.bad_examples.end());
+  if (examples.size() > 5) examples.resize(5);
+  rep.bad_examples = std::move(examples);
+  rep.bad_samples += static_cast<int64_t>(read.bad.size());
   return rep;
 }
 

@@ -85,6 +85,17 @@ std::shared_ptr<Comm> Comm::init(const Env& env, const at::Device& device,
   return c;
 }
 
+std::shared_ptr<Comm> Comm::single() {
+  std::shared_ptr<Comm> c(new Comm());
+  c->backend_name_ = "single process";
+  return c;
+}
+
+std::shared_ptr<Comm> Comm::from_env(const Env& env, const at::Device& device,
+                                     const CommOptions& options) {
+  return env.distributed() ? init(env, device, options) : single();
+}
+
 Comm::~Comm() = default;
 
 void Comm::fail(const std::string& what, const std::exception& e) const {
@@ -108,7 +119,7 @@ void Comm::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& w
 // c10d's list forms mean "one tensor per device"; several tensors of one process travel
 // as one flat buffer per dtype instead.
 void Comm::broadcast_(std::vector<at::Tensor>& tensors, int root) {
-  if (tensors.empty()) return;
+  if (tensors.empty() || world_ == 1) return;
   std::map<at::ScalarType, std::vector<size_t>> by_dtype;
   for (size_t i = 0; i < tensors.size(); ++i) by_dtype[tensors[i].scalar_type()].push_back(i);
   for (const auto& [dtype, idx] : by_dtype) {
@@ -135,6 +146,7 @@ void Comm::broadcast_(std::vector<at::Tensor>& tensors, int root) {
 }
 
 c10::intrusive_ptr<c10d::Work> Comm::all_reduce_async(std::vector<at::Tensor>& tensors) {
+  RETCLIP_CHECK(world_ > 1, "all_reduce_async needs a process group of several ranks");
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
   o.timeout = to_ms(timeout_s_);
@@ -150,12 +162,14 @@ void Comm::all_reduce_(std::vector<at::Tensor>& tensors) {
 }
 
 void Comm::all_reduce_(at::Tensor& tensor) {
+  if (world_ == 1) return;
   std::vector<at::Tensor> v{tensor};
   auto w = all_reduce_async(v);
   wait(w, "all_reduce");
 }
 
 at::Tensor Comm::all_gather(const at::Tensor& t) {
+  if (world_ == 1) return t;
   at::Tensor in = t.contiguous();
   std::vector<std::vector<at::Tensor>> out(1);
   for (int r = 0; r < world_; ++r) out[0].push_back(at::empty_like(in));
@@ -173,6 +187,7 @@ at::Tensor Comm::all_gather(const at::Tensor& t) {
 }
 
 void Comm::barrier() {
+  if (world_ == 1) return;
   c10d::BarrierOptions o;
   o.timeout = to_ms(timeout_s_);
   c10::intrusive_ptr<c10d::Work> w;

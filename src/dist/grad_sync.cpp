@@ -16,6 +16,7 @@ GradSync::GradSync(std::shared_ptr<Comm> comm, const std::vector<at::Tensor>& pa
                    double bucket_mb)
     : comm_(std::move(comm)) {
   RETCLIP_CHECK(comm_, "GradSync needs a process group");
+  if (comm_->world() == 1) return;  // one process: gradients are already the average
   for (const auto& p : params)
     if (p.requires_grad()) params_.push_back(p);
   const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024));
@@ -58,7 +59,7 @@ GradSync::~GradSync() {
 }
 
 void GradSync::arm(bool on) {
-  armed_ = on;
+  armed_ = on && comm_->world() > 1;
   if (!on) return;
   for (auto& b : buckets_) {
     b.ready = 0;

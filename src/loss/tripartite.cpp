@@ -73,28 +73,20 @@ LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const 
 
 LossOutput tripartite_loss(const model::Embeddings& global, const TripartiteLossOptions& options,
                            int64_t local_begin, int64_t local_end) {
-  auto p = contrastive_level(global.patient_img, global.patient_txt, global.logit_scale, {},
-                             local_begin, local_end, options);
-  auto l = contrastive_level(global.left_img, global.left_txt, global.logit_scale_left,
-                             global.has_left, local_begin, local_end, options);
-  auto r = contrastive_level(global.right_img, global.right_txt, global.logit_scale_right,
-                             global.has_right, local_begin, local_end, options);
   LossOutput out;
-  out.patient = p.loss;
-  out.left = l.loss;
-  out.right = r.loss;
-  out.total = options.weight_patient() * p.loss + options.weight_left() * l.loss +
-              options.weight_right() * r.loss;
-  out.acc_patient_i2t = p.acc_i2t;
-  out.acc_patient_t2i = p.acc_t2i;
-  out.acc_left_i2t = l.acc_i2t;
-  out.acc_left_t2i = l.acc_t2i;
-  out.acc_right_i2t = r.acc_i2t;
-  out.acc_right_t2i = r.acc_t2i;
-  out.rows_patient = p.rows;
-  out.rows_left = l.rows;
-  out.rows_right = r.rows;
+  for (model::Level l : model::kLevels) {
+    out.level[l] = contrastive_level(global.img[l], global.txt[l], global.logit_scale[l],
+                                     global.valid(l), local_begin, local_end, options);
+    at::Tensor term = options.weight(l) * out.level[l].loss;
+    out.total = out.total.defined() ? out.total + term : term;
+  }
   return out;
+}
+
+double TripartiteLossOptions::weight(model::Level l) const {
+  if (l == model::Level::kLeft) return weight_left_;
+  if (l == model::Level::kRight) return weight_right_;
+  return weight_patient_;
 }
 
 }  // namespace retclip::loss

@@ -8,13 +8,6 @@
 #include <torch/nn/modules/activation.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <mutex>
-
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #include "retclip/util/error.hpp"
 
@@ -41,20 +34,7 @@ torch::Tensor mask_or_all(const torch::Tensor& mask, int64_t b, const torch::Dev
 
 }  // namespace
 
-void tune_malloc_for_training() {
-#if defined(__GLIBC__)
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* off = std::getenv("RETCLIP_MALLOC_DEFAULTS");
-    if (off && std::strcmp(off, "1") == 0) return;
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum; fixes the dynamic threshold
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  });
-#endif
-}
-
 RetClipImpl::RetClipImpl(const RetClipOptions& options) : options_(options) {
-  tune_malloc_for_training();
   const auto& o = options_;
   RETCLIP_CHECK_USAGE(o.embed_dim() == o.vision().embed_dim(), "expected the joint embed_dim (",
                       o.embed_dim(), ") to equal the ViT's embed_dim (", o.vision().embed_dim(),
@@ -130,6 +110,18 @@ ImageFeatures RetClipImpl::encode_eyes(const torch::Tensor& left, const torch::T
           zeros.index_copy(0, ir, f.slice(0, nl, nl + nr))};
 }
 
+torch::Tensor Embeddings::valid(Level level) const {
+  if (level == Level::kLeft) return has_left;
+  if (level == Level::kRight) return has_right;
+  return {};
+}
+
+torch::Tensor RetClipImpl::logit_scale_of(Level level) const {
+  if (level == Level::kLeft) return logit_scale_left;
+  if (level == Level::kRight) return logit_scale_right;
+  return logit_scale;
+}
+
 Embeddings RetClipImpl::forward(const torch::Tensor& left, const torch::Tensor& right,
                                 const torch::Tensor& tokens, const torch::Tensor& has_left,
                                 const torch::Tensor& has_right) {
@@ -145,15 +137,14 @@ Embeddings RetClipImpl::forward(const torch::Tensor& left, const torch::Tensor& 
   auto r_sub = all_present ? img.right : torch::where(hr.unsqueeze(1), img.right, img.left);
   auto txt = encode_text(tokens);
   Embeddings e;
-  e.patient_img = l2_normalize(global_feature_mapping->forward(torch::cat({l_sub, r_sub}, 1)));
-  e.left_img = l2_normalize(left_feature_mapping->forward(img.left));  // zero rows stay zero
-  e.right_img = l2_normalize(right_feature_mapping->forward(img.right));
-  e.patient_txt = l2_normalize(txt.patient);
-  e.left_txt = l2_normalize(txt.left);
-  e.right_txt = l2_normalize(txt.right);
-  e.logit_scale = logit_scale;
-  e.logit_scale_left = logit_scale_left;
-  e.logit_scale_right = logit_scale_right;
+  e.img[Level::kPatient] =
+      l2_normalize(global_feature_mapping->forward(torch::cat({l_sub, r_sub}, 1)));
+  e.img[Level::kLeft] = l2_normalize(left_feature_mapping->forward(img.left));  // zero rows stay zero
+  e.img[Level::kRight] = l2_normalize(right_feature_mapping->forward(img.right));
+  e.txt[Level::kPatient] = l2_normalize(txt.patient);
+  e.txt[Level::kLeft] = l2_normalize(txt.left);
+  e.txt[Level::kRight] = l2_normalize(txt.right);
+  for (Level l : kLevels) e.logit_scale[l] = logit_scale_of(l);
   e.has_left = hl;
   e.has_right = hr;
   return e;

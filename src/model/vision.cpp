@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "ops.hpp"
-#include "retclip/model/checkpoint.hpp"
+#include "retclip/model/activation_checkpoint.hpp"
 #include "retclip/util/error.hpp"
 
 namespace retclip::model {

@@ -22,12 +22,13 @@
 
 #include "retclip/dist/comm.hpp"
 #include "retclip/dist/env.hpp"
-#include "retclip/dist/grad_sync.hpp"
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/train/data_stream.hpp"
 #include "retclip/train/flops.hpp"
 #include "retclip/train/optimizer.hpp"
+#include "retclip/train/schedule.hpp"
+#include "retclip/train/setup.hpp"
 #include "retclip/train/step.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/system.hpp"
@@ -124,156 +125,99 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-}  // namespace
+nlohmann::json setup_json(const config::Config& cfg, const model::RetClip& net) {
+  const auto& vo = net->options().vision();
+  const auto& to = net->options().text();
+  return {{"vision",
+           {{"image_size", vo.image_size()},
+            {"patch_size", vo.patch_size()},
+            {"width", vo.width()},
+            {"layers", vo.layers()},
+            {"heads", vo.num_heads()},
+            {"mlp_ratio", vo.mlp_ratio()}}},
+          {"text",
+           {{"vocab_size", to.vocab_size()},
+            {"hidden", to.hidden()},
+            {"layers", to.layers()},
+            {"heads", to.heads()},
+            {"intermediate", to.intermediate()},
+            {"max_position", to.max_position()},
+            {"dropout", to.hidden_dropout()}}},
+          {"embed_dim", net->options().embed_dim()},
+          {"logit_scale_init", net->options().logit_scale_init()},
+          {"logit_scale_max", cfg.loss.logit_scale_max},
+          {"optim",
+           {{"lr", cfg.optim.lr},
+            {"weight_decay", cfg.optim.weight_decay},
+            {"betas", cfg.optim.betas},
+            {"eps", cfg.optim.eps},
+            {"clip_norm", cfg.optim.clip_norm},
+            {"no_decay", cfg.optim.no_decay}}},
+          {"seed", cfg.train.seed}};
+}
 
 // ---- the run -----------------------------------------------------------------------
 
-BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
+void check_options(const BenchOptions& o) {
   RETCLIP_CHECK_USAGE(o.steps >= 1, "--steps: expected at least 1 timed step but got ", o.steps);
   RETCLIP_CHECK_USAGE(o.warmup >= 0, "--warmup: expected 0 or more steps but got ", o.warmup);
   RETCLIP_CHECK_USAGE(o.data == "synthetic" || o.data == "loader",
                       "--data: expected synthetic or loader but got '", o.data, "'");
-  BenchResult r;
-  r.threads = util::configure_threads(cfg.train.threads);
-  // Under `retclip launch` / torchrun: data parallel as in training (gathered features,
-  // bucketed gradient all-reduce); the communication time is then measured here.
-  const dist::Env env = dist::Env::from_environment();
-  const at::Device device = resolve_device(cfg.train.device, env.local_rank);
-  std::shared_ptr<dist::Comm> comm;
-  if (env.distributed()) comm = dist::Comm::init(env, device, {cfg.dist.backend, cfg.dist.timeout_s});
-  const int64_t rank = env.rank, world = env.world;
-  const Precision precision = parse_precision(cfg.train.precision);
-  RETCLIP_CHECK_USAGE(precision == Precision::kFp32 || device.is_cuda(),
-                      "train.precision=", cfg.train.precision,
-                      " needs a CUDA device; on CPU use train.precision=fp32");
+}
 
-  // Data first: the loader knows the tokenizer's vocabulary.
+// The batches of the run: the training loader (the same batches `retclip train` sees)
+// or one synthetic batch made once on the device (other rows on other ranks).
+struct BenchData {
   std::unique_ptr<TrainData> loader;
-  int64_t vocab = 0;
-  if (o.data == "loader") {
-    RETCLIP_CHECK_USAGE(!cfg.data.train.empty(),
-                        "--data loader needs data.train. HINT: use "
-                        "--data synthetic, or --set data.train=PATH");
-    loader = std::make_unique<TrainData>(TrainData::open(cfg, rank, world));
-    vocab = loader->vocab_size();
-  } else {
-    vocab = synthetic_vocab(cfg);
-  }
-
-  torch::manual_seed(cfg.train.seed);
-  model::RetClip net(model::retclip_options(cfg.model, vocab, cfg.train.grad_checkpointing));
-  net->to(device);
-  net->train();
-  for (const auto& p : net->parameters()) r.params += p.numel();
-  std::unique_ptr<dist::GradSync> grad_sync;
-  if (comm) {
-    std::vector<at::Tensor> state;
-    for (const auto& p : net->parameters()) state.push_back(p.data());
-    comm->broadcast_(state, 0);
-    grad_sync = std::make_unique<dist::GradSync>(comm, net->parameters(), cfg.dist.bucket_mb);
-  }
-  const StepComm step_comm{comm.get(), grad_sync.get()};
-  BuiltOptimizer built = build_adamw(*net, cfg.optim);
-  torch::optim::AdamW& opt = *built.optimizer;
-  set_lr(opt, cfg.optim.lr);
-  const std::vector<at::Tensor> params = optimizer_params(opt);
-  const loss::TripartiteLossOptions loss_opts = loss_options(cfg, world);
-
-  const auto& vo = net->options().vision();
-  r.image_size = vo.image_size();
-  r.tokens = cfg.data.context_length;
-  r.batch = cfg.train.batch_size;
-  r.accum_steps = cfg.optim.accum_steps;
-  r.split_forward_backward = r.accum_steps == 1;
   MicroBatch fixed;
-  if (!loader) {
-    fixed = synthetic_batch(r.batch, r.image_size, r.tokens, vocab, device);
-    if (rank > 0) {  // other patients on other ranks: shuffle the synthetic rows
-      at::Tensor perm = at::roll(at::arange(r.batch, at::kLong), rank).to(device);
-      fixed = {fixed.left.index_select(0, perm), fixed.right.index_select(0, perm),
-               fixed.tokens.index_select(0, perm), fixed.has_left, fixed.has_right};
-    }
+  int64_t vocab = 0;
+
+  MicroBatch next(const at::Device& d) { return loader ? loader->next_train(d) : fixed; }
+};
+
+BenchData open_data(const config::Config& cfg, const BenchOptions& o, const dist::Env& env) {
+  BenchData d;
+  if (o.data == "synthetic") {
+    d.vocab = synthetic_vocab(cfg);
+    return d;
   }
+  RETCLIP_CHECK_USAGE(!cfg.data.train.empty(),
+                      "--data loader needs data.train. HINT: use "
+                      "--data synthetic, or --set data.train=PATH");
+  d.loader = std::make_unique<TrainData>(TrainData::open(cfg, env.rank, env.world));
+  d.vocab = d.loader->vocab_size();
+  return d;
+}
 
-  double data_ms = 0, fwd_ms = 0, bwd_ms = 0, opt_ms = 0, comm_s = 0, total_ms = 0;
-  at::Tensor last_loss;
-  for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
-    const bool timed = i >= o.warmup;
-    if (i == o.warmup) {
-      sync(device);
-      reset_peak_memory(device);
-      if (!o.profile_path.empty()) profiler_start(device);
-    }
-    const auto t0 = Clock::now();
-    MicroBatch batch = loader ? loader->next_train(device) : fixed;
-    sync(device);
-    const auto t1 = Clock::now();
-    opt.zero_grad(true);
-    at::Tensor total;
-    if (r.split_forward_backward) {
-      model::Embeddings e;
-      {
-        AutocastScope ac(precision, device);
-        e = to_float(
-            net->forward(batch.left, batch.right, batch.tokens, batch.has_left, batch.has_right));
-      }
-      total = step_loss(e, loss_opts, step_comm).total;
-      sync(device);
-      const auto t2 = Clock::now();
-      if (grad_sync) grad_sync->arm(true);
-      total.backward();
-      if (grad_sync) grad_sync->finish();
-      sync(device);
-      if (timed) {
-        fwd_ms += std::chrono::duration<double, std::milli>(t2 - t1).count();
-        bwd_ms += ms_since(t2);
-      }
-    } else {
-      total = forward_backward(net, split_batch(batch, r.accum_steps), loss_opts, precision, 1.0,
-                               step_comm)
-                  .total;
-      sync(device);
-      if (timed) fwd_ms += ms_since(t1);
-    }
-    const auto t3 = Clock::now();
-    clip_grad_norm(params, cfg.optim.clip_norm);
-    opt.step();
-    {
-      torch::NoGradGuard ng;
-      for (at::Tensor* s : {&net->logit_scale, &net->logit_scale_left, &net->logit_scale_right})
-        s->clamp_(0, cfg.loss.logit_scale_max);
-    }
-    sync(device);
-    double c = o.comm_seconds ? o.comm_seconds() : 0.0;
-    if (comm) {
-      c += comm->comm_seconds();
-      comm->reset_comm_seconds();
-    }
-    if (timed) {
-      data_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
-      opt_ms += ms_since(t3);
-      total_ms += ms_since(t0);
-      comm_s += c;
-      last_loss = total.detach();
-    }
-  }
+MicroBatch rank_synthetic_batch(const config::Config& cfg, int64_t vocab, int64_t image_size,
+                                int64_t rank, const at::Device& device) {
+  const int64_t b = cfg.train.batch_size;
+  MicroBatch m = synthetic_batch(b, image_size, cfg.data.context_length, vocab, device);
+  if (rank == 0) return m;
+  at::Tensor perm = at::roll(at::arange(b, at::kLong), rank).to(device);
+  return {m.left.index_select(0, perm), m.right.index_select(0, perm),
+          m.tokens.index_select(0, perm), m.has_left, m.has_right};
+}
 
-  if (!o.profile_path.empty()) torch::autograd::profiler::disableProfiler()->save(o.profile_path);
+// Sums of the timed steps' phases.
+struct Timings {
+  StepPhases phases;
+  double data_ms = 0, total_ms = 0, comm_s = 0;
+};
 
+void fill_result(BenchResult& r, const config::Config& cfg, const BenchOptions& o,
+                 const model::RetClip& net, const Timings& t, const at::Device& device) {
   const double n = static_cast<double>(o.steps);
   r.steps = o.steps;
   r.warmup = o.warmup;
-  r.world = world;
-  r.rank = rank;
-  r.step_ms = total_ms / n;
-  r.data_ms = data_ms / n;
-  r.forward_ms = fwd_ms / n;
-  r.backward_ms = bwd_ms / n;
-  r.optimizer_ms = opt_ms / n;
-  r.comm_ms = 1000 * comm_s / n;
-  r.patients_per_s = r.step_ms > 0 ? 1000.0 * r.batch * world / r.step_ms : 0;
-  r.final_loss = last_loss.defined() ? last_loss.item<double>() : 0;
-
+  r.step_ms = t.total_ms / n;
+  r.data_ms = t.data_ms / n;
+  r.forward_ms = t.phases.forward_ms / n;
+  r.backward_ms = t.phases.backward_ms / n;
+  r.optimizer_ms = t.phases.optimizer_ms / n;
+  r.comm_ms = 1000 * t.comm_s / n;
+  r.patients_per_s = r.step_ms > 0 ? 1000.0 * r.batch * r.world / r.step_ms : 0;
+  r.final_loss = r.losses.empty() ? 0 : r.losses.back();
   r.device = device.str();
   r.precision = cfg.train.precision;
   r.data = o.data;
@@ -281,8 +225,7 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   r.text = cfg.model.text.preset;
   r.grad_checkpointing = cfg.train.grad_checkpointing;
   if (device.is_cuda()) {
-    const auto info = util::system_info();
-    for (const auto& d : info.cuda_devices)
+    for (const auto& d : util::system_info().cuda_devices)
       if (d.index == device.index()) r.device_name = d.name;
     const auto [alloc, reserved] = cuda_peak_bytes(device);
     r.peak_memory_gib = alloc / kGiB;
@@ -293,40 +236,76 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
     r.peak_memory_gib = util::peak_rss_bytes() / kGiB;
     r.memory_kind = "rss";
   }
-
-  const auto& to = net->options().text();
-  r.setup = {{"vision",
-              {{"image_size", vo.image_size()},
-               {"patch_size", vo.patch_size()},
-               {"width", vo.width()},
-               {"layers", vo.layers()},
-               {"heads", vo.num_heads()},
-               {"mlp_ratio", vo.mlp_ratio()}}},
-             {"text",
-              {{"vocab_size", to.vocab_size()},
-               {"hidden", to.hidden()},
-               {"layers", to.layers()},
-               {"heads", to.heads()},
-               {"intermediate", to.intermediate()},
-               {"max_position", to.max_position()},
-               {"dropout", to.hidden_dropout()}}},
-             {"embed_dim", net->options().embed_dim()},
-             {"logit_scale_init", net->options().logit_scale_init()},
-             {"logit_scale_max", cfg.loss.logit_scale_max},
-             {"optim",
-              {{"lr", cfg.optim.lr},
-               {"weight_decay", cfg.optim.weight_decay},
-               {"betas", cfg.optim.betas},
-               {"eps", cfg.optim.eps},
-               {"clip_norm", cfg.optim.clip_norm},
-               {"no_decay", cfg.optim.no_decay}}},
-             {"seed", cfg.train.seed}};
+  r.setup = setup_json(cfg, net);
   const FlopCount f = count_flops(net->options(), r.tokens, r.batch);
   r.gflop_per_patient = f.train_per_patient() / 1e9;
   r.tflops_achieved = r.step_ms > 0 ? f.train_per_step() / (r.step_ms / 1000.0) / 1e12 : 0;
   r.peak_tflops =
       o.peak_tflops > 0 ? o.peak_tflops : (device.is_cuda() ? peak_bf16_tflops(r.device_name) : 0);
   r.mfu = r.peak_tflops > 0 ? r.tflops_achieved / r.peak_tflops : -1;
+}
+
+}  // namespace
+
+BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
+  check_options(o);
+  BenchResult r;
+  r.threads = util::configure_threads(cfg.train.threads);
+  util::tune_malloc_for_training();
+  // Under `retclip launch` / torchrun: data parallel as in training (gathered features,
+  // bucketed gradient all-reduce); the communication time is then measured here.
+  const dist::Env env = dist::Env::from_environment();
+  const at::Device device = resolve_device(cfg.train.device, env.local_rank);
+  auto comm = dist::Comm::from_env(env, device, {cfg.dist.backend, cfg.dist.timeout_s});
+  RETCLIP_CHECK_USAGE(parse_precision(cfg.train.precision) == Precision::kFp32 || device.is_cuda(),
+                      "train.precision=", cfg.train.precision,
+                      " needs a CUDA device; on CPU use train.precision=fp32");
+  BenchData data = open_data(cfg, o, env);  // first: the loader knows the vocabulary
+  model::RetClip net = build_model(cfg, data.vocab, device, env.rank);
+  for (const auto& p : net->parameters()) r.params += p.numel();
+  BuiltOptimizer built = build_adamw(*net, cfg.optim);
+  StepContext ctx = make_step_context(cfg, net, *built.optimizer, comm);
+  LossScaler scaler;
+  scaler.enabled = ctx.precision == Precision::kFp16;
+  r.image_size = net->options().vision().image_size();
+  r.tokens = cfg.data.context_length;
+  r.batch = cfg.train.batch_size;
+  r.accum_steps = cfg.optim.accum_steps;
+  r.split_forward_backward = r.accum_steps == 1;
+  r.world = env.world;
+  r.rank = env.rank;
+  if (!data.loader) data.fixed = rank_synthetic_batch(cfg, data.vocab, r.image_size, env.rank, device);
+  // The learning rate follows the training schedule over train.steps (or the bench's own
+  // steps), so the first steps equal those of `retclip train` on the same config.
+  const int64_t total = cfg.train.steps > 0 ? cfg.train.steps : o.warmup + o.steps;
+
+  Timings t;
+  for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
+    const bool timed = i >= o.warmup;
+    if (i == o.warmup) {
+      sync(device);
+      reset_peak_memory(device);
+      if (!o.profile_path.empty()) profiler_start(device);
+    }
+    const auto t0 = Clock::now();
+    MicroBatch batch = data.next(device);
+    sync(device);
+    const double data_ms = ms_since(t0);
+    StepPhases phases;
+    StepResult s = train_step(ctx, batch, lr_at(cfg.optim, i, total), scaler, false, &phases);
+    r.losses.push_back(s.losses.total.item<double>());
+    const double c = (o.comm_seconds ? o.comm_seconds() : 0.0) + comm->comm_seconds();
+    comm->reset_comm_seconds();
+    if (!timed) continue;
+    t.data_ms += data_ms;
+    t.total_ms += ms_since(t0);
+    t.comm_s += c;
+    t.phases.forward_ms += phases.forward_ms;
+    t.phases.backward_ms += phases.backward_ms;
+    t.phases.optimizer_ms += phases.optimizer_ms;
+  }
+  if (!o.profile_path.empty()) torch::autograd::profiler::disableProfiler()->save(o.profile_path);
+  fill_result(r, cfg, o, net, t, device);
   return r;
 }
 
@@ -370,6 +349,7 @@ nlohmann::json BenchResult::to_json() const {
                    {"final_loss", round(final_loss, 5)}};
   if (memory_kind == "cuda_allocated") j["peak_reserved_gib"] = round(peak_reserved_gib, 3);
   j["mfu"] = mfu >= 0 ? nlohmann::json(round(mfu, 4)) : nlohmann::json(nullptr);
+  j["step_losses"] = losses;  // full precision: compared with training's metrics.jsonl
   if (!setup.is_null()) j["setup"] = setup;
   return j;
 }

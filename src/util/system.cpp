@@ -7,7 +7,10 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -16,6 +19,10 @@
 #endif
 
 #include "retclip/version.hpp"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace retclip::util {
 
@@ -84,5 +91,18 @@ SystemInfo system_info() {
   }
   return s;
 }
+
+void tune_malloc_for_training() {
+#if defined(__GLIBC__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* off = std::getenv("RETCLIP_MALLOC_DEFAULTS");
+    if (off && std::strcmp(off, "1") == 0) return;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum; fixes the dynamic threshold
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  });
+#endif
+}
+
 
 }  // namespace retclip::util

@@ -538,6 +538,29 @@ TEST(ConfigHash, StableAndSensitive) {
 
 // ------------------------------------------------------------- shipped configs
 
+TEST(ConfigDiff, FullKeyPathsAndTypedValues) {
+  Config a = from("model:\n  vision:\n    layers: 4\n  text:\n    layers: 4\n");
+  // Only the text tower changes: the same leaf name in model.vision must not hide it
+  // (a diff keyed by section and leaf name alone reported nothing here).
+  Config b = from("model:\n  vision:\n    layers: 4\n  text:\n    layers: 6\n");
+  auto d = diff(a, b);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].key, "model.text.layers");
+  EXPECT_EQ(d[0].before, "4");
+  EXPECT_EQ(d[0].after, "6");
+  // And the other way round, with both presets changed and a typed double and list.
+  Config c = from(
+      "model:\n  vision:\n    layers: 2\n    preset: vit-micro\n  text:\n    layers: 4\n"
+      "optim:\n  lr: 0.001\ndata:\n  mean: [0.5, 0.5, 0.5]\n");
+  auto e = diff(a, c);
+  std::vector<std::string> keys;
+  for (const auto& ch : e) keys.push_back(ch.key);
+  EXPECT_EQ(keys, (std::vector<std::string>{"model.vision.preset", "model.vision.layers",
+                                            "data.mean", "optim.lr"}));
+  EXPECT_EQ(e.back().after, "0.001");
+  EXPECT_TRUE(diff(a, a).empty());
+}
+
 TEST(ConfigShipped, RetClipVitB16) {
   auto c = load(RETCLIP_SOURCE_DIR "/configs/ret-clip-vitb16.yaml");
   EXPECT_EQ(c.model.vision.preset, "ViT-B-16");

@@ -153,7 +153,7 @@ TEST(DistWorker, TrainingKeepsRanksIdentical) {
   retclip::config::OptimConfig oc;
   auto built = retclip::train::build_adamw(*net, oc);
   retclip::dist::GradSync sync(comm, net->parameters(), 0.05);
-  const retclip::train::StepComm sc{comm.get(), &sync};
+  const retclip::train::StepComm sc{*comm, sync};
   auto opts = retclip::loss::TripartiteLossOptions().world_size(comm->world());
   for (int step = 0; step < 3; ++step) {
     torch::manual_seed(1000 * step + r);  // each rank its own data

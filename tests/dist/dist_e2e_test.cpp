@@ -73,9 +73,7 @@ std::map<int64_t, double> step_losses(const fs::path& run_dir) {
 }
 
 fs::path checkpoint(const fs::path& run_dir, int step) {
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08d", step);
-  return run_dir / "checkpoints" / name;
+  return run_dir / "checkpoints" / retclip::test::checkpoint_name(step);
 }
 
 // Largest |a - b| over all tensors of two checkpoints' model weights.
@@ -111,9 +109,8 @@ void expect_same_run(const fs::path& run, const fs::path& ref, int from_step = 1
 class DistE2E : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    g_root = fs::temp_directory_path() / ("retclip-dist-e2e-" + std::to_string(getpid()));
+    g_root = retclip::test::fresh_dir("retclip-dist-e2e");
     g_port = 21000 + (getpid() % 500) * 40;
-    fs::create_directories(g_root);
     ASSERT_EQ(retclip::test::make_synthetic_shards(g_root, g_root / "commands.log"), 0);
     // The reference: one process, the global batch of 16.
     ASSERT_EQ(run(single(train_args(g_root / "ref", 16))), 0);

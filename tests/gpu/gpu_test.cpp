@@ -101,12 +101,12 @@ TEST(Gpu, ForwardParityCpuCudaFp32) {
   auto bg = to(b, gpu());
   auto eg = dev->forward(bg.left, bg.right, bg.tokens, bg.has_left, bg.has_right);
   const std::pair<const char*, std::pair<at::Tensor, at::Tensor>> pairs[] = {
-      {"patient_img", {eg.patient_img, ec.patient_img}},
-      {"left_img", {eg.left_img, ec.left_img}},
-      {"right_img", {eg.right_img, ec.right_img}},
-      {"patient_txt", {eg.patient_txt, ec.patient_txt}},
-      {"left_txt", {eg.left_txt, ec.left_txt}},
-      {"right_txt", {eg.right_txt, ec.right_txt}}};
+      {"patient_img", {eg.img[model::Level::kPatient], ec.img[model::Level::kPatient]}},
+      {"left_img", {eg.img[model::Level::kLeft], ec.img[model::Level::kLeft]}},
+      {"right_img", {eg.img[model::Level::kRight], ec.img[model::Level::kRight]}},
+      {"patient_txt", {eg.txt[model::Level::kPatient], ec.txt[model::Level::kPatient]}},
+      {"left_txt", {eg.txt[model::Level::kLeft], ec.txt[model::Level::kLeft]}},
+      {"right_txt", {eg.txt[model::Level::kRight], ec.txt[model::Level::kRight]}}};
   for (const auto& [name, p] : pairs) {
     const double e = rel_err(p.first, p.second);
     std::printf("forward parity %-12s max rel diff %.3g\n", name, e);

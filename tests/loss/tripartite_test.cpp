@@ -17,11 +17,10 @@ torch::Tensor unit_rows(int64_t n, int64_t e) {
 
 model::Embeddings random_embeddings(int64_t n, int64_t e, double log_scale) {
   model::Embeddings x;
-  for (auto* t :
-       {&x.patient_img, &x.left_img, &x.right_img, &x.patient_txt, &x.left_txt, &x.right_txt})
-    *t = unit_rows(n, e).requires_grad_(true);
-  for (auto* s : {&x.logit_scale, &x.logit_scale_left, &x.logit_scale_right})
-    *s = torch::tensor(log_scale, torch::requires_grad());
+  for (model::Level l : model::kLevels) x.img[l] = unit_rows(n, e).requires_grad_(true);
+  for (model::Level l : model::kLevels) x.txt[l] = unit_rows(n, e).requires_grad_(true);
+  for (model::Level l : model::kLevels)
+    x.logit_scale[l] = torch::tensor(log_scale, torch::requires_grad());
   x.has_left = torch::ones({n}, torch::kBool);
   x.has_right = torch::ones({n}, torch::kBool);
   return x;
@@ -49,25 +48,23 @@ TEST(TripartiteLoss, PerfectAlignmentWithHighScaleGivesZeroLoss) {
   auto e = random_embeddings(8, 16, std::log(100.0));
   torch::NoGradGuard ng;
   auto eye = torch::eye(8, 16);
-  for (auto* t :
-       {&e.patient_img, &e.left_img, &e.right_img, &e.patient_txt, &e.left_txt, &e.right_txt})
-    *t = eye;
+  for (model::Level l : model::kLevels) e.img[l] = e.txt[l] = eye;
   auto out = loss::tripartite_loss(e, loss::TripartiteLossOptions());
   EXPECT_LT(out.total.item<double>(), 1e-6);
-  EXPECT_DOUBLE_EQ(out.acc_patient_i2t, 1.0);
-  EXPECT_DOUBLE_EQ(out.acc_left_t2i, 1.0);
-  EXPECT_DOUBLE_EQ(out.acc_right_i2t, 1.0);
-  EXPECT_EQ(out.rows_patient, 8);
+  EXPECT_DOUBLE_EQ(out.level[model::Level::kPatient].acc_i2t, 1.0);
+  EXPECT_DOUBLE_EQ(out.level[model::Level::kLeft].acc_t2i, 1.0);
+  EXPECT_DOUBLE_EQ(out.level[model::Level::kRight].acc_i2t, 1.0);
+  EXPECT_EQ(out.level[model::Level::kPatient].rows, 8);
 }
 
 TEST(TripartiteLoss, IdenticalFeaturesGiveLogN) {
   auto e = random_embeddings(5, 4, 2.0);
   torch::NoGradGuard ng;
   auto same = torch::ones({5, 4}) / 2.0;
-  e.left_img = same;
-  e.left_txt = same;
+  e.img[model::Level::kLeft] = same;
+  e.txt[model::Level::kLeft] = same;
   auto out = loss::tripartite_loss(e, loss::TripartiteLossOptions());
-  EXPECT_NEAR(out.left.item<double>(), std::log(5.0), 1e-6);
+  EXPECT_NEAR(out.level[model::Level::kLeft].loss.item<double>(), std::log(5.0), 1e-6);
 }
 
 TEST(TripartiteLoss, MatchesPlainComputationAndWeights) {
@@ -77,15 +74,15 @@ TEST(TripartiteLoss, MatchesPlainComputationAndWeights) {
   e.has_right = torch::tensor({true, true, true, false, true, true});
   auto opts = loss::TripartiteLossOptions().weight_patient(0.5).weight_left(2.0).weight_right(3.0);
   auto out = loss::tripartite_loss(e, opts);
-  const double p = plain_level(e.patient_img, e.patient_txt, 2.5, torch::ones({6}, torch::kBool));
-  const double l = plain_level(e.left_img, e.left_txt, 2.5, e.has_left);
-  const double r = plain_level(e.right_img, e.right_txt, 2.5, e.has_right);
-  EXPECT_NEAR(out.patient.item<double>(), p, 1e-5);
-  EXPECT_NEAR(out.left.item<double>(), l, 1e-5);
-  EXPECT_NEAR(out.right.item<double>(), r, 1e-5);
+  const double p = plain_level(e.img[model::Level::kPatient], e.txt[model::Level::kPatient], 2.5, torch::ones({6}, torch::kBool));
+  const double l = plain_level(e.img[model::Level::kLeft], e.txt[model::Level::kLeft], 2.5, e.has_left);
+  const double r = plain_level(e.img[model::Level::kRight], e.txt[model::Level::kRight], 2.5, e.has_right);
+  EXPECT_NEAR(out.level[model::Level::kPatient].loss.item<double>(), p, 1e-5);
+  EXPECT_NEAR(out.level[model::Level::kLeft].loss.item<double>(), l, 1e-5);
+  EXPECT_NEAR(out.level[model::Level::kRight].loss.item<double>(), r, 1e-5);
   EXPECT_NEAR(out.total.item<double>(), 0.5 * p + 2.0 * l + 3.0 * r, 1e-5);
-  EXPECT_EQ(out.rows_left, 4);
-  EXPECT_EQ(out.rows_right, 5);
+  EXPECT_EQ(out.level[model::Level::kLeft].rows, 4);
+  EXPECT_EQ(out.level[model::Level::kRight].rows, 5);
   std::cout << "patient " << p << " left " << l << " right " << r << "\n";
 }
 
@@ -96,18 +93,18 @@ TEST(TripartiteLoss, RowsWithoutAnEyeTakeNoPartInThatLevel) {
   auto out = loss::tripartite_loss(e, loss::TripartiteLossOptions());
   out.total.backward();
   // Rows 1 and 4 (no left eye) receive no gradient from the left level ...
-  EXPECT_EQ(e.left_img.grad()[1].abs().max().item<double>(), 0);
-  EXPECT_EQ(e.left_txt.grad()[4].abs().max().item<double>(), 0);
-  EXPECT_GT(e.left_img.grad()[0].abs().max().item<double>(), 0);
+  EXPECT_EQ(e.img[model::Level::kLeft].grad()[1].abs().max().item<double>(), 0);
+  EXPECT_EQ(e.txt[model::Level::kLeft].grad()[4].abs().max().item<double>(), 0);
+  EXPECT_GT(e.img[model::Level::kLeft].grad()[0].abs().max().item<double>(), 0);
   // ... and changing them changes nothing (neither as query nor as negative).
   torch::NoGradGuard ng;
   auto e2 = e;
-  e2.left_img = e.left_img.detach().clone();
-  e2.left_txt = e.left_txt.detach().clone();
-  e2.left_img[1] = e.left_img[0].detach();
-  e2.left_txt[4] = e.left_img[2].detach();
+  e2.img[model::Level::kLeft] = e.img[model::Level::kLeft].detach().clone();
+  e2.txt[model::Level::kLeft] = e.txt[model::Level::kLeft].detach().clone();
+  e2.img[model::Level::kLeft][1] = e.img[model::Level::kLeft][0].detach();
+  e2.txt[model::Level::kLeft][4] = e.img[model::Level::kLeft][2].detach();
   auto out2 = loss::tripartite_loss(e2, loss::TripartiteLossOptions());
-  EXPECT_EQ(out.left.item<double>(), out2.left.item<double>());
+  EXPECT_EQ(out.level[model::Level::kLeft].loss.item<double>(), out2.level[model::Level::kLeft].loss.item<double>());
 }
 
 TEST(TripartiteLoss, LogitScaleIsClamped) {
@@ -116,15 +113,15 @@ TEST(TripartiteLoss, LogitScaleIsClamped) {
   auto opts = loss::TripartiteLossOptions().logit_scale_max(std::log(20.0));
   auto out = loss::tripartite_loss(e, opts);
   out.total.backward();
-  EXPECT_EQ(e.logit_scale.grad().item<double>(), 0.0);  // above the clamp: no gradient
+  EXPECT_EQ(e.logit_scale[model::Level::kPatient].grad().item<double>(), 0.0);  // above the clamp: no gradient
   auto e2 = random_embeddings(4, 8, std::log(20.0));
-  e2.patient_img = e.patient_img;
-  e2.patient_txt = e.patient_txt;
+  e2.img[model::Level::kPatient] = e.img[model::Level::kPatient];
+  e2.txt[model::Level::kPatient] = e.txt[model::Level::kPatient];
   torch::NoGradGuard ng;
   EXPECT_NEAR(
-      loss::contrastive_level(e2.patient_img, e2.patient_txt, e2.logit_scale, {}, 0, -1, opts)
+      loss::contrastive_level(e2.img[model::Level::kPatient], e2.txt[model::Level::kPatient], e2.logit_scale[model::Level::kPatient], {}, 0, -1, opts)
           .loss.item<double>(),
-      out.patient.item<double>(), 1e-6);
+      out.level[model::Level::kPatient].loss.item<double>(), 1e-6);
 }
 
 TEST(TripartiteLoss, LocalRowsAgainstGlobalColumnsAverageToGlobalLoss) {
@@ -135,19 +132,19 @@ TEST(TripartiteLoss, LocalRowsAgainstGlobalColumnsAverageToGlobalLoss) {
   const auto global = loss::tripartite_loss(e, loss::TripartiteLossOptions());
   auto local = loss::TripartiteLossOptions().local_loss(true).world_size(2);
   auto a = loss::tripartite_loss(e, local, 0, 4), b = loss::tripartite_loss(e, local, 4, 8);
-  EXPECT_EQ(a.rows_left, 4);
-  EXPECT_EQ(b.rows_left, 2);
+  EXPECT_EQ(a.level[model::Level::kLeft].rows, 4);
+  EXPECT_EQ(b.level[model::Level::kLeft].rows, 2);
   // Each rank's share is scaled so that the plain mean over ranks is the global loss,
   // at every level, whatever the number of valid rows per rank.
-  EXPECT_NEAR((a.patient.item<double>() + b.patient.item<double>()) / 2,
-              global.patient.item<double>(), 1e-5);
-  EXPECT_NEAR((a.left.item<double>() + b.left.item<double>()) / 2, global.left.item<double>(),
+  EXPECT_NEAR((a.level[model::Level::kPatient].loss.item<double>() + b.level[model::Level::kPatient].loss.item<double>()) / 2,
+              global.level[model::Level::kPatient].loss.item<double>(), 1e-5);
+  EXPECT_NEAR((a.level[model::Level::kLeft].loss.item<double>() + b.level[model::Level::kLeft].loss.item<double>()) / 2, global.level[model::Level::kLeft].loss.item<double>(),
               1e-5);
   EXPECT_NEAR((a.total.item<double>() + b.total.item<double>()) / 2, global.total.item<double>(),
               1e-5);
   // So are the gradients: the mean of the two ranks' gradients is the global one.
   auto grad_of = [&](const at::Tensor& loss) {
-    return torch::autograd::grad({loss}, {e.left_img}, {}, /*retain_graph=*/true)[0];
+    return torch::autograd::grad({loss}, {e.img[model::Level::kLeft]}, {}, /*retain_graph=*/true)[0];
   };
   at::Tensor g_global = grad_of(global.total);
   at::Tensor g_mean = (grad_of(a.total) + grad_of(b.total)) / 2;
@@ -157,7 +154,7 @@ TEST(TripartiteLoss, LocalRowsAgainstGlobalColumnsAverageToGlobalLoss) {
   EXPECT_NEAR(whole.total.item<double>(), global.total.item<double>(), 1e-6);
   // The range is ignored without local_loss.
   auto full = loss::tripartite_loss(e, loss::TripartiteLossOptions(), 0, 4);
-  EXPECT_EQ(full.patient.item<double>(), global.patient.item<double>());
+  EXPECT_EQ(full.level[model::Level::kPatient].loss.item<double>(), global.level[model::Level::kPatient].loss.item<double>());
   EXPECT_THROW(loss::tripartite_loss(e, local, 5, 9), std::exception);
 }
 
@@ -165,10 +162,10 @@ TEST(TripartiteLoss, LevelWithoutRowsIsZeroAndKeepsGraph) {
   auto e = random_embeddings(4, 8, 2.0);
   e.has_right = torch::zeros({4}, torch::kBool);
   auto out = loss::tripartite_loss(e, loss::TripartiteLossOptions());
-  EXPECT_EQ(out.right.item<double>(), 0.0);
-  EXPECT_EQ(out.rows_right, 0);
+  EXPECT_EQ(out.level[model::Level::kRight].loss.item<double>(), 0.0);
+  EXPECT_EQ(out.level[model::Level::kRight].rows, 0);
   EXPECT_TRUE(out.total.requires_grad());
   out.total.backward();
-  EXPECT_EQ(e.right_img.grad().abs().max().item<double>(), 0.0);
-  EXPECT_EQ(e.logit_scale_right.grad().item<double>(), 0.0);
+  EXPECT_EQ(e.img[model::Level::kRight].grad().abs().max().item<double>(), 0.0);
+  EXPECT_EQ(e.logit_scale[model::Level::kRight].grad().item<double>(), 0.0);
 }

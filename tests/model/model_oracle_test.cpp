@@ -256,9 +256,11 @@ void full_case(const FullCase& c) {
   std::cout << "  reference " << std::chrono::duration<double>(t1 - t0).count() << " s, retclip "
             << std::chrono::duration<double>(t2 - t1).count() << " s\n";
   const std::pair<const char*, torch::Tensor> emb[] = {
-      {"patient_img", e.patient_img}, {"left_img", e.left_img}, {"right_img", e.right_img},
-      {"patient_txt", e.patient_txt}, {"left_txt", e.left_txt}, {"right_txt", e.right_txt},
-      {"loss_patient", out.patient},  {"loss_left", out.left},  {"loss_right", out.right},
+      {"patient_img", e.img[model::Level::kPatient]}, {"left_img", e.img[model::Level::kLeft]}, {"right_img", e.img[model::Level::kRight]},
+      {"patient_txt", e.txt[model::Level::kPatient]}, {"left_txt", e.txt[model::Level::kLeft]}, {"right_txt", e.txt[model::Level::kRight]},
+      {"loss_patient", out.level[model::Level::kPatient].loss},
+      {"loss_left", out.level[model::Level::kLeft].loss},
+      {"loss_right", out.level[model::Level::kRight].loss},
       {"loss_total", out.total}};
   for (const auto& [name, t] : emb)
     expect_close(name, t.detach(), ref[std::string("out.") + name], c.tol, c.relative);

@@ -1,5 +1,6 @@
-// Unit tests of the model module: state-dict keys equal DESIGN.md §4, shapes, init
-// statistics, padding mask, missing eyes, activation checkpointing, presets.
+// Unit tests of the model module: state-dict keys equal docs/MODEL.md's list, shapes, init
+// statistics, padding mask, missing eyes, presets (activation checkpointing:
+// activation_checkpoint_test.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +8,6 @@
 
 #include "retclip/config/config.hpp"
 #include "retclip/loss/tripartite.hpp"
-#include "retclip/model/checkpoint.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/model/retclip.hpp"
 #include "retclip/util/error.hpp"
@@ -23,7 +23,7 @@ model::RetClipOptions micro_options(int64_t vocab = 100) {
       .embed_dim(32);
 }
 
-/// The key list of DESIGN.md §4, spelled out for `vl` vision and `tl` text layers.
+/// The key list of docs/MODEL.md (State-dict keys), spelled out for `vl` vision and `tl` text layers.
 std::set<std::string> design_keys(int64_t vl, int64_t tl) {
   std::set<std::string> k{"visual.conv1.weight",         "visual.class_embedding",
                           "visual.positional_embedding", "visual.ln_pre.weight",
@@ -107,11 +107,11 @@ TEST(RetClip, ForwardShapesAndUnitNorms) {
   auto e = net->forward(torch::randn({3, 3, 32, 32}), torch::randn({3, 3, 32, 32}),
                         tokens_for(3, 10, 100));
   for (const auto& t :
-       {e.patient_img, e.left_img, e.right_img, e.patient_txt, e.left_txt, e.right_txt}) {
+       {e.img[model::Level::kPatient], e.img[model::Level::kLeft], e.img[model::Level::kRight], e.txt[model::Level::kPatient], e.txt[model::Level::kLeft], e.txt[model::Level::kRight]}) {
     ASSERT_EQ(t.sizes(), torch::IntArrayRef({3, 32}));
     EXPECT_LT(max_diff(t.norm(2, 1), torch::ones({3})), 1e-5);
   }
-  EXPECT_NEAR(e.logit_scale.item<double>(), std::log(90.0), 1e-6);
+  EXPECT_NEAR(e.logit_scale[model::Level::kPatient].item<double>(), std::log(90.0), 1e-6);
   EXPECT_EQ(net->encode_image(torch::randn({2, 3, 32, 32})).sizes(), torch::IntArrayRef({2, 32}));
   EXPECT_THROW(net->encode_image(torch::randn({2, 3, 64, 64})), Error);
 }
@@ -199,107 +199,27 @@ TEST(RetClip, MissingEyeUsesPresentEyeForPatientAndIgnoresMissingImage) {
   auto has_left = torch::tensor({false, true, true}),
        has_right = torch::tensor({true, true, false});
   auto e = net->forward(left, right, tok, has_left, has_right);
-  EXPECT_EQ(e.left_img[0].abs().max().item<double>(), 0);   // missing left row is zero
-  EXPECT_EQ(e.right_img[2].abs().max().item<double>(), 0);  // missing right row is zero
-  EXPECT_NEAR(e.left_img[1].norm().item<double>(), 1.0, 1e-5);
+  EXPECT_EQ(e.img[model::Level::kLeft][0].abs().max().item<double>(), 0);   // missing left row is zero
+  EXPECT_EQ(e.img[model::Level::kRight][2].abs().max().item<double>(), 0);  // missing right row is zero
+  EXPECT_NEAR(e.img[model::Level::kLeft][1].norm().item<double>(), 1.0, 1e-5);
   // Patient feature of a one-eyed patient == both eyes present, the present eye twice.
   auto l2 = left.clone(), r2 = right.clone();
   l2[0].copy_(right[0]);
   r2[2].copy_(left[2]);
   auto both = net->forward(l2, r2, tok);
-  EXPECT_LT(max_diff(e.patient_img, both.patient_img), 1e-6);
+  EXPECT_LT(max_diff(e.img[model::Level::kPatient], both.img[model::Level::kPatient]), 1e-6);
   // The pixels of a missing eye do not matter.
   auto l3 = left.clone();
   l3[0].normal_();
   auto e3 = net->forward(l3, right, tok, has_left, has_right);
-  EXPECT_EQ(max_diff(e.patient_img, e3.patient_img), 0);
-  EXPECT_EQ(max_diff(e.left_img, e3.left_img), 0);
+  EXPECT_EQ(max_diff(e.img[model::Level::kPatient], e3.img[model::Level::kPatient]), 0);
+  EXPECT_EQ(max_diff(e.img[model::Level::kLeft], e3.img[model::Level::kLeft]), 0);
   // Rows with both eyes present match the all-present forward.
   auto all = net->forward(left, right, tok);
-  EXPECT_LT(max_diff(e.patient_img[1], all.patient_img[1]), 1e-6);
+  EXPECT_LT(max_diff(e.img[model::Level::kPatient][1], all.img[model::Level::kPatient][1]), 1e-6);
   EXPECT_THROW(net->forward(left, right, tok, torch::tensor({false, true, true}),
                             torch::tensor({false, true, true})),
                Error);
-}
-
-namespace {
-
-/// Gradients of a tripartite loss step with checkpointing on/off, same seed.
-std::map<std::string, torch::Tensor> step_grads(bool checkpointing, bool train) {
-  torch::manual_seed(11);
-  model::RetClip net(micro_options());
-  net->set_grad_checkpointing(checkpointing);
-  if (train)
-    net->train();
-  else
-    net->eval();
-  auto left = torch::randn({4, 3, 32, 32}), right = torch::randn({4, 3, 32, 32});
-  auto tok = tokens_for(4, 10, 100);
-  torch::manual_seed(99);  // the dropout stream
-  auto e = net->forward(left, right, tok, torch::tensor({true, false, true, true}),
-                        torch::tensor({true, true, true, false}));
-  loss::tripartite_loss(e, loss::TripartiteLossOptions()).total.backward();
-  std::map<std::string, torch::Tensor> g;
-  for (const auto& p : net->named_parameters()) g[p.key()] = p.value().grad().clone();
-  return g;
-}
-
-void expect_same_grads(bool train) {
-  auto plain = step_grads(false, train);
-  auto ckpt = step_grads(true, train);
-  double worst = 0;
-  for (const auto& [k, g] : plain) {
-    ASSERT_TRUE(ckpt[k].defined()) << k;
-    const double d = max_diff(g, ckpt[k]);
-    worst = std::max(worst, d);
-    EXPECT_LE(d, 1e-6) << k;
-  }
-  std::cout << (train ? "train" : "eval") << " mode: " << plain.size()
-            << " gradients, max |diff| checkpointed vs plain " << worst << "\n";
-}
-
-}  // namespace
-
-TEST(Checkpointing, GradientsEqualPlainPathInEvalMode) {
-  expect_same_grads(false);
-}
-
-TEST(Checkpointing, GradientsEqualPlainPathInTrainModeWithDropout) {
-  expect_same_grads(true);
-  // Dropout is really active: two train-mode steps with different streams differ.
-  torch::manual_seed(5);
-  model::BertEncoder bert(model::text_preset("bert-micro", 100));
-  auto tok = tokens_for(2, 6, 100);
-  auto a = bert->forward(tok), b = bert->forward(tok);
-  EXPECT_GT(max_diff(a, b), 1e-4);
-}
-
-TEST(Checkpointing, FrozenInputAndNoGradModeFallBack) {
-  torch::manual_seed(0);
-  auto w = torch::randn({4, 4}, torch::requires_grad());
-  auto x = torch::randn({2, 4});  // input without grad: only w gets a gradient
-  auto fn = [&](const at::Tensor& in) { return torch::tanh(in.matmul(w)); };
-  auto y = model::checkpoint_block(fn, x, {w});
-  EXPECT_TRUE(y.requires_grad());
-  y.sum().backward();
-  auto g = w.grad().clone();
-  w.mutable_grad().zero_();
-  fn(x).sum().backward();
-  EXPECT_LE(max_diff(g, w.grad()), 1e-7);
-  torch::NoGradGuard ng;
-  EXPECT_FALSE(model::checkpoint_block(fn, x, {w}).requires_grad());
-}
-
-TEST(Checkpointing, BlocksRunThroughTheCheckpointFunction) {
-  torch::manual_seed(0);
-  model::BertEncoder bert(model::text_preset("bert-micro", 100));
-  auto tok = tokens_for(2, 6, 100);
-  EXPECT_EQ(bert->forward_hidden(tok).grad_fn()->name().find("CheckpointFunction"),
-            std::string::npos);
-  bert->set_grad_checkpointing(true);
-  EXPECT_NE(bert->forward_hidden(tok).grad_fn()->name().find("CheckpointFunction"),
-            std::string::npos)
-      << bert->forward_hidden(tok).grad_fn()->name();
 }
 
 TEST(Presets, LookupOverridesAndErrors) {

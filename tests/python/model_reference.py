@@ -1,7 +1,7 @@
 """PyTorch oracle for the model/loss tests: reads tensors written by the C++ test
 (torch::pickle_save of a dict str -> tensor), runs the reference and writes results
 with torch.save. Towers: transformers.BertModel and open_clip's VisionTransformer;
-heads and tripartite loss: written here from the RET-CLIP paper/reference + DESIGN.md.
+heads and tripartite loss: written here from the RET-CLIP paper/reference + docs/MODEL.md.
 
 usage: model_reference.py {bert|vit|full} IN.pt OUT.pt
   keys in IN:  cfg.<name> (0-d tensors), param.<state-dict key>, in.<name>

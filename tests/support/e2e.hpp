@@ -1,16 +1,35 @@
-// Shared pieces of the end-to-end tests that drive the retclip binary: running a
-// command with its output appended to a log, and a small synthetic data set
-// (synth -> sentencepiece tokenizer -> 32 px shards).
+// Shared pieces of the tests: a fresh temporary directory per test, checkpoint
+// directory names, running a command with its output appended to a log, and a small
+// synthetic data set (synth -> sentencepiece tokenizer -> 32 px shards) for the tests
+// that drive the retclip binary.
 #pragma once
 
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
 namespace retclip::test {
+
+/// <tmp>/<suite>-<pid>/<name>, emptied and created (one per test, several processes safe).
+inline std::filesystem::path fresh_dir(const std::string& suite, const std::string& name = "") {
+  namespace fs = std::filesystem;
+  fs::path d = fs::temp_directory_path() / (suite + "-" + std::to_string(::getpid()));
+  if (!name.empty()) d /= name;
+  std::error_code ec;
+  fs::remove_all(d, ec);
+  fs::create_directories(d);
+  return d;
+}
+
+/// The directory name of checkpoint `step`: step-00000012.
+inline std::string checkpoint_name(int64_t step) {
+  std::string digits = std::to_string(step);
+  return "step-" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits;
+}
 
 inline const std::string& retclip_bin() {
   static const std::string bin = std::string(RETCLIP_BINARY_DIR) + "/src/cli/retclip";

@@ -6,7 +6,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <iostream>
+#include <map>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -37,11 +40,11 @@ int run_status(const std::string& cmd, const std::string& env = "") {
   return retclip::test::run_logged(cmd, g_root / "commands.log", env);
 }
 
-std::string train_cmd(const fs::path& run_dir, int steps, const std::string& extra = "") {
+// The --set overrides of the test runs (train and bench take the same).
+std::string run_sets(int steps) {
   const fs::path d = g_root / "data";
   std::ostringstream c;
-  c << "exec " << kBin << " train --config " << RETCLIP_SOURCE_DIR << "/configs/tiny-cpu.yaml"
-    << " --set model.vision.preset=vit-micro --set model.text.preset=bert-micro"
+  c << " --set model.vision.preset=vit-micro --set model.text.preset=bert-micro"
     << " --set model.embed_dim=0 --set data.image_size=32 --set data.context_length=32"
     << " --set data.train=" << (d / "shards-train").string()
     << " --set data.val=" << (d / "shards-val").string()
@@ -49,8 +52,32 @@ std::string train_cmd(const fs::path& run_dir, int steps, const std::string& ext
     << " --set train.batch_size=16 --set train.steps=" << steps
     << " --set train.threads=1 --set data.workers=2 --set train.deterministic=true"
     << " --set optim.warmup_steps=3 --set checkpoint.every_steps=4 --set checkpoint.keep_last=10"
-    << " --set data.format=auto --set log.interval=1 --set log.dir=" << run_dir.string() << " " << extra;
+    << " --set data.format=auto --set log.interval=1";
   return c.str();
+}
+
+std::string train_cmd(const fs::path& run_dir, int steps, const std::string& extra = "") {
+  return "exec " + kBin + " train --config " + RETCLIP_SOURCE_DIR + "/configs/tiny-cpu.yaml" +
+         run_sets(steps) + " --set log.dir=" + run_dir.string() + " " + extra;
+}
+
+// Every metrics.jsonl record that has `key`, by step.
+std::map<int64_t, double> metric(const fs::path& run_dir, const std::string& key) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::map<int64_t, double> out;
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line);
+    if (j.contains(key)) out[j["step"].get<int64_t>()] = j[key].get<double>();
+  }
+  return out;
+}
+
+std::vector<int64_t> checkpoint_steps(const fs::path& run_dir) {
+  std::vector<int64_t> out;
+  for (const auto& e : fs::directory_iterator(run_dir / "checkpoints"))
+    if (fs::exists(e.path() / "COMPLETE")) out.push_back(std::stoll(e.path().filename().string().substr(5)));
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::vector<double> step_losses(const fs::path& run_dir) {
@@ -66,16 +93,14 @@ std::vector<double> step_losses(const fs::path& run_dir) {
 }
 
 std::string weights_of(const fs::path& run_dir, int step) {
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08d", step);
-  return retclip::util::read_file(run_dir / "checkpoints" / name / "model.safetensors");
+  return retclip::util::read_file(run_dir / "checkpoints" / retclip::test::checkpoint_name(step) /
+                                  "model.safetensors");
 }
 
 class TrainE2E : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    g_root = fs::temp_directory_path() / ("retclip-train-e2e-" + std::to_string(getpid()));
-    fs::create_directories(g_root);
+    g_root = retclip::test::fresh_dir("retclip-train-e2e");
     ASSERT_EQ(retclip::test::make_synthetic_shards(g_root, g_root / "commands.log"), 0);
     // The reference: 12 uninterrupted steps.
     ASSERT_EQ(run_status(train_cmd(g_root / "ref", 12)), 0);
@@ -88,6 +113,16 @@ class TrainE2E : public ::testing::Test {
 TEST_F(TrainE2E, ReferenceRunLearnsAndLogs) {
   auto losses = step_losses(g_root / "ref");
   ASSERT_EQ(losses.size(), 12u);
+  // It learns: the last four steps' mean loss is below the first four's.
+  const double first = (losses[0] + losses[1] + losses[2] + losses[3]) / 4;
+  const double last = (losses[8] + losses[9] + losses[10] + losses[11]) / 4;
+  std::cout << "loss: first 4 steps " << first << ", last 4 steps " << last << "\n";
+  EXPECT_LT(last, first - 0.05);
+  // All six in-batch accuracies and the three per-level losses are logged every step.
+  for (const char* key : {"train/acc_patient_i2t", "train/acc_patient_t2i", "train/acc_left_i2t",
+                          "train/acc_left_t2i", "train/acc_right_i2t", "train/acc_right_t2i",
+                          "train/loss_patient", "train/loss_left", "train/loss_right"})
+    EXPECT_EQ(metric(g_root / "ref", key).size(), 12u) << key;
   EXPECT_TRUE(fs::exists(g_root / "ref" / "config.yaml"));
   EXPECT_TRUE(fs::exists(g_root / "ref" / "checkpoints" / "step-00000012" / "COMPLETE"));
   EXPECT_TRUE(fs::exists(g_root / "ref" / "train.log"));
@@ -168,7 +203,37 @@ TEST_F(TrainE2E, EvalReportsRecallAndChance) {
   json j = json::parse(retclip::util::read_file(out));
   EXPECT_EQ(j["patients"], 32);
   EXPECT_NEAR(j["chance_r@5"].get<double>(), 5.0 / 32.0, 1e-12);
-  EXPECT_GE(j["val/patient_i2t_r@10"].get<double>(), 0.0);
+  // The same checkpoint on the same split: eval reproduces the run's final validation.
+  const auto final_val = metric(g_root / "ref", "val/patient_i2t_r@10");
+  ASSERT_EQ(final_val.count(12), 1u);
+  EXPECT_NEAR(j["val/patient_i2t_r@10"].get<double>(), final_val.at(12), 1e-12);
+  EXPECT_NEAR(j["val/loss"].get<double>(), metric(g_root / "ref", "val/loss").at(12), 1e-6);
+}
+
+TEST_F(TrainE2E, BenchRunsTheTrainingStep) {
+  // `retclip bench` on the training loader: its first three steps are the training run's.
+  const fs::path out = g_root / "bench.json";
+  ASSERT_EQ(run(kBin + " bench --config " + RETCLIP_SOURCE_DIR + "/configs/tiny-cpu.yaml" +
+                run_sets(12) + " --data loader --warmup 0 --steps 3 --json " + out.string()), 0);
+  json j = json::parse(retclip::util::read_file(out));
+  const auto ref = step_losses(g_root / "ref");
+  ASSERT_EQ(j["step_losses"].size(), 3u);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NEAR(j["step_losses"][i].get<double>(), ref[i], 1e-6) << "step " << i + 1;
+}
+
+TEST_F(TrainE2E, ValidationAndCheckpointsFollowTheirKeys) {
+  // 96 patients / 16 = 6 steps per epoch. The reference run (val_every 500, every_steps 4)
+  // validates once, after the last step, and checkpoints at 4, 8, 12: epoch ends add none.
+  EXPECT_EQ(metric(g_root / "ref", "val/loss").size(), 1u);
+  EXPECT_EQ(checkpoint_steps(g_root / "ref"), (std::vector<int64_t>{4, 8, 12}));
+  // val_every 0 validates at epoch ends; checkpoint.every_epochs 1 adds epoch-end checkpoints.
+  const fs::path r = g_root / "epochs";
+  ASSERT_EQ(run_status(train_cmd(r, 12, "--set train.val_every=0 --set checkpoint.every_epochs=1")), 0);
+  auto val = metric(r, "val/loss");
+  EXPECT_EQ(val.size(), 2u);
+  EXPECT_EQ(val.count(6), 1u);
+  EXPECT_EQ(checkpoint_steps(r), (std::vector<int64_t>{4, 6, 8, 12}));
 }
 
 TEST_F(TrainE2E, InitFromCheckpointWithFrozenVisionKeepsVisionWeights) {
@@ -186,9 +251,8 @@ TEST_F(TrainE2E, InitFromCheckpointWithFrozenVisionKeepsVisionWeights) {
                                      "any((a[k]!=b[k]).any() for k in t) else 1)\" ");
   if (std::system("python3 -c 'import torch, safetensors' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "python3 with torch and safetensors is needed to compare the weights";
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08d", 4);
-  EXPECT_EQ(run(py + init.string() + " " + (r / "checkpoints" / name / "model.safetensors").string()), 0);
+  const fs::path after = r / "checkpoints" / retclip::test::checkpoint_name(4) / "model.safetensors";
+  EXPECT_EQ(run(py + init.string() + " " + after.string()), 0);
 }
 
 TEST_F(TrainE2E, NonFiniteStepsAreSkippedThenTrainingStops) {
@@ -200,6 +264,14 @@ TEST_F(TrainE2E, NonFiniteStepsAreSkippedThenTrainingStops) {
   const std::string log = retclip::util::read_file(r / "train.log");
   EXPECT_NE(log.find("non-finite loss or gradient"), std::string::npos);
   EXPECT_NE(log.find("3 consecutive steps"), std::string::npos);
+
+  // A run in which every step is skipped trained nothing: it must not report success.
+  const fs::path all = g_root / "allskipped";
+  ASSERT_EQ(run_status(train_cmd(all, 1, "--set optim.lr=1e30 --set optim.warmup_steps=0")), 0);
+  EXPECT_EQ(run_status(train_cmd(all, 3, "--set optim.lr=1e30 --set optim.warmup_steps=0"
+                                         " --set train.max_skipped_steps=10 --resume auto")), 1);
+  const std::string log2 = retclip::util::read_file(all / "train.log");
+  EXPECT_NE(log2.find("nothing was trained"), std::string::npos) << log2;
 }
 
 TEST_F(TrainE2E, BadConfigIsRejectedBeforeTraining) {

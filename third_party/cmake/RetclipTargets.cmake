@@ -19,8 +19,7 @@ endif()
 function(retclip_module name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
   if(NOT ARG_SOURCES)
-    message(STATUS "retclip: module ${name} has no sources yet; skipped")
-    return()
+    message(FATAL_ERROR "retclip_module(${name}): no SOURCES given")
   endif()
   add_library(retclip_${name} STATIC ${ARG_SOURCES})
   target_include_directories(retclip_${name} PUBLIC ${CMAKE_SOURCE_DIR}/include)
@@ -60,16 +59,4 @@ function(retclip_test name)
     WORKING_DIRECTORY ${CMAKE_BINARY_DIR}
     PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
     DISCOVERY_TIMEOUT 120)
-endfunction()
-
-# retclip_existing(<out-var> <dir> files...): the files of the list that exist. Used
-# by modules whose parts are written in parallel; every file listed is a real part.
-function(retclip_existing out dir)
-  set(_have)
-  foreach(f ${ARGN})
-    if(EXISTS ${dir}/${f})
-      list(APPEND _have ${f})
-    endif()
-  endforeach()
-  set(${out} ${_have} PARENT_SCOPE)
 endfunction()

@@ -1,5 +1,5 @@
 // Typed configuration of a run: one struct per YAML section. Defaults follow the
-// RET-CLIP reference (DESIGN.md §4). Precedence: defaults < YAML < --set a.b=c.
+// RET-CLIP reference (docs/MODEL.md, docs/CONFIG.md). Precedence: defaults < YAML < --set a.b=c.
 //
 //   auto cfg = config::load("configs/tiny-cpu.yaml", {"train.steps=100"});
 //   config::validate(cfg);           // also done by load()
@@ -127,17 +127,18 @@ struct TrainConfig {
   uint64_t seed = 123;
   bool grad_checkpointing = false;
   FreezeConfig freeze;
-  int64_t val_every = 0;       ///< steps; 0 = only at epoch end
+  int64_t val_every = 0;       ///< steps between validations; 0 = at the end of each epoch
   int64_t max_skipped_steps = 10;  ///< consecutive non-finite steps before stopping
   bool deterministic = false;
 };
 
 struct CheckpointConfig {
   std::string dir;             ///< empty = <log.dir>/checkpoints
-  int64_t every_steps = 500;
+  int64_t every_steps = 500;   ///< steps between checkpoints (plus the last step, and on stop)
+  int64_t every_epochs = 0;    ///< also at the end of every N-th epoch; 0 = off
   int64_t keep_last = 3;
   int64_t keep_every = 0;      ///< also keep every M-th step for good; 0 = none
-  std::string resume;          ///< empty | auto | path
+  std::string resume;          ///< empty | auto | auto-or-scratch | path
 };
 
 struct LogConfig {
@@ -177,6 +178,15 @@ void validate(const Config& cfg);
 
 /// The resolved config as YAML (every key, in declaration order).
 std::string to_yaml(const Config& cfg);
+
+/// One key whose value differs between two configs: full key path ("model.text.layers")
+/// and both values as to_yaml writes them.
+struct ConfigChange {
+  std::string key, before, after;
+};
+
+/// The keys whose values differ between `a` and `b`, in schema order.
+std::vector<ConfigChange> diff(const Config& a, const Config& b);
 
 /// Stable hash of the resolved config (hex), stored in checkpoints.
 std::string hash(const Config& cfg);

@@ -34,6 +34,12 @@ class Comm {
   /// naming MASTER_ADDR:MASTER_PORT when the rendezvous times out.
   static std::shared_ptr<Comm> init(const Env& env, const at::Device& device,
                                     const CommOptions& options);
+  /// One process (world 1, rank 0): every collective is the identity, so callers need
+  /// no separate single-process path.
+  static std::shared_ptr<Comm> single();
+  /// init() when env describes several ranks, single() otherwise.
+  static std::shared_ptr<Comm> from_env(const Env& env, const at::Device& device,
+                                        const CommOptions& options);
   ~Comm();
   Comm(const Comm&) = delete;
   Comm& operator=(const Comm&) = delete;
@@ -53,6 +59,7 @@ class Comm {
   void barrier();
 
   /// Asynchronous SUM all-reduce of one tensor (a one-element list); finish with wait().
+  /// Several ranks only (GradSync does nothing in a single process).
   c10::intrusive_ptr<c10d::Work> all_reduce_async(std::vector<at::Tensor>& tensors);
   /// Waits for `work`; `what` names the collective in the error on failure or timeout.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);

@@ -1,6 +1,6 @@
 // Weights in and out of retclip: load a state dict from any supported file
 // (safetensors, torch.save zip, TorchScript archive, Hugging Face model folder),
-// map foreign key names to ours (DESIGN.md §4), copy into a module with a report of
+// map foreign key names to ours (docs/MODEL.md, State-dict keys), copy into a module with a report of
 // what was missing, unexpected or of the wrong shape, and save as safetensors.
 //
 //   auto sd = retclip::io::load_weights("ViT-B-16.pt");              // OpenAI release
@@ -67,7 +67,7 @@ StateDict filter_prefix(const StateDict& sd, const std::string& prefix);
 const at::Tensor* find_tensor(const StateDict& sd, const std::string& name);
 
 // ---------------------------------------------------------------------------------
-// Key maps: foreign names -> retclip names (DESIGN.md §4)
+// Key maps: foreign names -> retclip names (docs/MODEL.md, State-dict keys)
 // ---------------------------------------------------------------------------------
 
 /// OpenAI CLIP or OpenCLIP ViT weights (full model or visual-only) -> `visual.*`.

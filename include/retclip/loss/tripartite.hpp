@@ -21,6 +21,9 @@
 namespace retclip::loss {
 
 struct TripartiteLossOptions {
+  /// weight_patient / weight_left / weight_right of a level.
+  double weight(model::Level level) const;
+
   TORCH_ARG(double, weight_patient) = 1.0;
   TORCH_ARG(double, weight_left) = 1.0;
   TORCH_ARG(double, weight_right) = 1.0;
@@ -36,28 +39,23 @@ struct TripartiteLossOptions {
   TORCH_ARG(int64_t, world_size) = 1;
 };
 
+/// One level's loss: symmetric cross entropy over the valid rows, and the in-batch top-1
+/// accuracies of its query rows (0 when it has none).
+struct LevelLoss {
+  at::Tensor loss;  ///< scalar with grad; 0 (still in the graph) when no query row is valid
+  double acc_i2t = 0, acc_t2i = 0;
+  int64_t rows = 0;  ///< query rows counted
+};
+
 struct LossOutput {
-  at::Tensor total;    ///< weighted sum of the three levels (scalar, with grad)
-  at::Tensor patient;  ///< scalar
-  at::Tensor left;     ///< scalar; 0 (still in the graph) when no query row has a left eye
-  at::Tensor right;    ///< scalar
-  /// In-batch top-1 accuracy of the query rows (0 when a level has no rows).
-  double acc_patient_i2t = 0, acc_patient_t2i = 0;
-  double acc_left_i2t = 0, acc_left_t2i = 0;
-  double acc_right_i2t = 0, acc_right_t2i = 0;
-  /// Query rows counted at each level.
-  int64_t rows_patient = 0, rows_left = 0, rows_right = 0;
+  at::Tensor total;  ///< weighted sum of the three levels (scalar, with grad)
+  model::PerLevel<LevelLoss> level;
 };
 
 /// One level: symmetric cross entropy of exp(min(scale, max)) * img @ txt^T over the
 /// rows where `valid` is true (undefined = all), queries restricted to
 /// [local_begin, local_end) when local_loss. Labels are the diagonal.
 /// Shape: img, txt [N, E]; scale scalar; valid [N] bool.
-struct LevelLoss {
-  at::Tensor loss;
-  double acc_i2t = 0, acc_t2i = 0;
-  int64_t rows = 0;
-};
 LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
                             const at::Tensor& valid, int64_t local_begin, int64_t local_end,
                             const TripartiteLossOptions& options);

@@ -1,6 +1,6 @@
 // RET-CLIP: one ViT shared by both eyes, a BERT text tower and the tripartite heads
 // (patient, left eye, right eye). Parameter names equal RET-CLIP's state-dict keys
-// (DESIGN.md §4), e.g. `visual.proj`, `bert.encoder.layer.0.output.dense.weight`,
+// (docs/MODEL.md, State-dict keys), e.g. `visual.proj`, `bert.encoder.layer.0.output.dense.weight`,
 // `text_projection_left.2.bias`, `global_feature_mapping.weight`, `logit_scale`.
 //
 //   model::RetClip net(model::retclip_options(cfg.model, tokenizer.vocab_size()));
@@ -16,6 +16,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "retclip/model/bert.hpp"
+#include "retclip/model/level.hpp"
 #include "retclip/model/vision.hpp"
 
 namespace retclip::model {
@@ -29,13 +30,17 @@ struct RetClipOptions {
   TORCH_ARG(double, logit_scale_init) = 4.4998096703302650;  // ln 90
 };
 
-/// Output of RetClip::forward. Every embedding is L2-normalised; rows of a missing eye
-/// in left_img / right_img are zero (and must be masked by the loss).
+/// Output of RetClip::forward, one image and one text embedding per level. Every
+/// embedding is L2-normalised; rows of a missing eye in img[kLeft] / img[kRight] are zero
+/// (and must be masked by the loss: valid()).
 struct Embeddings {
-  torch::Tensor patient_img, left_img, right_img;                  ///< [B, E]
-  torch::Tensor patient_txt, left_txt, right_txt;                  ///< [B, E]
-  torch::Tensor logit_scale, logit_scale_left, logit_scale_right;  ///< scalars (log scale)
-  torch::Tensor has_left, has_right;                               ///< [B] bool
+  PerLevel<torch::Tensor> img, txt;   ///< [B, E] each
+  PerLevel<torch::Tensor> logit_scale;  ///< scalars (log scale)
+  torch::Tensor has_left, has_right;  ///< [B] bool
+
+  /// Rows that take part at `level`: undefined (every row) for the patient level,
+  /// has_left / has_right for the eyes.
+  torch::Tensor valid(Level level) const;
 };
 
 /// Per-eye image features before the heads.
@@ -47,15 +52,6 @@ struct ImageFeatures {
 struct TextFeatures {
   torch::Tensor patient, left, right;  ///< [B, E]
 };
-
-/// Tunes glibc malloc for a training loop (process-wide, once; no-op elsewhere):
-/// blocks up to 32 MiB come from the heap instead of fresh mmap()s, and freed memory up
-/// to 1 GiB stays in the heap instead of being returned to the OS. A training step frees
-/// and re-allocates the same activation sizes every step; with glibc's defaults every
-/// step page-faults its activations in again (~5000 minor faults per tiny-model step,
-/// about 10% of its time). The cost: the process keeps up to 1 GiB of freed heap
-/// memory mapped. RetClip's constructor calls it; RETCLIP_MALLOC_DEFAULTS=1 skips it.
-void tune_malloc_for_training();
 
 class RetClipImpl : public torch::nn::Module {
  public:
@@ -96,6 +92,8 @@ class RetClipImpl : public torch::nn::Module {
   torch::nn::Linear global_feature_mapping{nullptr}, left_feature_mapping{nullptr},
       right_feature_mapping{nullptr};
   torch::Tensor logit_scale, logit_scale_left, logit_scale_right;
+  /// The logit scale parameter of a level (shares storage: in-place ops update it).
+  torch::Tensor logit_scale_of(Level level) const;
 
  private:
   RetClipOptions options_;

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -63,6 +64,7 @@ struct BenchResult {
   double peak_tflops = 0;        ///< 0 = unknown
   double mfu = -1;               ///< tflops_achieved / peak_tflops; -1 = not computed
   double final_loss = 0;         ///< loss of the last timed step (sanity)
+  std::vector<double> losses;    ///< loss of every step, warm-up included (same as training's)
   /// The resolved model sizes, loss and optimizer settings, so that another
   /// implementation (bench/bench_train.py --like) can build the same step.
   nlohmann::json setup;

@@ -11,7 +11,7 @@
 
 #include "retclip/config/config.hpp"
 #include "retclip/data/loader.hpp"
-#include "retclip/train/evaluate.hpp"
+#include "retclip/train/validate.hpp"
 #include "retclip/train/step.hpp"
 
 namespace retclip::train {

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "retclip/config/config.hpp"
-#include "retclip/train/evaluate.hpp"
+#include "retclip/train/validate.hpp"
 
 namespace retclip::train {
 

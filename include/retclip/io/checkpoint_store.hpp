@@ -2,12 +2,16 @@
 // written under a temporary name, fsynced, sealed by a COMPLETE marker (sizes,
 // CRC-32s, config hash) written last, then renamed into place. See docs/CHECKPOINTS.md.
 //
-//   train::CheckpointStore store(run_dir / "checkpoints",
-//                                train::CheckpointStore::options_from(cfg.checkpoint, hash));
-//   store.save(step, {train::CheckpointFile::bytes("trainer.json", state.dump()),
-//                     train::CheckpointFile::writer("optimizer.pt", [&](const fs::path& p) {
-//                       train::save_optimizer_state(*opt, p); })});
+// The store knows directories and markers, not what the files hold; the names of a
+// training checkpoint's files are in CheckpointLayout, written by train::TrainState.
+//
+//   io::CheckpointStore store(run_dir / "checkpoints",
+//                             io::CheckpointStore::options_from(cfg.checkpoint, hash));
+//   store.save(step, {io::CheckpointFile::bytes(io::CheckpointLayout::kTrainerState, json),
+//                     io::CheckpointFile::writer(io::CheckpointLayout::kOptimizer,
+//                                                [&](const fs::path& p) { save(p); })});
 //   if (auto ckpt = store.resolve(cfg.checkpoint.resume)) load_from(*ckpt);
+//   io::CheckpointContents c = io::open_checkpoint("runs/demo");   // export, eval
 #pragma once
 
 #include <cstdint>
@@ -20,7 +24,7 @@
 
 #include "retclip/config/config.hpp"
 
-namespace retclip::train {
+namespace retclip::io {
 
 /// One file of a checkpoint: either bytes, or a function that writes the file at the
 /// path it is given (for writers that want a path: torch::save, safetensors, ...).
@@ -31,6 +35,18 @@ struct CheckpointFile {
   static CheckpointFile bytes(std::string name, std::string data);
   static CheckpointFile writer(std::string name,
                                std::function<void(const std::filesystem::path&)> fn);
+};
+
+/// The files of a retclip training checkpoint directory (train::TrainState writes them;
+/// export, eval and the CLI find them through these names).
+struct CheckpointLayout {
+  static constexpr const char* kWeights = "model.safetensors";   ///< model state dict
+  static constexpr const char* kOptimizer = "optimizer.pt";      ///< AdamW moments
+  static constexpr const char* kTrainerState = "trainer.json";   ///< step, scaler, data cursor
+  static constexpr const char* kConfig = "config.yaml";          ///< resolved config
+  /// Random state of a rank: rng_<kind>.bin for rank 0, rng_<kind>.rank<r>.bin for others
+  /// (kind: cpu, cuda).
+  static std::string rng_file(const std::string& kind, int rank);
 };
 
 /// A file as recorded in the COMPLETE marker.
@@ -94,7 +110,9 @@ class CheckpointStore {
   /// log::warn naming it and why. nullopt when there is none.
   std::optional<CheckpointInfo> latest_complete() const;
 
-  /// `resume`: "" -> nullopt; "auto" -> latest_complete() (nullopt when none);
+  /// `resume`: "" -> nullopt; "auto" -> latest_complete(), nullopt when the directory
+  /// holds no step-N directory at all, UsageError listing them when every one is broken;
+  /// "auto-or-scratch" -> as auto, but nullopt (start fresh) when all are broken;
   /// otherwise a path: a checkpoint directory (must verify) or a checkpoints directory
   /// (its latest complete one). Throws UsageError with a HINT when the path is missing
   /// or broken.
@@ -118,4 +136,19 @@ class CheckpointStore {
   Options options_;
 };
 
-}  // namespace retclip::train
+/// A verified training checkpoint as export and eval read it.
+struct CheckpointContents {
+  std::filesystem::path dir;      ///< the step-NNNNNNNN directory
+  int64_t step = 0;
+  std::filesystem::path weights;  ///< dir / CheckpointLayout::kWeights
+  std::string config_yaml;        ///< the resolved config the run trained with
+};
+
+/// Resolves a step-N directory from a checkpoint, checkpoints or run directory (the
+/// newest complete checkpoint); UsageError with a HINT when there is none or it is broken.
+std::filesystem::path resolve_checkpoint_dir(const std::string& path);
+
+/// resolve_checkpoint_dir, then the step, weights path and config of that checkpoint.
+CheckpointContents open_checkpoint(const std::string& path);
+
+}  // namespace retclip::io

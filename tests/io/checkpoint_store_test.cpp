@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "retclip/train/checkpoint.hpp"
+#include "retclip/io/checkpoint_store.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 
@@ -22,8 +22,8 @@ void rm_rf(const std::filesystem::path& p) { ::nftw(p.c_str(), rm_entry, 16, FTW
 
 namespace fs = std::filesystem;
 using namespace retclip;
-using train::CheckpointFile;
-using train::CheckpointStore;
+using io::CheckpointFile;
+using io::CheckpointStore;
 
 class Checkpoint : public ::testing::Test {
  protected:
@@ -163,6 +163,20 @@ TEST_F(Checkpoint, FlippedByteIsSkippedWithReason) {
   EXPECT_FALSE(c1.ok);
   EXPECT_NE(c1.reason.find("bytes"), std::string::npos) << c1.reason;
   EXPECT_FALSE(store.latest_complete());
+
+  // resume=auto with every checkpoint broken stops and lists them (a fresh run would
+  // overwrite the evidence); auto-or-scratch starts fresh.
+  std::string msg;
+  try {
+    store.resolve("auto");
+  } catch (const UsageError& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("found 2 broken"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("step-00000001: "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("step-00000002: "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("auto-or-scratch"), std::string::npos) << msg;
+  EXPECT_FALSE(store.resolve("auto-or-scratch"));
 }
 
 TEST_F(Checkpoint, LeftoverTmpIgnoredThenCleaned) {

@@ -10,6 +10,7 @@
 
 #include "retclip/eval/retrieval.hpp"
 #include "retclip/loss/tripartite.hpp"
+#include "retclip/model/level.hpp"
 #include "retclip/model/retclip.hpp"
 #include "retclip/train/step.hpp"
 
@@ -17,10 +18,11 @@ namespace retclip::train {
 
 struct EvalResult {
   int64_t patients = 0;
-  double loss = 0, loss_patient = 0, loss_left = 0, loss_right = 0;  ///< batch means
-  double acc_patient_i2t = 0, acc_patient_t2i = 0, acc_left_i2t = 0, acc_left_t2i = 0,
-         acc_right_i2t = 0, acc_right_t2i = 0;
-  eval::RecallResult recall_patient, recall_left, recall_right;
+  double loss = 0;                        ///< mean over batches of the weighted total
+  model::PerLevel<double> level_loss;     ///< batch means
+  model::PerLevel<double> acc_i2t, acc_t2i;  ///< in-batch top-1, batch means
+  model::PerLevel<eval::RecallResult> recall;  ///< over the whole split (eyes: present ones)
+
   /// Flat "val/..." metrics for the sinks.
   std::map<std::string, double> metrics() const;
   /// Human-readable table with chance levels.

@@ -1,23 +1,23 @@
 // Checkpoint store: atomic directory-per-step checkpoints with a checksummed
 // COMPLETE marker, keep-last-K + keep-every-M pruning, and resume resolution.
-#include "retclip/train/checkpoint.hpp"
+#include "retclip/io/checkpoint_store.hpp"
 
 #include <fcntl.h>
 #include <ftw.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <set>
 
-#include "retclip/train/metrics.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
 
-namespace retclip::train {
+namespace retclip::io {
 
 namespace fs = std::filesystem;
 
@@ -243,7 +243,8 @@ fs::path CheckpointStore::save(int64_t step, const std::vector<CheckpointFile>& 
       records.push_back(std::move(r));
     }
     marker["files"] = std::move(records);
-    marker["time"] = wall_time_s();
+    marker["time"] = std::chrono::duration<double>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
     if (!meta.is_null()) marker["meta"] = meta;
     util::fsync_path(tmp);  // the files' directory entries before the marker
     write_all_fsync(tmp / kMarker, marker.dump(2) + "\n");
@@ -342,12 +343,30 @@ std::optional<CheckpointInfo> CheckpointStore::latest_complete() const {
 
 std::optional<CheckpointInfo> CheckpointStore::resolve(const std::string& resume) const {
   if (resume.empty()) return std::nullopt;
-  if (resume == "auto") {
+  if (resume == "auto" || resume == "auto-or-scratch") {
     auto latest = latest_complete();
-    if (!latest)
-      log::info("resume=auto: no complete checkpoint in {}, starting from scratch",
-                dir_.string());
-    return latest;
+    if (latest) return latest;
+    // Broken step-N directories are evidence (and possibly repairable): a fresh run
+    // would overwrite them, so auto stops unless the user asks for scratch.
+    std::vector<std::string> broken;
+    std::error_code ec;
+    if (fs::is_directory(dir_, ec))
+      for (const auto& e : fs::directory_iterator(dir_, ec))
+        if (e.is_directory() && parse_dir_name(e.path().filename().string()))
+          broken.push_back(e.path().filename().string() + ": " + verify(e.path()).reason);
+    std::sort(broken.begin(), broken.end());
+    if (!broken.empty() && resume == "auto") {
+      std::string list;
+      for (const auto& b : broken) list += "\n  " + b;
+      throw UsageError(str_cat(
+          "checkpoint.resume=auto: no usable checkpoint in ", dir_.string(), "; found ",
+          broken.size(), " broken:", list,
+          "\nHINT: move them away or pass --resume PATH to one you repaired; --resume "
+          "auto-or-scratch starts from scratch and overwrites them"));
+    }
+    log::info("resume={}: no complete checkpoint in {}, starting from scratch", resume,
+              dir_.string());
+    return std::nullopt;
   }
   const fs::path p(resume);
   std::error_code ec;
@@ -392,4 +411,44 @@ std::vector<fs::path> CheckpointStore::prune(int64_t protect) {
   return removed;
 }
 
-}  // namespace retclip::train
+// ---------------------------------------------------------------------------------
+// Training checkpoints as export and eval read them
+
+std::string CheckpointLayout::rng_file(const std::string& kind, int rank) {
+  return rank == 0 ? "rng_" + kind + ".bin" : "rng_" + kind + ".rank" + std::to_string(rank) + ".bin";
+}
+
+fs::path resolve_checkpoint_dir(const std::string& path) {
+  fs::path p(path);
+  RETCLIP_CHECK_USAGE(fs::exists(p), "checkpoint path ", path, " does not exist");
+  if (fs::exists(p / CheckpointStore::kMarker)) {
+    CheckpointCheck c = CheckpointStore::verify(p);
+    RETCLIP_CHECK_USAGE(c.ok, "checkpoint ", path, " is not usable: ", c.reason);
+    return p;
+  }
+  if (fs::exists(p / "checkpoints")) p /= "checkpoints";
+  CheckpointStore store(p, {});
+  auto latest = store.latest_complete();
+  RETCLIP_CHECK_USAGE(latest.has_value(), "no complete checkpoint under ", p.string(),
+                      ". HINT: pass a step-NNNNNNNN directory, a checkpoints directory or a run "
+                      "directory");
+  return latest->path;
+}
+
+CheckpointContents open_checkpoint(const std::string& path) {
+  CheckpointContents c;
+  c.dir = resolve_checkpoint_dir(path);
+  c.weights = c.dir / CheckpointLayout::kWeights;
+  c.config_yaml = util::read_file(c.dir / CheckpointLayout::kConfig);
+  const fs::path state = c.dir / CheckpointLayout::kTrainerState;
+  try {
+    c.step = nlohmann::json::parse(util::read_file(state)).at("step").get<int64_t>();
+  } catch (const nlohmann::json::exception&) {
+    throw UsageError(str_cat(state.string(), ": expected a JSON object with an integer \"step\"",
+                             ". HINT: the checkpoint is not a retclip training checkpoint; pass "
+                             "the step-NNNNNNNN directory of a `retclip train` run"));
+  }
+  return c;
+}
+
+}  // namespace retclip::io

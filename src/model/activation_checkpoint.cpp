@@ -1,7 +1,7 @@
 // Activation checkpointing as a custom autograd Function: forward runs the block
 // without a graph; backward replays it (same RNG state) with a graph and
 // differentiates the replay. LibTorch has no torch.utils.checkpoint, hence this file.
-#include "retclip/model/checkpoint.hpp"
+#include "retclip/model/activation_checkpoint.hpp"
 
 #include <ATen/Context.h>
 #include <ATen/core/Generator.h>

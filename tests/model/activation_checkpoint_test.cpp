@@ -1,0 +1,116 @@
+// Tests of activation checkpointing: gradients equal the plain path (eval mode, and
+// train mode with dropout replayed), the no-grad fallback, and that blocks really run
+// through the checkpoint function.
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <map>
+
+#include "retclip/loss/tripartite.hpp"
+#include "retclip/model/activation_checkpoint.hpp"
+#include "retclip/model/presets.hpp"
+#include "retclip/model/retclip.hpp"
+
+using namespace retclip;
+
+namespace {
+
+model::RetClipOptions micro_options(int64_t vocab = 100) {
+  return model::RetClipOptions()
+      .vision(model::vision_preset("vit-micro"))
+      .text(model::text_preset("bert-micro", vocab))
+      .embed_dim(32);
+}
+
+torch::Tensor tokens_for(int64_t b, int64_t t, int64_t vocab) {
+  auto tok = torch::randint(1, vocab, {b, t}, torch::kLong);
+  for (int64_t i = 0; i < b; ++i)
+    tok.index_put_({i, torch::indexing::Slice(2 + (i % (t - 2)), torch::indexing::None)}, 0);
+  return tok;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+}  // namespace
+
+namespace {
+
+/// Gradients of a tripartite loss step with checkpointing on/off, same seed.
+std::map<std::string, torch::Tensor> step_grads(bool checkpointing, bool train) {
+  torch::manual_seed(11);
+  model::RetClip net(micro_options());
+  net->set_grad_checkpointing(checkpointing);
+  if (train)
+    net->train();
+  else
+    net->eval();
+  auto left = torch::randn({4, 3, 32, 32}), right = torch::randn({4, 3, 32, 32});
+  auto tok = tokens_for(4, 10, 100);
+  torch::manual_seed(99);  // the dropout stream
+  auto e = net->forward(left, right, tok, torch::tensor({true, false, true, true}),
+                        torch::tensor({true, true, true, false}));
+  loss::tripartite_loss(e, loss::TripartiteLossOptions()).total.backward();
+  std::map<std::string, torch::Tensor> g;
+  for (const auto& p : net->named_parameters()) g[p.key()] = p.value().grad().clone();
+  return g;
+}
+
+void expect_same_grads(bool train) {
+  auto plain = step_grads(false, train);
+  auto ckpt = step_grads(true, train);
+  double worst = 0;
+  for (const auto& [k, g] : plain) {
+    ASSERT_TRUE(ckpt[k].defined()) << k;
+    const double d = max_diff(g, ckpt[k]);
+    worst = std::max(worst, d);
+    EXPECT_LE(d, 1e-6) << k;
+  }
+  std::cout << (train ? "train" : "eval") << " mode: " << plain.size()
+            << " gradients, max |diff| checkpointed vs plain " << worst << "\n";
+}
+
+}  // namespace
+
+TEST(Checkpointing, GradientsEqualPlainPathInEvalMode) {
+  expect_same_grads(false);
+}
+
+TEST(Checkpointing, GradientsEqualPlainPathInTrainModeWithDropout) {
+  expect_same_grads(true);
+  // Dropout is really active: two train-mode steps with different streams differ.
+  torch::manual_seed(5);
+  model::BertEncoder bert(model::text_preset("bert-micro", 100));
+  auto tok = tokens_for(2, 6, 100);
+  auto a = bert->forward(tok), b = bert->forward(tok);
+  EXPECT_GT(max_diff(a, b), 1e-4);
+}
+
+TEST(Checkpointing, FrozenInputAndNoGradModeFallBack) {
+  torch::manual_seed(0);
+  auto w = torch::randn({4, 4}, torch::requires_grad());
+  auto x = torch::randn({2, 4});  // input without grad: only w gets a gradient
+  auto fn = [&](const at::Tensor& in) { return torch::tanh(in.matmul(w)); };
+  auto y = model::checkpoint_block(fn, x, {w});
+  EXPECT_TRUE(y.requires_grad());
+  y.sum().backward();
+  auto g = w.grad().clone();
+  w.mutable_grad().zero_();
+  fn(x).sum().backward();
+  EXPECT_LE(max_diff(g, w.grad()), 1e-7);
+  torch::NoGradGuard ng;
+  EXPECT_FALSE(model::checkpoint_block(fn, x, {w}).requires_grad());
+}
+
+TEST(Checkpointing, BlocksRunThroughTheCheckpointFunction) {
+  torch::manual_seed(0);
+  model::BertEncoder bert(model::text_preset("bert-micro", 100));
+  auto tok = tokens_for(2, 6, 100);
+  EXPECT_EQ(bert->forward_hidden(tok).grad_fn()->name().find("CheckpointFunction"),
+            std::string::npos);
+  bert->set_grad_checkpointing(true);
+  EXPECT_NE(bert->forward_hidden(tok).grad_fn()->name().find("CheckpointFunction"),
+            std::string::npos)
+      << bert->forward_hidden(tok).grad_fn()->name();
+}
