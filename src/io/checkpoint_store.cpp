@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -173,8 +173,7 @@ std::string CheckpointStore::dir_name(int64_t step) {
 }
 
 std::optional<int64_t> CheckpointStore::parse_dir_name(const std::string& name) {
-  if (name.rfind("step-", 0) != 0 || name.size() == 5 || name.size() > 5 + 18)
-    return std::nullopt;
+  if (name.rfind("step-", 0) != 0 || name.size() == 5 || name.size() > 5 + 18) return std::nullopt;
   int64_t v = 0;
   for (size_t i = 5; i < name.size(); ++i) {
     if (name[i] < '0' || name[i] > '9') return std::nullopt;
@@ -212,8 +211,8 @@ fs::path CheckpointStore::save(int64_t step, const std::vector<CheckpointFile>& 
   }
   std::error_code ec;
   fs::create_directories(dir_, ec);
-  RETCLIP_CHECK(!ec, "cannot create the checkpoint directory ", dir_.string(), ": ",
-                ec.message(), ". HINT: set checkpoint.dir to a writable place");
+  RETCLIP_CHECK(!ec, "cannot create the checkpoint directory ", dir_.string(), ": ", ec.message(),
+                ". HINT: set checkpoint.dir to a writable place");
   remove_leftovers();
 
   const std::string pid = std::to_string(::getpid());
@@ -230,8 +229,8 @@ fs::path CheckpointStore::save(int64_t step, const std::vector<CheckpointFile>& 
     for (const auto& f : files) {
       const fs::path p = tmp / f.name;
       f.write(p);
-      RETCLIP_CHECK(fs::is_regular_file(p), "checkpoint writer for '", f.name,
-                    "' did not create ", p.string());
+      RETCLIP_CHECK(fs::is_regular_file(p), "checkpoint writer for '", f.name, "' did not create ",
+                    p.string());
       fsync_file(p);
       int64_t size = 0;
       uint32_t crc = 0;
@@ -243,8 +242,8 @@ fs::path CheckpointStore::save(int64_t step, const std::vector<CheckpointFile>& 
       records.push_back(std::move(r));
     }
     marker["files"] = std::move(records);
-    marker["time"] = std::chrono::duration<double>(
-        std::chrono::system_clock::now().time_since_epoch()).count();
+    marker["time"] =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     if (!meta.is_null()) marker["meta"] = meta;
     util::fsync_path(tmp);  // the files' directory entries before the marker
     write_all_fsync(tmp / kMarker, marker.dump(2) + "\n");
@@ -332,7 +331,8 @@ std::optional<CheckpointInfo> CheckpointStore::latest_complete() const {
     if (!e.is_directory()) continue;
     if (auto s = parse_dir_name(e.path().filename().string())) dirs.emplace_back(*s, e.path());
   }
-  std::sort(dirs.begin(), dirs.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::sort(dirs.begin(), dirs.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
   for (const auto& [step, path] : dirs) {
     auto check = verify(path);
     if (check.ok) return std::move(check.info);
@@ -358,11 +358,11 @@ std::optional<CheckpointInfo> CheckpointStore::resolve(const std::string& resume
     if (!broken.empty() && resume == "auto") {
       std::string list;
       for (const auto& b : broken) list += "\n  " + b;
-      throw UsageError(str_cat(
-          "checkpoint.resume=auto: no usable checkpoint in ", dir_.string(), "; found ",
-          broken.size(), " broken:", list,
-          "\nHINT: move them away or pass --resume PATH to one you repaired; --resume "
-          "auto-or-scratch starts from scratch and overwrites them"));
+      throw UsageError(
+          str_cat("checkpoint.resume=auto: no usable checkpoint in ", dir_.string(), "; found ",
+                  broken.size(), " broken:", list,
+                  "\nHINT: move them away or pass --resume PATH to one you repaired; --resume "
+                  "auto-or-scratch starts from scratch and overwrites them"));
     }
     log::info("resume={}: no complete checkpoint in {}, starting from scratch", resume,
               dir_.string());
@@ -370,14 +370,16 @@ std::optional<CheckpointInfo> CheckpointStore::resolve(const std::string& resume
   }
   const fs::path p(resume);
   std::error_code ec;
-  RETCLIP_CHECK_USAGE(fs::is_directory(p, ec), "checkpoint.resume: expected a checkpoint "
-                      "directory but '", resume, "' ", fs::exists(p, ec) ? "is not a directory"
-                                                                          : "does not exist",
+  RETCLIP_CHECK_USAGE(fs::is_directory(p, ec),
+                      "checkpoint.resume: expected a checkpoint "
+                      "directory but '",
+                      resume, "' ", fs::exists(p, ec) ? "is not a directory" : "does not exist",
                       ". HINT: pass a step-NNNNNNNN directory, a checkpoints directory or auto");
   if (fs::exists(p / kMarker, ec) || parse_dir_name(p.filename().string())) {
     auto check = verify(p);
-    RETCLIP_CHECK_USAGE(check.ok, "checkpoint.resume: ", p.string(), " is not usable: ",
-                        check.reason, ". HINT: use --set checkpoint.resume=auto to take the "
+    RETCLIP_CHECK_USAGE(check.ok, "checkpoint.resume: ", p.string(),
+                        " is not usable: ", check.reason,
+                        ". HINT: use --set checkpoint.resume=auto to take the "
                         "newest complete checkpoint instead");
     return std::move(check.info);
   }
@@ -415,7 +417,8 @@ std::vector<fs::path> CheckpointStore::prune(int64_t protect) {
 // Training checkpoints as export and eval read them
 
 std::string CheckpointLayout::rng_file(const std::string& kind, int rank) {
-  return rank == 0 ? "rng_" + kind + ".bin" : "rng_" + kind + ".rank" + std::to_string(rank) + ".bin";
+  return rank == 0 ? "rng_" + kind + ".bin"
+                   : "rng_" + kind + ".rank" + std::to_string(rank) + ".bin";
 }
 
 fs::path resolve_checkpoint_dir(const std::string& path) {

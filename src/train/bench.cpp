@@ -274,7 +274,8 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   r.split_forward_backward = r.accum_steps == 1;
   r.world = env.world;
   r.rank = env.rank;
-  if (!data.loader) data.fixed = rank_synthetic_batch(cfg, data.vocab, r.image_size, env.rank, device);
+  if (!data.loader)
+    data.fixed = rank_synthetic_batch(cfg, data.vocab, r.image_size, env.rank, device);
   // The learning rate follows the training schedule over train.steps (or the bench's own
   // steps), so the first steps equal those of `retclip train` on the same config.
   const int64_t total = cfg.train.steps > 0 ? cfg.train.steps : o.warmup + o.steps;
@@ -358,10 +359,10 @@ std::string BenchResult::table() const {
   std::string s = fmt::format(
       "retclip bench: {} + {}, batch {} patients{} ({} px, {} tokens), {}, {} on {} ({}), {} "
       "threads, {} data, {} timed steps after {} warm-up{}\n",
-      vision, text, batch, world > 1 ? fmt::format(" per rank x {} ranks", world) : "",
-      image_size, tokens, precision, device,
-      device_name.empty() ? "?" : device_name, device == "cpu" ? "CPU" : "CUDA", threads, data,
-      steps, warmup, grad_checkpointing ? ", activation checkpointing" : "");
+      vision, text, batch, world > 1 ? fmt::format(" per rank x {} ranks", world) : "", image_size,
+      tokens, precision, device, device_name.empty() ? "?" : device_name,
+      device == "cpu" ? "CPU" : "CUDA", threads, data, steps, warmup,
+      grad_checkpointing ? ", activation checkpointing" : "");
   auto row = [&](const char* name, double v, const char* unit) {
     s += fmt::format("  {:<22} {:>12.2f} {}\n", name, v, unit);
   };

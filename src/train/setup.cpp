@@ -18,15 +18,16 @@ void apply_freeze(model::RetClip& net, const config::FreezeConfig& f) {
   if (f.vision) freeze_prefix("visual.");
   if (f.text) freeze_prefix("bert.");
   if (f.vision_blocks > 0) {
-    for (const char* k : {"visual.conv1", "visual.class_embedding", "visual.positional_embedding",
-                          "visual.ln_pre"})
+    for (const char* k :
+         {"visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre"})
       freeze_prefix(k);
     for (int64_t i = 0; i < f.vision_blocks; ++i)
       freeze_prefix(fmt::format("visual.transformer.resblocks.{}.", i));
   }
   if (f.text_blocks > 0) {
     freeze_prefix("bert.embeddings.");
-    for (int64_t i = 0; i < f.text_blocks; ++i) freeze_prefix(fmt::format("bert.encoder.layer.{}.", i));
+    for (int64_t i = 0; i < f.text_blocks; ++i)
+      freeze_prefix(fmt::format("bert.encoder.layer.{}.", i));
   }
 }
 

@@ -132,8 +132,8 @@ fs::path save_checkpoint(io::CheckpointStore& store, const TrainState& state,
     files.push_back(CheckpointFile::bytes(CheckpointLayout::rng_file("cuda", static_cast<int>(r)),
                                           rng_cuda[r]));
   files.push_back(CheckpointFile::bytes(CheckpointLayout::kConfig, parts.config_yaml));
-  const fs::path p = store.save(
-      step, files, json{{"step", step}, {"epoch", epoch}, {"world_size", comm.world()}});
+  const fs::path p =
+      store.save(step, files, json{{"step", step}, {"epoch", epoch}, {"world_size", comm.world()}});
   log::info("checkpoint {} written", p.string());
   comm.barrier();
   return p;
@@ -168,8 +168,8 @@ TrainState load_checkpoint(const io::CheckpointInfo& ck, const CheckpointParts& 
 std::vector<std::string> resume_config_changes(const std::string& checkpoint_yaml,
                                                const config::Config& now) {
   auto ignored = [](const std::string& key) {
-    return key.rfind("log.", 0) == 0 || key.rfind("checkpoint.", 0) == 0 ||
-           key == "train.steps" || key == "train.epochs";
+    return key.rfind("log.", 0) == 0 || key.rfind("checkpoint.", 0) == 0 || key == "train.steps" ||
+           key == "train.epochs";
   };
   std::vector<std::string> out;
   const config::Config before = config::load_string(checkpoint_yaml, "checkpoint config.yaml");

@@ -2,8 +2,8 @@
 // and full-batch-negative accumulation (k > 1), the loss reduction over ranks, the
 // fp16 scaler, and the optimizer half of the step.
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -73,11 +73,11 @@ model::Embeddings to_float(model::Embeddings e) {
 }
 
 std::vector<MicroBatch> split_batch(const MicroBatch& b, int64_t k) {
-  RETCLIP_CHECK(k >= 1 && k <= b.size(), "cannot split a batch of ", b.size(), " patients into ",
-                k, " micro-batches (optim.accum_steps)");
+  RETCLIP_CHECK(k >= 1 && k <= b.size(), "cannot split a batch of ", b.size(), " patients into ", k,
+                " micro-batches (optim.accum_steps)");
   if (k == 1) return {b};
-  auto l = b.left.chunk(k), r = b.right.chunk(k), t = b.tokens.chunk(k),
-       hl = b.has_left.chunk(k), hr = b.has_right.chunk(k);
+  auto l = b.left.chunk(k), r = b.right.chunk(k), t = b.tokens.chunk(k), hl = b.has_left.chunk(k),
+       hr = b.has_right.chunk(k);
   std::vector<MicroBatch> out;
   for (size_t i = 0; i < t.size(); ++i) out.push_back({l[i], r[i], t[i], hl[i], hr[i]});
   return out;
@@ -94,8 +94,8 @@ loss::LossOutput step_loss(const model::Embeddings& local, const loss::Tripartit
   for (const auto& p : parts) widths.push_back(p.size(1));
   const int64_t rows = local.img[model::Level::kPatient].size(0);
   auto all = dist::all_gather_with_grad(comm, at::cat(parts, 1)).split_with_sizes(widths, 1);
-  auto masks = comm.all_gather(at::stack({local.has_left.to(at::kByte),
-                                          local.has_right.to(at::kByte)}, 1));
+  auto masks =
+      comm.all_gather(at::stack({local.has_left.to(at::kByte), local.has_right.to(at::kByte)}, 1));
   model::Embeddings g = local;
   for (size_t i = 0; i < model::kLevels.size(); ++i) {
     g.img[model::kLevels[i]] = all[i];
@@ -341,8 +341,8 @@ StepResult train_step(StepContext& c, const MicroBatch& batch, double lr, LossSc
                               scaler.factor(), {*c.comm, *c.grad_sync}, phases);
   auto t0 = std::chrono::steady_clock::now();
   r.stop = reduce_losses(*c.comm, r.losses, stop_here);
-  const StepUpdate u = optimizer_update(*c.optimizer, c.params, r.losses.total.item<double>(),
-                                        c.clip_norm, scaler);
+  const StepUpdate u =
+      optimizer_update(*c.optimizer, c.params, r.losses.total.item<double>(), c.clip_norm, scaler);
   r.grad_norm = u.grad_norm;
   r.skipped = u.skipped;
   if (!r.skipped) clamp_logit_scales(c.net, c.logit_scale_max);

@@ -55,7 +55,9 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-bool stop_requested() { return g_stop_signals.load() > 0; }
+bool stop_requested() {
+  return g_stop_signals.load() > 0;
+}
 
 namespace {
 
@@ -100,20 +102,22 @@ Run open_run(const config::Config& cfg) {
   run.comm = dist::Comm::from_env(run.env, run.device, {cfg.dist.backend, cfg.dist.timeout_s});
   if (run.env.distributed())
     log::info("process group ready: {} ranks over {}", run.env.world, run.comm->backend_name());
-  RETCLIP_CHECK_USAGE(parse_precision(cfg.train.precision) == Precision::kFp32 ||
-                          run.device.is_cuda(),
-                      "train.precision=", cfg.train.precision,
-                      " needs a CUDA device; on CPU use train.precision=fp32");
+  RETCLIP_CHECK_USAGE(
+      parse_precision(cfg.train.precision) == Precision::kFp32 || run.device.is_cuda(),
+      "train.precision=", cfg.train.precision,
+      " needs a CUDA device; on CPU use train.precision=fp32");
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
   run.config_yaml = config::to_yaml(cfg);
   run.config_hash = config::hash(cfg);
   if (run.primary()) {
     util::write_file_atomic(run.dir / io::CheckpointLayout::kConfig, run.config_yaml);
-    util::write_file_atomic(
-        run.dir / "run.json",
-        json{{"retclip_version", kVersion}, {"git_hash", kGitHash}, {"config_hash", run.config_hash},
-             {"device", run.device.str()}, {"threads", threads}, {"world_size", run.env.world}}
-            .dump(2));
+    util::write_file_atomic(run.dir / "run.json", json{{"retclip_version", kVersion},
+                                                       {"git_hash", kGitHash},
+                                                       {"config_hash", run.config_hash},
+                                                       {"device", run.device.str()},
+                                                       {"threads", threads},
+                                                       {"world_size", run.env.world}}
+                                                      .dump(2));
   }
   log::info("retclip {} (git {}) | run dir {} | device {} | {} threads", kVersion, kGitHash,
             run.dir.string(), run.device.str(), threads);
@@ -203,13 +207,18 @@ class Validator {
  public:
   Validator(const config::Config& cfg, const Run& run, TrainData& data, model::RetClip net,
             MetricsSink& sinks)
-      : run_(run), data_(data), net_(std::move(net)), sinks_(sinks),
-        loss_(loss_options(cfg)), precision_(parse_precision(cfg.train.precision)) {}
+      : run_(run),
+        data_(data),
+        net_(std::move(net)),
+        sinks_(sinks),
+        loss_(loss_options(cfg)),
+        precision_(parse_precision(cfg.train.precision)) {}
 
   std::optional<EvalResult> run(int64_t step) {
     if (!data_.has_val() || !run_.primary()) return std::nullopt;
     if (step == last_step_) return last_;  // weights unchanged since then
-    EvalResult r = evaluate(net_, data_.val_source(run_.device), data_.val_size(), loss_, precision_);
+    EvalResult r =
+        evaluate(net_, data_.val_source(run_.device), data_.val_size(), loss_, precision_);
     log::info("validation at step {}: {}", step, r.to_string());
     sinks_.write(step, r.metrics(), wall_time_s());
     last_step_ = step;
@@ -264,8 +273,7 @@ bool validation_due(const config::Config& cfg, int64_t step, int64_t steps_per_e
 /// checkpoint.every_steps, and every checkpoint.every_epochs epochs when set.
 bool checkpoint_due(const config::Config& cfg, int64_t step, int64_t steps_per_epoch) {
   const int64_t e = cfg.checkpoint.every_epochs;
-  return step % cfg.checkpoint.every_steps == 0 ||
-         (e > 0 && step % (e * steps_per_epoch) == 0);
+  return step % cfg.checkpoint.every_steps == 0 || (e > 0 && step % (e * steps_per_epoch) == 0);
 }
 
 int64_t total_steps(const config::Config& cfg, const TrainData& data) {
@@ -276,8 +284,7 @@ int64_t total_steps(const config::Config& cfg, const TrainData& data) {
   return cfg.train.steps > 0 ? cfg.train.steps : cfg.train.epochs * per_epoch;
 }
 
-void log_model(const config::Config& cfg, const model::RetClip& net,
-               const BuiltOptimizer& built) {
+void log_model(const config::Config& cfg, const model::RetClip& net, const BuiltOptimizer& built) {
   int64_t n = 0;
   for (const auto& p : net->parameters()) n += p.numel();
   log::info("model: vision {} + text {}, embed {}, {:.2f}M parameters", cfg.model.vision.preset,
@@ -308,8 +315,10 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   log_model(cfg, net, built);
   const int64_t total = total_steps(cfg, data), per_epoch = data.steps_per_epoch();
 
-  const fs::path ckpt_dir = cfg.checkpoint.dir.empty() ? run.dir / "checkpoints" : fs::path(cfg.checkpoint.dir);
-  io::CheckpointStore store(ckpt_dir, io::CheckpointStore::options_from(cfg.checkpoint, run.config_hash));
+  const fs::path ckpt_dir =
+      cfg.checkpoint.dir.empty() ? run.dir / "checkpoints" : fs::path(cfg.checkpoint.dir);
+  io::CheckpointStore store(ckpt_dir,
+                            io::CheckpointStore::options_from(cfg.checkpoint, run.config_hash));
   const CheckpointParts parts{*net, *built.optimizer, run.device, run.config_yaml};
   TrainState st = resume_or_start(cfg, run, store, parts, data);
   StepContext ctx = make_step_context(cfg, net, *built.optimizer, run.comm);
@@ -320,7 +329,8 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     return save_checkpoint(store, st, parts, *run.comm, st.step / per_epoch).string();
   };
   auto out_of_time = [&] {
-    return options.max_minutes > 0 && seconds_between(t_start, Clock::now()) >= 60 * options.max_minutes;
+    return options.max_minutes > 0 &&
+           seconds_between(t_start, Clock::now()) >= 60 * options.max_minutes;
   };
 
   install_stop_handlers();
@@ -349,7 +359,8 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
     if (r.stop) {
       summary.interrupted = true;
       if (out_of_time())
-        log::info("time budget of {:g} minutes reached at step {}: stopping", options.max_minutes, st.step);
+        log::info("time budget of {:g} minutes reached at step {}: stopping", options.max_minutes,
+                  st.step);
       else
         log::info("stop requested: checkpoint written at step {}", st.step);
       break;
@@ -361,7 +372,8 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   check_trained(st, summary.start_step, skipped_at_start);
   summary.final_eval = validator.run(st.step);
   progress.sinks().flush();
-  log::info("done: {} steps ({} skipped), last checkpoint {}", st.step, st.skipped, summary.checkpoint);
+  log::info("done: {} steps ({} skipped), last checkpoint {}", st.step, st.skipped,
+            summary.checkpoint);
   return summary;
 }
 }  // namespace

@@ -10,7 +10,9 @@ using namespace retclip::data;
 using retclip::UsageError;
 
 namespace {
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 }  // namespace
 
 TEST(Base64, RoundTripsBothAlphabets) {

@@ -6,34 +6,16 @@
 #include <iostream>
 #include <map>
 
+#include "../support/model.hpp"
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/activation_checkpoint.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/model/retclip.hpp"
 
 using namespace retclip;
-
-namespace {
-
-model::RetClipOptions micro_options(int64_t vocab = 100) {
-  return model::RetClipOptions()
-      .vision(model::vision_preset("vit-micro"))
-      .text(model::text_preset("bert-micro", vocab))
-      .embed_dim(32);
-}
-
-torch::Tensor tokens_for(int64_t b, int64_t t, int64_t vocab) {
-  auto tok = torch::randint(1, vocab, {b, t}, torch::kLong);
-  for (int64_t i = 0; i < b; ++i)
-    tok.index_put_({i, torch::indexing::Slice(2 + (i % (t - 2)), torch::indexing::None)}, 0);
-  return tok;
-}
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
-
-}  // namespace
+using test::max_diff;
+using test::micro_options;
+using test::tokens_for;
 
 namespace {
 

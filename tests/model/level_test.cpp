@@ -29,8 +29,9 @@ TEST(Level, UnknownNameNamesTheKey) {
     model::parse_level("both", "eval.level");
     FAIL() << "expected a UsageError";
   } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("eval.level: expected patient, left or right but got 'both'"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("eval.level: expected patient, left or right but got 'both'"),
+        std::string::npos)
         << e.what();
   }
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <set>
 
+#include "../support/model.hpp"
 #include "retclip/config/config.hpp"
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/presets.hpp"
@@ -13,17 +14,14 @@
 #include "retclip/util/error.hpp"
 
 using namespace retclip;
+using test::max_diff;
+using test::micro_options;
+using test::tokens_for;
 
 namespace {
 
-model::RetClipOptions micro_options(int64_t vocab = 100) {
-  return model::RetClipOptions()
-      .vision(model::vision_preset("vit-micro"))
-      .text(model::text_preset("bert-micro", vocab))
-      .embed_dim(32);
-}
-
-/// The key list of docs/MODEL.md (State-dict keys), spelled out for `vl` vision and `tl` text layers.
+/// The key list of docs/MODEL.md (State-dict keys), spelled out for `vl` vision and `tl` text
+/// layers.
 std::set<std::string> design_keys(int64_t vl, int64_t tl) {
   std::set<std::string> k{"visual.conv1.weight",         "visual.class_embedding",
                           "visual.positional_embedding", "visual.ln_pre.weight",
@@ -57,17 +55,6 @@ std::set<std::string> design_keys(int64_t vl, int64_t tl) {
         "right_feature_mapping.weight", "logit_scale", "logit_scale_left", "logit_scale_right"})
     k.insert(s);
   return k;
-}
-
-torch::Tensor tokens_for(int64_t b, int64_t t, int64_t vocab) {
-  auto tok = torch::randint(1, vocab, {b, t}, torch::kLong);
-  for (int64_t i = 0; i < b; ++i)
-    tok.index_put_({i, torch::indexing::Slice(2 + (i % (t - 2)), torch::indexing::None)}, 0);
-  return tok;
-}
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>();
 }
 
 }  // namespace
@@ -107,7 +94,8 @@ TEST(RetClip, ForwardShapesAndUnitNorms) {
   auto e = net->forward(torch::randn({3, 3, 32, 32}), torch::randn({3, 3, 32, 32}),
                         tokens_for(3, 10, 100));
   for (const auto& t :
-       {e.img[model::Level::kPatient], e.img[model::Level::kLeft], e.img[model::Level::kRight], e.txt[model::Level::kPatient], e.txt[model::Level::kLeft], e.txt[model::Level::kRight]}) {
+       {e.img[model::Level::kPatient], e.img[model::Level::kLeft], e.img[model::Level::kRight],
+        e.txt[model::Level::kPatient], e.txt[model::Level::kLeft], e.txt[model::Level::kRight]}) {
     ASSERT_EQ(t.sizes(), torch::IntArrayRef({3, 32}));
     EXPECT_LT(max_diff(t.norm(2, 1), torch::ones({3})), 1e-5);
   }
@@ -199,8 +187,10 @@ TEST(RetClip, MissingEyeUsesPresentEyeForPatientAndIgnoresMissingImage) {
   auto has_left = torch::tensor({false, true, true}),
        has_right = torch::tensor({true, true, false});
   auto e = net->forward(left, right, tok, has_left, has_right);
-  EXPECT_EQ(e.img[model::Level::kLeft][0].abs().max().item<double>(), 0);   // missing left row is zero
-  EXPECT_EQ(e.img[model::Level::kRight][2].abs().max().item<double>(), 0);  // missing right row is zero
+  EXPECT_EQ(e.img[model::Level::kLeft][0].abs().max().item<double>(),
+            0);  // missing left row is zero
+  EXPECT_EQ(e.img[model::Level::kRight][2].abs().max().item<double>(),
+            0);  // missing right row is zero
   EXPECT_NEAR(e.img[model::Level::kLeft][1].norm().item<double>(), 1.0, 1e-5);
   // Patient feature of a one-eyed patient == both eyes present, the present eye twice.
   auto l2 = left.clone(), r2 = right.clone();

@@ -57,17 +57,19 @@ inline int make_synthetic_shards(const std::filesystem::path& root,
                                  const std::filesystem::path& log) {
   const std::filesystem::path d = root / "data";
   const std::string& bin = retclip_bin();
-  if (int rc = run_logged(bin + " synth --out " + d.string() +
-                              " --patients 96 --val 32 --seed 3 --size 48", log))
+  if (int rc = run_logged(
+          bin + " synth --out " + d.string() + " --patients 96 --val 32 --seed 3 --size 48", log))
     return rc;
   if (int rc = run_logged(bin + " tokenizer train --manifest " + (d / "train.csv").string() +
-                              " --vocab-size 160 --out " + (d / "tok.model").string(), log))
+                              " --vocab-size 160 --out " + (d / "tok.model").string(),
+                          log))
     return rc;
   for (std::string split : {"train", "val"})
     if (int rc = run_logged(bin + " pack --manifest " + (d / (split + ".csv")).string() +
                                 " --out " + (d / ("shards-" + split)).string() +
                                 " --size 32 --tokenizer " + (d / "tok.model").string() +
-                                " --tokenizer-type sentencepiece --context 32", log))
+                                " --tokenizer-type sentencepiece --context 32",
+                            log))
       return rc;
   return 0;
 }

@@ -144,8 +144,8 @@ TEST(Checkpoint, SaveThenLoadRestoresWeightsOptimizerAndRandomState) {
 }
 
 TEST(Checkpoint, ResumeConfigChangesIgnoreLoggingAndRunLength) {
-  config::Config now = config::load("", {"model.text.layers=3", "log.interval=7",
-                                         "train.steps=99", "checkpoint.every_steps=3"});
+  config::Config now = config::load(
+      "", {"model.text.layers=3", "log.interval=7", "train.steps=99", "checkpoint.every_steps=3"});
   const std::string before = config::to_yaml(config::load("", {}));
   auto changes = train::resume_config_changes(before, now);
   ASSERT_EQ(changes.size(), 1u);

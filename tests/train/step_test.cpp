@@ -23,7 +23,8 @@ model::RetClip micro_model() {
 train::MicroBatch random_batch(int64_t B) {
   torch::manual_seed(9);
   auto tokens = torch::randint(5, 50, {B, 12}, torch::kLong);
-  tokens.index_put_({torch::indexing::Slice(), torch::indexing::Slice(8, torch::indexing::None)}, 0);
+  tokens.index_put_({torch::indexing::Slice(), torch::indexing::Slice(8, torch::indexing::None)},
+                    0);
   auto has_left = torch::ones({B}, torch::kBool), has_right = torch::ones({B}, torch::kBool);
   has_left[2] = false;   // a patient without a left eye
   has_right[5] = false;  // and one without a right eye
@@ -50,8 +51,8 @@ TEST(Accumulate, MicroBatchesGiveFullBatchGradients) {
 
   for (int64_t k : {2, 4}) {
     net->zero_grad();
-    auto acc = train::forward_backward(net, train::split_batch(batch, k), opts,
-                                       train::Precision::kFp32);
+    auto acc =
+        train::forward_backward(net, train::split_batch(batch, k), opts, train::Precision::kFp32);
     auto g_acc = grads_of(net);
     EXPECT_NEAR(acc.total.item<double>(), full.total.item<double>(), 1e-5);
     ASSERT_EQ(g_acc.size(), g_full.size());

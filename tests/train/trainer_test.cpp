@@ -9,11 +9,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <iostream>
-#include <map>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -76,7 +76,8 @@ std::map<int64_t, double> metric(const fs::path& run_dir, const std::string& key
 std::vector<int64_t> checkpoint_steps(const fs::path& run_dir) {
   std::vector<int64_t> out;
   for (const auto& e : fs::directory_iterator(run_dir / "checkpoints"))
-    if (fs::exists(e.path() / "COMPLETE")) out.push_back(std::stoll(e.path().filename().string().substr(5)));
+    if (fs::exists(e.path() / "COMPLETE"))
+      out.push_back(std::stoll(e.path().filename().string().substr(5)));
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -117,8 +118,10 @@ TEST_F(TrainE2E, ReferenceRunLearnsAndLogs) {
   // It learns. Twelve steps only reach the uniform loss, 3 ln 16 = 8.318 for batches of 16;
   // 80 steps at a higher rate go clearly below it (about 7.8 on the last 10 steps).
   const fs::path learn = g_root / "learn";
-  ASSERT_EQ(run_status(train_cmd(learn, 80, "--set optim.lr=2e-3 --set optim.warmup_steps=5"
-                                            " --set checkpoint.every_steps=1000")), 0);
+  ASSERT_EQ(run_status(train_cmd(learn, 80,
+                                 "--set optim.lr=2e-3 --set optim.warmup_steps=5"
+                                 " --set checkpoint.every_steps=1000")),
+            0);
   const auto l = step_losses(learn);
   ASSERT_EQ(l.size(), 80u);
   double first = 0, last = 0;
@@ -190,16 +193,19 @@ TEST_F(TrainE2E, SigintWritesCheckpointAndExitsZero) {
 TEST_F(TrainE2E, ExportAndEmbed) {
   const fs::path out = g_root / "export";
   ASSERT_EQ(run(kBin + " export --checkpoint " + (g_root / "ref").string() + " --out " +
-                out.string() + " --parts vision,text,full"), 0);
-  for (const char* f : {"vision.safetensors", "text.safetensors", "full.safetensors", "retclip.json"})
+                out.string() + " --parts vision,text,full"),
+            0);
+  for (const char* f :
+       {"vision.safetensors", "text.safetensors", "full.safetensors", "retclip.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   json side = json::parse(retclip::util::read_file(out / "retclip.json"));
   EXPECT_EQ(side["vision"]["image_size"], 32);
   EXPECT_EQ(side["text"]["context_length"], 32);
   const fs::path emb = g_root / "emb.safetensors";
-  ASSERT_EQ(run(kBin + " embed --weights " + out.string() + " --manifest " +
-                (g_root / "data" / "val.csv").string() + " --out " + emb.string() + " --save-inputs"),
-            0);
+  ASSERT_EQ(
+      run(kBin + " embed --weights " + out.string() + " --manifest " +
+          (g_root / "data" / "val.csv").string() + " --out " + emb.string() + " --save-inputs"),
+      0);
   EXPECT_TRUE(fs::exists(emb));
   // The exported weights in the PyTorch reference reproduce retclip's embeddings.
   std::string py = std::string("python3 ") + RETCLIP_SOURCE_DIR + "/tests/python/embed_check.py " +
@@ -212,7 +218,8 @@ TEST_F(TrainE2E, ExportAndEmbed) {
 TEST_F(TrainE2E, EvalReportsRecallAndChance) {
   const fs::path out = g_root / "eval.json";
   ASSERT_EQ(run(kBin + " eval --checkpoint " + (g_root / "ref").string() + " --data " +
-                (g_root / "data" / "shards-val").string() + " --out " + out.string()), 0);
+                (g_root / "data" / "shards-val").string() + " --out " + out.string()),
+            0);
   json j = json::parse(retclip::util::read_file(out));
   EXPECT_EQ(j["patients"], 32);
   EXPECT_NEAR(j["chance_r@5"].get<double>(), 5.0 / 32.0, 1e-12);
@@ -227,7 +234,8 @@ TEST_F(TrainE2E, BenchRunsTheTrainingStep) {
   // `retclip bench` on the training loader: its first three steps are the training run's.
   const fs::path out = g_root / "bench.json";
   ASSERT_EQ(run(kBin + " bench --config " + RETCLIP_SOURCE_DIR + "/configs/tiny-cpu.yaml" +
-                run_sets(12) + " --data loader --warmup 0 --steps 3 --json " + out.string()), 0);
+                run_sets(12) + " --data loader --warmup 0 --steps 3 --json " + out.string()),
+            0);
   json j = json::parse(retclip::util::read_file(out));
   const auto ref = step_losses(g_root / "ref");
   ASSERT_EQ(j["step_losses"].size(), 3u);
@@ -240,7 +248,8 @@ TEST_F(TrainE2E, ValidationAndCheckpointsFollowTheirKeys) {
   // epoch ends: val_every 6 validates at 6 (and after the last step), not at 4 or 8;
   // every_steps 5 checkpoints at 5, 10 (and the last step), not at epoch ends.
   const fs::path a = g_root / "by-steps";
-  ASSERT_EQ(run_status(train_cmd(a, 12, "--set train.val_every=6 --set checkpoint.every_steps=5")), 0);
+  ASSERT_EQ(run_status(train_cmd(a, 12, "--set train.val_every=6 --set checkpoint.every_steps=5")),
+            0);
   auto val_a = metric(a, "val/loss");
   EXPECT_EQ(val_a.size(), 2u);
   EXPECT_EQ(val_a.count(6), 1u);
@@ -248,8 +257,10 @@ TEST_F(TrainE2E, ValidationAndCheckpointsFollowTheirKeys) {
   EXPECT_EQ(checkpoint_steps(a), (std::vector<int64_t>{5, 10, 12}));
   // val_every 0 validates at epoch ends; checkpoint.every_epochs 1 adds epoch-end checkpoints.
   const fs::path b = g_root / "by-epochs";
-  ASSERT_EQ(run_status(train_cmd(b, 12, "--set train.val_every=0 --set checkpoint.every_steps=5"
-                                        " --set checkpoint.every_epochs=1")), 0);
+  ASSERT_EQ(run_status(train_cmd(b, 12,
+                                 "--set train.val_every=0 --set checkpoint.every_steps=5"
+                                 " --set checkpoint.every_epochs=1")),
+            0);
   auto val_b = metric(b, "val/loss");
   EXPECT_EQ(val_b.size(), 3u);
   EXPECT_EQ(val_b.count(4), 1u);
@@ -262,17 +273,21 @@ TEST_F(TrainE2E, InitFromCheckpointWithFrozenVisionKeepsVisionWeights) {
   // more steps every visual.* tensor is still the reference's, the rest has moved.
   const fs::path r = g_root / "frozen";
   const fs::path init = g_root / "ref" / "checkpoints" / "step-00000012" / "model.safetensors";
-  ASSERT_EQ(run_status(train_cmd(r, 4, "--set model.init.full=" + init.string() +
-                                           " --set train.freeze.vision=true")), 0);
-  const std::string py = std::string("python3 -c \"import sys; from safetensors.torch import "
-                                     "load_file as L; a=L(sys.argv[1]); b=L(sys.argv[2]); "
-                                     "v=[k for k in a if k.startswith('visual.')]; "
-                                     "t=[k for k in a if k.startswith('bert.')]; "
-                                     "sys.exit(0 if v and all((a[k]==b[k]).all() for k in v) and "
-                                     "any((a[k]!=b[k]).any() for k in t) else 1)\" ");
+  ASSERT_EQ(
+      run_status(train_cmd(
+          r, 4, "--set model.init.full=" + init.string() + " --set train.freeze.vision=true")),
+      0);
+  const std::string py = std::string(
+      "python3 -c \"import sys; from safetensors.torch import "
+      "load_file as L; a=L(sys.argv[1]); b=L(sys.argv[2]); "
+      "v=[k for k in a if k.startswith('visual.')]; "
+      "t=[k for k in a if k.startswith('bert.')]; "
+      "sys.exit(0 if v and all((a[k]==b[k]).all() for k in v) and "
+      "any((a[k]!=b[k]).any() for k in t) else 1)\" ");
   if (std::system("python3 -c 'import torch, safetensors' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "python3 with torch and safetensors is needed to compare the weights";
-  const fs::path after = r / "checkpoints" / retclip::test::checkpoint_name(4) / "model.safetensors";
+  const fs::path after =
+      r / "checkpoints" / retclip::test::checkpoint_name(4) / "model.safetensors";
   EXPECT_EQ(run(py + init.string() + " " + after.string()), 0);
 }
 
@@ -280,8 +295,10 @@ TEST_F(TrainE2E, NonFiniteStepsAreSkippedThenTrainingStops) {
   // An absurd learning rate drives the weights to inf: the steps after it are skipped
   // and counted, and training stops with a clear error after max_skipped_steps.
   const fs::path r = g_root / "nonfinite";
-  EXPECT_EQ(run_status(train_cmd(r, 12, "--set optim.lr=1e30 --set optim.warmup_steps=0"
-                                        " --set train.max_skipped_steps=3")), 1);
+  EXPECT_EQ(run_status(train_cmd(r, 12,
+                                 "--set optim.lr=1e30 --set optim.warmup_steps=0"
+                                 " --set train.max_skipped_steps=3")),
+            1);
   const std::string log = retclip::util::read_file(r / "train.log");
   EXPECT_NE(log.find("non-finite loss or gradient"), std::string::npos);
   EXPECT_NE(log.find("3 consecutive steps"), std::string::npos);
@@ -289,8 +306,10 @@ TEST_F(TrainE2E, NonFiniteStepsAreSkippedThenTrainingStops) {
   // A run in which every step is skipped trained nothing: it must not report success.
   const fs::path all = g_root / "allskipped";
   ASSERT_EQ(run_status(train_cmd(all, 1, "--set optim.lr=1e30 --set optim.warmup_steps=0")), 0);
-  EXPECT_EQ(run_status(train_cmd(all, 3, "--set optim.lr=1e30 --set optim.warmup_steps=0"
-                                         " --set train.max_skipped_steps=10 --resume auto")), 1);
+  EXPECT_EQ(run_status(train_cmd(all, 3,
+                                 "--set optim.lr=1e30 --set optim.warmup_steps=0"
+                                 " --set train.max_skipped_steps=10 --resume auto")),
+            1);
   const std::string log2 = retclip::util::read_file(all / "train.log");
   EXPECT_NE(log2.find("nothing was trained"), std::string::npos) << log2;
 }

@@ -72,9 +72,8 @@ TEST(Validate, LevelsEqualTheLossAndRecallCountsPresentEyes) {
 
 TEST(Validate, StopsAtTheLimit) {
   model::RetClip net = micro_model();
-  train::EvalResult r =
-      train::evaluate(net, source(batches(3, 6)), 8, loss::TripartiteLossOptions(),
-                      train::Precision::kFp32);
+  train::EvalResult r = train::evaluate(net, source(batches(3, 6)), 8,
+                                        loss::TripartiteLossOptions(), train::Precision::kFp32);
   EXPECT_EQ(r.patients, 8);  // 6 + 2 of the second batch; the third is never read
   EXPECT_EQ(r.recall[model::Level::kPatient].n, 8);
 }

@@ -40,10 +40,10 @@ struct CheckpointFile {
 /// The files of a retclip training checkpoint directory (train::TrainState writes them;
 /// export, eval and the CLI find them through these names).
 struct CheckpointLayout {
-  static constexpr const char* kWeights = "model.safetensors";   ///< model state dict
-  static constexpr const char* kOptimizer = "optimizer.pt";      ///< AdamW moments
-  static constexpr const char* kTrainerState = "trainer.json";   ///< step, scaler, data cursor
-  static constexpr const char* kConfig = "config.yaml";          ///< resolved config
+  static constexpr const char* kWeights = "model.safetensors";  ///< model state dict
+  static constexpr const char* kOptimizer = "optimizer.pt";     ///< AdamW moments
+  static constexpr const char* kTrainerState = "trainer.json";  ///< step, scaler, data cursor
+  static constexpr const char* kConfig = "config.yaml";         ///< resolved config
   /// Random state of a rank: rng_<kind>.bin for rank 0, rng_<kind>.rank<r>.bin for others
   /// (kind: cpu, cuda).
   static std::string rng_file(const std::string& kind, int rank);
@@ -59,26 +59,26 @@ struct CheckpointFileRecord {
 /// A complete checkpoint (its COMPLETE marker parsed).
 struct CheckpointInfo {
   int64_t step = 0;
-  std::filesystem::path path;   ///< .../checkpoints/step-NNNNNNNN
-  double time = 0;              ///< Unix seconds when it was sealed
+  std::filesystem::path path;  ///< .../checkpoints/step-NNNNNNNN
+  double time = 0;             ///< Unix seconds when it was sealed
   std::string config_hash;
   std::vector<CheckpointFileRecord> files;
-  nlohmann::json meta;          ///< what the caller passed to save() (object or null)
+  nlohmann::json meta;  ///< what the caller passed to save() (object or null)
 };
 
 /// Result of verify(): ok, or the reason the checkpoint is unusable.
 struct CheckpointCheck {
   bool ok = false;
-  std::string reason;           ///< empty when ok
+  std::string reason;  ///< empty when ok
   std::optional<CheckpointInfo> info;
 };
 
 class CheckpointStore {
  public:
   struct Options {
-    int64_t keep_last = 3;   ///< newest complete checkpoints kept; <= 0 keeps all
-    int64_t keep_every = 0;  ///< steps that are multiples of this are kept for good; 0 = none
-    std::string config_hash; ///< recorded in every COMPLETE marker
+    int64_t keep_last = 3;    ///< newest complete checkpoints kept; <= 0 keeps all
+    int64_t keep_every = 0;   ///< steps that are multiples of this are kept for good; 0 = none
+    std::string config_hash;  ///< recorded in every COMPLETE marker
   };
 
   /// Name of the marker file written last.
@@ -138,7 +138,7 @@ class CheckpointStore {
 
 /// A verified training checkpoint as export and eval read it.
 struct CheckpointContents {
-  std::filesystem::path dir;      ///< the step-NNNNNNNN directory
+  std::filesystem::path dir;  ///< the step-NNNNNNNN directory
   int64_t step = 0;
   std::filesystem::path weights;  ///< dir / CheckpointLayout::kWeights
   std::string config_yaml;        ///< the resolved config the run trained with

@@ -53,7 +53,7 @@ struct BenchResult {
   // time per step (means, ms)
   double step_ms = 0, data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0, comm_ms = 0;
   bool split_forward_backward = true;  ///< false with accum_steps > 1 (forward_ms = both)
-  double patients_per_s = 0;     ///< all ranks together (batch x world per step)
+  double patients_per_s = 0;           ///< all ranks together (batch x world per step)
   // memory
   double peak_memory_gib = 0;    ///< CUDA: peak allocated (caching allocator); CPU: peak RSS
   double peak_reserved_gib = 0;  ///< CUDA only: peak reserved by the caching allocator

@@ -11,8 +11,8 @@
 
 #include "retclip/config/config.hpp"
 #include "retclip/data/loader.hpp"
-#include "retclip/train/validate.hpp"
 #include "retclip/train/step.hpp"
+#include "retclip/train/validate.hpp"
 
 namespace retclip::train {
 

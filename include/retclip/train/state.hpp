@@ -5,7 +5,8 @@
 // io::open_checkpoint.
 //
 //   train::TrainState st;
-//   if (auto ck = store.resolve(cfg.checkpoint.resume)) st = train::load_checkpoint(*ck, parts, comm);
+//   if (auto ck = store.resolve(cfg.checkpoint.resume)) st = train::load_checkpoint(*ck, parts,
+//   comm);
 //   ...  st.count(step_result, cfg.train.max_skipped_steps);
 //   train::save_checkpoint(store, st, parts, comm);
 //
@@ -37,8 +38,8 @@ struct TrainState {
   int64_t skipped = 0;            ///< non-finite steps skipped in total
   int64_t consecutive_skips = 0;  ///< ... in a row, up to now
   LossScaler scaler;
-  nlohmann::json data;            ///< the sampler cursor (TrainData::state)
-  int64_t world_size = 1;         ///< ranks of the run that wrote it
+  nlohmann::json data;     ///< the sampler cursor (TrainData::state)
+  int64_t world_size = 1;  ///< ranks of the run that wrote it
   std::string config_hash;
 
   /// Counts a finished step (++step, skip counters). Throws Error after

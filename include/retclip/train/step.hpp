@@ -107,17 +107,16 @@ loss::LossOutput step_loss(const model::Embeddings& local, const loss::Tripartit
 /// Wall time of a step's phases, taken only when asked (bench): the device is synchronised
 /// at each boundary, which training itself never does.
 struct StepPhases {
-  double forward_ms = 0;   ///< forward + loss (forward + backward when accumulating)
-  double backward_ms = 0;  ///< 0 when accumulating (not separable)
-  double optimizer_ms = 0; ///< reduce, unscale, clip, AdamW, clamp
+  double forward_ms = 0;    ///< forward + loss (forward + backward when accumulating)
+  double backward_ms = 0;   ///< 0 when accumulating (not separable)
+  double optimizer_ms = 0;  ///< reduce, unscale, clip, AdamW, clamp
 };
 
 /// Forward + backward over the micro-batches (gradients accumulate into .grad).
 /// `loss_scale` multiplies the loss before backward (fp16 gradient scaling).
 StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& micro,
                             const loss::TripartiteLossOptions& options, Precision precision,
-                            double loss_scale, const StepComm& comm,
-                            StepPhases* phases = nullptr);
+                            double loss_scale, const StepComm& comm, StepPhases* phases = nullptr);
 /// The same in one process (tests, tools).
 StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& micro,
                             const loss::TripartiteLossOptions& options, Precision precision,

@@ -29,8 +29,8 @@ struct TrainSummary {
   int64_t start_step = 0;  ///< step the run started from (0, or the checkpoint's)
   int64_t end_step = 0;    ///< optimizer steps done in total
   int64_t skipped_steps = 0;
-  bool interrupted = false;  ///< stopped by a signal or --max-minutes
-  std::string checkpoint;    ///< last checkpoint written
+  bool interrupted = false;              ///< stopped by a signal or --max-minutes
+  std::string checkpoint;                ///< last checkpoint written
   std::optional<EvalResult> final_eval;  ///< rank 0 only
   int rank = 0;                          ///< this process's rank (0 when not distributed)
 };

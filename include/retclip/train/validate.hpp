@@ -18,9 +18,9 @@ namespace retclip::train {
 
 struct EvalResult {
   int64_t patients = 0;
-  double loss = 0;                        ///< mean over batches of the weighted total
-  model::PerLevel<double> level_loss;     ///< batch means
-  model::PerLevel<double> acc_i2t, acc_t2i;  ///< in-batch top-1, batch means
+  double loss = 0;                             ///< mean over batches of the weighted total
+  model::PerLevel<double> level_loss;          ///< batch means
+  model::PerLevel<double> acc_i2t, acc_t2i;    ///< in-batch top-1, batch means
   model::PerLevel<eval::RecallResult> recall;  ///< over the whole split (eyes: present ones)
 
   /// Flat "val/..." metrics for the sinks.
