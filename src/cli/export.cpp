@@ -32,7 +32,7 @@ retclip::cli::RunFn add_export(CLI::App& app) {
     std::string formats;
     for (const auto& f : a->formats) formats += (formats.empty() ? "" : ",") + f;
     auto r = retclip::io::export_checkpoint(a->checkpoint, a->out, parts,
-                                               retclip::io::parse_export_formats(formats));
+                                            retclip::io::parse_export_formats(formats));
     for (const auto& f : r.files) fmt::print("{}\n", f.string());
     fmt::print("exported step {} to {}\n", r.step, a->out);
     return 0;

@@ -32,5 +32,4 @@ ExportResult export_checkpoint(const std::string& checkpoint, const std::string&
                                const std::vector<std::string>& parts,
                                const std::vector<ExportFormat>& formats = {ExportFormat::kRetclip});
 
-
 }  // namespace retclip::io
