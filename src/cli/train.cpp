@@ -3,6 +3,7 @@
 
 #include "command.hpp"
 #include "retclip/config/config.hpp"
+#include "retclip/io/interop.hpp"
 #include "retclip/train/trainer.hpp"
 
 namespace {
@@ -27,6 +28,9 @@ retclip::cli::RunFn add_train(CLI::App& app) {
     std::vector<std::string> overrides = a->set;
     if (!a->resume.empty()) overrides.push_back("checkpoint.resume=" + a->resume);
     config::Config cfg = config::load(a->config, overrides);
+    // Presets "hf" / "checkpoint" take their sizes from the pretrained files.
+    io::resolve_pretrained_presets(cfg.model);
+    config::validate(cfg);
     train::TrainSummary s = train::run_training(cfg, {a->max_minutes});
     if (s.rank != 0) return 0;  // rank 0 reports for the run
     if (s.final_eval) {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "retclip/io/interop.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/log.hpp"
@@ -54,6 +55,9 @@ at::Tensor resize_positional_embedding(const at::Tensor& pe, int64_t new_grid, b
 }
 
 StateDict map_openai_clip_visual(const StateDict& sd, int64_t target_grid) {
+  // timm's CLIP ViTs (retclip's timm export among them) hold the same tensors under
+  // timm's names.
+  if (is_timm_vit(sd)) return map_openai_clip_visual(map_timm_vit(sd), target_grid);
   bool full = false;
   for (const auto& [k, v] : sd)
     if (starts_with(k, "visual.")) full = true;

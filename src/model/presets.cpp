@@ -7,6 +7,12 @@
 namespace retclip::model {
 namespace {
 
+// Preset names whose sizes come from a pretrained tower's files, filled into the config
+// by io::resolve_pretrained_presets before the model is built: the ViT's from
+// model.init.vision's tensor shapes, the BERT's from model.init.text's config.json.
+constexpr const char* kVisionFromCheckpoint = "checkpoint";
+constexpr const char* kTextFromHf = "hf";
+
 struct VisionPreset {
   int64_t embed, image, layers, width, patch;
 };
@@ -58,6 +64,16 @@ std::vector<std::string> text_preset_names() {
 }
 
 VisionTransformerOptions vision_preset(const std::string& name) {
+  // Sizes read from model.init.vision (io::resolve_pretrained_presets): every size comes
+  // from the overrides, none from a table.
+  if (name == kVisionFromCheckpoint)
+    return VisionTransformerOptions()
+        .embed_dim(0)
+        .image_size(0)
+        .layers(0)
+        .width(0)
+        .patch_size(0)
+        .heads(0);
   for (const auto& [n, p] : vision_table()) {
     if (n != name) continue;
     return VisionTransformerOptions()
@@ -70,10 +86,20 @@ VisionTransformerOptions vision_preset(const std::string& name) {
         .mlp_ratio(4.0);
   }
   throw UsageError(str_cat("unknown vision preset '", name, "' (key model.vision.preset). ",
-                           "HINT: valid names are ", join_names(vision_table())));
+                           "HINT: valid names are ", join_names(vision_table()), ", or ",
+                           kVisionFromCheckpoint, " (sizes from model.init.vision)"));
 }
 
 BertOptions text_preset(const std::string& name, int64_t vocab_size) {
+  // Sizes read from model.init.text's config.json (io::resolve_pretrained_presets).
+  if (name == kTextFromHf)
+    return BertOptions()
+        .vocab_size(vocab_size)
+        .hidden(0)
+        .layers(0)
+        .heads(0)
+        .intermediate(0)
+        .max_position(0);
   for (const auto& [n, p] : text_table()) {
     if (n != name) continue;
     const int64_t vocab = vocab_size > 0 ? vocab_size : p.vocab;
@@ -90,7 +116,8 @@ BertOptions text_preset(const std::string& name, int64_t vocab_size) {
         .type_vocab_size(2);
   }
   throw UsageError(str_cat("unknown text preset '", name, "' (key model.text.preset). ",
-                           "HINT: valid names are ", join_names(text_table())));
+                           "HINT: valid names are ", join_names(text_table()), ", or ", kTextFromHf,
+                           " (sizes from model.init.text's config.json)"));
 }
 
 RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer_vocab,
@@ -104,6 +131,14 @@ RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer
   if (cfg.vision.mlp_ratio > 0) v.mlp_ratio(cfg.vision.mlp_ratio);
   if (cfg.embed_dim > 0) v.embed_dim(cfg.embed_dim);
   v.grad_checkpointing(grad_checkpointing);
+  RETCLIP_CHECK_USAGE(v.image_size() > 0 && v.patch_size() > 0 && v.width() > 0 && v.layers() > 0 &&
+                          v.embed_dim() > 0,
+                      "model.vision.preset=", cfg.vision.preset, " left a size unset (image_size ",
+                      v.image_size(), ", patch_size ", v.patch_size(), ", width ", v.width(),
+                      ", layers ", v.layers(), ", embed_dim ", v.embed_dim(),
+                      "). HINT: with preset ", kVisionFromCheckpoint,
+                      " the sizes are read from model.init.vision when a run starts; set "
+                      "model.init.vision, or the model.vision.* sizes and model.embed_dim");
   RETCLIP_CHECK_USAGE(v.image_size() % v.patch_size() == 0, "expected model.vision.image_size (",
                       v.image_size(), ") to be a multiple of model.vision.patch_size (",
                       v.patch_size(), ")");
@@ -123,6 +158,14 @@ RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer
                       "expected model.text.dropout in [0, 1) but got ", cfg.text.dropout);
   t.hidden_dropout(cfg.text.dropout).attention_dropout(cfg.text.dropout);
   t.grad_checkpointing(grad_checkpointing);
+  RETCLIP_CHECK_USAGE(t.vocab_size() > 0 && t.hidden() > 0 && t.layers() > 0 && t.heads() > 0 &&
+                          t.intermediate() > 0 && t.max_position() > 0,
+                      "model.text.preset=", cfg.text.preset, " left a size unset (vocab_size ",
+                      t.vocab_size(), ", hidden ", t.hidden(), ", layers ", t.layers(), ", heads ",
+                      t.heads(), ", intermediate ", t.intermediate(), ", max_position ",
+                      t.max_position(), "). HINT: with preset ", kTextFromHf,
+                      " the sizes are read from model.init.text's config.json when a "
+                      "run starts; set model.init.text, or the model.text.* sizes");
   RETCLIP_CHECK_USAGE(t.hidden() % t.heads() == 0, "expected model.text.hidden (", t.hidden(),
                       ") to be divisible by model.text.heads (", t.heads(), ")");
 

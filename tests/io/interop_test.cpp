@@ -1,0 +1,342 @@
+// Unit tests of the export formats (io/interop.hpp): key maps retclip <-> timm / open_clip /
+// Hugging Face round-trip bitwise, the writers lay out the folders and model cards, their
+// weights re-import into retclip unchanged, and presets "hf" / "checkpoint" read their
+// sizes from the pretrained files. The libraries themselves load the folders in
+// interop_oracle_test.cpp.
+#include "retclip/io/interop.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <functional>
+#include <set>
+
+#include "retclip/model/presets.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace retclip;
+using namespace retclip::io;
+
+namespace {
+
+config::ModelConfig micro_config() {
+  config::ModelConfig m;
+  m.vision.preset = "vit-micro";
+  m.text.preset = "bert-micro";
+  m.text.vocab_size = 40;
+  return m;
+}
+
+// A retclip state dict with random values (every tensor distinct).
+StateDict micro_weights() {
+  torch::manual_seed(7);
+  model::RetClip net(model::retclip_options(micro_config()));
+  StateDict sd;
+  for (auto& [k, v] : module_state_dict(*net)) sd.emplace_back(k, at::randn_like(v));
+  return sd;
+}
+
+void expect_same(const StateDict& got, const StateDict& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [k, v] : want) {
+    const at::Tensor* g = find_tensor(got, k);
+    ASSERT_NE(g, nullptr) << k;
+    EXPECT_EQ(g->sizes(), v.sizes()) << k;
+    EXPECT_TRUE(at::equal(*g, v)) << k;
+  }
+}
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d =
+      fs::temp_directory_path() / ("retclip-interop-" + name + "-" + std::to_string(getpid()));
+  util::remove_tree(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::string what_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+json micro_sidecar(const std::string& tok_type) {
+  return json{
+      {"format", "retclip-export"},
+      {"step", 12},
+      {"embed_dim", 32},
+      {"vision",
+       {{"preset", "vit-micro"},
+        {"image_size", 32},
+        {"patch_size", 8},
+        {"width", 64},
+        {"layers", 2},
+        {"heads", 1},
+        {"mlp_ratio", 4.0}}},
+      {"text",
+       {{"preset", "bert-micro"},
+        {"vocab_size", 40},
+        {"hidden", 64},
+        {"layers", 2},
+        {"heads", 2},
+        {"intermediate", 128},
+        {"max_position", 64},
+        {"layer_norm_eps", 1e-12},
+        {"pad_id", 0},
+        {"context_length", 16},
+        {"dropout", 0.0}}},
+      {"tokenizer",
+       {{"type", tok_type}, {"file", "vocab.txt"}, {"lowercase", true}, {"layout", "[CLS] .."}}},
+      {"preprocessing",
+       {{"fundus_crop", "crop"},
+        {"resize", "area"},
+        {"image_size", 32},
+        {"mean", {0.48145466, 0.4578275, 0.40821073}},
+        {"std", {0.26862954, 0.26130258, 0.27577711}}}},
+      {"training",
+       {{"data", "synth/train.csv"},
+        {"val", "synth/val.csv"},
+        {"batch_size", 8},
+        {"lr", 5e-4},
+        {"held_out", {{"val/loss", 2.25}, {"val/acc_patient_i2t", 0.5}}},
+        {"held_out_step", 12},
+        {"probe", json::object()}}}};
+}
+
+}  // namespace
+
+TEST(InteropKeys, TimmNamesAreTimmsAndMapBackBitwise) {
+  const StateDict sd = micro_weights();
+  const StateDict visual = filter_prefix(sd, "visual.");
+  const StateDict timm = to_timm_vit(sd);
+  EXPECT_EQ(timm.size(), visual.size() + 1);  // + head.bias
+  EXPECT_TRUE(is_timm_vit(timm));
+  for (const char* k :
+       {"patch_embed.proj.weight", "norm_pre.weight", "blocks.1.norm1.bias",
+        "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight",
+        "blocks.1.norm2.weight", "blocks.0.mlp.fc1.bias", "blocks.1.mlp.fc2.weight", "norm.weight",
+        "norm.bias", "head.weight", "head.bias"})
+    EXPECT_NE(find_tensor(timm, k), nullptr) << k;
+  EXPECT_EQ(find_tensor(timm, "cls_token")->sizes(), (std::vector<int64_t>{1, 1, 64}));
+  EXPECT_EQ(find_tensor(timm, "pos_embed")->sizes(), (std::vector<int64_t>{1, 17, 64}));
+  EXPECT_EQ(find_tensor(timm, "head.weight")->sizes(), (std::vector<int64_t>{32, 64}));
+  EXPECT_TRUE(find_tensor(timm, "head.bias")->eq(0).all().item<bool>());
+  expect_same(map_openai_clip_visual(timm), visual);
+  expect_same(map_timm_vit(timm), visual);
+}
+
+TEST(InteropKeys, OpenClipAndHfMapBackBitwise) {
+  const StateDict sd = micro_weights();
+  const StateDict oc = to_open_clip_visual(sd);
+  EXPECT_NE(find_tensor(oc, "transformer.resblocks.0.attn.in_proj_weight"), nullptr);
+  EXPECT_NE(find_tensor(oc, "proj"), nullptr);
+  expect_same(map_openai_clip_visual(oc), filter_prefix(sd, "visual."));
+  const StateDict hf = to_hf_bert(sd);
+  EXPECT_NE(find_tensor(hf, "encoder.layer.1.attention.self.query.weight"), nullptr);
+  expect_same(map_hf_bert(hf), filter_prefix(sd, "bert."));
+  const StateDict heads = retclip_heads(sd);
+  EXPECT_EQ(heads.size(),
+            3u * 4 + 3 + 3);  // 3 projections x (2 weights + 2 biases), 3 mappings, 3 scales
+  EXPECT_EQ(filter_prefix(sd, "visual.").size() + filter_prefix(sd, "bert.").size() + heads.size(),
+            sd.size());
+}
+
+TEST(InteropKeys, TimmViTsRetclipCannotHoldAreRejected) {
+  StateDict timm = to_timm_vit(micro_weights());
+  StateDict with_bias = timm;
+  with_bias.emplace_back("patch_embed.proj.bias", at::zeros({64}));
+  EXPECT_NE(what_of([&] { map_timm_vit(with_bias); }).find("patch_embed.proj.bias"),
+            std::string::npos);
+  StateDict plain;
+  for (const auto& [k, v] : timm)
+    if (k.rfind("norm_pre.", 0) != 0) plain.emplace_back(k, v);
+  EXPECT_NE(what_of([&] { map_timm_vit(plain); }).find("HINT"), std::string::npos);
+  StateDict biased = timm;
+  for (auto& [k, v] : biased)
+    if (k == "head.bias") v = at::ones_like(v);
+  EXPECT_NE(what_of([&] { map_timm_vit(biased); }).find("head.bias is not zero"),
+            std::string::npos);
+}
+
+TEST(InteropFormats, ParsesListsAndRejectsUnknownNames) {
+  auto f = parse_export_formats("retclip, timm,timm,hf");
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_EQ(f[0], ExportFormat::kRetclip);
+  EXPECT_EQ(f[1], ExportFormat::kTimm);
+  EXPECT_EQ(f[2], ExportFormat::kHf);
+  EXPECT_EQ(parse_export_format("open_clip"), ExportFormat::kOpenClip);
+  const std::string e = what_of([] { parse_export_formats("retclip,onnx"); });
+  EXPECT_NE(e.find("'onnx'"), std::string::npos) << e;
+  EXPECT_NE(e.find("HINT: --format"), std::string::npos) << e;
+  EXPECT_NE(what_of([] { parse_export_formats(","); }).find("empty"), std::string::npos);
+  EXPECT_EQ(export_format_dir(ExportFormat::kRetclip, "out"), fs::path("out"));
+  EXPECT_EQ(export_format_dir(ExportFormat::kHf, "out"), fs::path("out") / "hf");
+}
+
+TEST(InteropFormats, WritersLayOutFoldersThatReimportUnchanged) {
+  const fs::path dir = temp_dir("write");
+  util::write_file_atomic(dir / "src-vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\n");
+  ExportBundle b;
+  b.weights = micro_weights();
+  b.sidecar = micro_sidecar("wordpiece");
+  b.tokenizer = dir / "src-vocab.txt";
+  const fs::path out = dir / "export";
+  for (auto f :
+       {ExportFormat::kRetclip, ExportFormat::kOpenClip, ExportFormat::kTimm, ExportFormat::kHf})
+    EXPECT_FALSE(write_export_format(f, b, out).empty());
+  for (const char* f : {"full.safetensors",
+                        "vision.safetensors",
+                        "text.safetensors",
+                        "retclip.json",
+                        "src-vocab.txt",
+                        "README.md",
+                        "open_clip/visual.safetensors",
+                        "open_clip/open_clip_config.json",
+                        "open_clip/retclip_heads.safetensors",
+                        "open_clip/README.md",
+                        "timm/model.safetensors",
+                        "timm/config.json",
+                        "timm/README.md",
+                        "hf/model.safetensors",
+                        "hf/config.json",
+                        "hf/vocab.txt",
+                        "hf/tokenizer_config.json",
+                        "hf/special_tokens_map.json",
+                        "hf/retclip_heads.safetensors",
+                        "hf/README.md"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+
+  // Re-import: every tower comes back bitwise.
+  expect_same(load_weights(out / "full.safetensors"), b.weights);
+  expect_same(map_openai_clip_visual(load_weights(out / "open_clip" / "visual.safetensors")),
+              filter_prefix(b.weights, "visual."));
+  expect_same(map_openai_clip_visual(load_weights(out / "timm")),
+              filter_prefix(b.weights, "visual."));
+  expect_same(map_hf_bert(load_weights(out / "hf")), filter_prefix(b.weights, "bert."));
+  expect_same(load_weights(out / "hf" / "retclip_heads.safetensors"), retclip_heads(b.weights));
+
+  const json timm = json::parse(util::read_file(out / "timm" / "config.json"));
+  EXPECT_EQ(timm["architecture"], "vit_base_patch16_clip_quickgelu_224");
+  EXPECT_EQ(timm["num_classes"], 32);
+  EXPECT_EQ(timm["model_args"]["embed_dim"], 64);
+  EXPECT_EQ(timm["model_args"]["act_layer"], "quick_gelu");
+  const json hf = json::parse(util::read_file(out / "hf" / "config.json"));
+  EXPECT_EQ(hf["hidden_size"], 64);
+  EXPECT_EQ(hf["vocab_size"], 40);
+  EXPECT_EQ(hf["architectures"][0], "BertModel");
+  EXPECT_EQ(util::read_file(out / "hf" / "vocab.txt"), util::read_file(b.tokenizer));
+  const json oc = json::parse(util::read_file(out / "open_clip" / "open_clip_config.json"));
+  EXPECT_EQ(oc["model_cfg"]["vision_cfg"]["width"], 64);
+  EXPECT_EQ(oc["model_cfg"]["embed_dim"], 32);
+  const json side = json::parse(util::read_file(out / "retclip.json"));
+  EXPECT_EQ(side["tokenizer"]["file"], "src-vocab.txt");
+  EXPECT_EQ(side["files"]["full"], "full.safetensors");
+
+  const std::string card = util::read_file(out / "timm" / "README.md");
+  for (const char* want :
+       {"library_name: timm", "vit-micro", "0.48145466", "32 x 32", "synth/train.csv", "steps: 12",
+        "Held-out metrics", "val/loss", "local-dir:"})
+    EXPECT_NE(card.find(want), std::string::npos) << want << "\n" << card;
+  EXPECT_EQ(card.find("Probe results"), std::string::npos);  // none recorded
+  const std::string hf_card = util::read_file(out / "hf" / "README.md");
+  for (const char* want :
+       {"library_name: transformers", "bert-micro", "AutoTokenizer", "context length 16"})
+    EXPECT_NE(hf_card.find(want), std::string::npos) << want << "\n" << hf_card;
+  util::remove_tree(dir);
+}
+
+TEST(InteropFormats, HfNeedsTheTokenizerFile) {
+  const fs::path dir = temp_dir("notok");
+  ExportBundle b;
+  b.weights = micro_weights();
+  b.sidecar = micro_sidecar("wordpiece");
+  b.tokenizer = dir / "gone.txt";
+  const std::string e = what_of([&] { write_export_format(ExportFormat::kHf, b, dir); });
+  EXPECT_NE(e.find("gone.txt"), std::string::npos) << e;
+  EXPECT_NE(e.find("HINT"), std::string::npos) << e;
+  util::remove_tree(dir);
+}
+
+TEST(InteropPresets, HfPresetReadsConfigJson) {
+  const fs::path dir = temp_dir("hfcfg");
+  json cfg{{"vocab_size", 30522},       {"hidden_size", 384},
+           {"num_hidden_layers", 6},    {"num_attention_heads", 12},
+           {"intermediate_size", 1536}, {"max_position_embeddings", 512},
+           {"hidden_act", "gelu"},      {"layer_norm_eps", 1e-12},
+           {"type_vocab_size", 2},      {"pad_token_id", 0}};
+  util::write_file_atomic(dir / "config.json", cfg.dump());
+  config::ModelConfig m = micro_config();
+  m.text = config::TextConfig();
+  m.text.preset = "hf";
+  m.init.text = dir.string();
+  resolve_pretrained_presets(m);
+  EXPECT_EQ(m.text.vocab_size, 30522);
+  EXPECT_EQ(m.text.hidden, 384);
+  EXPECT_EQ(m.text.layers, 6);
+  EXPECT_EQ(m.text.heads, 12);
+  EXPECT_EQ(m.text.intermediate, 1536);
+  EXPECT_EQ(m.text.max_position, 512);
+  const auto opts = model::retclip_options(m);
+  EXPECT_EQ(opts.text().hidden(), 384);
+  EXPECT_EQ(opts.text().vocab_size(), 30522);
+
+  // A file path inside the folder works too; an override is kept.
+  config::ModelConfig m2 = micro_config();
+  m2.text = config::TextConfig();
+  m2.text.preset = "hf";
+  m2.text.layers = 3;
+  m2.init.text = (dir / "model.safetensors").string();
+  resolve_pretrained_presets(m2);
+  EXPECT_EQ(m2.text.layers, 3);
+  EXPECT_EQ(m2.text.hidden, 384);
+
+  cfg["hidden_act"] = "relu";
+  util::write_file_atomic(dir / "config.json", cfg.dump());
+  std::string e = what_of([&] { read_hf_bert_config(dir); });
+  EXPECT_NE(e.find("config.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("relu"), std::string::npos) << e;
+  config::ModelConfig empty = micro_config();
+  empty.text.preset = "hf";
+  e = what_of([&] { resolve_pretrained_presets(empty); });
+  EXPECT_NE(e.find("HINT: set model.init.text"), std::string::npos) << e;
+  // Unresolved, the preset says which sizes are missing and how to get them.
+  e = what_of([&] { model::retclip_options(empty); });
+  EXPECT_NE(e.find("model.init.text"), std::string::npos) << e;
+  util::remove_tree(dir);
+}
+
+TEST(InteropPresets, CheckpointPresetReadsShapes) {
+  const fs::path dir = temp_dir("vitcfg");
+  const StateDict sd = micro_weights();
+  save_weights(dir / "timm.safetensors", to_timm_vit(sd));
+  save_weights(dir / "open_clip.safetensors", to_open_clip_visual(sd));
+  for (const char* file : {"timm.safetensors", "open_clip.safetensors"}) {
+    config::ModelConfig m = micro_config();
+    m.vision = config::VisionConfig();
+    m.vision.preset = "checkpoint";
+    m.init.vision = (dir / file).string();
+    resolve_pretrained_presets(m);
+    EXPECT_EQ(m.vision.width, 64);
+    EXPECT_EQ(m.vision.patch_size, 8);
+    EXPECT_EQ(m.vision.image_size, 32);
+    EXPECT_EQ(m.vision.layers, 2);
+    EXPECT_EQ(m.vision.heads, 1);
+    EXPECT_DOUBLE_EQ(m.vision.mlp_ratio, 4.0);
+    EXPECT_EQ(m.embed_dim, 32);
+    model::RetClip net(model::retclip_options(m));
+    EXPECT_TRUE(
+        apply_state_dict(*net, map_openai_clip_visual(load_weights(m.init.vision)), true, "visual.")
+            .ok());
+  }
+  config::ModelConfig none = micro_config();
+  none.vision.preset = "checkpoint";
+  EXPECT_NE(what_of([&] { resolve_pretrained_presets(none); }).find("model.init.vision"),
+            std::string::npos);
+  util::remove_tree(dir);
+}
