@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace retclip::util {
@@ -31,6 +32,30 @@ SystemInfo system_info();
 /// Sets LibTorch's intra-op threads: `n` > 0 as given, 0 = the cores available to
 /// this process (affinity mask). Returns the number now in use.
 int64_t configure_threads(int64_t n);
+
+/// How long an idle OpenMP thread spins before it sleeps, when the environment says
+/// nothing (docs/PERFORMANCE.md, "Throughput under CPU contention"). libgomp's own
+/// default spins 300000 rounds at every barrier: with another process busy on one
+/// core, the spinning threads take the time the descheduled partner needs and a
+/// training step becomes 3-10x slower.
+constexpr const char* kDefaultGompSpincount = "10000";
+
+/// The variables retclip puts into its environment when the user set neither
+/// OMP_WAIT_POLICY nor GOMP_SPINCOUNT: {"GOMP_SPINCOUNT", kDefaultGompSpincount}, plus
+/// RETCLIP_OPENMP_DEFAULTS=1 marking that retclip chose it. Empty when the user set one.
+std::vector<std::pair<std::string, std::string>> openmp_env_defaults(const char* omp_wait_policy,
+                                                                     const char* gomp_spincount);
+
+/// Called first in main(). libgomp reads its settings once, when it is loaded (before
+/// main), so the defaults of openmp_env_defaults take effect only in a new process
+/// image: this sets them and re-executes /proc/self/exe with the same arguments (same
+/// process id). Returns when nothing is missing, or when exec fails (the run then goes
+/// on with libgomp's defaults).
+void reexec_with_openmp_defaults(char** argv);
+
+/// The OpenMP wait settings in effect, for `retclip info` and run.json:
+/// "GOMP_SPINCOUNT=10000 (retclip default)", "OMP_WAIT_POLICY=active (environment)".
+std::string openmp_wait_description();
 
 /// Cores this process may run on (sched_getaffinity), at least 1.
 int64_t available_cores();
