@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 #ifdef RETCLIP_WITH_IMGCODECS
 #include <opencv2/imgcodecs.hpp>
 #endif
