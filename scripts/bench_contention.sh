@@ -29,13 +29,13 @@ echo "machine: $(getconf _NPROCESSORS_ONLN) cores, $(grep -m1 'model name' /proc
 echo "side $SIDE, config $CONFIG $*, $STEPS timed steps after $WARMUP warm-up, ${THREADS:-2} intra-op threads (retclip: train.threads)"
 if [ -n "${THREADS:-}" ]; then set -- "$@" --set "train.threads=$THREADS"; fi
 # name|env(1) words: libgomp's defaults (RETCLIP_OPENMP_DEFAULTS=1 skips retclip's), then
-# retclip's default, then a passive wait.
+# retclip's default, a shorter spin, and one intra-op thread.
 cases=("libgomp default (spin 300000)|-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY RETCLIP_OPENMP_DEFAULTS=1"
-       "retclip default (GOMP_SPINCOUNT=10000)|-u RETCLIP_OPENMP_DEFAULTS -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY"
-       "GOMP_SPINCOUNT=1000|-u OMP_WAIT_POLICY RETCLIP_OPENMP_DEFAULTS=1 GOMP_SPINCOUNT=1000"
-       "OMP_WAIT_POLICY=passive|-u GOMP_SPINCOUNT RETCLIP_OPENMP_DEFAULTS=1 OMP_WAIT_POLICY=passive")
+       "retclip default (OMP_WAIT_POLICY=PASSIVE)|-u RETCLIP_OPENMP_DEFAULTS -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY"
+       "GOMP_SPINCOUNT=10000|-u OMP_WAIT_POLICY RETCLIP_OPENMP_DEFAULTS=1 GOMP_SPINCOUNT=10000"
+       "train.threads=1|-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY RETCLIP_OPENMP_DEFAULTS=1 OMP_NUM_THREADS=1")
 # The PyTorch side has no re-exec of its own: give it the value retclip sets.
-[ "$SIDE" = retclip ] || cases[1]="retclip default (GOMP_SPINCOUNT=10000)|-u OMP_WAIT_POLICY GOMP_SPINCOUNT=10000"
+[ "$SIDE" = retclip ] || cases[1]="retclip default (OMP_WAIT_POLICY=PASSIVE)|-u GOMP_SPINCOUNT OMP_WAIT_POLICY=PASSIVE"
 busy_pid=""
 stop_busy() { if [ -n "$busy_pid" ]; then kill "$busy_pid" 2>/dev/null || true; wait "$busy_pid" 2>/dev/null || true; busy_pid=""; fi; }
 trap stop_busy EXIT

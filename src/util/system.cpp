@@ -41,7 +41,7 @@ int64_t available_cores() {
 std::vector<std::pair<std::string, std::string>> openmp_env_defaults(const char* wait_policy,
                                                                      const char* spincount) {
   if ((wait_policy && *wait_policy) || (spincount && *spincount)) return {};
-  return {{"GOMP_SPINCOUNT", kDefaultGompSpincount}, {"RETCLIP_OPENMP_DEFAULTS", "1"}};
+  return {{"OMP_WAIT_POLICY", kDefaultOmpWaitPolicy}, {"RETCLIP_OPENMP_DEFAULTS", "1"}};
 }
 
 void reexec_with_openmp_defaults(char** argv) {

@@ -9,11 +9,11 @@
 using namespace retclip::util;
 
 TEST(OpenMpDefaults, SetOnlyWhenTheUserSetNothing) {
-  // libgomp's default spins 300000 rounds per barrier; retclip asks for a short spin.
+  // libgomp's default spins 300000 rounds per barrier; retclip asks idle threads to sleep.
   auto v = openmp_env_defaults(nullptr, nullptr);
   ASSERT_EQ(v.size(), 2u);
-  EXPECT_EQ(v[0].first, "GOMP_SPINCOUNT");
-  EXPECT_EQ(v[0].second, kDefaultGompSpincount);
+  EXPECT_EQ(v[0].first, "OMP_WAIT_POLICY");
+  EXPECT_EQ(v[0].second, "PASSIVE");
   EXPECT_EQ(v[1].first, "RETCLIP_OPENMP_DEFAULTS");
   EXPECT_EQ(openmp_env_defaults("", "").size(), 2u);  // set but empty counts as unset
   EXPECT_TRUE(openmp_env_defaults("active", nullptr).empty());
@@ -21,10 +21,11 @@ TEST(OpenMpDefaults, SetOnlyWhenTheUserSetNothing) {
 }
 
 TEST(OpenMpDefaults, DescriptionSaysWhoChose) {
-  ::unsetenv("OMP_WAIT_POLICY");
-  ::setenv("GOMP_SPINCOUNT", "10000", 1);
+  ::unsetenv("GOMP_SPINCOUNT");
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
   ::setenv("RETCLIP_OPENMP_DEFAULTS", "1", 1);
-  EXPECT_EQ(openmp_wait_description(), "GOMP_SPINCOUNT=10000 (retclip default)");
+  EXPECT_EQ(openmp_wait_description(), "OMP_WAIT_POLICY=PASSIVE (retclip default)");
+  ::setenv("GOMP_SPINCOUNT", "10000", 1);
   ::unsetenv("RETCLIP_OPENMP_DEFAULTS");
   ::setenv("OMP_WAIT_POLICY", "passive", 1);
   EXPECT_EQ(openmp_wait_description(),

@@ -33,15 +33,15 @@ SystemInfo system_info();
 /// this process (affinity mask). Returns the number now in use.
 int64_t configure_threads(int64_t n);
 
-/// How long an idle OpenMP thread spins before it sleeps, when the environment says
-/// nothing (docs/PERFORMANCE.md, "Throughput under CPU contention"). libgomp's own
-/// default spins 300000 rounds at every barrier: with another process busy on one
-/// core, the spinning threads take the time the descheduled partner needs and a
-/// training step becomes 3-10x slower.
-constexpr const char* kDefaultGompSpincount = "10000";
+/// OpenMP wait policy when the environment sets none (docs/PERFORMANCE.md, "Throughput
+/// under CPU contention"): an idle thread sleeps at once instead of spinning. libgomp's
+/// own default spins 300000 rounds at every barrier: with other processes busy on the
+/// cores, the spinning threads take the time their descheduled partners need and a
+/// training step becomes many times slower.
+constexpr const char* kDefaultOmpWaitPolicy = "PASSIVE";
 
 /// The variables retclip puts into its environment when the user set neither
-/// OMP_WAIT_POLICY nor GOMP_SPINCOUNT: {"GOMP_SPINCOUNT", kDefaultGompSpincount}, plus
+/// OMP_WAIT_POLICY nor GOMP_SPINCOUNT: {"OMP_WAIT_POLICY", kDefaultOmpWaitPolicy}, plus
 /// RETCLIP_OPENMP_DEFAULTS=1 marking that retclip chose it. Empty when the user set one.
 std::vector<std::pair<std::string, std::string>> openmp_env_defaults(const char* omp_wait_policy,
                                                                      const char* gomp_spincount);
@@ -54,7 +54,7 @@ std::vector<std::pair<std::string, std::string>> openmp_env_defaults(const char*
 void reexec_with_openmp_defaults(char** argv);
 
 /// The OpenMP wait settings in effect, for `retclip info` and run.json:
-/// "GOMP_SPINCOUNT=10000 (retclip default)", "OMP_WAIT_POLICY=active (environment)".
+/// "OMP_WAIT_POLICY=PASSIVE (retclip default)", "GOMP_SPINCOUNT=1000 (environment)".
 std::string openmp_wait_description();
 
 /// Cores this process may run on (sched_getaffinity), at least 1.
