@@ -12,7 +12,7 @@ installed=()
 
 apt_pkgs=(build-essential cmake ninja-build pkg-config git ccache
   libopencv-dev libsentencepiece-dev sentencepiece libyaml-cpp-dev libspdlog-dev libfmt-dev
-  libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev)
+  libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev libjpeg62-turbo-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

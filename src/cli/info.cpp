@@ -33,6 +33,7 @@ retclip::cli::RunFn add_info(CLI::App& app) {
     fmt::print("threads        {} intra-op, {} inter-op\n", s.intra_op_threads,
                s.inter_op_threads);
     fmt::print("parallel       {}\n", s.parallel_backend);
+    fmt::print("OpenMP wait    {}\n", util::openmp_wait_description());
     fmt::print("BLAS           {}\n", s.blas.empty() ? "unknown" : s.blas);
     fmt::print("distributed    gloo yes, nccl {}; this process: {}\n",
                dist::nccl_available() ? "yes" : "no (not built)",

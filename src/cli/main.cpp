@@ -8,6 +8,7 @@
 
 #include "command.hpp"
 #include "retclip/util/error.hpp"
+#include "retclip/util/system.hpp"
 #include "retclip/version.hpp"
 
 namespace retclip::cli {
@@ -29,6 +30,8 @@ std::string rank_prefix() {
 
 int main(int argc, char** argv) {
   using namespace retclip;
+  // Before anything else: OpenMP's wait settings only take effect in a fresh image.
+  util::reexec_with_openmp_defaults(argv);
   CLI::App app{"retclip: CLIP-style pretraining of retinal foundation models (RET-CLIP)"};
   app.set_version_flag("--version", std::string("retclip ") + kVersion + " (" + kGitHash + ")");
   app.require_subcommand(1);

@@ -2,6 +2,8 @@
 // shard set's checksums with --verify DIR (exit 2 naming the shard and record).
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "command.hpp"
 #include "retclip/data/shards.hpp"
 #include "retclip/util/error.hpp"
@@ -41,6 +43,9 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
   sub->add_option("--on-bad-sample", a->on_bad, "skip or fail")
       ->check(CLI::IsMember({"skip", "fail"}))
       ->capture_default_str();
+  sub->add_option("--max-image-pixels", a->opts.max_image_pixels,
+                  "refuse images with more pixels (read from the header; 0 = no limit)")
+      ->capture_default_str();
   sub->add_option("--verify", a->verify, "check every checksum of the shard set in DIR");
   return [a] {
     using namespace retclip;
@@ -59,8 +64,10 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
               rep.records, rep.shards, util::format_duration(rep.seconds), rep.shards_reused,
               a->opts.out);
     if (rep.bad_samples > 0) {
-      log::warn("{} bad samples skipped; first {}:", rep.bad_samples, rep.bad_examples.size());
-      for (const auto& b : rep.bad_examples) log::warn("  {}: {}", b.origin, b.reason);
+      const size_t shown = std::min<size_t>(rep.bad.size(), 5);
+      log::warn("{} bad samples skipped, all listed in {}; first {}:", rep.bad_samples,
+                rep.bad_list, shown);
+      for (size_t i = 0; i < shown; ++i) log::warn("  {}: {}", rep.bad[i].origin, rep.bad[i].reason);
     }
     return 0;
   };

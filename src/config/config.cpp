@@ -203,6 +203,29 @@ std::string yaml_where(const std::string& origin, const YAML::Mark& mark) {
   return mark.line >= 0 ? fmt::format("{} line {}", origin, mark.line + 1) : origin;
 }
 
+/// Where the second document of a multi-document stream starts: the first `---` line
+/// that follows content (a `---` before any key only opens the first document).
+std::string second_document_where(const std::string& yaml, const std::string& origin,
+                                  const YAML::Mark& fallback) {
+  bool content = false;
+  int line = 0;
+  size_t pos = 0;
+  while (pos <= yaml.size()) {
+    size_t end = yaml.find('\n', pos);
+    if (end == std::string::npos) end = yaml.size();
+    std::string l = yaml.substr(pos, end - pos);
+    if (!l.empty() && l.back() == '\r') l.pop_back();
+    ++line;
+    const bool marker = l.compare(0, 3, "---") == 0 && (l.size() == 3 || l[3] == ' ' || l[3] == '\t');
+    if (marker && content) return fmt::format("{} line {}", origin, line);
+    const size_t first = l.find_first_not_of(" \t");
+    if (!marker && first != std::string::npos && l[first] != '#' && l[first] != '%')
+      content = true;
+    pos = end + 1;
+  }
+  return yaml_where(origin, fallback);
+}
+
 Raw raw_from_node(const YAML::Node& n) {
   Raw r;
   if (n.IsNull()) return r;
@@ -545,7 +568,18 @@ Config load_string(const std::string& yaml, const std::string& origin,
                     origin));
   YAML::Node root;
   try {
-    root = YAML::Load(yaml);
+    // LoadAll, not Load: Load returns the first document and drops the rest unread.
+    std::vector<YAML::Node> docs = YAML::LoadAll(yaml);
+    if (!docs.empty()) root = docs.front();
+    for (size_t i = 1; i < docs.size(); ++i) {
+      if (docs[i].IsNull()) continue;  // a trailing `---` with nothing after it
+      throw UsageError(fmt::format(
+          "{}: a second YAML document starts here (`---` after the first document's keys); "
+          "retclip reads one document per config file and would ignore its keys. HINT: "
+          "delete the `---` line so that the keys join the first document, or move them "
+          "into their own file",
+          second_document_where(yaml, origin, docs[i].Mark())));
+    }
   } catch (const YAML::Exception& e) {
     throw UsageError(
         fmt::format("YAML syntax error in {}: {}. HINT: check the indentation "

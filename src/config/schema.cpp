@@ -75,7 +75,7 @@ std::vector<Field> schema(Config& c) {
                                    leaf("hflip", d.augment.hflip)}),
                leaf("mean", d.mean), leaf("std", d.std), leaf("workers", d.workers),
                leaf("prefetch", d.prefetch), leaf("on_bad_sample", d.on_bad_sample),
-               leaf("drop_last", d.drop_last)}),
+               leaf("max_image_pixels", d.max_image_pixels), leaf("drop_last", d.drop_last)}),
       section("loss", {section("weights", {leaf("patient", c.loss.weights.patient),
                                            leaf("left", c.loss.weights.left),
                                            leaf("right", c.loss.weights.right)}),

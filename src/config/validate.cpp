@@ -75,7 +75,7 @@ void validate_with(const Config& c, const Origins& origins) {
 
   // model
   const auto& v = c.model.vision;
-  if (v.preset.empty()) k.fail("model.vision.preset", "a preset name such as ViT-B-16", "``");
+  k.one_of("model.vision.preset", v.preset, vision_preset_names());
   if (v.image_size != 0) k.closed("model.vision.image_size", v.image_size, 16, 4096);
   k.ge("model.vision.patch_size", v.patch_size, 0, "0 takes the preset's");
   if (v.patch_size > 0 && v.image_size > 0 && v.image_size % v.patch_size != 0)
@@ -91,8 +91,7 @@ void validate_with(const Config& c, const Origins& origins) {
   k.ge("model.vision.mlp_ratio", v.mlp_ratio, 0.0, "0 takes the preset's (4)");
 
   const auto& t = c.model.text;
-  if (t.preset.empty())
-    k.fail("model.text.preset", "a preset name such as RoBERTa-wwm-ext-base-chinese", "``");
+  k.one_of("model.text.preset", t.preset, text_preset_names());
   k.ge("model.text.vocab_size", t.vocab_size, 0, "0 takes the preset's");
   k.ge("model.text.hidden", t.hidden, 0, "0 takes the preset's");
   k.ge("model.text.layers", t.layers, 0, "0 takes the preset's");
@@ -135,6 +134,10 @@ void validate_with(const Config& c, const Origins& origins) {
   k.ge("data.workers", d.workers, 0);
   k.ge("data.prefetch", d.prefetch, 1);
   k.one_of("data.on_bad_sample", d.on_bad_sample, {"skip", "fail"});
+  if (d.max_image_pixels != 0 && d.max_image_pixels < 256 * 256)
+    k.fail("data.max_image_pixels", "0 (no limit) or at least 65536 (256 x 256)",
+           fmt::format("{}", d.max_image_pixels),
+           "the limit counts pixels (width x height), not megapixels: 40000000 is 40 MP");
 
   // loss
   const auto& w = c.loss.weights;
@@ -200,3 +203,20 @@ void validate_with(const Config& c, const Origins& origins) {
 }
 
 }  // namespace retclip::config::detail
+
+namespace retclip::config {
+
+const std::vector<std::string>& vision_preset_names() {
+  static const std::vector<std::string> names{"ViT-B-16", "ViT-L-14", "ViT-S-8", "vit-tiny",
+                                              "vit-micro"};
+  return names;
+}
+
+const std::vector<std::string>& text_preset_names() {
+  static const std::vector<std::string> names{
+      "RoBERTa-wwm-ext-base-chinese", "RoBERTa-wwm-ext-large-chinese", "RBT3-chinese",
+      "bert-base-uncased", "bert-tiny", "bert-micro"};
+  return names;
+}
+
+}  // namespace retclip::config

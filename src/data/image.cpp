@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "retclip/data/image_check.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
@@ -22,31 +23,6 @@ namespace retclip::data {
 
 namespace {
 
-namespace fs = std::filesystem;
-
-#ifdef RETCLIP_WITH_IMGCODECS
-bool starts_with(const std::string& s, const char* magic, size_t n) {
-  return s.size() >= n && std::equal(magic, magic + n, s.begin());
-}
-
-bool is_jpeg(const std::string& b) {
-  return starts_with(b, "\xFF\xD8\xFF", 3);
-}
-
-/// First bytes of a file as printable text, for "not an image" messages.
-std::string preview(const std::string& b) {
-  std::string out;
-  for (size_t i = 0; i < b.size() && i < 16; ++i) {
-    unsigned char c = static_cast<unsigned char>(b[i]);
-    if (c >= 32 && c < 127) {
-      out += static_cast<char>(c);
-    } else {
-      out += fmt::format("\\x{:02X}", c);
-    }
-  }
-  return out;
-}
-#endif
 
 /// Deterministic random numbers for augmentation: splitmix64, whose output is fully
 /// specified (std::uniform_real_distribution is not portable bit-for-bit).
@@ -169,8 +145,9 @@ bool jpeg_is_complete(const std::string& b) {
   return false;
 }
 
-cv::Mat decode_image(const ImageRef& ref) {
+cv::Mat decode_image(const ImageRef& ref, int64_t max_pixels) {
 #ifndef RETCLIP_WITH_IMGCODECS
+  (void)max_pixels;
   throw UsageError(str_cat("cannot decode ", ref.describe(),
                            ": this build of retclip lacks image decoding (configured with "
                            "RETCLIP_WITH_IMGCODECS=OFF). HINT: rebuild with "
@@ -182,24 +159,21 @@ cv::Mat decode_image(const ImageRef& ref) {
                       "). HINT: a missing eye must be skipped before decoding");
   std::string file_bytes;
   if (ref.bytes.empty()) {
-    std::error_code ec;
-    RETCLIP_CHECK_USAGE(fs::exists(ref.path, ec), "image file not found: ", ref.path,
-                        ". HINT: image paths in a manifest are relative to the manifest's "
-                        "folder; check the path and that the file was copied");
-    RETCLIP_CHECK_USAGE(!fs::is_directory(ref.path, ec), "expected an image file but ", ref.path,
-                        " is a directory");
+    check_image_file(ref.path);
     file_bytes = util::read_file(ref.path);
   }
   const std::string& bytes = ref.bytes.empty() ? file_bytes : ref.bytes;
-  RETCLIP_CHECK_USAGE(!bytes.empty(), "image ", where,
-                      " is empty (0 bytes). HINT: the file was not written completely; "
-                      "re-export it");
-  if (is_jpeg(bytes)) {
+  // Header first: a non-image or an oversized image is refused before any pixel
+  // memory is allocated.
+  const ImageInfo info = probe_image(bytes, where);
+  check_pixel_limit(info, max_pixels, where);
+  if (info.format == "JPEG") {
     RETCLIP_CHECK_USAGE(jpeg_is_complete(bytes), "image ", where, " is a truncated JPEG (",
                         bytes.size(),
                         " bytes, no end-of-image marker after the last scan). HINT: the "
                         "file was cut short (interrupted copy or download); re-fetch it");
   }
+  check_image_integrity(bytes, info, where);
   cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U,
               const_cast<char*>(bytes.data()));  // imdecode only reads
   cv::Mat img;
@@ -209,10 +183,9 @@ cv::Mat decode_image(const ImageRef& ref) {
     throw UsageError(str_cat("image ", where, " could not be decoded: ", e.what(),
                              ". HINT: the file is corrupt; re-export it"));
   }
-  RETCLIP_CHECK_USAGE(!img.empty(), "image ", where, " is not a decodable image (", bytes.size(),
-                      " bytes starting with '", preview(bytes),
-                      "'). HINT: expected JPEG, PNG, TIFF or BMP data; the file may be "
-                      "corrupt or not an image at all");
+  RETCLIP_CHECK_USAGE(!img.empty(), "image ", where, " is not a decodable ", info.format, " (",
+                      bytes.size(), " bytes starting with '", printable_prefix(bytes),
+                      "'). HINT: the file is corrupt; re-export it, or fix or remove its row");
   // 16-bit -> 8-bit (full range), float [0,1] -> 8-bit.
   if (img.depth() == CV_16U) {
     img.convertTo(img, CV_8U, 1.0 / 257.0);

@@ -20,12 +20,16 @@ constexpr int64_t kMaxBadLogged = 5;
 
 class ManifestSource final : public SampleSource {
  public:
-  ManifestSource(std::vector<Sample> s, int64_t size) : samples_(std::move(s)), size_(size) {}
+  ManifestSource(std::vector<Sample> s, int64_t size, int64_t max_pixels)
+      : samples_(std::move(s)), size_(size), max_pixels_(max_pixels) {}
   int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
   int64_t image_size() const override { return size_; }
   std::string describe(int64_t i) const override {
     const Sample& s = samples_.at(static_cast<size_t>(i));
     return s.origin.empty() ? str_cat("sample ", i, " (patient ", s.patient_id, ")") : s.origin;
+  }
+  std::string patient_id(int64_t i) const override {
+    return samples_.at(static_cast<size_t>(i)).patient_id;
   }
   DecodedSample load(int64_t i) const override {
     const Sample& s = samples_.at(static_cast<size_t>(i));
@@ -35,15 +39,17 @@ class ManifestSource final : public SampleSource {
     RETCLIP_CHECK_USAGE(s.left.present() || s.right.present(), describe(i),
                         ": both eyes are missing");
     if (s.left.present())
-      d.left = fundus_preprocess(decode_image(s.left), size_, describe(i) + " (left)");
+      d.left = fundus_preprocess(decode_image(s.left, max_pixels_), size_, describe(i) + " (left)");
     if (s.right.present())
-      d.right = fundus_preprocess(decode_image(s.right), size_, describe(i) + " (right)");
+      d.right =
+          fundus_preprocess(decode_image(s.right, max_pixels_), size_, describe(i) + " (right)");
     return d;
   }
 
  private:
   std::vector<Sample> samples_;
   int64_t size_;
+  int64_t max_pixels_;
 };
 
 class ShardSource final : public SampleSource {
@@ -100,8 +106,8 @@ SamplerOptions sampler_options(int64_t n, const LoaderOptions& o) {
 }  // namespace
 
 std::shared_ptr<SampleSource> make_manifest_source(std::vector<Sample> samples,
-                                                   int64_t image_size) {
-  return std::make_shared<ManifestSource>(std::move(samples), image_size);
+                                                   int64_t image_size, int64_t max_pixels) {
+  return std::make_shared<ManifestSource>(std::move(samples), image_size, max_pixels);
 }
 std::shared_ptr<SampleSource> make_shard_source(std::shared_ptr<const ShardReader> reader) {
   return std::make_shared<ShardSource>(std::move(reader));
@@ -268,7 +274,7 @@ void Loader::restore(const LoaderState& s) {
 
 int64_t Loader::bad_samples() const {
   std::lock_guard<std::mutex> lk(bad_mu_);
-  return static_cast<int64_t>(bad_.size());
+  return bad_count_;
 }
 
 int64_t Loader::peak_buffered() const {
@@ -291,15 +297,28 @@ DecodedSample Loader::load_or_replace(const Job& job, size_t j, int64_t* used) {
       *used = idx;
       return d;
     } catch (const std::exception& e) {
-      if (opts_.policy == BadSamplePolicy::kFail)
+      const std::string pid = source_->patient_id(idx);
+      if (opts_.policy == BadSamplePolicy::kFail) {
+        if (opts_.bad_log) opts_.bad_log->add({source_->describe(idx), e.what(), pid});
         throw UsageError(str_cat("bad sample at ", source_->describe(idx), ": ", e.what(),
                                  ". HINT: fix or remove it, or set data.on_bad_sample: skip"));
+      }
       std::lock_guard<std::mutex> lk(bad_mu_);
-      if (bad_.insert(idx).second && static_cast<int64_t>(bad_.size()) <= kMaxBadLogged)
+      if (!bad_.insert(idx).second) continue;
+      // Several samples of one patient (one per text naming it) are one bad sample.
+      if (!pid.empty() && !bad_patients_.insert(pid).second) continue;
+      ++bad_count_;
+      if (opts_.bad_log) opts_.bad_log->add({source_->describe(idx), e.what(), pid});
+      if (bad_count_ <= kMaxBadLogged) {
+        std::string more;
+        if (bad_count_ == kMaxBadLogged)
+          more = opts_.bad_log ? str_cat(" (further bad samples are counted and listed in ",
+                                         opts_.bad_log->path(), ")")
+                               : std::string(" (further bad samples are only counted)");
         log::warn("skipping bad sample {} ({}); it is replaced by the next sample of the "
                   "epoch's order{}",
-                  source_->describe(idx), e.what(),
-                  bad_.size() == kMaxBadLogged ? " (further bad samples are only counted)" : "");
+                  source_->describe(idx), e.what(), more);
+      }
     }
   }
   throw UsageError(str_cat("every one of the ", n, " samples failed to load (first: ",

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <tuple>
 #include <unordered_map>
 
@@ -104,10 +105,11 @@ constexpr const char* kPolicyHint =
 class BadRows {
  public:
   explicit BadRows(BadSamplePolicy policy) : policy_(policy) {}
-  void add(const std::string& origin, const std::string& reason) {
+  void add(const std::string& origin, const std::string& reason,
+           const std::string& patient_id = "") {
     if (policy_ == BadSamplePolicy::kFail)
       throw UsageError(str_cat(origin, ": ", reason, ". ", kPolicyHint));
-    bad_.push_back({origin, reason});
+    bad_.push_back({origin, reason, patient_id});
   }
   /// Logs a summary of what was skipped.
   void summarise(const std::string& file, int64_t rows) const {
@@ -601,7 +603,8 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
       auto prev = images.find(pid);
       if (prev != images.end()) {
         bad.add(origin,
-                str_cat("duplicate patient_id '", pid, "' (first at row ", prev->second.row, ")"));
+                str_cat("duplicate patient_id '", pid, "' (first at row ", prev->second.row, ")"),
+                pid);
         continue;
       }
       std::string why;
@@ -626,7 +629,7 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
       if (why.empty() && !eyes.left.present() && !eyes.right.present())
         why = "both eyes are missing (both image fields are empty)";
       if (!why.empty()) {
-        bad.add(origin, why);
+        bad.add(origin, why, pid);
         eyes = Eyes{};
         eyes.row = row;
         eyes.bad_reason = why;
@@ -636,6 +639,7 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
   }
 
   std::vector<Sample> samples;
+  std::set<std::string> missing;  // patients named by a text but without an images row
   int64_t rows = 0;
   const std::string text = util::read_file(texts_path);
   for_each_line(text, [&](const std::string& line, int64_t lineno) {
@@ -682,17 +686,19 @@ std::vector<Sample> read_retclip(const std::string& dir_or_prefix, const std::st
       }
       const std::string pid = json_to_text(id);
       auto it = images.find(pid);
+      // Bad samples are counted per patient, not per text naming it: a patient without
+      // an images row is reported at the first text that names it, one whose images row
+      // is bad was reported at that row already.
       if (it == images.end()) {
-        bad.add(origin, str_cat("patient '", pid, "' has no row in ", tsv_name,
-                                ". HINT: every id in image_ids must be the first field of a "
-                                "line of the images file"));
+        if (missing.insert(pid).second)
+          bad.add(origin,
+                  str_cat("patient '", pid, "' has no row in ", tsv_name,
+                          ". HINT: every id in image_ids must be the first field of a "
+                          "line of the images file"),
+                  pid);
         continue;
       }
-      if (!it->second.bad_reason.empty()) {
-        bad.add(origin, str_cat("patient '", pid, "' has a bad image row (", tsv_name, " row ",
-                                it->second.row, ": ", it->second.bad_reason, ")"));
-        continue;
-      }
+      if (!it->second.bad_reason.empty()) continue;
       Sample s;
       s.patient_id = pid;
       s.left = it->second.left;

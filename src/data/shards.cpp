@@ -20,10 +20,12 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "retclip/data/image.hpp"
 #include "retclip/data/manifest.hpp"
+#include "retclip/data/precheck.hpp"
 #include "retclip/data/tokenizer.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
@@ -44,7 +46,6 @@ namespace {
 constexpr size_t kIndexEntryBytes = 20;  // u64 offset, u64 length, u32 crc32
 constexpr size_t kFooterBytes = 32;      // u64 index offset, u64 count, u32 crc, u32 0, magic
 constexpr size_t kPreambleBytes = 16;    // magic[8], u32 version, u32 header body length
-constexpr int64_t kMaxBadExamples = 5;
 
 template <typename T>
 void put(std::string& out, T v) {
@@ -544,6 +545,7 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
   const int64_t chunk = std::max<int64_t>(32, threads * 8);
 
   PackReport rep;
+  std::set<std::string> bad_patients;  // a patient named by several texts counts once
   std::vector<int64_t> per_file(static_cast<size_t>(nshards), 0);
   std::optional<util::Progress> bar;
   if (o.progress) bar.emplace("pack", n, "patients");
@@ -597,9 +599,10 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
           RETCLIP_CHECK_USAGE(o.on_bad_sample == BadSamplePolicy::kSkip, "bad sample at ",
                               origin, " (patient ", sm.patient_id, "): ", errors[i - c0],
                               ". HINT: fix or remove the row, or pass --on-bad-sample skip");
-          rep.bad_samples += 1;
-          if (static_cast<int64_t>(rep.bad_examples.size()) < kMaxBadExamples)
-            rep.bad_examples.push_back({origin, errors[i - c0]});
+          if (bad_patients.insert(sm.patient_id).second) {
+            rep.bad_samples += 1;
+            rep.bad.push_back({origin, errors[i - c0], sm.patient_id});
+          }
           continue;
         }
         writer.add(*recs[i - c0]);
@@ -641,10 +644,20 @@ PackReport pack_dataset(const PackOptions& o) {
   ReadReport read;
   std::vector<Sample> samples =
       read_samples(o.manifest, o.format, o.split, o.on_bad_sample, &read);
+  // Every bad sample of the pack, whichever stage found it, is listed beside the shards.
+  fs::create_directories(o.out);
+  auto bad_log = std::make_shared<BadSampleLog>((fs::path(o.out) / kBadSamplesFile).string());
+  bad_log->add(read.bad);
+  PrecheckOptions pre_opts;
+  pre_opts.max_pixels = o.max_image_pixels;
+  pre_opts.policy = o.on_bad_sample;
+  pre_opts.log = bad_log.get();
+  PrecheckReport pre;
+  samples = precheck_samples(std::move(samples), pre_opts, &pre);
   PackHooks hooks;
-  const int64_t size = o.image_size;
-  hooks.prepare_image = [size](const ImageRef& ref, const std::string& where) {
-    return fundus_preprocess(decode_image(ref), size, where);
+  const int64_t size = o.image_size, max_pixels = o.max_image_pixels;
+  hooks.prepare_image = [size, max_pixels](const ImageRef& ref, const std::string& where) {
+    return fundus_preprocess(decode_image(ref, max_pixels), size, where);
   };
   std::shared_ptr<Tokenizer> tok;
   if (!o.tokenizer_path.empty()) {
@@ -654,12 +667,14 @@ PackReport pack_dataset(const PackOptions& o) {
     hooks.tokenizer_description = tok->type() + ":" + tok->path();
   }
   PackReport rep = pack_samples(samples, o, hooks);
-  // Rows the manifest reader already dropped count as bad samples too (listed first).
-  std::vector<BadSample> examples = read.bad;
-  examples.insert(examples.end(), rep.bad_examples.begin(), rep.bad_examples.end());
-  if (examples.size() > 5) examples.resize(5);
-  rep.bad_examples = std::move(examples);
-  rep.bad_samples += static_cast<int64_t>(read.bad.size());
+  bad_log->add(rep.bad);
+  // Rows the manifest reader and the pre-check dropped count as bad samples too.
+  std::vector<BadSample> all = read.bad;
+  all.insert(all.end(), pre.bad.begin(), pre.bad.end());
+  all.insert(all.end(), rep.bad.begin(), rep.bad.end());
+  rep.bad = std::move(all);
+  rep.bad_samples = static_cast<int64_t>(rep.bad.size());
+  rep.bad_list = bad_log->path();
   return rep;
 }
 

@@ -38,8 +38,8 @@ int64_t embed_manifest(const EmbedOptions& o) {
   auto tok = data::load_tokenizer(cfg.data.tokenizer.type, (dir / tok_name).string(),
                                   cfg.data.tokenizer.lowercase);
   model::RetClip net(model::retclip_options(cfg.model, tok->vocab_size()));
-  io::apply_state_dict(*net, io::load_weights(dir / side.at("files").at("full").get<std::string>()),
-                       /*strict=*/true);
+  io::load_pretrained(*net, dir / side.at("files").at("full").get<std::string>(),
+                      io::Pretrained::kFull, "--weights");
   at::Device device = (o.device != "cpu" && torch::cuda::is_available()) ? at::Device(at::kCUDA, 0)
                                                                          : at::Device(at::kCPU);
   net->to(device);

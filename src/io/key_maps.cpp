@@ -33,12 +33,19 @@ int64_t grid_of(const at::Tensor& pe) {
 }  // namespace
 
 at::Tensor resize_positional_embedding(const at::Tensor& pe, int64_t new_grid, bool antialias) {
-  RETCLIP_CHECK_USAGE(new_grid > 0, "resize_positional_embedding: expected a positive grid size but got ",
-                      new_grid, ". HINT: grid = image_size / patch_size");
+  RETCLIP_CHECK_USAGE(
+      new_grid > 0, "cannot resize the image positional embedding to a ", new_grid, "x", new_grid,
+      " patch grid: expected a positive grid. HINT: the grid is "
+      "model.vision.image_size / model.vision.patch_size; set both to positive values");
   const int64_t g = grid_of(pe);
-  RETCLIP_CHECK_USAGE(g > 0, "resize_positional_embedding: expected [1+g*g, D] (one class token and a "
-                      "square patch grid) but got ", pe.sizes(),
-                      ". HINT: checkpoints with extra tokens or non-square grids are not supported");
+  RETCLIP_CHECK_USAGE(
+      g > 0,
+      "the image weights' positional embedding (visual.positional_embedding) "
+      "has shape ",
+      pe.sizes(),
+      "; expected [1+g*g, D]: one class token and a square "
+      "g x g patch grid. HINT: image weights with extra tokens or a non-square grid "
+      "cannot be loaded; use a CLIP ViT checkpoint with a square image size");
   if (g == new_grid) return pe;
   const int64_t d = pe.size(1);
   const auto compute = pe.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -76,22 +83,27 @@ StateDict map_openai_clip_visual(const StateDict& sd, int64_t target_grid) {
   bool has_trunk = false;
   for (const auto& [k, v] : out)
     if (starts_with(k, "visual.trunk.")) has_trunk = true;
-  for (const char* need : {"visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding"})
+  for (const char* need :
+       {"visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding"})
     RETCLIP_CHECK_USAGE(find_tensor(out, need) != nullptr,
-                        "map_openai_clip_visual: expected a CLIP VisionTransformer state dict but '",
-                        need, "' is missing (", out.size(), " visual keys). HINT: ",
-                        has_trunk ? "timm-trunk OpenCLIP models (visual.trunk.*) are not supported"
-                                  : "ModifiedResNet (RN50...) CLIP models are not supported; use a ViT "
-                                    "checkpoint");
-  if (dropped) log::debug("map_openai_clip_visual: dropped {} text-tower keys", dropped);
+                        "expected CLIP ViT image weights (OpenAI CLIP or OpenCLIP) but '", need,
+                        "' is missing (", out.size(), " image keys). HINT: ",
+                        has_trunk
+                            ? "timm-trunk OpenCLIP models (visual.trunk.*) are not supported"
+                            : "ModifiedResNet (RN50...) CLIP models are not supported; use a ViT "
+                              "checkpoint, or put a full retclip / RET-CLIP checkpoint in "
+                              "model.init.full");
+  if (dropped) log::debug("CLIP image weights: dropped {} text-tower keys", dropped);
 
   if (target_grid > 0) {
     for (auto& [k, v] : out) {
       if (k != "visual.positional_embedding") continue;
       const int64_t g = grid_of(v);
       if (g != target_grid) {
-        log::info("resizing visual.positional_embedding from a {}x{} to a {}x{} patch grid (bicubic)", g,
-                  g, target_grid, target_grid);
+        if (g > 0)  // a non-square embedding is refused by the resize itself
+          log::info(
+              "resizing visual.positional_embedding from a {}x{} to a {}x{} patch grid (bicubic)",
+              g, g, target_grid, target_grid);
         v = resize_positional_embedding(v, target_grid);
       }
     }
@@ -113,10 +125,13 @@ StateDict map_hf_bert(const StateDict& sd) {
     if (ends_with(r, "LayerNorm.beta")) r = r.substr(0, r.size() - 4) + "bias";
     out.emplace_back("bert." + r, v);
   }
-  RETCLIP_CHECK_USAGE(!out.empty(), "map_hf_bert: expected Hugging Face BERT keys (embeddings.*, encoder.*, "
-                      "optionally under bert.) but found none among ", sd.size(),
-                      " keys. HINT: for RET-CLIP checkpoints use map_retclip");
-  if (dropped) log::debug("map_hf_bert: dropped {} keys (pooler, heads, position_ids)", dropped);
+  RETCLIP_CHECK_USAGE(!out.empty(),
+                      "expected Hugging Face BERT weights (embeddings.*, encoder.*, "
+                      "optionally under bert.) but found none among ",
+                      sd.size(),
+                      " keys. HINT: a full retclip / RET-CLIP checkpoint goes in model.init.full, "
+                      "CLIP image weights in model.init.vision");
+  if (dropped) log::debug("BERT weights: dropped {} keys (pooler, heads, position_ids)", dropped);
   return out;
 }
 

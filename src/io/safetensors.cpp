@@ -72,8 +72,9 @@ void check_header_length(uint64_t n, uint64_t file_size, const std::string& wher
         kHintCorrupt);
   if (n > kSafetensorsMaxHeader)
     bad(where, str_cat("header length ", n, " exceeds the limit of ", kSafetensorsMaxHeader, " bytes"),
-        "the first 8 bytes are not a safetensors header length; is this a .pt/.bin file? "
-        "Use load_weights(), which detects the format");
+        "the first 8 bytes are not a safetensors header length: the file is corrupt, or is "
+        "another format (.pt/.bin) under a .safetensors name; re-export it or pass the original "
+        "file");
   if (n > file_size - 8)
     bad(where, str_cat("header length ", n, " runs past the end of the file (", file_size, " bytes)"),
         kHintCorrupt);
@@ -116,8 +117,13 @@ std::vector<SafetensorsEntry> parse_safetensors_header(std::string_view header_j
   json header;
   try {
     header = json::parse(header_json.begin(), header_json.end(), cb);
-  } catch (const json::exception& e) {
-    bad(where, str_cat("the header is not valid JSON (", e.what(), ")"), kHintCorrupt);
+  } catch (const json::parse_error& e) {
+    // Only the position: the parser's own text quotes the raw header bytes.
+    bad(where, str_cat("the ", header_json.size(), "-byte header is not valid JSON (error at byte ",
+                       e.byte, ")"),
+        kHintCorrupt);
+  } catch (const json::exception&) {
+    bad(where, str_cat("the ", header_json.size(), "-byte header is not valid JSON"), kHintCorrupt);
   }
   if (!header.is_object()) bad(where, "the header is not a JSON object", kHintCorrupt);
   if (!duplicate.empty())

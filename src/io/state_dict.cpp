@@ -48,8 +48,23 @@ void check_unique(const StateDict& sd, const std::string& where) {
   std::set<std::string> seen;
   for (const auto& [k, v] : sd)
     RETCLIP_CHECK_USAGE(seen.insert(k).second, where, ": key '", k,
-                        "' appears twice. HINT: after stripping prefixes two entries collided; "
-                        "load the file without key mapping to inspect it");
+                        "' appears twice (after removing a leading 'module.'). HINT: the file holds "
+                        "two copies of the model; save only one state dict into it");
+}
+
+/// Refuses NaN/Inf in floating-point tensors: such weights only produce NaN embeddings
+/// or steps that are all skipped, and nothing downstream names the file.
+void check_finite(const StateDict& sd, const std::string& where) {
+  for (const auto& [k, v] : sd) {
+    if (!v.is_floating_point() || v.numel() == 0) continue;
+    if (at::isfinite(v).all().item<bool>()) continue;
+    const int64_t nan = at::isnan(v).sum().item<int64_t>();
+    const int64_t inf = at::isinf(v).sum().item<int64_t>();
+    throw UsageError(str_cat(where, ": tensor '", k, "' holds non-finite values (", nan, " NaN, ",
+                             inf, " Inf of ", v.numel(),
+                             "). HINT: the weights come from a run that diverged or the file is "
+                             "damaged; use an earlier checkpoint or export the weights again"));
+  }
 }
 
 StateDict load_torchscript(const fs::path& path) {
@@ -178,6 +193,7 @@ StateDict load_weights(const fs::path& path, std::map<std::string, std::string>*
   }
   sd = strip_prefix(sd, "module.");
   check_unique(sd, file.string());
+  check_finite(sd, file.string());
   log::debug("loaded {} tensors from {} ({})", sd.size(), file.string(), format_name(fmt));
   return sd;
 }
@@ -270,11 +286,39 @@ LoadReport apply_state_dict(torch::nn::Module& module, const StateDict& sd, bool
     throw UsageError(str_cat("state dict does not match the model",
                              prefix_filter.empty() ? "" : str_cat(" (keys under '", prefix_filter, "')"),
                              ": ", report.to_string(),
-                             ". HINT: apply the key map for the checkpoint's origin (map_openai_clip_visual,"
-                             " map_hf_bert, map_retclip), check the model preset, or load non-strictly"));
+                             ". HINT: check that model.vision.preset and model.text.preset (and any size "
+                             "overrides) match the ones the weights were trained with"));
   torch::NoGradGuard no_grad;
   for (auto& [dst, s] : copies) dst.copy_(*s);
   return report;
+}
+
+LoadReport load_pretrained(torch::nn::Module& module, const fs::path& path, Pretrained kind,
+                           const std::string& key, int64_t vision_grid) {
+  const std::string where = path.string();
+  try {
+    StateDict sd = load_weights(path);
+    switch (kind) {
+      case Pretrained::kFull:
+        return apply_state_dict(module, map_retclip(sd), /*strict=*/true);
+      case Pretrained::kVision:
+        return apply_state_dict(module, map_openai_clip_visual(sd, vision_grid), false, "visual.");
+      case Pretrained::kText:
+        return apply_state_dict(module, map_hf_bert(sd), false, "bert.");
+    }
+  } catch (const UsageError& e) {
+    // Errors from the layers below name the file when they know it; say once which
+    // setting pointed at it.
+    std::string msg = e.what();
+    if (starts_with(msg, where + ": ")) msg = msg.substr(where.size() + 2);
+    std::string more;
+    if (kind == Pretrained::kFull && msg.find("does not match the model") != std::string::npos)
+      more = str_cat(". ", key,
+                     " takes a whole retclip or RET-CLIP checkpoint; CLIP image weights go in "
+                     "model.init.vision and Hugging Face BERT weights in model.init.text");
+    throw UsageError(str_cat(key, " = ", where, ": ", msg, more));
+  }
+  throw UsageError(str_cat(key, " = ", where, ": unknown kind of pretrained weights"));
 }
 
 }  // namespace retclip::io

@@ -4,9 +4,11 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "retclip/data/manifest.hpp"
+#include "retclip/data/precheck.hpp"
 #include "retclip/data/shards.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/log.hpp"
@@ -31,7 +33,7 @@ struct Opened {
 };
 
 Opened open_source(const config::Config& cfg, const std::string& path, const std::string& split,
-                   const std::string& key) {
+                   const std::string& key, data::BadSampleLog* bad_log) {
   RETCLIP_CHECK_USAGE(!path.empty(), key, " is empty: expected a manifest (.csv/.jsonl), a "
                       "RET-CLIP directory or a shard directory");
   RETCLIP_CHECK_USAGE(fs::exists(path), key, ": ", path, " does not exist");
@@ -58,14 +60,32 @@ Opened open_source(const config::Config& cfg, const std::string& path, const std
   }
   data::ReadReport rep;
   auto samples = data::read_samples(path, cfg.data.format, split, policy, &rep);
+  if (bad_log) bad_log->add(rep.bad);
+  // Every image is looked at before the first step, so that a missing or broken file
+  // stops (fail) or is dropped (skip) now rather than when the loader reaches its row.
+  data::PrecheckOptions pre_opts;
+  pre_opts.max_pixels = cfg.data.max_image_pixels;
+  pre_opts.policy = policy;
+  pre_opts.log = bad_log;
+  data::PrecheckReport pre;
+  samples = data::precheck_samples(std::move(samples), pre_opts, &pre);
+  std::vector<data::BadSample> bad = rep.bad;
+  bad.insert(bad.end(), pre.bad.begin(), pre.bad.end());
   RETCLIP_CHECK_USAGE(!samples.empty(), key, ": no usable patients in ", path,
-                      split.empty() ? "" : " (split " + split + ")");
-  for (size_t i = 0; i < rep.bad.size() && i < 5; ++i)
-    log::warn("{}: skipped {}: {}", key, rep.bad[i].origin, rep.bad[i].reason);
-  if (rep.bad.size() > 5) log::warn("{}: {} more rows skipped", key, rep.bad.size() - 5);
-  o.desc = fmt::format("{}: {} patients from {} (decoded on the fly; {} rows skipped)", key,
-                       samples.size(), path, rep.bad.size());
-  o.source = data::make_manifest_source(std::move(samples), cfg.data.image_size);
+                      split.empty() ? "" : " (split " + split + ")",
+                      bad.empty() ? std::string()
+                                  : str_cat("; ", bad.size(), " bad, first: ", bad.front().origin,
+                                            ": ", bad.front().reason));
+  const std::string listed = bad_log ? str_cat(", all listed in ", bad_log->path()) : "";
+  if (!bad.empty())
+    log::warn("{}: {} bad samples skipped (data.on_bad_sample: skip){}; first {}:", key,
+              bad.size(), listed, std::min<size_t>(bad.size(), 5));
+  for (size_t i = 0; i < bad.size() && i < 5; ++i)
+    log::warn("{}:   {}: {}", key, bad[i].origin, bad[i].reason);
+  o.desc = fmt::format("{}: {} samples from {} (decoded on the fly; {} bad samples skipped)", key,
+                       samples.size(), path, bad.size());
+  o.source = data::make_manifest_source(std::move(samples), cfg.data.image_size,
+                                        cfg.data.max_image_pixels);
   return o;
 }
 
@@ -123,27 +143,39 @@ MicroBatch to_micro(const data::Batch& b, const at::Device& device) {
 
 }  // namespace
 
-TrainData TrainData::open(const config::Config& cfg, int64_t rank, int64_t world) {
+TrainData TrainData::open(const config::Config& cfg, int64_t rank, int64_t world,
+                          const std::string& run_dir) {
   TrainData d;
-  Opened tr = open_source(cfg, cfg.data.train, "train", "data.train");
+  // Rank r > 0 lists what its own loader finds (the readers' and pre-check's findings
+  // are the same on every rank), as train.rank<r>.log beside train.log.
+  const fs::path dir = run_dir.empty() ? fs::path(cfg.log.dir) : fs::path(run_dir);
+  fs::create_directories(dir);
+  d.bad_log_ = std::make_shared<data::BadSampleLog>(
+      (dir / (rank == 0 ? std::string(data::kBadSamplesFile)
+                        : fmt::format("bad_samples.rank{}.tsv", rank)))
+          .string());
+  data::BadSampleLog* read_log = rank == 0 ? d.bad_log_.get() : nullptr;
+  Opened tr = open_source(cfg, cfg.data.train, "train", "data.train", read_log);
   d.tokenizer_ = open_tokenizer(cfg, tr);
   d.train_desc_ = tr.desc;
-  d.train_ = std::make_unique<data::Loader>(tr.source, d.tokenizer_,
-                                            loader_options(cfg, true, rank, world));
+  auto train_opts = loader_options(cfg, true, rank, world);
+  train_opts.bad_log = d.bad_log_;
+  d.train_ = std::make_unique<data::Loader>(tr.source, d.tokenizer_, train_opts);
   if (!cfg.data.val.empty()) {
-    Opened va = open_source(cfg, cfg.data.val, "val", "data.val");
+    Opened va = open_source(cfg, cfg.data.val, "val", "data.val", read_log);
     RETCLIP_CHECK_USAGE(va.has_tokens || d.tokenizer_, "data.val carries no token ids and no "
                         "tokenizer is configured (data.tokenizer.path)");
     d.val_desc_ = va.desc;
-    d.val_ = std::make_unique<data::Loader>(va.source, d.tokenizer_,
-                                            loader_options(cfg, false, rank, world));
+    auto val_opts = loader_options(cfg, false, rank, world);
+    val_opts.bad_log = d.bad_log_;
+    d.val_ = std::make_unique<data::Loader>(va.source, d.tokenizer_, val_opts);
   }
   return d;
 }
 
 TrainData TrainData::open_eval(const config::Config& cfg, const std::string& path) {
   TrainData d;
-  Opened va = open_source(cfg, path, "val", "eval data");
+  Opened va = open_source(cfg, path, "val", "eval data", nullptr);
   d.tokenizer_ = open_tokenizer(cfg, va);
   d.val_desc_ = va.desc;
   d.val_ = std::make_unique<data::Loader>(va.source, d.tokenizer_, loader_options(cfg, false, 0, 1));
@@ -164,11 +196,13 @@ int64_t TrainData::size() const { return train_ ? train_->size() : 0; }
 int64_t TrainData::steps_per_epoch() const { return train_ ? train_->steps_per_epoch() : 0; }
 int64_t TrainData::val_size() const { return val_ ? val_->size() : 0; }
 int64_t TrainData::bad_samples() const { return train_ ? train_->bad_samples() : 0; }
+std::string TrainData::bad_sample_list() const { return bad_log_ ? bad_log_->path() : ""; }
 
 MicroBatch TrainData::next_train(const at::Device& device) {
   auto b = train_->next();
   if (!b) {
-    log::info("epoch done ({} bad samples replaced so far)", train_->bad_samples());
+    log::info("epoch done ({} bad samples replaced so far{})", train_->bad_samples(),
+              train_->bad_samples() > 0 && bad_log_ ? ", listed in " + bad_log_->path() : "");
     b = train_->next();
   }
   RETCLIP_CHECK(b.has_value(), "the training loader produced no batch for a new epoch");

@@ -33,20 +33,18 @@ void apply_freeze(model::RetClip& net, const config::FreezeConfig& f) {
 
 void init_from_pretrained(model::RetClip& net, const config::InitConfig& init) {
   const auto& vo = net->options().vision();
+  // load_pretrained names the config key and the file in every error it raises.
   if (!init.full.empty()) {
-    auto sd = io::map_retclip(io::load_weights(init.full));
-    auto rep = io::apply_state_dict(*net, sd, /*strict=*/true);
+    auto rep = io::load_pretrained(*net, init.full, io::Pretrained::kFull, "model.init.full");
     log::info("model.init.full: {} tensors from {}", rep.loaded.size(), init.full);
   }
   if (!init.vision.empty()) {
-    auto sd = io::map_openai_clip_visual(io::load_weights(init.vision),
-                                         vo.image_size() / vo.patch_size());
-    auto rep = io::apply_state_dict(*net, sd, /*strict=*/false, "visual.");
+    auto rep = io::load_pretrained(*net, init.vision, io::Pretrained::kVision, "model.init.vision",
+                                   vo.image_size() / vo.patch_size());
     log::info("model.init.vision: {}", rep.to_string());
   }
   if (!init.text.empty()) {
-    auto sd = io::map_hf_bert(io::load_weights(init.text));
-    auto rep = io::apply_state_dict(*net, sd, /*strict=*/false, "bert.");
+    auto rep = io::load_pretrained(*net, init.text, io::Pretrained::kText, "model.init.text");
     log::info("model.init.text: {}", rep.to_string());
   }
 }

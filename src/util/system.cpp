@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <opencv2/core/version.hpp>
 #include <sched.h>
+#include <unistd.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -35,6 +36,32 @@ int64_t available_cores() {
   }
   auto hw = static_cast<int64_t>(std::thread::hardware_concurrency());
   return hw > 0 ? hw : 1;
+}
+
+std::vector<std::pair<std::string, std::string>> openmp_env_defaults(const char* wait_policy,
+                                                                     const char* spincount) {
+  if ((wait_policy && *wait_policy) || (spincount && *spincount)) return {};
+  return {{"OMP_WAIT_POLICY", kDefaultOmpWaitPolicy}, {"RETCLIP_OPENMP_DEFAULTS", "1"}};
+}
+
+void reexec_with_openmp_defaults(char** argv) {
+  if (std::getenv("RETCLIP_OPENMP_DEFAULTS")) return;  // set by an earlier exec (or a failed one)
+  auto vars = openmp_env_defaults(std::getenv("OMP_WAIT_POLICY"), std::getenv("GOMP_SPINCOUNT"));
+  if (vars.empty()) return;
+  for (const auto& [k, v] : vars) ::setenv(k.c_str(), v.c_str(), 1);
+  ::execv("/proc/self/exe", argv);
+  // exec failed (no /proc): continue in this image, with libgomp's defaults.
+}
+
+std::string openmp_wait_description() {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  const bool ours = std::getenv("RETCLIP_OPENMP_DEFAULTS") != nullptr;
+  std::string s;
+  if (policy && *policy) s += std::string("OMP_WAIT_POLICY=") + policy;
+  if (spin && *spin) s += std::string(s.empty() ? "" : ", ") + "GOMP_SPINCOUNT=" + spin;
+  if (s.empty()) return "libgomp defaults (spin 300000 rounds at each barrier)";
+  return s + (ours ? " (retclip default)" : " (environment)");
 }
 
 int64_t configure_threads(int64_t n) {

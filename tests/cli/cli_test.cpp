@@ -55,6 +55,21 @@ Result run(const std::string& args) {
   return r;
 }
 
+/// run() with `env_words` (e.g. "-u X Y=1") given to env(1) first.
+Result run_env(const std::string& env_words, const std::string& args) {
+  const ::testing::TestInfo* t = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string tag = std::string(t->test_suite_name()) + "." + t->name();
+  fs::path out = tmp_dir() / (tag + ".out"), err = tmp_dir() / (tag + ".err");
+  std::string cmd = "env " + env_words + " '" + RETCLIP_CLI_BINARY + "' " + args + " >'" +
+                    out.string() + "' 2>'" + err.string() + "'";
+  int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
 const std::string kTiny = RETCLIP_SOURCE_DIR "/configs/tiny-cpu.yaml";
 const std::string kVitB = RETCLIP_SOURCE_DIR "/configs/ret-clip-vitb16.yaml";
 
@@ -154,3 +169,28 @@ TEST(CliConfig, CheckMissingFileExitsTwo) {
 }
 
 }  // namespace
+
+TEST(CliInfo, OpenMpThreadsSleepWhenIdleUnlessTheUserSaysOtherwise) {
+  // Before: libgomp's default (300000 spin rounds per barrier), whose spinning threads
+  // made training 3-10x slower when another process was busy on one core.
+  Result r = run_env("-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u RETCLIP_OPENMP_DEFAULTS", "info");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_HAS(r.out, "OpenMP wait    OMP_WAIT_POLICY=PASSIVE (retclip default)");
+  r = run_env("-u GOMP_SPINCOUNT -u RETCLIP_OPENMP_DEFAULTS OMP_WAIT_POLICY=active", "info");
+  EXPECT_HAS(r.out, "OpenMP wait    OMP_WAIT_POLICY=active (environment)");
+}
+
+TEST(CliConfig, CheckUnknownPresetExitsTwoWithSuggestion) {
+  // Before: `config OK`, and `train` failed only after creating the run and reading data.
+  Result r = run("config check --set model.vision.preset=vit-tinyy");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_HAS(r.err, "`model.vision.preset` in --set model.vision.preset=vit-tinyy: expected one of");
+  EXPECT_HAS(r.err, "did you mean `vit-tiny`?");
+}
+
+TEST(CliConfig, CheckSecondYamlDocumentExitsTwoNamingTheLine) {
+  fs::path p = write_tmp("two-docs.yaml", "train:\n  steps: 5\n---\noptim:\n  lr: 1e-4\n");
+  Result r = run("config check --config '" + p.string() + "'");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_HAS(r.err, p.string() + " line 3: a second YAML document starts here");
+}

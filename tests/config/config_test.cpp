@@ -244,6 +244,11 @@ TEST_P(ConfigRange, NamesKeyLineExpectedAndFound) {
 
 const RangeCase kRangeCases[] = {
     {"lr", "optim:\n  lr: -1\n", "`optim.lr` in x.yaml line 2: expected a number > 0, found -1"},
+    {"max_image_pixels", "data:\n  max_image_pixels: 40\n",
+     "`data.max_image_pixels` in x.yaml line 2: expected 0 (no limit) or at least 65536 (256 x "
+     "256), found 40. HINT: the limit counts pixels"},
+    {"max_image_pixels_negative", "data:\n  max_image_pixels: -1\n",
+     "`data.max_image_pixels` in x.yaml line 2: expected 0 (no limit) or at least 65536"},
     {"lr_zero", "optim:\n  lr: 0\n", "`optim.lr` in x.yaml line 2: expected a number > 0, found 0"},
     {"weight_decay", "optim:\n  weight_decay: -0.1\n",
      "`optim.weight_decay` in x.yaml line 2: expected a number >= 0, found -0.1"},
@@ -381,6 +386,20 @@ TEST(ConfigFile, NonUtf8Bytes) {
   EXPECT_EQ(c.data.train, "\xe6\x95\xb0\xe6\x8d\xae/train.csv");
 }
 
+TEST(ConfigFile, SecondYamlDocumentIsRefused) {
+  // Before: the keys after `---` were dropped silently and the file loaded.
+  auto m = err("optim:\n  lr: 1e-4\n---\ntrain:\n  steps: 3\n");
+  EXPECT_HAS(m, "x.yaml line 3: a second YAML document starts here");
+  EXPECT_HAS(m, "HINT: delete the `---` line");
+  // A `---` that opens the first document, comments before it, and a trailing
+  // empty document are fine.
+  EXPECT_EQ(from("# run\n---\ntrain:\n  steps: 3\n").train.steps, 3);
+  EXPECT_EQ(from("train:\n  steps: 4\n---\n").train.steps, 4);
+  // The second document is found wherever it starts, also after `...`.
+  m = err("---\ntrain:\n  steps: 3\n...\n--- # more\noptim:\n  lr: 1\n");
+  EXPECT_HAS(m, "x.yaml line 5: a second YAML document");
+}
+
 TEST(ConfigFile, ErrorInRealFileNamesPathAndLine) {
   auto p = write_tmp("bad-lr.yaml", "optim:\n  weight_decay: 0.1\n  lr: -3\n");
   auto m = error_of([&] { load(p.string()); });
@@ -450,6 +469,22 @@ TEST(ConfigOverride, BadValueType) {
 TEST(ConfigOverride, RangeErrorNamesTheOverride) {
   EXPECT_HAS(set_err({"optim.lr=-1e-4"}),
              "`optim.lr` in --set optim.lr=-1e-4: expected a number > 0, found -0.0001");
+}
+
+TEST(ConfigValidate, UnknownPresetsAreRefusedWithSuggestion) {
+  // Before: `config check` said OK and `train` failed only after reading the data.
+  EXPECT_HAS(set_err({"model.vision.preset=vit-tinyy"}),
+             "`model.vision.preset` in --set model.vision.preset=vit-tinyy: expected one of "
+             "ViT-B-16, ViT-L-14, ViT-S-8, vit-tiny, vit-micro, found `vit-tinyy`. HINT: did "
+             "you mean `vit-tiny`?");
+  EXPECT_HAS(err("model:\n  text:\n    preset: bert-tny\n"),
+             "`model.text.preset` in x.yaml line 3: expected one of");
+  EXPECT_HAS(err("model:\n  text:\n    preset: bert-tny\n"), "did you mean `bert-tiny`?");
+  EXPECT_HAS(set_err({"model.vision.preset="}), "found ``");
+  for (const auto& n : vision_preset_names())
+    EXPECT_EQ(load("", {"model.vision.preset=" + n}).model.vision.preset, n);
+  for (const auto& n : text_preset_names())
+    EXPECT_EQ(load("", {"model.text.preset=" + n}).model.text.preset, n);
 }
 
 TEST(ConfigOverride, PrecedenceDefaultsFileSet) {

@@ -138,7 +138,7 @@ TEST(DecodeImage, TextFileNamedJpg) {
   fs::path p = temp_dir() / "notes.jpg";
   write_bytes(p, "patient 12: left eye normal\n");
   std::string msg = usage_error_of([&] { decode_image(ImageRef{p.string(), "", ""}); });
-  EXPECT_NE(msg.find("not a decodable image"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("is not an image"), std::string::npos) << msg;
   EXPECT_NE(msg.find("patient 12"), std::string::npos) << msg;  // shows the first bytes
   EXPECT_NE(msg.find(p.string()), std::string::npos) << msg;
 }

@@ -3,10 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#ifdef RETCLIP_WITH_IMGCODECS
+#include <opencv2/imgcodecs.hpp>
+#endif
 
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "retclip/data/loader.hpp"
@@ -202,6 +206,89 @@ TEST(Loader, BadSamplesAreReplacedDeterministicallyOrFail) {
   }
 }
 
+TEST(Loader, ABadPatientCountsOnceAndEveryBadSampleIsListed) {
+  // As in the RET-CLIP layout: several samples (one per text) share a patient. Patient X
+  // (samples 4 and 5) and six other patients cannot be loaded: 7 bad patients, more
+  // than the 5 the log names.
+  struct Shared final : SampleSource {
+    std::vector<DecodedSample> s;
+    std::set<int64_t> broken{4, 5, 9, 11, 13, 15, 17, 19};
+    int64_t size() const override { return static_cast<int64_t>(s.size()); }
+    std::string describe(int64_t i) const override { return "texts.jsonl row " + std::to_string(i + 1); }
+    std::string patient_id(int64_t i) const override { return s.at(i).patient_id; }
+    DecodedSample load(int64_t i) const override {
+      if (broken.count(i)) throw retclip::UsageError("image is not an image");
+      return s.at(i);
+    }
+  };
+  auto src = std::make_shared<Shared>();
+  src->s = memory_samples(24);
+  src->s[4].patient_id = src->s[5].patient_id = "X";
+  const fs::path dir = fs::path(RETCLIP_BINARY_DIR) / "test_tmp" / "loader_bad_list";
+  fs::create_directories(dir);
+  auto opts = loader_opts(2);
+  opts.bad_log = std::make_shared<BadSampleLog>((dir / kBadSamplesFile).string());
+  Loader l(src, nullptr, opts);
+  while (l.next()) {
+  }
+  EXPECT_EQ(l.bad_samples(), 7);  // before: 8 (patient X twice) and only 5 ever named
+  auto listed = read_bad_sample_log(opts.bad_log->path());
+  ASSERT_EQ(listed.size(), 7u);
+  std::set<std::string> patients;
+  for (const auto& b : listed) {
+    patients.insert(b.patient_id);
+    EXPECT_EQ(b.reason, "image is not an image");
+    EXPECT_EQ(b.origin.rfind("texts.jsonl row ", 0), 0u) << b.origin;
+  }
+  EXPECT_EQ(patients.size(), 7u);
+  EXPECT_EQ(patients.count("X"), 1u);
+}
+
+#ifdef RETCLIP_WITH_IMGCODECS
+TEST(Pack, JpegDamagedMidScanFailsThePackByName) {
+  // Before: `pack --on-bad-sample fail` packed it; libjpeg's warning named no file.
+  const fs::path dir = fs::path(RETCLIP_BINARY_DIR) / "test_tmp" / "pack_scan_damage";
+  ASSERT_EQ(std::system(("rm -rf '" + dir.string() + "'").c_str()), 0);
+  fs::create_directories(dir);
+  cv::Mat img(120, 160, CV_8UC3, cv::Scalar(0, 0, 0));
+  cv::Mat noise(img.size(), CV_8UC3);
+  cv::randu(noise, cv::Scalar(0, 0, 0), cv::Scalar(255, 255, 255));
+  cv::circle(img, {80, 60}, 55, cv::Scalar(40, 90, 200), cv::FILLED);
+  img += noise / 4;
+  std::vector<uchar> buf;
+  cv::imencode(".jpg", img, buf, {cv::IMWRITE_JPEG_QUALITY, 95});
+  std::string good(buf.begin(), buf.end()), bad = good;
+  const size_t sos = bad.rfind("\xFF\xDA"), mid = sos + (bad.size() - sos) / 2;
+  std::mt19937 rng(3);
+  for (size_t i = mid; i < mid + 48; ++i) bad[i] = static_cast<char>(rng() % 0xFF);
+  retclip::util::write_file_atomic(dir / "good.jpg", good);
+  retclip::util::write_file_atomic(dir / "bad.jpg", bad);
+  retclip::util::write_file_atomic(dir / "m.csv", "patient_id,left_image,right_image,report\n"
+                                                  "A,good.jpg,good.jpg,normal\nB,good.jpg,bad.jpg,normal\n");
+  PackOptions po;
+  po.manifest = (dir / "m.csv").string();
+  po.out = (dir / "shards").string();
+  po.image_size = 32;
+  po.progress = false;
+  po.on_bad_sample = BadSamplePolicy::kFail;
+  try {
+    pack_dataset(po);
+    FAIL() << "packed a JPEG damaged mid-scan under on_bad_sample fail";
+  } catch (const retclip::UsageError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("bad sample at m.csv row 3 (patient B): image " + (dir / "bad.jpg").string() +
+                       " is a damaged JPEG: libjpeg reports 'Corrupt JPEG data"),
+              std::string::npos)
+        << msg;
+  }
+  po.on_bad_sample = BadSamplePolicy::kSkip;
+  PackReport rep = pack_dataset(po);
+  EXPECT_EQ(rep.records, 1);
+  ASSERT_EQ(read_bad_sample_log(rep.bad_list).size(), 1u);
+  EXPECT_EQ(read_bad_sample_log(rep.bad_list)[0].patient_id, "B");
+}
+#endif
+
 TEST(Loader, NeedsATokenizerWhenTheDataCarriesNoIds) {
   auto samples = memory_samples(8);
   for (auto& s : samples) s.tokens.clear();
@@ -300,8 +387,12 @@ TEST(Loader, ShardsAndJpegFilesGiveTheSameBatchesOnRealPhotos) {
   PackReport rep = pack_dataset(po);
   EXPECT_EQ(rep.records, rows);
   EXPECT_EQ(rep.bad_samples, 1);
-  ASSERT_FALSE(rep.bad_examples.empty());
-  EXPECT_NE(rep.bad_examples[0].origin.find("row"), std::string::npos);
+  ASSERT_EQ(rep.bad.size(), 1u);
+  EXPECT_NE(rep.bad[0].origin.find("row"), std::string::npos);
+  // Listed beside the shards.
+  EXPECT_EQ(rep.bad_list, (fs::path(po.out) / kBadSamplesFile).string());
+  ASSERT_EQ(read_bad_sample_log(rep.bad_list).size(), 1u);
+  EXPECT_EQ(read_bad_sample_log(rep.bad_list)[0].patient_id, "broken");
   EXPECT_EQ(verify_shard_set(po.out).records, rows);
 
   auto samples = read_samples(po.manifest, "auto", "", BadSamplePolicy::kSkip);

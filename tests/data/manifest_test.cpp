@@ -330,15 +330,34 @@ TEST(RetClip, BadBase64NamesTheTsvRow) {
   ReadReport rep;
   auto s = read_retclip(dir.string(), "train", BadSamplePolicy::kSkip, &rep);
   EXPECT_EQ(s.size(), 3u);
-  ASSERT_EQ(rep.bad.size(), 2u);
+  // One bad patient: the text naming p4 is not counted a second time.
+  ASSERT_EQ(rep.bad.size(), 1u);
   EXPECT_EQ(rep.bad[0].origin, "train_imgs.tsv row 4");
+  EXPECT_EQ(rep.bad[0].patient_id, "p4");
   EXPECT_TRUE(has(rep.bad[0].reason, "left image: invalid base64: invalid character '*'"))
       << rep.bad[0].reason;
-  EXPECT_EQ(rep.bad[1].origin, "train_texts.jsonl row 3");
-  EXPECT_TRUE(has(rep.bad[1].reason, "bad image row (train_imgs.tsv row 4")) << rep.bad[1].reason;
   std::string msg =
       usage_error_of([&] { read_retclip(dir.string(), "train", BadSamplePolicy::kFail); });
   EXPECT_TRUE(has(msg, "train_imgs.tsv row 4: left image: invalid base64")) << msg;
+}
+
+TEST(RetClip, BrokenPatientsCountOnceWhateverTheTextsNamingThem) {
+  // Before: "6 bad samples skipped" for 4 broken patients, one per text naming them.
+  std::string texts;
+  for (int t = 0; t < 3; ++t)
+    texts += "{\"text_id\": " + std::to_string(10 + t) +
+             ", \"text\": \"x\", \"image_ids\": [\"p4\", \"ghost\", \"p1\"]}\n";
+  fs::path dir = make_retclip("rconce", "p4\tbm90IGE*anBn\t\np7\t\t\n", texts);
+  ReadReport rep;
+  auto s = read_retclip(dir.string(), "train", BadSamplePolicy::kSkip, &rep);
+  std::vector<std::string> reasons;
+  for (const auto& b : rep.bad) reasons.push_back(b.origin + " [" + b.patient_id + "]: " + b.reason);
+  ASSERT_EQ(reasons.size(), 3u) << ::testing::PrintToString(reasons);  // p4, p7, ghost
+  EXPECT_TRUE(has(reasons[0], "train_imgs.tsv row 4 [p4]: left image: invalid base64")) << reasons[0];
+  EXPECT_TRUE(has(reasons[1], "train_imgs.tsv row 5 [p7]: both eyes are missing")) << reasons[1];
+  EXPECT_TRUE(has(reasons[2], "train_texts.jsonl row 3 [ghost]: patient 'ghost' has no row"))
+      << reasons[2];
+  EXPECT_EQ(s.size(), 3u + 3u);  // the three of the shared texts file + p1 from each new text
 }
 
 TEST(RetClip, PatientWithoutImageRowAndOtherBadLines) {

@@ -246,11 +246,27 @@ TEST(Shards, BadSamplesAreSkippedAndSummarised) {
   auto rep = pack_samples(samples, pack_opts(dir), hooks());
   EXPECT_EQ(rep.records, 10);
   EXPECT_EQ(rep.bad_samples, 2);
-  ASSERT_EQ(rep.bad_examples.size(), 2u);
-  EXPECT_EQ(rep.bad_examples[0].origin, "manifest.csv row 6");
-  EXPECT_NE(rep.bad_examples[0].reason.find("bad-4"), std::string::npos);
+  ASSERT_EQ(rep.bad.size(), 2u);
+  EXPECT_EQ(rep.bad[0].origin, "manifest.csv row 6");
+  EXPECT_NE(rep.bad[0].reason.find("bad-4"), std::string::npos);
   auto reader = ShardReader::open(dir.string());
   EXPECT_EQ(reader->record(4).patient_id, "P1005");  // row 4 dropped, order kept
+}
+
+TEST(Shards, EveryBadSampleIsKeptAndAPatientCountsOnce) {
+  // Before: only the first five bad rows were kept, and a patient named by several
+  // texts (RET-CLIP layout) was counted once per text.
+  auto dir = fresh_dir("bad-all");
+  auto samples = make_samples(20);
+  for (int i : {1, 3, 5, 7, 9, 11, 13}) samples[i].left.path = "bad-" + std::to_string(i);
+  samples[14] = samples[13];  // patient of row 13 named again by another text
+  samples[14].origin = "texts.jsonl row 99";
+  auto rep = pack_samples(samples, pack_opts(dir), hooks());
+  EXPECT_EQ(rep.bad_samples, 7);
+  ASSERT_EQ(rep.bad.size(), 7u);
+  EXPECT_NE(rep.bad[6].reason.find("bad-13"), std::string::npos);
+  EXPECT_EQ(rep.bad[6].patient_id, samples[13].patient_id);
+  EXPECT_EQ(rep.records, 20 - 8);
 }
 
 TEST(Shards, WriterRejectsWrongSizes) {

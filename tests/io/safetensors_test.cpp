@@ -145,6 +145,32 @@ TEST(Safetensors, RejectsMalformedFiles) {
   expect_rejected(make_file(R"({"a":{"dtype":"F32","shape":[2]}})", 8), "data_offsets");
 }
 
+TEST(Safetensors, JsonErrorsGivePositionNotParserTextOrRawBytes) {
+  // Before: the message ended in nlohmann's "[json.exception.parse_error.101] ... last
+  // read: '...'", quoting the header's raw bytes.
+  const std::string header = "{\"a\":{\"dtype\":\"F32\",\x01SECRETBYTES}";
+  try {
+    parse_safetensors(make_file(header, 0), "bad.safetensors");
+    FAIL() << "accepted invalid JSON";
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("bad.safetensors: not a valid safetensors file: the " +
+                       std::to_string(header.size()) + "-byte header is not valid JSON (error at byte "),
+              std::string::npos)
+        << msg;
+    EXPECT_EQ(msg.find("SECRET"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("json.exception"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("last read"), std::string::npos) << msg;
+  }
+  // The header-length hint names no C++ function.
+  try {
+    parse_safetensors(make_file("{}", 0, 1ull << 40), "bad.safetensors");
+    FAIL();
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()).find("()"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Safetensors, TruncationsAndBitFlipsNeverCrash) {
   std::string good = serialize_safetensors({{"w", at::randn({4, 4})}, {"i", at::arange(6)}}, {{"k", "v"}});
   size_t accepted = 0, rejected = 0;

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "retclip/io/state_dict.hpp"
@@ -258,6 +259,85 @@ TEST(ApplyStateDict, StrictThrowsBeforeCopyingAndPrefixFilterLimitsScope) {
   EXPECT_TRUE(at::equal(m2->fc->bias, m->fc->bias));
   EXPECT_THROW(apply_state_dict(*m, {{"fc.bias", at::ones({2})}, {"fc.bias", at::ones({2})}}, false),
                UsageError);
+}
+
+TEST(StateDict, NonFiniteWeightsAreRefusedNamingFileAndTensor) {
+  // Before: NaN/Inf weights loaded without a word (NaN embeddings, every step skipped).
+  fs::path p = temp_dir() / "nan.safetensors";
+  auto w = at::randn({2, 3});
+  w[1][2] = std::numeric_limits<float>::quiet_NaN();
+  save_weights(p, {{"fc.bias", at::zeros({2})}, {"fc.weight", w}, {"steps", at::ones({2}, at::kLong)}});
+  auto m = error_of([&] { load_weights(p); });
+  EXPECT_NE(m.find(p.string() + ": tensor 'fc.weight' holds non-finite values (1 NaN, 0 Inf of 6)"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("HINT:"), std::string::npos) << m;
+  // Inf in a half-precision tensor.
+  auto h = at::ones({4}, at::kHalf);
+  h[0] = -std::numeric_limits<float>::infinity();
+  save_weights(p, {{"norm.weight", h}});
+  EXPECT_NE(error_of([&] { load_weights(p); }).find("tensor 'norm.weight' holds non-finite values "
+                                                    "(0 NaN, 1 Inf of 4)"),
+            std::string::npos);
+  // Finite weights still load.
+  save_weights(p, {{"fc.weight", at::randn({2, 3})}});
+  EXPECT_EQ(load_weights(p).size(), 1u);
+}
+
+TEST(LoadPretrained, ErrorsNameTheSettingAndTheFileAndHintAtSettings) {
+  TinyImpl m;
+  const fs::path p = temp_dir() / "pretrained.safetensors";
+  auto no_cxx_names = [](const std::string& msg) {
+    for (const char* f : {"map_openai_clip_visual", "map_hf_bert", "map_retclip",
+                          "resize_positional_embedding", "load_weights", "non-strictly", "()"})
+      EXPECT_EQ(msg.find(f), std::string::npos) << "names '" << f << "': " << msg;
+    EXPECT_NE(msg.find("HINT:"), std::string::npos) << msg;
+  };
+  // Strict full load with a missing key.
+  save_weights(p, {{"fc.weight", at::zeros({2, 3})}, {"fc.bias", at::zeros({2})},
+                   {"norm.weight", at::ones({2})}, {"running", at::zeros({2})}});
+  auto msg = error_of([&] { load_pretrained(m, p, Pretrained::kFull, "model.init.full"); });
+  EXPECT_NE(msg.find("model.init.full = " + p.string() +
+                     ": state dict does not match the model: loaded 4 tensors; 1 missing: norm.bias"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("model.vision.preset"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.init.vision"), std::string::npos) << msg;
+  no_cxx_names(msg);
+  // Image weights without a CLIP ViT.
+  msg = error_of([&] { load_pretrained(m, p, Pretrained::kVision, "model.init.vision", 4); });
+  EXPECT_NE(msg.find("model.init.vision = " + p.string() +
+                     ": expected CLIP ViT image weights (OpenAI CLIP or OpenCLIP) but "
+                     "'visual.conv1.weight' is missing"),
+            std::string::npos)
+      << msg;
+  no_cxx_names(msg);
+  // A positional embedding that is not one class token plus a square grid.
+  save_weights(p, {{"conv1.weight", at::zeros({6, 3, 2, 2})}, {"class_embedding", at::zeros({6})},
+                   {"positional_embedding", at::zeros({11, 6})}});
+  msg = error_of([&] { load_pretrained(m, p, Pretrained::kVision, "model.init.vision", 4); });
+  EXPECT_NE(msg.find("model.init.vision = " + p.string() +
+                     ": the image weights' positional embedding (visual.positional_embedding) has "
+                     "shape [11, 6]; expected [1+g*g, D]"),
+            std::string::npos)
+      << msg;
+  no_cxx_names(msg);
+  // Text weights that are not BERT.
+  msg = error_of([&] { load_pretrained(m, p, Pretrained::kText, "model.init.text"); });
+  EXPECT_NE(msg.find("model.init.text = " + p.string() + ": expected Hugging Face BERT weights"),
+            std::string::npos)
+      << msg;
+  no_cxx_names(msg);
+  // Non-finite weights and format errors name the setting once and the file once.
+  save_weights(p, {{"fc.weight", at::full({2, 3}, std::numeric_limits<float>::quiet_NaN())}});
+  msg = error_of([&] { load_pretrained(m, p, Pretrained::kFull, "--weights"); });
+  EXPECT_NE(msg.find("--weights = " + p.string() + ": tensor 'fc.weight' holds non-finite values "
+                     "(6 NaN, 0 Inf of 6)"),
+            std::string::npos)
+      << msg;
+  // A good file loads and reports.
+  save_weights(p, module_state_dict(TinyImpl()));
+  EXPECT_EQ(load_pretrained(m, p, Pretrained::kFull, "model.init.full").loaded.size(), 5u);
 }
 
 TEST(StateDict, DamagedTorchArchivesAreRejectedNotCrashed) {

@@ -227,6 +227,9 @@ TEST(Presets, LookupOverridesAndErrors) {
   EXPECT_EQ(model::text_preset("bert-tiny", 777).vocab_size(), 777);
   EXPECT_EQ(model::vision_preset_names().size(), 5u);
   EXPECT_EQ(model::text_preset_names().size(), 6u);
+  // Config validation accepts exactly the names the model module can build.
+  EXPECT_EQ(model::vision_preset_names(), config::vision_preset_names());
+  EXPECT_EQ(model::text_preset_names(), config::text_preset_names());
   try {
     model::vision_preset("ViT-X");
     FAIL() << "expected UsageError";

@@ -32,6 +32,8 @@ find_package(CLI11 REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(Threads REQUIRED)
 find_package(SentencePiece REQUIRED)
+# libjpeg(-turbo) directly: the image checks run libjpeg with warnings turned into errors.
+find_package(JPEG REQUIRED)
 if(RETCLIP_WITH_IMGCODECS)
   find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
 else()

@@ -78,6 +78,9 @@ struct DataConfig {
   int64_t workers = 2;           ///< loader threads
   int64_t prefetch = 4;          ///< batches queued ahead
   std::string on_bad_sample = "skip";  ///< skip | fail
+  /// Images with more pixels are bad samples, refused from the header before decoding
+  /// (0 = no limit). Twice the largest fundus camera frame (about 5000 x 4000).
+  int64_t max_image_pixels = 40'000'000;
   bool drop_last = true;         ///< drop or pad the last incomplete global batch
 };
 
@@ -175,6 +178,12 @@ Config load_string(const std::string& yaml, const std::string& origin,
 
 /// Checks ranges and enumerations; throws UsageError naming the key path.
 void validate(const Config& cfg);
+
+/// Names model.vision.preset and model.text.preset accept. model/presets.cpp holds
+/// their sizes; config validation needs the names without depending on the model
+/// module (tests/model checks that both lists agree).
+const std::vector<std::string>& vision_preset_names();
+const std::vector<std::string>& text_preset_names();
 
 /// The resolved config as YAML (every key, in declaration order).
 std::string to_yaml(const Config& cfg);

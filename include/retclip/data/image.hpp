@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 
+#include "retclip/data/image_check.hpp"
 #include "retclip/data/sample.hpp"
 
 namespace at {
@@ -20,10 +21,14 @@ class Tensor;
 
 namespace retclip::data {
 
-/// Decodes an ImageRef to 8-bit RGB. Throws UsageError naming ref.describe() for a
-/// missing file, a corrupt/truncated image or a non-image file, and when this build
-/// has no image decoding (RETCLIP_WITH_IMGCODECS=OFF).
-cv::Mat decode_image(const ImageRef& ref);
+/// Decodes an ImageRef to 8-bit RGB. Before decoding: the file is checked
+/// (check_image_file), the header read (probe_image), the pixel count held to
+/// `max_pixels` (data.max_image_pixels; <= 0 = no limit) and the compressed data
+/// checked (check_image_integrity: a JPEG libjpeg only warns about is an error here).
+/// Throws UsageError naming ref.describe() for each of those, for a corrupt/truncated
+/// image or a non-image file, and when this build has no image decoding
+/// (RETCLIP_WITH_IMGCODECS=OFF).
+cv::Mat decode_image(const ImageRef& ref, int64_t max_pixels = kDefaultMaxImagePixels);
 
 /// Field of view: the bounding box of the retina disc, in pixels. Found by thresholding
 /// the smoothed brightness (max of R, G, B) at max(10, 0.05 * its 99th percentile) on a

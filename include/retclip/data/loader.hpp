@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "retclip/data/bad_samples.hpp"
 #include "retclip/data/image.hpp"
 #include "retclip/data/sample.hpp"
 #include "retclip/data/sampler.hpp"
@@ -54,11 +55,15 @@ class SampleSource {
   virtual std::string describe(int64_t i) const = 0;
   /// Pixel size of the images load() returns (0 = decided by the loader's image_size).
   virtual int64_t image_size() const { return 0; }
+  /// Patient of sample i, when known without loading it: bad samples are counted per
+  /// patient (in the RET-CLIP layout several samples share one patient's images).
+  virtual std::string patient_id(int64_t /*i*/) const { return ""; }
 };
 
-/// Manifest rows: decode_image + fundus_preprocess(image_size) on every load.
+/// Manifest rows: decode_image(max_pixels) + fundus_preprocess(image_size) on every load.
 std::shared_ptr<SampleSource> make_manifest_source(std::vector<Sample> samples,
-                                                   int64_t image_size);
+                                                   int64_t image_size,
+                                                   int64_t max_pixels = kDefaultMaxImagePixels);
 /// Packed shards: pixels are views into the mmap (no decode, no copy until collate).
 std::shared_ptr<SampleSource> make_shard_source(std::shared_ptr<const ShardReader> reader);
 /// Pre-decoded samples held in memory (tests, small demos).
@@ -79,6 +84,9 @@ struct LoaderOptions {
   bool drop_last = true;
   bool pin_memory = false;  ///< pinned host memory, only when CUDA is available
   BadSamplePolicy policy = BadSamplePolicy::kSkip;
+  /// Where every bad sample found while loading is listed (null: only counted and the
+  /// first few logged).
+  std::shared_ptr<BadSampleLog> bad_log;
 };
 
 struct Batch {
@@ -117,7 +125,8 @@ class Loader {
   int64_t steps_per_epoch() const { return sampler_.steps_per_epoch(); }
   int64_t size() const { return source_->size(); }
   const LoaderOptions& options() const { return opts_; }
-  /// Distinct samples found bad so far (policy kSkip replaced them).
+  /// Patients found bad so far (policy kSkip replaced their samples); a source without
+  /// patient ids counts samples.
   int64_t bad_samples() const;
   /// Most batches ever held at once (in flight + ready); never above prefetch.
   int64_t peak_buffered() const;
@@ -156,7 +165,9 @@ class Loader {
   std::map<int64_t, Result> ready_;
 
   mutable std::mutex bad_mu_;
-  std::set<int64_t> bad_;
+  std::set<int64_t> bad_;              ///< sample indices never to load again
+  std::set<std::string> bad_patients_;  ///< patients counted as bad
+  int64_t bad_count_ = 0;
 };
 
 }  // namespace retclip::data

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "retclip/data/image_check.hpp"
 #include "retclip/data/sample.hpp"
 
 namespace retclip::data {
@@ -178,6 +179,7 @@ struct PackOptions {
   int64_t threads = 0;            ///< 0 = cores available
   int64_t shard_size = 1000;      ///< input rows per shard
   BadSamplePolicy on_bad_sample = BadSamplePolicy::kSkip;
+  int64_t max_image_pixels = kDefaultMaxImagePixels;  ///< --max-image-pixels (<= 0: none)
   bool progress = true;
 };
 
@@ -185,8 +187,9 @@ struct PackReport {
   int64_t records = 0;            ///< records in the set
   int64_t shards = 0;
   int64_t shards_reused = 0;      ///< complete shards kept from an interrupted run
-  int64_t bad_samples = 0;        ///< skipped in this run
-  std::vector<BadSample> bad_examples;  ///< first few (file/row + reason)
+  int64_t bad_samples = 0;        ///< patients skipped in this run
+  std::vector<BadSample> bad;     ///< every one of them (file/row + reason), input order
+  std::string bad_list;           ///< the bad_samples.tsv listing them (pack_dataset)
   double seconds = 0;
 };
 
@@ -205,8 +208,10 @@ struct PackHooks {
 PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& options,
                         const PackHooks& hooks);
 
-/// `retclip pack`: reads the manifest, decodes + fundus-preprocesses in threads,
-/// tokenizes, and calls pack_samples. Defined in loader.cpp (needs the image pipeline).
+/// `retclip pack`: reads the manifest, pre-checks every image (precheck_samples),
+/// decodes + fundus-preprocesses in threads, tokenizes, and calls pack_samples. Every
+/// bad sample is listed in <out>/bad_samples.tsv (PackReport::bad_list). Defined in
+/// loader.cpp (needs the image pipeline).
 PackReport pack_dataset(const PackOptions& options);
 
 }  // namespace retclip::data

@@ -134,6 +134,22 @@ struct LoadReport {
 LoadReport apply_state_dict(torch::nn::Module& module, const StateDict& sd, bool strict,
                             const std::string& prefix_filter = "");
 
+/// What a pretrained weights file holds, and so which key map and scope it loads with.
+enum class Pretrained {
+  kFull,    ///< a retclip or RET-CLIP checkpoint, every key, strict (model.init.full)
+  kVision,  ///< OpenAI CLIP / OpenCLIP ViT weights into `visual.*` (model.init.vision)
+  kText,    ///< Hugging Face BERT weights into `bert.*` (model.init.text)
+};
+
+/// Loads the weights file `path` into `module` as `kind` says (the key map above, then
+/// apply_state_dict; for kVision the positional embedding is resized to `vision_grid`
+/// patches per side when > 0). `key` is where the user named the file (a config key
+/// such as "model.init.full", or a CLI flag such as "--weights"). Every error, from the
+/// file format through non-finite tensors to missing keys, names `key` and `path`, and
+/// its hint names config keys or flags only.
+LoadReport load_pretrained(torch::nn::Module& module, const std::filesystem::path& path,
+                           Pretrained kind, const std::string& key, int64_t vision_grid = 0);
+
 /// The module's parameters and buffers as a StateDict (detached, sharing storage).
 StateDict module_state_dict(const torch::nn::Module& module);
 

@@ -18,8 +18,13 @@ namespace retclip::train {
 
 class TrainData {
  public:
-  /// Opens data.train (and data.val when set) as configured, for this rank.
-  static TrainData open(const config::Config& cfg, int64_t rank, int64_t world);
+  /// Opens data.train (and data.val when set) as configured, for this rank. Manifest
+  /// and RET-CLIP data are pre-checked (every image's file and header) before this
+  /// returns: data.on_bad_sample fail throws naming the first bad row. Every bad sample,
+  /// found now or later by the loaders, is listed in <run_dir>/bad_samples.tsv
+  /// (bad_samples.rank<r>.tsv on rank r > 0); an empty run_dir means log.dir.
+  static TrainData open(const config::Config& cfg, int64_t rank, int64_t world,
+                        const std::string& run_dir = "");
   /// Opens only `path` as an evaluation split (no training loader).
   static TrainData open_eval(const config::Config& cfg, const std::string& path);
 
@@ -33,8 +38,10 @@ class TrainData {
   /// Sampler position of the next training batch (world-size independent).
   nlohmann::json state() const;
   void restore(const nlohmann::json& s);
-  /// Training samples found bad so far (replaced under policy skip).
+  /// Training samples found bad so far by the loader (replaced under policy skip).
   int64_t bad_samples() const;
+  /// The bad_samples.tsv of this run ("" for evaluation data).
+  std::string bad_sample_list() const;
 
   bool has_val() const { return val_ != nullptr; }
   int64_t val_size() const;
@@ -43,6 +50,7 @@ class TrainData {
 
  private:
   std::shared_ptr<const data::Tokenizer> tokenizer_;
+  std::shared_ptr<data::BadSampleLog> bad_log_;
   std::unique_ptr<data::Loader> train_, val_;
   std::string train_desc_, val_desc_;
 };

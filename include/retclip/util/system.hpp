@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace retclip::util {
@@ -31,6 +32,30 @@ SystemInfo system_info();
 /// Sets LibTorch's intra-op threads: `n` > 0 as given, 0 = the cores available to
 /// this process (affinity mask). Returns the number now in use.
 int64_t configure_threads(int64_t n);
+
+/// OpenMP wait policy when the environment sets none (docs/PERFORMANCE.md, "Throughput
+/// under CPU contention"): an idle thread sleeps at once instead of spinning. libgomp's
+/// own default spins 300000 rounds at every barrier: with other processes busy on the
+/// cores, the spinning threads take the time their descheduled partners need and a
+/// training step becomes many times slower.
+constexpr const char* kDefaultOmpWaitPolicy = "PASSIVE";
+
+/// The variables retclip puts into its environment when the user set neither
+/// OMP_WAIT_POLICY nor GOMP_SPINCOUNT: {"OMP_WAIT_POLICY", kDefaultOmpWaitPolicy}, plus
+/// RETCLIP_OPENMP_DEFAULTS=1 marking that retclip chose it. Empty when the user set one.
+std::vector<std::pair<std::string, std::string>> openmp_env_defaults(const char* omp_wait_policy,
+                                                                     const char* gomp_spincount);
+
+/// Called first in main(). libgomp reads its settings once, when it is loaded (before
+/// main), so the defaults of openmp_env_defaults take effect only in a new process
+/// image: this sets them and re-executes /proc/self/exe with the same arguments (same
+/// process id). Returns when nothing is missing, or when exec fails (the run then goes
+/// on with libgomp's defaults).
+void reexec_with_openmp_defaults(char** argv);
+
+/// The OpenMP wait settings in effect, for `retclip info` and run.json:
+/// "OMP_WAIT_POLICY=PASSIVE (retclip default)", "GOMP_SPINCOUNT=1000 (environment)".
+std::string openmp_wait_description();
 
 /// Cores this process may run on (sched_getaffinity), at least 1.
 int64_t available_cores();
