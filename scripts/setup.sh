@@ -40,8 +40,8 @@ fi
 # Oracles for the numeric tests and the PyTorch benchmarks (never used by retclip itself).
 # Pinned to the versions the oracle tests were written against.
 py_pkgs=("numpy==2.4.6" "safetensors==0.8.0" "transformers==5.24.0" "open_clip_torch==3.3.0"
-  "tensorboard==2.21.0" "torchvision==0.26.0" "pillow==13.0.0")
-if ! $PY -c 'import numpy, safetensors, transformers, open_clip, tensorboard, torchvision, PIL' 2>/dev/null; then
+  "tensorboard==2.21.0" "torchvision==0.26.0" "pillow==13.0.0" "scikit-learn==1.9.1")
+if ! $PY -c 'import numpy, safetensors, transformers, open_clip, tensorboard, torchvision, PIL, sklearn' 2>/dev/null; then
   echo "setup: installing Python test oracles: ${py_pkgs[*]}"
   $PY -m pip install -q --disable-pip-version-check "${py_pkgs[@]}"
   installed+=("pip: ${py_pkgs[*]}")
