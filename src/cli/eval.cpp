@@ -42,11 +42,25 @@ retclip::cli::RunFn add_eval(CLI::App& app) {
     auto r = train::evaluate(net, data.val_source(device), data.val_size(), opts,
                              train::parse_precision(cfg.train.precision));
     fmt::print("checkpoint {}\n{}", ck.dir.string(), r.to_string());
+    // Recall is tie-aware: identical reports are one target (docs/EVALUATION.md).
+    for (model::Level l : model::kLevels) {
+      const eval::RecallResult& rr = r.recall[l];
+      if (rr.n == 0) continue;
+      fmt::print("  {:<8} {} distinct reports among {} pairs; recall counts each report once "
+                 "(chance i2t@1 {:.1f}%, t2i@1 {:.1f}%)\n",
+                 model::level_name(l), rr.distinct_texts, rr.n, 100 * rr.chance.at(1),
+                 100 * rr.chance_t2i.at(1));
+    }
     if (!a->out.empty()) {
       nlohmann::json j = r.metrics();
       j["checkpoint"] = ck.dir.string();
       j["patients"] = r.patients;
-      for (int64_t k : {1, 5, 10}) j[fmt::format("chance_r@{}", k)] = r.recall[model::Level::kPatient].chance.at(k);
+      const eval::RecallResult& rp = r.recall[model::Level::kPatient];
+      for (int64_t k : {1, 5, 10}) {
+        j[fmt::format("chance_r@{}", k)] = rp.chance.at(k);
+        j[fmt::format("chance_t2i_r@{}", k)] = rp.chance_t2i.at(k);
+      }
+      j["distinct_reports"] = rp.distinct_texts;
       util::write_file_atomic(a->out, j.dump(2));
     }
     return 0;

@@ -104,6 +104,17 @@ std::vector<Field> schema(Config& c) {
                       leaf("tensorboard", c.log.tensorboard), leaf("level", c.log.level)}),
       section("dist", {leaf("backend", c.dist.backend), leaf("timeout_s", c.dist.timeout_s),
                        leaf("bucket_mb", c.dist.bucket_mb)}),
+      section("eval",
+              {section("probe", {leaf("every_steps", c.eval.probe.every_steps),
+                                 leaf("data", c.eval.probe.data),
+                                 leaf("classes", c.eval.probe.classes),
+                                 leaf("level", c.eval.probe.level),
+                                 leaf("feature", c.eval.probe.feature),
+                                 leaf("shots", c.eval.probe.shots),
+                                 leaf("balanced", c.eval.probe.balanced),
+                                 leaf("val_fraction", c.eval.probe.val_fraction),
+                                 leaf("test_fraction", c.eval.probe.test_fraction),
+                                 leaf("split_seed", c.eval.probe.split_seed)})}),
   };
 }
 

@@ -200,6 +200,18 @@ void validate_with(const Config& c, const Origins& origins) {
            "NCCL only moves CUDA tensors");
   k.gt("dist.timeout_s", c.dist.timeout_s, 0.0);
   k.gt("dist.bucket_mb", c.dist.bucket_mb, 0.0);
+
+  // eval
+  const auto& pr = c.eval.probe;
+  k.ge("eval.probe.every_steps", pr.every_steps, 0, "0 turns the probe off");
+  if (pr.every_steps > 0 && pr.data.empty())
+    k.fail("eval.probe.data", "a labelled manifest or class folder when eval.probe.every_steps > 0",
+           "nothing", "set eval.probe.data, or eval.probe.every_steps: 0");
+  k.one_of("eval.probe.level", pr.level, {"auto", "eye", "patient"});
+  k.one_of("eval.probe.feature", pr.feature, {"pre_proj", "post_proj"});
+  k.ge("eval.probe.shots", pr.shots, 0, "0 trains on all of train");
+  k.half_open("eval.probe.val_fraction", pr.val_fraction, 0.0, 1.0);
+  k.half_open("eval.probe.test_fraction", pr.test_fraction, 0.0, 1.0);
 }
 
 }  // namespace retclip::config::detail

@@ -113,6 +113,10 @@ void VisionTransformerImpl::reset_parameters() {
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
+  return torch::matmul(forward_cls(images), proj);  // [B, E]
+}
+
+torch::Tensor VisionTransformerImpl::forward_cls(const torch::Tensor& images) {
   const auto& o = options_;
   RETCLIP_CHECK(images.dim() == 4 && images.size(1) == 3 && images.size(2) == o.image_size() &&
                     images.size(3) == o.image_size(),
@@ -133,8 +137,7 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
       x = blk->forward(x);
     }
   }
-  x = ln_post->forward(x.select(1, 0));  // [B, D]
-  return torch::matmul(x, proj);         // [B, E]
+  return ln_post->forward(x.select(1, 0));  // [B, D]
 }
 
 void VisionTransformerImpl::pretty_print(std::ostream& stream) const {

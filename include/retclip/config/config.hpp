@@ -157,6 +157,25 @@ struct DistConfig {
   double bucket_mb = 25;
 };
 
+/// eval.probe: a linear probe of the image encoder on a labelled set during pretraining
+/// (docs/EVALUATION.md); off while every_steps is 0.
+struct ProbeConfig {
+  int64_t every_steps = 0;            ///< steps between probes; 0 = never
+  std::string data;                   ///< labelled manifest or class folder root
+  std::vector<std::string> classes;   ///< class order (required for flag-string labels)
+  std::string level = "auto";         ///< auto | eye | patient
+  std::string feature = "post_proj";  ///< pre_proj | post_proj
+  int64_t shots = 0;                  ///< K rows per class (0 = all of train)
+  bool balanced = false;              ///< balanced class weights
+  double val_fraction = 0.2;          ///< drawn from train when there is no val split
+  double test_fraction = 0.0;         ///< drawn when the set has no split column
+  uint64_t split_seed = 0;
+};
+
+struct EvalConfig {
+  ProbeConfig probe;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
@@ -166,6 +185,7 @@ struct Config {
   CheckpointConfig checkpoint;
   LogConfig log;
   DistConfig dist;
+  EvalConfig eval;
 };
 
 /// Loads defaults, then `path` (empty = none), then each "a.b=c" override, then

@@ -87,6 +87,9 @@ class VisionTransformerImpl : public torch::nn::Module {
   /// Projected CLS feature (not normalised): ln_post(x[:, 0]) @ proj.
   /// Shape: images [B, 3, S, S] (S = image_size) -> [B, E].
   torch::Tensor forward(const torch::Tensor& images);
+  /// CLS feature before the projection: ln_post(x[:, 0]) (what CLIP probes call the
+  /// pre-projection feature). Shape: images [B, 3, S, S] -> [B, D].
+  torch::Tensor forward_cls(const torch::Tensor& images);
 
   void pretty_print(std::ostream& stream) const override;
 

@@ -1,0 +1,78 @@
+// Frozen-encoder features of a labelled set, extracted through the data loader's worker
+// threads (decode + fundus crop + resize overlap the forward pass), cached as safetensors
+// with the item ids in the metadata.
+//
+//   eval::Encoder enc = eval::load_encoder("export/");            // or a checkpoint step dir
+//   eval::FeatureOptions fo;  fo.level = "eye";  fo.feature = "post_proj";
+//   eval::Features f = eval::extract_features(enc, set.items, fo);   // f.x [N, E]
+//   eval::save_features("feats.safetensors", f);  auto g = eval::load_features(...);
+//
+// Features (not normalised), for one eye image v and a patient with eyes l, r:
+//   eye     pre_proj   ln_post(CLS)                  [D]
+//           post_proj  ViT output, ln_post(CLS) @ visual.proj   [E]
+//           mapping    left/right_feature_mapping(post_proj) by the eye's laterality
+//                      (eyes of unknown laterality are refused) [E]
+//   patient pre_proj   cat(pre_proj(l), pre_proj(r))  [2D]
+//           post_proj  global_feature_mapping(cat(post_proj(l), post_proj(r))) [E]
+//   A missing eye of a patient is replaced by the present one, as in training.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "retclip/config/config.hpp"
+#include "retclip/eval/labels.hpp"
+#include "retclip/model/retclip.hpp"
+
+namespace retclip::eval {
+
+/// A RetClip model with the preprocessing it was trained with.
+struct Encoder {
+  model::RetClip net{nullptr};
+  config::Config cfg;
+  std::string source;          ///< export or checkpoint directory
+  std::string tokenizer_path;  ///< tokenizer file (export: beside the weights; checkpoint: config)
+  bool has_text = false;       ///< the weights include the text tower
+};
+
+/// `dir`: an export directory (retclip.json + full.safetensors or vision.safetensors), or
+/// a checkpoint, checkpoints or run directory (its newest complete checkpoint).
+Encoder load_encoder(const std::filesystem::path& dir);
+
+/// The shape `enc` has, freshly initialised with `seed` (a baseline for the probe).
+Encoder random_encoder(const Encoder& enc, uint64_t seed);
+
+struct FeatureOptions {
+  std::string level = "eye";          ///< "eye" | "patient"
+  std::string feature = "post_proj";  ///< "pre_proj" | "post_proj"
+  bool mapping = false;               ///< eye level: apply left/right_feature_mapping
+  int64_t batch_size = 64;
+  int64_t workers = 2;
+  std::string device = "auto";  ///< "auto" | "cpu" | "cuda"
+  data::BadSamplePolicy policy = data::BadSamplePolicy::kFail;
+};
+
+struct Features {
+  at::Tensor x;                  ///< [N, F] float32
+  std::vector<std::string> ids;  ///< item id per row
+  std::string level, feature;
+  bool mapping = false;
+  std::vector<std::string> missing;  ///< ids that could not be loaded (policy skip)
+  double seconds = 0;                ///< wall time of the extraction
+};
+
+/// Items must be of the requested level (eye items for "eye", patient items for "patient").
+Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
+                          const FeatureOptions& options);
+
+void save_features(const std::filesystem::path& path, const Features& f, const std::string& source);
+Features load_features(const std::filesystem::path& path);
+
+/// "auto" -> CUDA when available, else CPU.
+at::Device pick_device(const std::string& name);
+
+}  // namespace retclip::eval

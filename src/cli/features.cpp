@@ -1,0 +1,58 @@
+// `retclip features`: frozen-encoder features of a labelled set, cached as safetensors
+// plus ids (docs/EVALUATION.md).
+#include <fmt/format.h>
+
+#include "command.hpp"
+#include "retclip/eval/features.hpp"
+
+namespace {
+
+struct FeaturesArgs {
+  std::string weights, checkpoint, data, classes, out, on_bad = "fail", level = "eye";
+  retclip::eval::FeatureOptions fo;
+};
+
+retclip::cli::RunFn add_features(CLI::App& app) {
+  auto a = std::make_shared<FeaturesArgs>();
+  auto* sub = app.add_subcommand("features", "Extract frozen-encoder features of a labelled set");
+  sub->add_option("--weights", a->weights, "export directory (retclip.json)");
+  sub->add_option("--checkpoint", a->checkpoint, "step-N, checkpoints or run directory");
+  sub->add_option("--data", a->data, "labelled manifest (.csv/.jsonl) or class folder root")
+      ->required();
+  sub->add_option("--classes", a->classes, "class order, comma-separated (flag-string labels)");
+  sub->add_option("--out", a->out, "output .safetensors file")->required();
+  sub->add_option("--level", a->level, "eye | patient");
+  sub->add_option("--feature", a->fo.feature, "pre_proj | post_proj");
+  sub->add_flag("--mapping", a->fo.mapping, "eye level: apply the left/right feature mappings");
+  sub->add_option("--batch", a->fo.batch_size, "images (eye) or patients per forward pass");
+  sub->add_option("--workers", a->fo.workers, "loader worker threads");
+  sub->add_option("--device", a->fo.device, "auto | cpu | cuda");
+  sub->add_option("--on-bad-sample", a->on_bad, "fail | skip (as data.on_bad_sample)");
+  return [a] {
+    using namespace retclip;
+    RETCLIP_CHECK_USAGE(a->weights.empty() != a->checkpoint.empty(),
+                        "give exactly one of --weights and --checkpoint. HINT: --weights "
+                        "EXPORT_DIR or --checkpoint RUN_DIR");
+    eval::Encoder enc = eval::load_encoder(
+        a->weights.empty() ? a->checkpoint : a->weights);
+    eval::LabelOptions lo;
+    lo.path = a->data;
+    lo.level = a->level;
+    lo.classes = eval::parse_class_list(a->classes);
+    lo.policy = data::parse_bad_sample_policy(a->on_bad);
+    lo.draw_splits = false;  // splits are the probe's business; every item gets a feature
+    eval::LabelledSet set = eval::read_labelled(lo);
+    a->fo.level = set.level;
+    a->fo.policy = lo.policy;
+    eval::Features f = eval::extract_features(enc, set.items, a->fo);
+    eval::save_features(a->out, f, enc.source);
+    fmt::print("features: {} {} {} features [{} x {}] in {:.1f} s ({:.1f} items/s) -> {}\n",
+               f.ids.size(), f.level, f.feature, f.x.size(0), f.x.size(1), f.seconds,
+               static_cast<double>(f.ids.size()) / f.seconds, a->out);
+    return 0;
+  };
+}
+
+}  // namespace
+
+RETCLIP_COMMAND(features, add_features);

@@ -1,0 +1,189 @@
+// Labelled-set readers: each label column form, the folder layout, split draws and the
+// bad-row policy, on small files written here.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "retclip/eval/labels.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
+
+namespace fs = std::filesystem;
+using namespace retclip;
+using namespace retclip::eval;
+
+namespace {
+
+class Labels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("retclip_labels_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { util::remove_tree(dir_); }
+  std::string write(const std::string& name, const std::string& text) {
+    util::write_file_atomic(dir_ / name, text);
+    return (dir_ / name).string();
+  }
+  fs::path dir_;
+};
+
+}  // namespace
+
+TEST_F(Labels, FlagStringsInDeclaredOrder) {
+  LabelOptions o;
+  o.path = write("m.csv",
+                 "patient_id,left_image,right_image,labels,split\n"
+                 "1,a.jpg,b.jpg,101,train\n2,c.jpg,,010,test\n3,,d.jpg,001,val\n");
+  o.classes = {"N", "D", "G"};
+  auto s = read_labelled(o);
+  EXPECT_EQ(s.level, "patient");
+  EXPECT_TRUE(s.multi_label);
+  ASSERT_EQ(s.items.size(), 3u);
+  EXPECT_EQ(s.items[0].target, (std::vector<float>{1, 0, 1}));
+  EXPECT_EQ(s.items[0].left.path, (dir_ / "a.jpg").string());
+  EXPECT_FALSE(s.items[1].right.present());
+  EXPECT_EQ(s.indices("test"), (std::vector<int64_t>{1}));
+  EXPECT_FALSE(s.val_drawn);
+  o.classes = {"N", "D"};  // flags of length 3 do not fit two classes
+  EXPECT_THROW(read_labelled(o), UsageError);
+  o.classes.clear();
+  try {
+    read_labelled(o);
+    FAIL() << "flags without --classes must be refused";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("--classes"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Labels, ClassNameColumnAndPerClassColumns) {
+  LabelOptions o;
+  o.path = write("m.csv",
+                 "patient_id,left_image,right_image,label,split\n"
+                 "1,a.jpg,b.jpg,glaucoma,train\n2,c.jpg,,normal,test\n3,e.jpg,,normal,train\n");
+  auto s = read_labelled(o);
+  EXPECT_FALSE(s.multi_label);
+  EXPECT_EQ(s.classes, (std::vector<std::string>{"glaucoma", "normal"}));  // sorted
+  EXPECT_EQ(s.items[1].label, 1);
+  o.classes = {"normal", "glaucoma"};  // declared order wins
+  EXPECT_EQ(read_labelled(o).items[1].label, 0);
+
+  o.path = write("p.csv",
+                 "patient_id,left_image,right_image,dr,amd,split\n"
+                 "1,a.jpg,b.jpg,1,0,train\n2,c.jpg,,1,1,test\n");
+  o.classes = {"dr", "amd"};
+  auto p = read_labelled(o);
+  EXPECT_TRUE(p.multi_label);
+  EXPECT_EQ(p.items[1].target, (std::vector<float>{1, 1}));
+}
+
+TEST_F(Labels, PerEyeLabelsMakeOneItemPerEye) {
+  LabelOptions o;
+  o.path = write("m.jsonl",
+                 "{\"patient_id\":\"p1\",\"left_image\":\"l.jpg\",\"right_image\":\"r.jpg\","
+                 "\"left_label\":\"drusen\",\"right_label\":\"normal\",\"split\":\"train\"}\n"
+                 "{\"patient_id\":\"p2\",\"left_image\":\"l2.jpg\",\"right_image\":\"\","
+                 "\"left_label\":\"normal\",\"right_label\":\"\",\"split\":\"test\"}\n");
+  auto s = read_labelled(o);
+  EXPECT_EQ(s.level, "eye");
+  ASSERT_EQ(s.items.size(), 3u);
+  EXPECT_EQ(s.items[1].id, "p1:right");
+  EXPECT_EQ(s.items[1].eye, Eye::kRight);
+  EXPECT_EQ(s.items[1].image().path, (dir_ / "r.jpg").string());
+  EXPECT_FALSE(s.items[1].left.present());
+  EXPECT_EQ(s.items[0].label, 0);  // drusen
+}
+
+TEST_F(Labels, BadRowsFollowThePolicy) {
+  LabelOptions o;
+  o.path = write("m.csv",
+                 "patient_id,left_image,right_image,label,split\n"
+                 "1,a.jpg,,glaucoma,train\n2,c.jpg,,,test\n3,,,normal,train\n4,x.jpg,,normal,"
+                 "holdout\n5,y.jpg,,normal,test\n");
+  try {
+    read_labelled(o);
+    FAIL() << "kFail must throw";
+  } catch (const UsageError& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("m.csv row 3"), std::string::npos) << w;
+    EXPECT_NE(w.find("HINT"), std::string::npos) << w;
+  }
+  o.policy = data::BadSamplePolicy::kSkip;
+  auto s = read_labelled(o);
+  EXPECT_EQ(s.items.size(), 2u);
+  ASSERT_EQ(s.bad.size(), 3u);
+  EXPECT_NE(s.bad[2].reason.find("holdout"), std::string::npos);
+}
+
+TEST_F(Labels, FolderLayout) {
+  for (const char* f : {"train/normal/1.jpg", "train/normal/2.png", "train/glaucoma/3.jpg",
+                        "test/normal/4.jpg", "test/glaucoma/5.jpg", "val/glaucoma/6.jpg"}) {
+    fs::create_directories((dir_ / "set" / f).parent_path());
+    util::write_file_atomic(dir_ / "set" / f, "x");
+  }
+  LabelOptions o;
+  o.path = (dir_ / "set").string();
+  auto s = read_labelled(o);
+  EXPECT_EQ(s.level, "eye");
+  EXPECT_EQ(s.classes, (std::vector<std::string>{"glaucoma", "normal"}));
+  EXPECT_EQ(s.items.size(), 6u);
+  EXPECT_EQ(s.indices("val").size(), 1u);
+  EXPECT_EQ(s.items[0].eye, Eye::kUnknown);
+  util::write_file_atomic(dir_ / "set/train/normal/notes.txt", "x");
+  EXPECT_THROW(read_labelled(o), UsageError);
+  o.policy = data::BadSamplePolicy::kSkip;
+  EXPECT_EQ(read_labelled(o).bad.size(), 1u);
+}
+
+TEST_F(Labels, DrawnSplitsAreStratifiedSeededAndKeepPatientsTogether) {
+  std::string csv = "patient_id,left_image,right_image,left_label,right_label\n";
+  for (int i = 0; i < 60; ++i) {
+    const char* c = i % 3 == 0 ? "a" : "b";
+    csv += std::to_string(i) + ",l.jpg,r.jpg," + c + "," + c + "\n";
+  }
+  LabelOptions o;
+  o.path = write("m.csv", csv);
+  o.test_fraction = 0.25;
+  o.val_fraction = 0.2;
+  o.seed = 5;
+  auto s = read_labelled(o);
+  EXPECT_TRUE(s.test_drawn);
+  EXPECT_TRUE(s.val_drawn);
+  // 20 "a" and 40 "b" patients: 5 + 10 to test, then 4 + 6 of the rest to val (eyes x2).
+  EXPECT_EQ(s.indices("test").size(), 30u);
+  EXPECT_EQ(s.indices("val").size(), 20u);
+  int a_test = 0;
+  for (int64_t i : s.indices("test")) a_test += s.items[i].label == 0;
+  EXPECT_EQ(a_test, 10);
+  std::map<std::string, std::set<std::string>> splits_of;
+  for (const auto& it : s.items) splits_of[it.patient_id].insert(it.split);
+  for (const auto& [pid, sp] : splits_of) EXPECT_EQ(sp.size(), 1u) << pid;
+  EXPECT_EQ(read_labelled(o).split_hash("test"), s.split_hash("test"));
+  o.seed = 6;
+  EXPECT_NE(read_labelled(o).split_hash("test"), s.split_hash("test"));
+  o.test_fraction = 0;
+  EXPECT_THROW(read_labelled(o), UsageError);
+}
+
+TEST_F(Labels, NameListsAsSynthWritesThem) {
+  LabelOptions o;
+  o.path = write("train.csv",
+                 "patient_id,left_image,right_image,report,split,left_labels,right_labels,"
+                 "patient_labels\n"
+                 "s1,l.png,r.png,x,train,dr2;drusen,normal,dr2;drusen\n"
+                 "s2,l2.png,,x,test,glaucoma,,glaucoma\n");
+  o.level = "eye";
+  auto e = read_labelled(o);
+  EXPECT_TRUE(e.multi_label);
+  EXPECT_EQ(e.classes, (std::vector<std::string>{"dr2", "drusen", "glaucoma", "normal"}));
+  ASSERT_EQ(e.items.size(), 3u);  // s2 has no right eye
+  EXPECT_EQ(e.items[0].target, (std::vector<float>{1, 1, 0, 0}));
+  o.level = "patient";
+  auto p = read_labelled(o);
+  EXPECT_EQ(p.items.size(), 2u);
+  EXPECT_EQ(p.classes, (std::vector<std::string>{"dr2", "drusen", "glaucoma"}));
+}
