@@ -4,6 +4,7 @@
 
 #include "command.hpp"
 #include "retclip/eval/features.hpp"
+#include "retclip/util/error.hpp"
 
 namespace {
 

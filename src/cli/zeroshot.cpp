@@ -6,6 +6,7 @@
 
 #include "command.hpp"
 #include "retclip/eval/zeroshot.hpp"
+#include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 
 namespace {

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #ifdef RETCLIP_WITH_IMGCODECS
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #endif
 
 #include <cstdlib>

@@ -58,14 +58,14 @@ std::string damaged_mid_scan(std::string jpg) {
   return jpg;
 }
 
-struct Run {
+struct DataRun {
   fs::path dir, run_dir;
   config::Config cfg;
 };
 
 /// Three good patients followed by `bad_rows` (csv lines naming files in dir).
-Run make_run(const std::string& name, const std::string& bad_rows, const std::string& policy) {
-  Run r;
+DataRun make_run(const std::string& name, const std::string& bad_rows, const std::string& policy) {
+  DataRun r;
   r.dir = fs::temp_directory_path() / ("retclip_data_stream_" + std::to_string(::getpid())) / name;
   fs::remove_all(r.dir);
   fs::create_directories(r.dir);
@@ -98,7 +98,7 @@ Run make_run(const std::string& name, const std::string& bad_rows, const std::st
 
 TEST(TrainData, FailStopsBeforeTheFirstStepNamingTheFirstBadRowAndTheCount) {
   // Before: open() succeeded and the loader failed only when it reached the row.
-  Run r = make_run("fail", "B0,g0.jpg,missing.jpg,x\nB1,notes.jpg,,x\n", "fail");
+  DataRun r = make_run("fail", "B0,g0.jpg,missing.jpg,x\nB1,notes.jpg,,x\n", "fail");
   write_bytes(r.dir / "notes.jpg", "left eye normal\n");
   try {
     train::TrainData::open(r.cfg, 0, 1);
@@ -117,7 +117,7 @@ TEST(TrainData, FailStopsBeforeTheFirstStepNamingTheFirstBadRowAndTheCount) {
 }
 
 TEST(TrainData, SkipDropsThemAndListsThemInTheRunDirectory) {
-  Run r = make_run("skip", "B0,g0.jpg,missing.jpg,x\nB1,adir,,x\n", "skip");
+  DataRun r = make_run("skip", "B0,g0.jpg,missing.jpg,x\nB1,adir,,x\n", "skip");
   fs::create_directories(r.dir / "adir");
   const fs::path other_run = r.dir / "explicit-run";
   auto d = train::TrainData::open(r.cfg, 0, 1, other_run.string());
@@ -132,7 +132,7 @@ TEST(TrainData, SkipDropsThemAndListsThemInTheRunDirectory) {
 
 TEST(TrainData, JpegDamagedMidScanStopsTheLoaderByName) {
   // The pre-check reads headers only; the damage is in the scan, found when decoding.
-  Run r = make_run("scan", "B9,scan.jpg,,left eye normal\n", "fail");
+  DataRun r = make_run("scan", "B9,scan.jpg,,left eye normal\n", "fail");
   write_bytes(r.dir / "scan.jpg", damaged_mid_scan(fundus_jpeg(7)));
   r.cfg.train.batch_size = 4;  // the first batch holds every row
   r.cfg.data.drop_last = false;
