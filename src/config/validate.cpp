@@ -76,6 +76,9 @@ void validate_with(const Config& c, const Origins& origins) {
   // model
   const auto& v = c.model.vision;
   k.one_of("model.vision.preset", v.preset, vision_preset_names());
+  if (v.preset == "checkpoint" && c.model.init.vision.empty())
+    k.fail("model.init.vision", "a CLIP ViT checkpoint (model.vision.preset is `checkpoint`)",
+           "nothing", "set model.init.vision, or pick a named preset such as ViT-B-16");
   if (v.image_size != 0) k.closed("model.vision.image_size", v.image_size, 16, 4096);
   k.ge("model.vision.patch_size", v.patch_size, 0, "0 takes the preset's");
   if (v.patch_size > 0 && v.image_size > 0 && v.image_size % v.patch_size != 0)
@@ -92,6 +95,9 @@ void validate_with(const Config& c, const Origins& origins) {
 
   const auto& t = c.model.text;
   k.one_of("model.text.preset", t.preset, text_preset_names());
+  if (t.preset == "hf" && c.model.init.text.empty())
+    k.fail("model.init.text", "a Hugging Face BERT folder (model.text.preset is `hf`)", "nothing",
+           "set model.init.text to a folder with config.json and model.safetensors");
   k.ge("model.text.vocab_size", t.vocab_size, 0, "0 takes the preset's");
   k.ge("model.text.hidden", t.hidden, 0, "0 takes the preset's");
   k.ge("model.text.layers", t.layers, 0, "0 takes the preset's");
@@ -220,14 +226,14 @@ namespace retclip::config {
 
 const std::vector<std::string>& vision_preset_names() {
   static const std::vector<std::string> names{"ViT-B-16", "ViT-L-14", "ViT-S-8", "vit-tiny",
-                                              "vit-micro"};
+                                              "vit-micro", "checkpoint"};
   return names;
 }
 
 const std::vector<std::string>& text_preset_names() {
   static const std::vector<std::string> names{
       "RoBERTa-wwm-ext-base-chinese", "RoBERTa-wwm-ext-large-chinese", "RBT3-chinese",
-      "bert-base-uncased", "bert-tiny", "bert-micro"};
+      "bert-base-uncased", "bert-tiny", "bert-micro", "hf"};
   return names;
 }
 

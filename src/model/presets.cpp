@@ -54,12 +54,14 @@ std::string join_names(const std::vector<std::pair<std::string, T>>& table) {
 std::vector<std::string> vision_preset_names() {
   std::vector<std::string> out;
   for (const auto& [name, _] : vision_table()) out.push_back(name);
+  out.push_back(kVisionFromCheckpoint);
   return out;
 }
 
 std::vector<std::string> text_preset_names() {
   std::vector<std::string> out;
   for (const auto& [name, _] : text_table()) out.push_back(name);
+  out.push_back(kTextFromHf);
   return out;
 }
 

@@ -482,9 +482,14 @@ TEST(ConfigValidate, UnknownPresetsAreRefusedWithSuggestion) {
   EXPECT_HAS(err("model:\n  text:\n    preset: bert-tny\n"), "did you mean `bert-tiny`?");
   EXPECT_HAS(set_err({"model.vision.preset="}), "found ``");
   for (const auto& n : vision_preset_names())
-    EXPECT_EQ(load("", {"model.vision.preset=" + n}).model.vision.preset, n);
+    EXPECT_EQ(load("", {"model.vision.preset=" + n, "model.init.vision=v.pt"}).model.vision.preset,
+              n);
   for (const auto& n : text_preset_names())
-    EXPECT_EQ(load("", {"model.text.preset=" + n}).model.text.preset, n);
+    EXPECT_EQ(load("", {"model.text.preset=" + n, "model.init.text=bert"}).model.text.preset, n);
+  // The presets that read their sizes from pretrained files need those files named.
+  EXPECT_HAS(set_err({"model.vision.preset=checkpoint"}), "`model.init.vision`");
+  EXPECT_HAS(set_err({"model.vision.preset=checkpoint"}), "HINT: set model.init.vision");
+  EXPECT_HAS(set_err({"model.text.preset=hf"}), "`model.init.text`");
 }
 
 TEST(ConfigOverride, PrecedenceDefaultsFileSet) {

@@ -136,8 +136,8 @@ TEST(ExportRoundTrip, LibrariesReproduceRetclipAndFoldersReimportBitwise) {
                                          "Right fundus: cupping 0.7; left fundus: tessellated.",
                                          "Macular oedema OS; follow-up 6 months."};
   at::Tensor left = at::randn({B, 3, 32, 32}), right = at::randn({B, 3, 32, 32});
-  at::Tensor hl = at::tensor({1, 1, 0, 1, 1, 1}, at::kBool),
-             hr = at::tensor({1, 0, 1, 1, 1, 1}, at::kBool);
+  at::Tensor hl = at::tensor({1, 1, 0, 1, 1, 1}).to(at::kBool),
+             hr = at::tensor({1, 0, 1, 1, 1, 1}).to(at::kBool);
   left[2].zero_();
   right[1].zero_();
   at::Tensor tokens = at::zeros({B, T}, at::kLong);

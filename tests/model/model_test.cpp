@@ -225,8 +225,8 @@ TEST(Presets, LookupOverridesAndErrors) {
   EXPECT_EQ(model::text_preset("RBT3-chinese").layers(), 3);
   EXPECT_EQ(model::text_preset("bert-base-uncased").vocab_size(), 30522);
   EXPECT_EQ(model::text_preset("bert-tiny", 777).vocab_size(), 777);
-  EXPECT_EQ(model::vision_preset_names().size(), 5u);
-  EXPECT_EQ(model::text_preset_names().size(), 6u);
+  EXPECT_EQ(model::vision_preset_names().size(), 6u);
+  EXPECT_EQ(model::text_preset_names().size(), 7u);
   // Config validation accepts exactly the names the model module can build.
   EXPECT_EQ(model::vision_preset_names(), config::vision_preset_names());
   EXPECT_EQ(model::text_preset_names(), config::text_preset_names());

@@ -66,6 +66,12 @@ def single_case(rng, n, c, levels, absent):
         # own multi-class call; the probabilities keep the order of the scores per column.
         p = np.exp(s * 3.0)
         p /= p.sum(1, keepdims=True)
+        if c == 2:
+            # scikit-learn scores a binary problem on column 1 alone; retclip's macro
+            # averages both columns. On a dyadic grid 1 - p1 is exact, so both columns
+            # keep the same ties and the two definitions agree exactly.
+            p1 = np.round(p[:, 1] * 2.0**20) / 2.0**20
+            p = np.stack([1.0 - p1, p1], axis=1)
         out["probs"] = p.tolist()
         out["auroc_ovr_probs"] = float(
             roc_auc_score(y, p[:, 1]) if c == 2 else roc_auc_score(y, p, multi_class="ovr"))
