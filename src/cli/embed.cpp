@@ -14,6 +14,7 @@ retclip::cli::RunFn add_embed(CLI::App& app) {
   sub->add_option("--out", o->out, "output .safetensors file")->required();
   sub->add_option("--split", o->split, "only this split");
   sub->add_option("--batch", o->batch_size, "patients per forward pass");
+  sub->add_option("--workers", o->workers, "loader threads decoding while the model runs");
   sub->add_option("--device", o->device, "auto | cpu | cuda");
   sub->add_flag("--save-inputs", o->save_inputs, "also store the preprocessed inputs (checks)");
   return [o] {

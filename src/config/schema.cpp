@@ -114,6 +114,7 @@ std::vector<Field> schema(Config& c) {
                                  leaf("balanced", c.eval.probe.balanced),
                                  leaf("val_fraction", c.eval.probe.val_fraction),
                                  leaf("test_fraction", c.eval.probe.test_fraction),
+                                 leaf("ignore_split", c.eval.probe.ignore_split),
                                  leaf("split_seed", c.eval.probe.split_seed)})}),
   };
 }

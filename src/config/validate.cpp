@@ -218,6 +218,10 @@ void validate_with(const Config& c, const Origins& origins) {
   k.ge("eval.probe.shots", pr.shots, 0, "0 trains on all of train");
   k.half_open("eval.probe.val_fraction", pr.val_fraction, 0.0, 1.0);
   k.half_open("eval.probe.test_fraction", pr.test_fraction, 0.0, 1.0);
+  if (pr.every_steps > 0 && pr.ignore_split && pr.test_fraction <= 0)
+    k.fail("eval.probe.test_fraction",
+           "a fraction in (0, 1) when eval.probe.ignore_split draws every split anew", "0",
+           "set eval.probe.test_fraction, e.g. 0.5");
 }
 
 }  // namespace retclip::config::detail
@@ -225,15 +229,19 @@ void validate_with(const Config& c, const Origins& origins) {
 namespace retclip::config {
 
 const std::vector<std::string>& vision_preset_names() {
-  static const std::vector<std::string> names{"ViT-B-16", "ViT-L-14", "ViT-S-8", "vit-tiny",
-                                              "vit-micro", "checkpoint"};
+  static const std::vector<std::string> names{"ViT-B-16", "ViT-L-14",  "ViT-S-8",
+                                              "vit-tiny", "vit-micro", "checkpoint"};
   return names;
 }
 
 const std::vector<std::string>& text_preset_names() {
-  static const std::vector<std::string> names{
-      "RoBERTa-wwm-ext-base-chinese", "RoBERTa-wwm-ext-large-chinese", "RBT3-chinese",
-      "bert-base-uncased", "bert-tiny", "bert-micro", "hf"};
+  static const std::vector<std::string> names{"RoBERTa-wwm-ext-base-chinese",
+                                              "RoBERTa-wwm-ext-large-chinese",
+                                              "RBT3-chinese",
+                                              "bert-base-uncased",
+                                              "bert-tiny",
+                                              "bert-micro",
+                                              "hf"};
   return names;
 }
 

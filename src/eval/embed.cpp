@@ -1,5 +1,6 @@
-// retclip embed: decode, fundus-crop and tokenise each patient of a manifest, run the
-// exported model, and save the six embeddings with the patient ids.
+// retclip embed: each patient of a manifest decoded, fundus-cropped and tokenised by the
+// loader's workers (the path features take), the exported model run on each batch, and
+// the six embeddings saved with the patient ids.
 #include "retclip/eval/embed.hpp"
 
 #include <fmt/format.h>
@@ -10,9 +11,10 @@
 #include <nlohmann/json.hpp>
 
 #include "retclip/config/config.hpp"
-#include "retclip/data/image.hpp"
+#include "retclip/data/loader.hpp"
 #include "retclip/data/manifest.hpp"
 #include "retclip/data/tokenizer.hpp"
+#include "retclip/eval/features.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/util/error.hpp"
@@ -30,7 +32,8 @@ int64_t embed_manifest(const EmbedOptions& o) {
   json side = json::parse(util::read_file(side_path));
   RETCLIP_CHECK_USAGE(side.value("format", "") == "retclip-export", side_path.string(),
                       " is not a retclip export sidecar");
-  config::Config cfg = config::load_string(side.at("config").get<std::string>(), side_path.string());
+  config::Config cfg =
+      config::load_string(side.at("config").get<std::string>(), side_path.string());
   RETCLIP_CHECK_USAGE(side.at("files").contains("full"), "embed needs full.safetensors in ",
                       dir.string(), ". HINT: export with --parts full");
   const std::string tok_name = side.at("tokenizer").at("file").get<std::string>();
@@ -40,61 +43,67 @@ int64_t embed_manifest(const EmbedOptions& o) {
   model::RetClip net(model::retclip_options(cfg.model, tok->vocab_size()));
   io::load_pretrained(*net, dir / side.at("files").at("full").get<std::string>(),
                       io::Pretrained::kFull, "--weights");
-  at::Device device = (o.device != "cpu" && torch::cuda::is_available()) ? at::Device(at::kCUDA, 0)
-                                                                         : at::Device(at::kCPU);
+  const at::Device device = pick_device(o.device);
   net->to(device);
   net->eval();
 
   data::ReadReport rep;
-  auto samples = data::read_samples(o.manifest, "auto", o.split, data::BadSamplePolicy::kFail, &rep);
+  auto samples =
+      data::read_samples(o.manifest, "auto", o.split, data::BadSamplePolicy::kFail, &rep);
   RETCLIP_CHECK_USAGE(!samples.empty(), "no patients in ", o.manifest);
-  const int64_t S = cfg.data.image_size, T = cfg.data.context_length;
-  data::AugmentParams no_aug;
-  std::map<std::string, std::vector<at::Tensor>> out;
+  const size_t n = samples.size();
   std::vector<std::string> ids;
-  util::Progress bar("embed", static_cast<int64_t>(samples.size()), "patients");
+  for (const auto& smp : samples) ids.push_back(smp.patient_id);
+  // The loader's workers decode, crop and tokenise while this thread runs the model.
+  data::Loader loader(data::make_manifest_source(std::move(samples), cfg.data.image_size,
+                                                 cfg.data.max_image_pixels),
+                      std::shared_ptr<const data::Tokenizer>(std::move(tok)),
+                      inference_loader_options(cfg.data, o.batch_size, o.workers, device,
+                                               data::BadSamplePolicy::kFail));
+  std::map<std::string, std::vector<at::Tensor>> rows;  // output name -> one row per patient
+  auto put = [&](const std::string& name, const at::Tensor& batch, size_t j, int64_t index) {
+    auto& r = rows[name];
+    r.resize(n);
+    r[static_cast<size_t>(index)] = batch[static_cast<int64_t>(j)];
+  };
+  util::Progress bar("embed", static_cast<int64_t>(n), "patients");
   torch::NoGradGuard ng;
-  for (size_t s = 0; s < samples.size(); s += static_cast<size_t>(o.batch_size)) {
-    size_t e = std::min(samples.size(), s + static_cast<size_t>(o.batch_size));
-    const int64_t B = static_cast<int64_t>(e - s);
-    at::Tensor left = at::zeros({B, 3, S, S}), right = at::zeros({B, 3, S, S});
-    at::Tensor tokens = at::zeros({B, T}, at::kLong);
-    at::Tensor hl = at::zeros({B}, at::kBool), hr = at::zeros({B}, at::kBool);
-    for (int64_t i = 0; i < B; ++i) {
-      const auto& smp = samples[s + static_cast<size_t>(i)];
-      ids.push_back(smp.patient_id);
-      auto eye = [&](const data::ImageRef& ref, at::Tensor& dst, at::Tensor& has) {
-        if (!ref.present()) return;
-        cv::Mat img = data::fundus_preprocess(data::decode_image(ref), S, ref.describe());
-        dst[i] = data::to_tensor(img, no_aug, 0, cfg.data.mean, cfg.data.std);
-        has[i] = true;
-      };
-      eye(smp.left, left, hl);
-      eye(smp.right, right, hr);
-      auto t = tok->encode(smp.report, T);
-      tokens[i] = at::tensor(t, at::kLong);
-    }
-    model::Embeddings emb = net->forward(left.to(device), right.to(device), tokens.to(device),
-                                         hl.to(device), hr.to(device));
+  size_t done = 0;
+  std::vector<bool> seen(n, false);
+  while (auto b = loader.next()) {
+    model::Embeddings emb =
+        net->forward(b->left.to(device, at::kFloat, /*non_blocking=*/true),
+                     b->right.to(device, at::kFloat, /*non_blocking=*/true), b->tokens.to(device),
+                     b->has_left.to(device), b->has_right.to(device));
+    std::map<std::string, at::Tensor> out;
     for (model::Level l : model::kLevels) {
       const std::string level = model::level_name(l);
-      out[level + "_img"].push_back(emb.img[l].to(at::kCPU, at::kFloat));
-      out[level + "_txt"].push_back(emb.txt[l].to(at::kCPU, at::kFloat));
+      out[level + "_img"] = emb.img[l].to(at::kCPU, at::kFloat);
+      out[level + "_txt"] = emb.txt[l].to(at::kCPU, at::kFloat);
     }
     if (o.save_inputs) {
-      out["input_left"].push_back(left);
-      out["input_right"].push_back(right);
-      out["input_tokens"].push_back(tokens);
+      out["input_left"] = b->left;
+      out["input_right"] = b->right;
+      out["input_tokens"] = b->tokens;
     }
-    out["has_left"].push_back(hl.to(at::kByte));
-    out["has_right"].push_back(hr.to(at::kByte));
-    bar.advance(B);
+    out["has_left"] = b->has_left.to(at::kByte);
+    out["has_right"] = b->has_right.to(at::kByte);
+    for (size_t j = 0; j < b->indices.size(); ++j) {
+      const int64_t index = b->indices[j];
+      if (seen[static_cast<size_t>(index)]) continue;  // a padded repeat
+      seen[static_cast<size_t>(index)] = true;
+      for (const auto& [name, t] : out) put(name, t, j, index);
+      ++done;
+    }
+    bar.advance(static_cast<int64_t>(b->indices.size()));
   }
   bar.finish();
+  RETCLIP_CHECK(done == n, "embed: ", done, " of ", n, " patients came out of the loader");
   io::StateDict result;
-  for (auto& [name, parts] : out) result.emplace_back(name, at::cat(parts));
-  io::save_weights(o.out, result,
-                   {{"patient_ids", json(ids).dump()}, {"weights", o.weights}, {"manifest", o.manifest}});
+  for (auto& [name, r] : rows) result.emplace_back(name, at::stack(r));
+  io::save_weights(
+      o.out, result,
+      {{"patient_ids", json(ids).dump()}, {"weights", o.weights}, {"manifest", o.manifest}});
   return static_cast<int64_t>(ids.size());
 }
 

@@ -30,8 +30,9 @@ namespace {
 // no tokenizer (features use the image tower only).
 class ItemSource : public data::SampleSource {
  public:
-  ItemSource(std::vector<data::Sample> samples, int64_t image_size, int64_t context_length)
-      : inner_(data::make_manifest_source(std::move(samples), image_size)),
+  ItemSource(std::vector<data::Sample> samples, int64_t image_size, int64_t context_length,
+             int64_t max_pixels)
+      : inner_(data::make_manifest_source(std::move(samples), image_size, max_pixels)),
         tokens_(static_cast<size_t>(context_length), 0) {}
   int64_t size() const override { return inner_->size(); }
   data::DecodedSample load(int64_t i) const override {
@@ -67,6 +68,24 @@ at::Device pick_device(const std::string& name) {
   throw UsageError(str_cat("--device '", name, "' is not auto, cpu or cuda"));
 }
 
+data::LoaderOptions inference_loader_options(const config::DataConfig& dc, int64_t batch_size,
+                                             int64_t workers, at::Device device,
+                                             data::BadSamplePolicy policy) {
+  data::LoaderOptions lo;
+  lo.batch_size = batch_size;
+  lo.image_size = dc.image_size;
+  lo.context_length = dc.context_length;
+  lo.workers = workers;
+  lo.prefetch = std::max<int64_t>(2, 2 * workers);
+  lo.mean = dc.mean;
+  lo.std = dc.std;
+  lo.shuffle = false;
+  lo.drop_last = false;
+  lo.policy = policy;
+  lo.pin_memory = device.is_cuda();
+  return lo;
+}
+
 Encoder load_encoder(const fs::path& dir) {
   Encoder enc;
   enc.source = dir.string();
@@ -91,8 +110,8 @@ Encoder load_encoder(const fs::path& dir) {
     // A checkpoint, checkpoints or run directory: its newest complete checkpoint.
     const io::CheckpointContents ck = io::open_checkpoint(dir.string());
     enc.source = ck.dir.string();
-    enc.cfg = config::load_string(ck.config_yaml,
-                                  (ck.dir / io::CheckpointLayout::kConfig).string());
+    enc.cfg =
+        config::load_string(ck.config_yaml, (ck.dir / io::CheckpointLayout::kConfig).string());
     sd = io::load_weights(ck.weights);
     enc.tokenizer_path = enc.cfg.data.tokenizer.path;
   }
@@ -146,20 +165,11 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
     samples.push_back(std::move(s));
   }
   const auto& dc = enc.cfg.data;
-  data::LoaderOptions lo;
-  lo.batch_size = o.batch_size;
-  lo.image_size = dc.image_size;
-  lo.context_length = dc.context_length;
-  lo.workers = o.workers;
-  lo.prefetch = std::max<int64_t>(2, 2 * o.workers);
-  lo.mean = dc.mean;
-  lo.std = dc.std;
-  lo.shuffle = false;
-  lo.drop_last = false;
-  lo.policy = o.policy;
   const at::Device device = pick_device(o.device);
-  lo.pin_memory = device.is_cuda();
-  auto src = std::make_shared<ItemSource>(std::move(samples), dc.image_size, dc.context_length);
+  const data::LoaderOptions lo =
+      inference_loader_options(dc, o.batch_size, o.workers, device, o.policy);
+  auto src = std::make_shared<ItemSource>(std::move(samples), dc.image_size, dc.context_length,
+                                          dc.max_image_pixels);
   data::Loader loader(src, nullptr, lo);
   enc.net->to(device);
   enc.net->eval();

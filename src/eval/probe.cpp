@@ -364,9 +364,16 @@ ProbeSetup probe_setup(const config::Config& cfg) {
   lo.val_fraction = p.val_fraction;
   lo.test_fraction = p.test_fraction;
   lo.seed = p.split_seed;
+  lo.ignore_split = p.ignore_split;
   lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
   ProbeSetup s;
   s.set = read_labelled(lo);
+  for (const char* split : {"train", "val", "test"})
+    RETCLIP_CHECK_USAGE(!s.set.indices(split).empty(), "eval.probe.data ", p.data, " has no ",
+                        split, " rows. HINT: ",
+                        std::string(split) == "test"
+                            ? "set eval.probe.test_fraction (e.g. 0.3) to draw a test split"
+                            : "give the set a split column, or set eval.probe.val_fraction");
   s.features.level = s.set.level;
   s.features.feature = p.feature;
   s.features.batch_size = cfg.train.batch_size;
@@ -390,7 +397,11 @@ std::map<std::string, double> probe_during_training(model::RetClip& net, const c
   net->train(was_training);
   std::map<std::string, double> out;
   for (const auto& [k, v] : p.result.test_mean) out["probe/" + k] = v;
-  out["probe/chosen_c"] = p.result.runs[0].chosen_c;
+  const ProbeRun& first = p.result.runs[0];
+  out["probe/chosen_c"] = first.chosen_c;
+  // The validation value that chose C: what checkpoints should be picked on (the test
+  // split is scored, never selected on).
+  out["probe/val_" + setup.probe.select] = first.val_by_c.at(first.chosen_c);
   return out;
 }
 

@@ -1,5 +1,6 @@
 // The pretraining loop (see trainer.hpp). Sections: signals, the run (directory, logging,
-// device, process group), progress and metrics, validation, resume, the loop.
+// device, process group), progress and metrics, validation, the probe (eval.probe),
+// resume, the loop.
 #include "retclip/train/trainer.hpp"
 
 #include <fmt/format.h>
@@ -15,6 +16,7 @@
 
 #include "retclip/dist/comm.hpp"
 #include "retclip/dist/env.hpp"
+#include "retclip/eval/probe.hpp"
 #include "retclip/io/checkpoint_store.hpp"
 #include "retclip/train/data_stream.hpp"
 #include "retclip/train/metrics.hpp"
@@ -237,6 +239,42 @@ class Validator {
   std::optional<EvalResult> last_;
 };
 
+// ---- probe during pretraining (eval.probe) ------------------------------------------
+
+// A linear probe of the image encoder on a labelled set every eval.probe.every_steps
+// steps and at the last step, on the primary rank; its labelled set is read before the
+// first step, so a bad eval.probe block stops the run before it trains.
+class Prober {
+ public:
+  Prober(const config::Config& cfg, const Run& run, model::RetClip net, MetricsSink& sinks)
+      : cfg_(cfg), net_(std::move(net)), sinks_(sinks) {
+    if (cfg.eval.probe.every_steps <= 0 || !run.primary()) return;
+    setup_ = eval::probe_setup(cfg);
+    log::info("eval.probe: {} ({} {} items, {} classes) every {} steps", cfg.eval.probe.data,
+              setup_->set.items.size(), setup_->set.level, setup_->set.classes.size(),
+              cfg.eval.probe.every_steps);
+  }
+
+  void run(int64_t step, int64_t total) {
+    if (!setup_ || step == last_step_) return;
+    if (step % cfg_.eval.probe.every_steps != 0 && step != total) return;
+    const auto t0 = Clock::now();
+    std::map<std::string, double> m = eval::probe_during_training(net_, cfg_, *setup_);
+    log::info("probe at step {}: test macro AUROC {:.4f}, validation {} {:.4f} ({:.1f} s)", step,
+              m.count("probe/auroc_macro") ? m.at("probe/auroc_macro") : NAN, setup_->probe.select,
+              m.at("probe/val_" + setup_->probe.select), seconds_between(t0, Clock::now()));
+    sinks_.write(step, m, wall_time_s());
+    last_step_ = step;
+  }
+
+ private:
+  const config::Config& cfg_;
+  model::RetClip net_;
+  MetricsSink& sinks_;
+  std::optional<eval::ProbeSetup> setup_;
+  int64_t last_step_ = -1;
+};
+
 // ---- resume and the schedule of side jobs -------------------------------------------
 
 /// The state of a fresh run, or the one of checkpoint.resume (weights, optimizer, RNG
@@ -324,6 +362,7 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   StepContext ctx = make_step_context(cfg, net, *built.optimizer, run.comm);
   StepLog progress(cfg, run, total, per_epoch, st.step);
   Validator validator(cfg, run, data, net, progress.sinks());
+  Prober prober(cfg, run, net, progress.sinks());
   auto save = [&] {
     st.data = data.state();
     return save_checkpoint(store, st, parts, *run.comm, st.step / per_epoch).string();
@@ -352,6 +391,7 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
 
     if (st.step % cfg.log.interval == 0 || st.step == total) progress.write(st.step, r, lr, net);
     if (validation_due(cfg, st.step, per_epoch, total)) validator.run(st.step);
+    prober.run(st.step, total);
     if (r.stop || checkpoint_due(cfg, st.step, per_epoch)) {
       summary.checkpoint = save();
       last_ckpt_step = st.step;

@@ -475,7 +475,8 @@ TEST(ConfigValidate, UnknownPresetsAreRefusedWithSuggestion) {
   // Before: `config check` said OK and `train` failed only after reading the data.
   EXPECT_HAS(set_err({"model.vision.preset=vit-tinyy"}),
              "`model.vision.preset` in --set model.vision.preset=vit-tinyy: expected one of "
-             "ViT-B-16, ViT-L-14, ViT-S-8, vit-tiny, vit-micro, found `vit-tinyy`. HINT: did "
+             "ViT-B-16, ViT-L-14, ViT-S-8, vit-tiny, vit-micro, checkpoint, found `vit-tinyy`. "
+             "HINT: did "
              "you mean `vit-tiny`?");
   EXPECT_HAS(err("model:\n  text:\n    preset: bert-tny\n"),
              "`model.text.preset` in x.yaml line 3: expected one of");

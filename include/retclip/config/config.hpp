@@ -169,6 +169,7 @@ struct ProbeConfig {
   bool balanced = false;              ///< balanced class weights
   double val_fraction = 0.2;          ///< drawn from train when there is no val split
   double test_fraction = 0.0;         ///< drawn when the set has no split column
+  bool ignore_split = false;          ///< draw every split anew (probe a held-out set)
   uint64_t split_seed = 0;
 };
 

@@ -16,6 +16,7 @@ struct EmbedOptions {
   std::string split;     ///< only rows of this split (empty = all)
   std::string out;       ///< .safetensors or .npy prefix
   int64_t batch_size = 32;
+  int64_t workers = 2;  ///< loader threads decoding while the model runs
   std::string device = "auto";
   bool save_inputs = false;  ///< also store input_left/right [N,3,S,S], input_tokens [N,T]
 };

@@ -28,6 +28,10 @@
 #include "retclip/eval/labels.hpp"
 #include "retclip/model/retclip.hpp"
 
+namespace retclip::data {
+struct LoaderOptions;  // data/loader.hpp
+}  // namespace retclip::data
+
 namespace retclip::eval {
 
 /// A RetClip model with the preprocessing it was trained with.
@@ -74,5 +78,12 @@ Features load_features(const std::filesystem::path& path);
 
 /// "auto" -> CUDA when available, else CPU.
 at::Device pick_device(const std::string& name);
+
+/// Loader options for inference with a model trained on `data`: its image size, context
+/// length and normalisation, no augmentation, every sample once in order, and pinned
+/// memory for a CUDA device. Features and `retclip embed` both read through these.
+data::LoaderOptions inference_loader_options(const config::DataConfig& data, int64_t batch_size,
+                                             int64_t workers, at::Device device,
+                                             data::BadSamplePolicy policy);
 
 }  // namespace retclip::eval

@@ -113,12 +113,14 @@ struct ProbeSetup {
   ProbeOptions probe;
 };
 
-/// Reads eval.probe.data with the block's options (data.on_bad_sample applies).
+/// Reads eval.probe.data with the block's options (data.on_bad_sample applies); the set
+/// must have train, val and test rows (drawn or read).
 ProbeSetup probe_setup(const config::Config& cfg);
 
 /// The probe the trainer runs every eval.probe.every_steps steps: features of the set
 /// with `net` as it is now (its train/eval mode is restored afterwards), then the probe.
-/// Returns "probe/<metric>" -> test value (mean over seeds) and "probe/chosen_c".
+/// Returns "probe/<metric>" -> test value (mean over seeds), "probe/chosen_c" and
+/// "probe/val_<select>", the validation value that chose C.
 std::map<std::string, double> probe_during_training(model::RetClip& net, const config::Config& cfg,
                                                     const ProbeSetup& setup);
 
