@@ -55,6 +55,27 @@ int64_t vocab_of(const io::StateDict& sd) {
 
 }  // namespace
 
+std::shared_ptr<data::SampleSource> make_item_source(const std::vector<LabelledItem>& items,
+                                                     const std::string& level, int64_t image_size,
+                                                     int64_t context_length) {
+  std::vector<data::Sample> samples;
+  for (const auto& it : items) {
+    const bool eye_item = it.eye != Eye::kBoth;
+    RETCLIP_CHECK_USAGE(eye_item == (level == "eye"), it.origin, " is a ",
+                        eye_item ? "single-eye" : "patient", " item but it was asked for at ",
+                        level, " level. HINT: --level ", eye_item ? "eye" : "patient");
+    data::Sample s;
+    s.patient_id = it.id;
+    s.origin = it.origin;
+    if (level == "eye")
+      s.left = it.image();  // one image per sample, in the left slot
+    else
+      s.left = it.left, s.right = it.right;
+    samples.push_back(std::move(s));
+  }
+  return std::make_shared<ItemSource>(std::move(samples), image_size, context_length);
+}
+
 at::Device pick_device(const std::string& name) {
   if (name == "cpu") return at::Device(at::kCPU);
   if (name == "cuda" || name == "auto") {
@@ -91,8 +112,8 @@ Encoder load_encoder(const fs::path& dir) {
     // A checkpoint, checkpoints or run directory: its newest complete checkpoint.
     const io::CheckpointContents ck = io::open_checkpoint(dir.string());
     enc.source = ck.dir.string();
-    enc.cfg = config::load_string(ck.config_yaml,
-                                  (ck.dir / io::CheckpointLayout::kConfig).string());
+    enc.cfg =
+        config::load_string(ck.config_yaml, (ck.dir / io::CheckpointLayout::kConfig).string());
     sd = io::load_weights(ck.weights);
     enc.tokenizer_path = enc.cfg.data.tokenizer.path;
   }
@@ -127,24 +148,10 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
                       "post_proj features only. HINT: --level eye --feature post_proj");
   RETCLIP_CHECK_USAGE(!items.empty(), "no items to extract features from");
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<data::Sample> samples;
-  for (const auto& it : items) {
-    const bool eye_item = it.eye != Eye::kBoth;
-    RETCLIP_CHECK_USAGE(eye_item == (o.level == "eye"), it.origin, " is a ",
-                        eye_item ? "single-eye" : "patient", " item but features were asked at ",
-                        o.level, " level. HINT: --level ", eye_item ? "eye" : "patient");
+  for (const auto& it : items)
     RETCLIP_CHECK_USAGE(!(o.mapping && it.eye == Eye::kUnknown), it.origin,
                         ": the eye's laterality is unknown, so no left/right mapping applies. "
                         "HINT: drop --mapping");
-    data::Sample s;
-    s.patient_id = it.id;
-    s.origin = it.origin;
-    if (o.level == "eye")
-      s.left = it.image();  // one image per sample, in the left slot
-    else
-      s.left = it.left, s.right = it.right;
-    samples.push_back(std::move(s));
-  }
   const auto& dc = enc.cfg.data;
   data::LoaderOptions lo;
   lo.batch_size = o.batch_size;
@@ -159,7 +166,7 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
   lo.policy = o.policy;
   const at::Device device = pick_device(o.device);
   lo.pin_memory = device.is_cuda();
-  auto src = std::make_shared<ItemSource>(std::move(samples), dc.image_size, dc.context_length);
+  auto src = make_item_source(items, o.level, dc.image_size, dc.context_length);
   data::Loader loader(src, nullptr, lo);
   enc.net->to(device);
   enc.net->eval();
