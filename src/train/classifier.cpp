@@ -49,6 +49,9 @@ ClassifierImpl::ClassifierImpl(const ClassifierOptions& o) : options_(o) {
                         torch::nn::Linear(torch::nn::LinearOptions(2 * e, e).bias(false)));
   }
   head = register_module("head", torch::nn::Linear(o.feature_dim(), o.classes));
+  // pre_proj heads never use visual.proj: kept (the export has the whole tower) but not
+  // trained, so no optimizer or gradient all-reduce ever sees a parameter without gradient.
+  if (o.feature == "pre_proj") visual->proj.set_requires_grad(false);
   // RETFound / timm: trunc_normal_(head.weight, std=2e-5), zero bias, so the first
   // logits are near 0 whatever the tower.
   torch::NoGradGuard ng;

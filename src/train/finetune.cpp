@@ -502,11 +502,13 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
       total, per_epoch, f.batch_size, set.level == "eye" ? "images" : "patients", world, sched.lr,
       f.precision == "auto" ? (run.device.is_cuda() ? "bf16" : "fp32") : f.precision, st.step);
   int64_t window_rows = 0, last_ckpt = -1;
+  double window_busy_s = 0;  // forward + backward + update, without waiting for data
   auto window_start = Clock::now();
   while (st.step < total) {
     auto b = loader.next();
     if (!b) b = loader.next();  // the end of an epoch: the next call starts the next one
     RETCLIP_CHECK(b.has_value(), "the fine-tuning loader produced no batch for a new epoch");
+    const auto t_busy = Clock::now();
     const double lr = lr_at(sched, st.step, total);
     set_lr(*opt.optimizer, lr, opt.lr_scale);
     opt.optimizer->zero_grad(true);
@@ -548,21 +550,29 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
     r.skipped = u.skipped;
     st.count(r, cfg.train.max_skipped_steps);
     fault_point("RETCLIP_FAULT_KILL_AFTER_STEP", st.step);
+    if (run.device.is_cuda()) torch::cuda::synchronize(run.device.index());
+    window_busy_s += seconds_between(t_busy, Clock::now());
     window_rows += b->left.size(0) * world;
 
     if (st.step % cfg.log.interval == 0 || st.step == total) {
       const double secs = seconds_between(window_start, Clock::now());
       const double rate = secs > 0 ? window_rows / secs : 0;
+      const double step_rate = window_busy_s > 0 ? window_rows / window_busy_s : 0;
       sinks.write(st.step,
                   {{"finetune/loss", mean_loss},
                    {"finetune/lr", lr},
                    {"finetune/grad_norm", u.grad_norm},
-                   {"finetune/rows_per_s", rate}},
+                   {"finetune/rows_per_s", rate},
+                   {"finetune/step_rows_per_s", step_rate}},
                   wall_time_s());
-      log::info("step {}/{} (epoch {}) | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} {}/s",
-                st.step, total, (st.step - 1) / per_epoch + 1, mean_loss, lr, u.grad_norm, rate,
-                set.level == "eye" ? "images" : "patients");
+      const char* unit = set.level == "eye" ? "images" : "patients";
+      log::info(
+          "step {}/{} (epoch {}) | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} {}/s "
+          "({:.1f} {}/s in the step)",
+          st.step, total, (st.step - 1) / per_epoch + 1, mean_loss, lr, u.grad_norm, rate, unit,
+          step_rate, unit);
       window_rows = 0;
+      window_busy_s = 0;
       window_start = Clock::now();
     }
     const bool epoch_end = st.step % per_epoch == 0 || st.step == total;

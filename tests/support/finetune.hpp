@@ -1,4 +1,4 @@
-// A small labelled set for the fine-tuning tests: `retclip synth`'s patients (32 px, per-eye
+// A small labelled set for the fine-tuning tests: `retclip synth`'s patients (48 px images, per-eye
 // findings) in one manifest whose split column makes every 5th patient test and the next
 // one val, with absolute image paths.
 #pragma once
@@ -17,7 +17,7 @@ inline std::filesystem::path synth_labelled(const std::filesystem::path& root, i
   data::SynthOptions o;
   o.seed = seed;
   o.patients = patients;
-  o.size = 32;
+  o.size = 48;
   o.val = 0;
   data::synth_dataset(o, (root / "synth").string());
   auto rows = data::parse_csv(util::read_file(root / "synth" / "train.csv"));

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
@@ -89,9 +90,13 @@ TEST(Classifier, FreezeModes) {
   EXPECT_TRUE(t.count("visual.ln_post.weight"));
   EXPECT_TRUE(t.count("head.weight"));
 
+  // pre_proj never uses visual.proj: it is not trained; post_proj trains everything.
   Classifier none(micro("eye", "pre_proj"));
   train::apply_classifier_freeze(none, "none");
-  EXPECT_EQ(trainable(none).size(), none->named_parameters().size());
+  EXPECT_EQ(trainable(none).size(), none->named_parameters().size() - 1);
+  EXPECT_FALSE(trainable(none).count("visual.proj"));
+  Classifier post(micro("eye", "post_proj"));
+  EXPECT_EQ(trainable(post).size(), post->named_parameters().size());
 
   Classifier bad(micro("eye", "pre_proj"));
   EXPECT_THROW(train::apply_classifier_freeze(bad, "first-99-blocks"), UsageError);
