@@ -40,6 +40,44 @@ Field section(const char* name, std::vector<Field> children) {
   return {name, Kind::kSection, nullptr, 0, std::move(children)};
 }
 
+Field augment_section(AugmentConfig& a) {
+  return section("augment", {leaf("enabled", a.enabled), leaf("crop_scale", a.crop_scale),
+                             leaf("color_jitter", a.color_jitter),
+                             leaf("random_erasing", a.random_erasing), leaf("hflip", a.hflip)});
+}
+
+Field finetune_section(FinetuneConfig& f) {
+  return section("finetune", {leaf("data", f.data),
+                              leaf("classes", f.classes),
+                              leaf("level", f.level),
+                              leaf("feature", f.feature),
+                              leaf("init", f.init),
+                              leaf("freeze", f.freeze),
+                              leaf("epochs", f.epochs),
+                              leaf("steps", f.steps),
+                              leaf("batch_size", f.batch_size),
+                              leaf("blr", f.blr),
+                              leaf("lr", f.lr),
+                              leaf("min_lr", f.min_lr),
+                              leaf("warmup_epochs", f.warmup_epochs),
+                              leaf("layer_decay", f.layer_decay),
+                              leaf("weight_decay", f.weight_decay),
+                              leaf("betas", f.betas),
+                              leaf("eps", f.eps),
+                              leaf("clip_norm", f.clip_norm),
+                              leaf("drop_path", f.drop_path),
+                              leaf("label_smoothing", f.label_smoothing),
+                              leaf("mixup", f.mixup),
+                              leaf("cutmix", f.cutmix),
+                              leaf("class_weights", f.class_weights),
+                              leaf("precision", f.precision),
+                              leaf("select", f.select),
+                              augment_section(f.augment),
+                              leaf("val_fraction", f.val_fraction),
+                              leaf("test_fraction", f.test_fraction),
+                              leaf("split_seed", f.split_seed)});
+}
+
 }  // namespace
 
 std::vector<Field> schema(Config& c) {
@@ -116,6 +154,7 @@ std::vector<Field> schema(Config& c) {
                                  leaf("test_fraction", c.eval.probe.test_fraction),
                                  leaf("ignore_split", c.eval.probe.ignore_split),
                                  leaf("split_seed", c.eval.probe.split_seed)})}),
+      finetune_section(c.finetune),
   };
 }
 

@@ -222,6 +222,51 @@ void validate_with(const Config& c, const Origins& origins) {
     k.fail("eval.probe.test_fraction",
            "a fraction in (0, 1) when eval.probe.ignore_split draws every split anew", "0",
            "set eval.probe.test_fraction, e.g. 0.5");
+
+  // finetune (finetune.data is checked by `retclip finetune`, which needs it)
+  const auto& f = c.finetune;
+  k.one_of("finetune.level", f.level, {"auto", "eye", "patient"});
+  k.one_of("finetune.feature", f.feature, {"pre_proj", "post_proj"});
+  if (f.freeze != "none" && f.freeze != "head-only") {
+    int64_t n = 0;
+    const bool form = f.freeze.size() > 13 && f.freeze.rfind("first-", 0) == 0 &&
+                      f.freeze.compare(f.freeze.size() - 7, 7, "-blocks") == 0 &&
+                      parse_int(f.freeze.substr(6, f.freeze.size() - 13), n) && n >= 1;
+    if (!form)
+      k.fail("finetune.freeze", "none, head-only or first-N-blocks (N >= 1)",
+             fmt::format("`{}`", f.freeze), "e.g. finetune.freeze=first-4-blocks");
+  }
+  k.ge("finetune.epochs", f.epochs, 1);
+  k.ge("finetune.steps", f.steps, 0, "0 runs finetune.epochs epochs");
+  k.ge("finetune.batch_size", f.batch_size, 1);
+  k.gt("finetune.blr", f.blr, 0.0, "RETFound uses 5e-3 (lr = blr x batch / 256)");
+  k.ge("finetune.lr", f.lr, 0.0, "0 derives the lr from finetune.blr");
+  k.ge("finetune.min_lr", f.min_lr, 0.0);
+  k.ge("finetune.warmup_epochs", f.warmup_epochs, 0.0);
+  k.closed("finetune.layer_decay", f.layer_decay, 1e-6, 1.0);
+  k.ge("finetune.weight_decay", f.weight_decay, 0.0);
+  k.half_open("finetune.betas", f.betas[0], 0.0, 1.0);
+  k.half_open("finetune.betas", f.betas[1], 0.0, 1.0);
+  k.gt("finetune.eps", f.eps, 0.0);
+  k.ge("finetune.clip_norm", f.clip_norm, 0.0, "0 turns clipping off");
+  k.half_open("finetune.drop_path", f.drop_path, 0.0, 1.0);
+  k.half_open("finetune.label_smoothing", f.label_smoothing, 0.0, 1.0);
+  k.ge("finetune.mixup", f.mixup, 0.0, "0 turns mixup off");
+  k.ge("finetune.cutmix", f.cutmix, 0.0, "0 turns cutmix off");
+  k.one_of("finetune.class_weights", f.class_weights, {"none", "balanced"});
+  k.one_of("finetune.precision", f.precision, {"auto", "fp32", "bf16", "fp16"});
+  k.one_of("finetune.select", f.select,
+           {"retfound", "auroc_macro", "aupr_macro", "f1_macro", "kappa", "kappa_linear",
+            "kappa_quadratic", "accuracy", "balanced_accuracy"});
+  const auto& fa = f.augment;
+  if (!(fa.crop_scale[0] > 0 && fa.crop_scale[0] <= fa.crop_scale[1] && fa.crop_scale[1] <= 1))
+    k.fail("finetune.augment.crop_scale", "[a, b] with 0 < a <= b <= 1",
+           fmt::format("[{}, {}]", fa.crop_scale[0], fa.crop_scale[1]),
+           "RETFound (timm) uses [0.08, 1.0]");
+  k.closed("finetune.augment.color_jitter", fa.color_jitter, 0.0, 1.0);
+  k.closed("finetune.augment.random_erasing", fa.random_erasing, 0.0, 1.0);
+  k.half_open("finetune.val_fraction", f.val_fraction, 0.0, 1.0);
+  k.half_open("finetune.test_fraction", f.test_fraction, 0.0, 1.0);
 }
 
 }  // namespace retclip::config::detail

@@ -56,6 +56,27 @@ int64_t vocab_of(const io::StateDict& sd) {
 
 }  // namespace
 
+std::shared_ptr<data::SampleSource> make_item_source(const std::vector<LabelledItem>& items,
+                                                     const std::string& level, int64_t image_size,
+                                                     int64_t context_length, int64_t max_pixels) {
+  std::vector<data::Sample> samples;
+  for (const auto& it : items) {
+    const bool eye_item = it.eye != Eye::kBoth;
+    RETCLIP_CHECK_USAGE(eye_item == (level == "eye"), it.origin, " is a ",
+                        eye_item ? "single-eye" : "patient", " item but it was asked for at ",
+                        level, " level. HINT: --level ", eye_item ? "eye" : "patient");
+    data::Sample s;
+    s.patient_id = it.id;
+    s.origin = it.origin;
+    if (level == "eye")
+      s.left = it.image();  // one image per sample, in the left slot
+    else
+      s.left = it.left, s.right = it.right;
+    samples.push_back(std::move(s));
+  }
+  return std::make_shared<ItemSource>(std::move(samples), image_size, context_length, max_pixels);
+}
+
 at::Device pick_device(const std::string& name) {
   if (name == "cpu") return at::Device(at::kCPU);
   if (name == "cuda" || name == "auto") {
@@ -146,30 +167,16 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
                       "post_proj features only. HINT: --level eye --feature post_proj");
   RETCLIP_CHECK_USAGE(!items.empty(), "no items to extract features from");
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<data::Sample> samples;
-  for (const auto& it : items) {
-    const bool eye_item = it.eye != Eye::kBoth;
-    RETCLIP_CHECK_USAGE(eye_item == (o.level == "eye"), it.origin, " is a ",
-                        eye_item ? "single-eye" : "patient", " item but features were asked at ",
-                        o.level, " level. HINT: --level ", eye_item ? "eye" : "patient");
+  for (const auto& it : items)
     RETCLIP_CHECK_USAGE(!(o.mapping && it.eye == Eye::kUnknown), it.origin,
                         ": the eye's laterality is unknown, so no left/right mapping applies. "
                         "HINT: drop --mapping");
-    data::Sample s;
-    s.patient_id = it.id;
-    s.origin = it.origin;
-    if (o.level == "eye")
-      s.left = it.image();  // one image per sample, in the left slot
-    else
-      s.left = it.left, s.right = it.right;
-    samples.push_back(std::move(s));
-  }
   const auto& dc = enc.cfg.data;
   const at::Device device = pick_device(o.device);
   const data::LoaderOptions lo =
       inference_loader_options(dc, o.batch_size, o.workers, device, o.policy);
-  auto src = std::make_shared<ItemSource>(std::move(samples), dc.image_size, dc.context_length,
-                                          dc.max_image_pixels);
+  auto src =
+      make_item_source(items, o.level, dc.image_size, dc.context_length, dc.max_image_pixels);
   data::Loader loader(src, nullptr, lo);
   enc.net->to(device);
   enc.net->eval();

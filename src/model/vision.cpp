@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <vector>
 
 #include "ops.hpp"
 #include "retclip/model/activation_checkpoint.hpp"
@@ -46,16 +47,30 @@ torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) {
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads,
-                                                       int64_t mlp_hidden) {
+                                                       int64_t mlp_hidden, double drop_path)
+    : drop_path_rate(drop_path) {
   ln_1 = register_module("ln_1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({width})));
   attn = register_module("attn", VisionAttention(width, heads));
   ln_2 = register_module("ln_2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({width})));
   mlp = register_module("mlp", VisionMlp(width, mlp_hidden));
 }
 
+torch::Tensor drop_path(const torch::Tensor& branch, double p, bool training) {
+  if (!training || p <= 0.0) return branch;
+  const double keep = 1.0 - p;
+  std::vector<int64_t> shape(static_cast<size_t>(branch.dim()), 1);
+  shape[0] = branch.size(0);
+  auto mask = torch::empty(shape, branch.options()).bernoulli_(keep);
+  return branch * mask.div_(keep);
+}
+
 torch::Tensor ResidualAttentionBlockImpl::forward(const torch::Tensor& x) {
-  auto h = x + attn->forward(ln_1->forward(x));
-  return h + mlp->forward(ln_2->forward(h));
+  if (drop_path_rate <= 0.0 || !is_training()) {
+    auto h = x + attn->forward(ln_1->forward(x));
+    return h + mlp->forward(ln_2->forward(h));
+  }
+  auto h = x + drop_path(attn->forward(ln_1->forward(x)), drop_path_rate, true);
+  return h + drop_path(mlp->forward(ln_2->forward(h)), drop_path_rate, true);
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& options)
@@ -79,8 +94,12 @@ VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& opt
   transformer = register_module("transformer", std::make_shared<torch::nn::Module>());
   resblocks = transformer->register_module("resblocks", torch::nn::ModuleList());
   const auto hidden = static_cast<int64_t>(std::llround(w * o.mlp_ratio()));
-  for (int64_t i = 0; i < o.layers(); ++i)
-    resblocks->push_back(ResidualAttentionBlock(w, o.num_heads(), hidden));
+  for (int64_t i = 0; i < o.layers(); ++i) {
+    // timm's linear ramp of drop-path rates over the depth (first block 0).
+    const double dp =
+        o.layers() > 1 ? o.drop_path() * static_cast<double>(i) / (o.layers() - 1) : o.drop_path();
+    resblocks->push_back(ResidualAttentionBlock(w, o.num_heads(), hidden, dp));
+  }
   ln_post = register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({w})));
   proj = register_parameter("proj", torch::empty({w, o.embed_dim()}));
   reset_parameters();

@@ -90,8 +90,7 @@ bool fusable(const at::Tensor& p, const at::Tensor& grad, const AdamWParamState&
     return false;
   auto same = [&](const at::Tensor& t) {
     return t.defined() && t.layout() == c10::kStrided && t.is_contiguous() &&
-           t.scalar_type() == p.scalar_type() && t.device() == p.device() &&
-           t.sizes() == p.sizes();
+           t.scalar_type() == p.scalar_type() && t.device() == p.device() && t.sizes() == p.sizes();
   };
   return same(grad) && same(state.exp_avg()) && same(state.exp_avg_sq()) &&
          (!amsgrad || same(state.max_exp_avg_sq()));
@@ -139,7 +138,8 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
         return x.device == p.device() && x.dtype == p.scalar_type();
       });
       if (b_it == batches.end())
-        b_it = batches.insert(batches.end(), FusedBatch{p.device(), p.scalar_type(), {}, {}, {}, {}, {}, {}});
+        b_it = batches.insert(batches.end(),
+                              FusedBatch{p.device(), p.scalar_type(), {}, {}, {}, {}, {}, {}});
       auto& b = *b_it;
       b.params.push_back(p);
       b.grads.push_back(grad);
@@ -188,8 +188,7 @@ BuiltOptimizer build_adamw(const torch::nn::Module& module, const config::OptimC
     group.names.push_back(item.key());
   }
   RETCLIP_CHECK_USAGE(!decay.empty() || !no_decay.empty(),
-                      "expected at least one trainable parameter but all ",
-                      summary.frozen_tensors,
+                      "expected at least one trainable parameter but all ", summary.frozen_tensors,
                       " are frozen. HINT: check train.freeze (vision and text both frozen?)");
 
   auto options = [&](double wd) {
@@ -199,19 +198,81 @@ BuiltOptimizer build_adamw(const torch::nn::Module& module, const config::OptimC
   };
   std::vector<torch::optim::OptimizerParamGroup> groups;
   if (!decay.empty()) {
-    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                   options(cfg.weight_decay)));
+    groups.emplace_back(decay,
+                        std::make_unique<torch::optim::AdamWOptions>(options(cfg.weight_decay)));
     summary.groups.push_back(std::move(sd));
   }
   if (!no_decay.empty()) {
-    groups.emplace_back(no_decay,
-                        std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
     summary.groups.push_back(std::move(sn));
   }
   BuiltOptimizer out;
   out.optimizer = std::make_unique<FusedAdamW>(groups, options(cfg.weight_decay));
   out.summary = std::move(summary);
   return out;
+}
+
+int64_t vit_layer_id(const std::string& name, int64_t layers) {
+  for (const char* k :
+       {"visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre"})
+    if (name.rfind(k, 0) == 0) return 0;
+  const std::string blocks = "visual.transformer.resblocks.";
+  if (name.rfind(blocks, 0) == 0) {
+    const size_t dot = name.find('.', blocks.size());
+    return std::stoll(name.substr(blocks.size(), dot - blocks.size())) + 1;
+  }
+  return layers + 1;
+}
+
+LayerDecayOptimizer build_layer_decay_adamw(const torch::nn::Module& module,
+                                            const LayerDecayOptions& o) {
+  // (layer id, no_decay) -> group; std::map keeps them in layer order, decay first.
+  std::map<std::pair<int64_t, bool>, std::pair<std::vector<torch::Tensor>, ParamGroupSummary>>
+      by_key;
+  LayerDecayOptimizer out;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    const auto& p = item.value();
+    if (!p.requires_grad()) {
+      out.summary.frozen_tensors += 1;
+      out.summary.frozen_numel += p.numel();
+      continue;
+    }
+    const bool nd = is_no_decay(item.key(), p, o.no_decay);
+    const int64_t id = vit_layer_id(item.key(), o.layers);
+    auto& [params, sum] = by_key[{id, nd}];
+    if (params.empty()) {
+      sum.name = fmt::format("layer_{}_{}", id, nd ? "no_decay" : "decay");
+      sum.weight_decay = nd ? 0.0 : o.weight_decay;
+    }
+    params.push_back(p);
+    sum.tensors += 1;
+    sum.numel += p.numel();
+    sum.names.push_back(item.key());
+  }
+  RETCLIP_CHECK_USAGE(!by_key.empty(), "expected at least one trainable parameter but all ",
+                      out.summary.frozen_tensors,
+                      " are frozen. HINT: check finetune.freeze (head-only keeps the head)");
+  auto options = [&](double wd) {
+    torch::optim::AdamWOptions a(1e-3);
+    a.betas(std::make_tuple(o.betas[0], o.betas[1])).eps(o.eps).weight_decay(wd);
+    return a;
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (auto& [key, g] : by_key) {
+    groups.emplace_back(
+        g.first, std::make_unique<torch::optim::AdamWOptions>(options(g.second.weight_decay)));
+    out.lr_scale.push_back(std::pow(o.layer_decay, static_cast<double>(o.layers + 1 - key.first)));
+    out.summary.groups.push_back(std::move(g.second));
+  }
+  out.optimizer = std::make_unique<FusedAdamW>(groups, options(o.weight_decay));
+  return out;
+}
+
+void set_lr(torch::optim::Optimizer& optimizer, double lr, const std::vector<double>& lr_scale) {
+  auto& groups = optimizer.param_groups();
+  RETCLIP_CHECK(groups.size() == lr_scale.size(), "expected one lr scale per parameter group (",
+                groups.size(), ") but got ", lr_scale.size());
+  for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(lr * lr_scale[g]);
 }
 
 void set_lr(torch::optim::Optimizer& optimizer, double lr) {

@@ -4,30 +4,48 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
+#include "retclip/dist/comm.hpp"
+#include "retclip/io/checkpoint_store.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
+#include "retclip/train/step.hpp"
+#include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
+#include "retclip/util/system.hpp"
+#include "retclip/version.hpp"
 
 namespace retclip::train {
 
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+void freeze_prefix(torch::nn::Module& m, const std::string& prefix) {
+  for (auto& p : m.named_parameters())
+    if (p.key().rfind(prefix, 0) == 0) p.value().set_requires_grad(false);
+}
+}  // namespace
+
+void freeze_vision_blocks(torch::nn::Module& m, int64_t blocks) {
+  if (blocks <= 0) return;
+  for (const char* k :
+       {"visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre"})
+    freeze_prefix(m, k);
+  for (int64_t i = 0; i < blocks; ++i)
+    freeze_prefix(m, fmt::format("visual.transformer.resblocks.{}.", i));
+}
+
 void apply_freeze(model::RetClip& net, const config::FreezeConfig& f) {
-  auto freeze_prefix = [&](const std::string& prefix) {
-    for (auto& p : net->named_parameters())
-      if (p.key().rfind(prefix, 0) == 0) p.value().set_requires_grad(false);
-  };
-  if (f.vision) freeze_prefix("visual.");
-  if (f.text) freeze_prefix("bert.");
-  if (f.vision_blocks > 0) {
-    for (const char* k :
-         {"visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre"})
-      freeze_prefix(k);
-    for (int64_t i = 0; i < f.vision_blocks; ++i)
-      freeze_prefix(fmt::format("visual.transformer.resblocks.{}.", i));
-  }
+  auto freeze = [&](const std::string& prefix) { freeze_prefix(*net, prefix); };
+  if (f.vision) freeze("visual.");
+  if (f.text) freeze("bert.");
+  freeze_vision_blocks(*net, f.vision_blocks);
   if (f.text_blocks > 0) {
-    freeze_prefix("bert.embeddings.");
-    for (int64_t i = 0; i < f.text_blocks; ++i)
-      freeze_prefix(fmt::format("bert.encoder.layer.{}.", i));
+    freeze("bert.embeddings.");
+    for (int64_t i = 0; i < f.text_blocks; ++i) freeze(fmt::format("bert.encoder.layer.{}.", i));
   }
 }
 
@@ -59,6 +77,55 @@ model::RetClip build_model(const config::Config& cfg, int64_t vocab, const at::D
   net->train();
   if (rank > 0) torch::manual_seed(cfg.train.seed + static_cast<uint64_t>(rank));
   return net;
+}
+
+namespace {
+log::Level parse_log_level(const std::string& s) {
+  if (s == "debug") return log::Level::kDebug;
+  if (s == "warn") return log::Level::kWarn;
+  if (s == "error") return log::Level::kError;
+  return log::Level::kInfo;
+}
+
+}  // namespace
+
+Run open_run(const config::Config& cfg, const std::string& name, const std::string& precision) {
+  Run run;
+  run.env = dist::Env::from_environment();
+  run.dir = cfg.log.dir;
+  const int rank = run.env.rank;
+  fs::create_directories(run.dir);
+  // Rank 0 logs to the console and train.log, every other rank to its own file.
+  const std::string log_file =
+      run.primary() ? name + ".log" : fmt::format("{}.rank{}.log", name, rank);
+  log::init({(run.dir / log_file).string(), rank, run.env.world, run.primary(),
+             parse_log_level(cfg.log.level)});
+  const int64_t threads = util::configure_threads(cfg.train.threads);
+  util::tune_malloc_for_training();
+  run.device = resolve_device(cfg.train.device, run.env.local_rank);  // GPU of the local rank
+  if (run.env.distributed()) log::info("joining {}", run.env.describe());
+  run.comm = dist::Comm::from_env(run.env, run.device, {cfg.dist.backend, cfg.dist.timeout_s});
+  if (run.env.distributed())
+    log::info("process group ready: {} ranks over {}", run.env.world, run.comm->backend_name());
+  RETCLIP_CHECK_USAGE(precision == "auto" || precision == "fp32" || run.device.is_cuda(), name,
+                      ".precision=", precision, " needs a CUDA device; on CPU use ", name,
+                      ".precision=fp32");
+  if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
+  run.config_yaml = config::to_yaml(cfg);
+  run.config_hash = config::hash(cfg);
+  if (run.primary()) {
+    util::write_file_atomic(run.dir / io::CheckpointLayout::kConfig, run.config_yaml);
+    util::write_file_atomic(run.dir / "run.json", json{{"retclip_version", kVersion},
+                                                       {"git_hash", kGitHash},
+                                                       {"config_hash", run.config_hash},
+                                                       {"device", run.device.str()},
+                                                       {"threads", threads},
+                                                       {"world_size", run.env.world}}
+                                                      .dump(2));
+  }
+  log::info("retclip {} (git {}) | run dir {} | device {} | {} threads", kVersion, kGitHash,
+            run.dir.string(), run.device.str(), threads);
+  return run;
 }
 
 }  // namespace retclip::train

@@ -69,63 +69,6 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
 
 // ---- the run ---------------------------------------------------------------------
 
-log::Level parse_log_level(const std::string& s) {
-  if (s == "debug") return log::Level::kDebug;
-  if (s == "warn") return log::Level::kWarn;
-  if (s == "error") return log::Level::kError;
-  return log::Level::kInfo;
-}
-
-/// Where and on what this process trains: run directory (config.yaml, run.json, logs),
-/// device, threads and the process group (a single-process Comm when not distributed).
-struct Run {
-  dist::Env env;
-  fs::path dir;
-  at::Device device = at::kCPU;
-  std::shared_ptr<dist::Comm> comm;
-  std::string config_yaml, config_hash;
-  bool primary() const { return env.rank == 0; }
-};
-
-Run open_run(const config::Config& cfg) {
-  Run run;
-  run.env = dist::Env::from_environment();
-  run.dir = cfg.log.dir;
-  const int rank = run.env.rank;
-  fs::create_directories(run.dir);
-  // Rank 0 logs to the console and train.log, every other rank to its own file.
-  const std::string log_file = run.primary() ? "train.log" : fmt::format("train.rank{}.log", rank);
-  log::init({(run.dir / log_file).string(), rank, run.env.world, run.primary(),
-             parse_log_level(cfg.log.level)});
-  const int64_t threads = util::configure_threads(cfg.train.threads);
-  util::tune_malloc_for_training();
-  run.device = resolve_device(cfg.train.device, run.env.local_rank);  // GPU of the local rank
-  if (run.env.distributed()) log::info("joining {}", run.env.describe());
-  run.comm = dist::Comm::from_env(run.env, run.device, {cfg.dist.backend, cfg.dist.timeout_s});
-  if (run.env.distributed())
-    log::info("process group ready: {} ranks over {}", run.env.world, run.comm->backend_name());
-  RETCLIP_CHECK_USAGE(
-      parse_precision(cfg.train.precision) == Precision::kFp32 || run.device.is_cuda(),
-      "train.precision=", cfg.train.precision,
-      " needs a CUDA device; on CPU use train.precision=fp32");
-  if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
-  run.config_yaml = config::to_yaml(cfg);
-  run.config_hash = config::hash(cfg);
-  if (run.primary()) {
-    util::write_file_atomic(run.dir / io::CheckpointLayout::kConfig, run.config_yaml);
-    util::write_file_atomic(run.dir / "run.json", json{{"retclip_version", kVersion},
-                                                       {"git_hash", kGitHash},
-                                                       {"config_hash", run.config_hash},
-                                                       {"device", run.device.str()},
-                                                       {"threads", threads},
-                                                       {"world_size", run.env.world}}
-                                                      .dump(2));
-  }
-  log::info("retclip {} (git {}) | run dir {} | device {} | {} threads", kVersion, kGitHash,
-            run.dir.string(), run.device.str(), threads);
-  return run;
-}
-
 // ---- progress and metrics ----------------------------------------------------------
 
 /// The progress line and the train/* metrics (rank 0 writes metrics.jsonl and
@@ -344,7 +287,7 @@ void check_trained(const TrainState& st, int64_t start_step, int64_t skipped_at_
 
 TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& options) {
   const auto t_start = Clock::now();
-  Run run = open_run(cfg);
+  Run run = open_run(cfg, "train", cfg.train.precision);
   const int rank = run.env.rank, world = run.env.world;
   TrainData data = TrainData::open(cfg, rank, world);
   log::info("{}", data.describe());

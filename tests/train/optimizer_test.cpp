@@ -358,3 +358,66 @@ TEST(Optimizer, ClipGradNormAndFinite) {
 }
 
 }  // namespace
+
+// Layer-wise lr decay (fine-tuning): every group's lr is lr * decay^(L + 1 - layer id),
+// with layer id 0 for the embeddings, i + 1 for block i, L + 1 for the rest; no weight
+// decay on 1-D parameters, biases and embeddings; frozen parameters left out.
+TEST(Optimizer, LayerDecayGroupLrFollowsTheFormula) {
+  using retclip::train::vit_layer_id;
+  const int64_t L = 4;
+  EXPECT_EQ(vit_layer_id("visual.conv1.weight", L), 0);
+  EXPECT_EQ(vit_layer_id("visual.class_embedding", L), 0);
+  EXPECT_EQ(vit_layer_id("visual.ln_pre.bias", L), 0);
+  EXPECT_EQ(vit_layer_id("visual.transformer.resblocks.0.ln_1.weight", L), 1);
+  EXPECT_EQ(vit_layer_id("visual.transformer.resblocks.3.mlp.c_fc.weight", L), 4);
+  EXPECT_EQ(vit_layer_id("visual.ln_post.weight", L), L + 1);
+  EXPECT_EQ(vit_layer_id("head.weight", L), L + 1);
+
+  // A module with RET-CLIP's vision names: 4 blocks, embeddings, ln_post, a head.
+  struct Net : torch::nn::Module {
+    Net() {
+      auto visual = register_module("visual", std::make_shared<torch::nn::Module>());
+      visual->register_module("conv1", torch::nn::Linear(3, 3));
+      visual->register_parameter("positional_embedding", torch::zeros({5, 3}));
+      auto tr = visual->register_module("transformer", std::make_shared<torch::nn::Module>());
+      auto blocks = tr->register_module("resblocks", std::make_shared<torch::nn::Module>());
+      for (int i = 0; i < 4; ++i) blocks->register_module(std::to_string(i), torch::nn::Linear(3, 3));
+      visual->register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({3})));
+      register_module("head", torch::nn::Linear(3, 2));
+    }
+  } net;
+  net.named_parameters()["visual.transformer.resblocks.0.weight"].set_requires_grad(false);
+  retclip::train::LayerDecayOptions o;
+  o.layers = L;
+  o.layer_decay = 0.65;
+  o.weight_decay = 0.05;
+  o.no_decay = {"positional_embedding"};
+  auto built = retclip::train::build_layer_decay_adamw(net, o);
+  const double lr = 2e-3;
+  retclip::train::set_lr(*built.optimizer, lr, built.lr_scale);
+  const auto& groups = built.optimizer->param_groups();
+  ASSERT_EQ(groups.size(), built.summary.groups.size());
+  ASSERT_EQ(groups.size(), built.lr_scale.size());
+  EXPECT_EQ(built.summary.frozen_tensors, 1);
+  int64_t checked = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& sum = built.summary.groups[g];
+    for (const auto& name : sum.names) {
+      const int64_t id = vit_layer_id(name, L);
+      EXPECT_NEAR(groups[g].options().get_lr(), lr * std::pow(0.65, static_cast<double>(L + 1 - id)),
+                  1e-15)
+          << name;
+      const bool one_d = name.find("bias") != std::string::npos ||
+                         name.find("ln_post") != std::string::npos ||
+                         name.find("positional_embedding") != std::string::npos;
+      const auto& opts = static_cast<const torch::optim::AdamWOptions&>(groups[g].options());
+      EXPECT_DOUBLE_EQ(opts.weight_decay(), one_d ? 0.0 : 0.05) << name;
+      EXPECT_NE(name, "visual.transformer.resblocks.0.weight");
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, static_cast<int64_t>(net.parameters().size()) - 1);
+  // The head at the peak lr, the embeddings at decay^(L + 1) of it.
+  EXPECT_DOUBLE_EQ(built.lr_scale.back(), 1.0);
+  EXPECT_NEAR(built.lr_scale.front(), std::pow(0.65, L + 1), 1e-15);
+}

@@ -177,6 +177,48 @@ struct EvalConfig {
   ProbeConfig probe;
 };
 
+/// finetune: supervised fine-tuning of the image tower with a linear head (`retclip
+/// finetune`, docs/FINETUNE.md). Defaults are RETFound's main_finetune.py recipe; the run
+/// also reads train.{device,threads,seed,deterministic,max_skipped_steps}, data.{image_size,
+/// mean,std,workers,prefetch,on_bad_sample}, model.* (tower sizes, model.init.vision),
+/// checkpoint.* and log.*.
+struct FinetuneConfig {
+  std::string data;                  ///< labelled manifest or class folder root
+  std::vector<std::string> classes;  ///< class order (required for flag-string labels)
+  std::string level = "auto";        ///< auto | eye | patient
+  std::string feature = "pre_proj";  ///< pre_proj (pooled CLS, timm's head input) | post_proj
+  /// retclip export / checkpoint / run directory whose vision tower starts the run; empty:
+  /// model.init.vision when set (OpenAI CLIP / OpenCLIP), else random initialisation.
+  std::string init;
+  std::string freeze = "none";  ///< none | head-only | first-N-blocks (e.g. first-4-blocks)
+  int64_t epochs = 50;
+  int64_t steps = 0;          ///< 0 = epochs x steps per epoch (a cap for short runs)
+  int64_t batch_size = 16;    ///< images (eye) or patients per rank per step
+  double blr = 5e-3;          ///< base lr: lr = blr x global batch / 256 when lr is 0
+  double lr = 0;              ///< absolute peak lr (0 = from blr)
+  double min_lr = 1e-6;       ///< cosine floor
+  double warmup_epochs = 10;  ///< linear warmup, in epochs (fractions allowed)
+  double layer_decay = 0.65;  ///< layer-wise lr decay: block i gets decay^(L + 1 - (i + 1))
+  double weight_decay = 0.05;  ///< none on 1-D params, biases, embeddings (optim.no_decay)
+  std::array<double, 2> betas{0.9, 0.999};
+  double eps = 1e-8;
+  double clip_norm = 0;          ///< 0 = no clipping
+  double drop_path = 0.2;        ///< stochastic depth rate of the last ViT block
+  double label_smoothing = 0.1;  ///< targets (1 - e) y + e / C (multi-label: e / 2)
+  double mixup = 0;              ///< mixup Beta(a, a) alpha; 0 = off
+  double cutmix = 0;             ///< cutmix Beta(a, a) alpha; 0 = off (both on: 50/50 per batch)
+  std::string class_weights = "none";  ///< none | balanced (n / (C n_c); multi-label: pos weight)
+  std::string precision = "auto";      ///< auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16
+  /// Validation criterion that picks the epoch: retfound = (f1_macro + auroc_macro +
+  /// kappa) / 3 (multi-label: (f1_macro + auroc_macro) / 2), or one metric name
+  /// (auroc_macro, f1_macro, kappa, accuracy, ...; higher is better).
+  std::string select = "retfound";
+  AugmentConfig augment{true, {0.08, 1.0}, 0.4, 0.25, true};
+  double val_fraction = 0.2;   ///< drawn from train when there is no val split
+  double test_fraction = 0.0;  ///< drawn when the set has no split column
+  uint64_t split_seed = 0;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
@@ -187,6 +229,7 @@ struct Config {
   LogConfig log;
   DistConfig dist;
   EvalConfig eval;
+  FinetuneConfig finetune;
 };
 
 /// Loads defaults, then `path` (empty = none), then each "a.b=c" override, then

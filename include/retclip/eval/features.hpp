@@ -21,6 +21,7 @@
 
 #include <array>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@
 
 namespace retclip::data {
 struct LoaderOptions;  // data/loader.hpp
+class SampleSource;
 }  // namespace retclip::data
 
 namespace retclip::eval {
@@ -68,6 +70,15 @@ struct Features {
   std::vector<std::string> missing;  ///< ids that could not be loaded (policy skip)
   double seconds = 0;                ///< wall time of the extraction
 };
+
+/// The data::Loader source of labelled items at `level` ("eye": each item's image in the
+/// left slot; "patient": both eyes, either may be missing), with constant dummy tokens of
+/// `context_length` (only the image tower runs); images above `max_pixels` (as
+/// data.max_image_pixels) are bad samples. Sample i is items[i]. Throws UsageError
+/// naming the item's origin when an item is not of `level`.
+std::shared_ptr<data::SampleSource> make_item_source(const std::vector<LabelledItem>& items,
+                                                     const std::string& level, int64_t image_size,
+                                                     int64_t context_length, int64_t max_pixels);
 
 /// Items must be of the requested level (eye items for "eye", patient items for "patient").
 Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,

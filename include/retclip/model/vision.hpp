@@ -31,6 +31,11 @@ struct VisionTransformerOptions {
   TORCH_ARG(int64_t, embed_dim) = 512;
   /// Recompute each block in backward instead of keeping its activations.
   TORCH_ARG(bool, grad_checkpointing) = false;
+  /// Stochastic depth (timm's drop_path_rate): in training, block i skips its attention
+  /// and MLP branches for a whole sample with probability drop_path * i / (layers - 1)
+  /// (a linear ramp from 0, as timm) and the kept branches are scaled by 1 / (1 - p).
+  /// 0 (default) = off; never active in eval mode.
+  TORCH_ARG(double, drop_path) = 0.0;
 
  public:
   int64_t num_heads() const { return heads_ > 0 ? heads_ : width_ / 64; }
@@ -64,18 +69,26 @@ class VisionMlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(VisionMlp);
 
-/// Pre-LN residual block: x + attn(ln_1(x)); x + mlp(ln_2(x)).
+/// Pre-LN residual block: x + attn(ln_1(x)); x + mlp(ln_2(x)); in training each branch is
+/// dropped per sample with probability `drop_path` (stochastic depth, see drop_path()).
 class ResidualAttentionBlockImpl : public torch::nn::Module {
  public:
-  ResidualAttentionBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden);
+  ResidualAttentionBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden,
+                             double drop_path = 0.0);
   /// Shape: x [B, N, D] -> [B, N, D].
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
   VisionAttention attn{nullptr};
   VisionMlp mlp{nullptr};
+  double drop_path_rate = 0.0;
 };
 TORCH_MODULE(ResidualAttentionBlock);
+
+/// timm's drop_path: each sample's `branch` [B, ...] is zeroed with probability p and
+/// otherwise scaled by 1 / (1 - p) (one Bernoulli draw per sample from the default
+/// generator); the identity when !training or p == 0.
+torch::Tensor drop_path(const torch::Tensor& branch, double p, bool training);
 
 class VisionTransformerImpl : public torch::nn::Module {
  public:

@@ -11,6 +11,7 @@
 #include <torch/nn/module.h>
 #include <torch/optim/adamw.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -35,7 +36,7 @@ bool is_no_decay(const std::string& name, const torch::Tensor& param,
 
 /// One parameter group, as built (for logs and tests).
 struct ParamGroupSummary {
-  std::string name;                ///< "decay" | "no_decay"
+  std::string name;  ///< "decay" | "no_decay"
   double weight_decay = 0;
   int64_t tensors = 0;             ///< number of parameter tensors
   int64_t numel = 0;               ///< number of scalar parameters
@@ -76,6 +77,38 @@ struct BuiltOptimizer {
 /// are left out. Empty groups are not created. Throws UsageError when nothing is
 /// trainable. The optimizer is a FusedAdamW.
 BuiltOptimizer build_adamw(const torch::nn::Module& module, const config::OptimConfig& cfg);
+
+/// Layer-wise learning-rate decay (BEiT / RETFound `param_groups_lrd`) for a ViT of
+/// `layers` blocks: a parameter's layer id is 0 for the patch/position embeddings
+/// (`visual.conv1`, `visual.class_embedding`, `visual.positional_embedding`,
+/// `visual.ln_pre`), i + 1 for `visual.transformer.resblocks.{i}.*`, and layers + 1 for
+/// everything after the blocks (`visual.ln_post`, `visual.proj`, heads); its lr scale is
+/// layer_decay ^ (layers + 1 - layer id), so the head trains at the peak lr and the
+/// embeddings at layer_decay ^ (layers + 1) of it.
+int64_t vit_layer_id(const std::string& name, int64_t layers);
+
+struct LayerDecayOptions {
+  int64_t layers = 12;  ///< ViT blocks
+  double layer_decay = 0.65;
+  double weight_decay = 0.05;
+  std::vector<std::string> no_decay;  ///< extra no-decay fragments (is_no_decay)
+  std::array<double, 2> betas{0.9, 0.999};
+  double eps = 1e-8;
+};
+
+/// AdamW with one group per (layer id, decay / no decay): group names "layer_<id>_decay" /
+/// "layer_<id>_no_decay", in order of layer id; lr_scale[g] belongs to group g. Frozen
+/// parameters are left out; throws UsageError when nothing is trainable.
+struct LayerDecayOptimizer {
+  std::unique_ptr<torch::optim::AdamW> optimizer;  ///< a FusedAdamW
+  std::vector<double> lr_scale;                    ///< per parameter group
+  OptimizerSummary summary;                        ///< per group, same order
+};
+LayerDecayOptimizer build_layer_decay_adamw(const torch::nn::Module& module,
+                                            const LayerDecayOptions& options);
+
+/// Sets group g's learning rate to lr * lr_scale[g] (lr_scale must match the groups).
+void set_lr(torch::optim::Optimizer& optimizer, double lr, const std::vector<double>& lr_scale);
 
 /// Sets the learning rate of every parameter group.
 void set_lr(torch::optim::Optimizer& optimizer, double lr);

@@ -1,17 +1,48 @@
-// Run set-up shared by `retclip train` and `retclip bench`, so that both time and train
-// the same model: the seeded model with its pretrained towers and frozen parts.
+// Run set-up shared by `retclip train`, `retclip finetune` and `retclip bench`, so that
+// they time and train the same model: the run (directory, logging, device, process
+// group) and the seeded model with its pretrained towers and frozen parts.
 //
+//   train::Run run = train::open_run(cfg, "train", cfg.train.precision);
 //   model::RetClip net = train::build_model(cfg, data.vocab_size(), device, comm->rank());
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
 
 #include "retclip/config/config.hpp"
+#include "retclip/dist/env.hpp"
 #include "retclip/model/retclip.hpp"
 
+namespace torch::nn {
+class Module;
+}  // namespace torch::nn
+
+namespace retclip::dist {
+class Comm;
+}  // namespace retclip::dist
+
 namespace retclip::train {
+
+/// Where and on what this process trains: run directory (config.yaml, run.json, logs),
+/// device, threads and the process group (a single-process Comm when not distributed).
+struct Run {
+  dist::Env env;
+  std::filesystem::path dir;
+  at::Device device = at::kCPU;
+  std::shared_ptr<dist::Comm> comm;
+  std::string config_yaml, config_hash;
+  bool primary() const { return env.rank == 0; }
+};
+
+/// Opens the run of log.dir: `<name>.log` (rank 0; `<name>.rank<r>.log` on the others),
+/// threads, malloc tuning, train.device, the process group, config.yaml and run.json.
+/// `precision` is the run's precision key value (`<name>.precision`): anything but fp32
+/// and auto needs CUDA (UsageError).
+Run open_run(const config::Config& cfg, const std::string& name, const std::string& precision);
 
 /// Seeds with train.seed, builds RetClip from model.*, loads model.init.* (full, then the
 /// vision and text towers), freezes train.freeze.*, moves it to `device` in train mode.
@@ -23,6 +54,11 @@ model::RetClip build_model(const config::Config& cfg, int64_t vocab, const at::D
 /// Loads model.init.full (strict, RET-CLIP names), model.init.vision (OpenAI CLIP /
 /// OpenCLIP ViT) and model.init.text (Hugging Face BERT), in that order.
 void init_from_pretrained(model::RetClip& net, const config::InitConfig& init);
+
+/// Freezes `visual.conv1`, `visual.class_embedding`, `visual.positional_embedding`,
+/// `visual.ln_pre` and `visual.transformer.resblocks.{0..blocks-1}` of `module` (any module
+/// with RET-CLIP's `visual.*` names); nothing when blocks <= 0.
+void freeze_vision_blocks(torch::nn::Module& module, int64_t blocks);
 
 /// Sets requires_grad false on the parts train.freeze names.
 void apply_freeze(model::RetClip& net, const config::FreezeConfig& freeze);
