@@ -218,7 +218,7 @@ TEST(ConfigType, TopLevelNotAMapping) {
   auto m = err("- optim\n- data\n");
   EXPECT_HAS(m,
              "x.yaml line 1: expected a mapping of sections (model, data, loss, optim, train, "
-             "checkpoint, log, dist, eval) at the top level, found a list");
+             "checkpoint, log, dist, eval, finetune) at the top level, found a list");
 }
 
 TEST(ConfigType, EmptySectionKeepsDefaults) {

@@ -2,6 +2,7 @@
 // smoothing that changes the loss as its formula says, CE / BCE on logits, balanced class
 // weights, mixup / cutmix, drop-path, and the export round trip.
 #include "retclip/train/classifier.hpp"
+#include "retclip/util/fs.hpp"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -218,5 +219,5 @@ TEST(Classifier, ExportRoundTrip) {
   // Not a classifier directory: a clear error.
   fs::remove(dir / "retclip.json");
   EXPECT_THROW(train::load_classifier(dir), UsageError);
-  fs::remove_all(dir);
+  util::remove_tree(dir);  // not fs::remove_all: libtorch.so carries an incompatible copy
 }
