@@ -20,11 +20,13 @@ mkdir -p "$OUT"
 echo "== synthetic pairs: $PATIENTS patients, the last $HELD_OUT held out of pretraining"
 $R synth --out "$OUT/data" --patients "$PATIENTS" --val "$HELD_OUT" --seed 7 --size 64
 $R tokenizer train --manifest "$OUT/data/train.csv" --vocab-size 400 --out "$OUT/tok.model"
-$R pack --manifest "$OUT/data/train.csv" --out "$OUT/shards" --size 64 \
-  --tokenizer "$OUT/tok.model" --tokenizer-type sentencepiece --context 64
+for split in train val; do
+  $R pack --manifest "$OUT/data/$split.csv" --out "$OUT/shards-$split" --size 64 \
+    --tokenizer "$OUT/tok.model" --tokenizer-type sentencepiece --context 64
+done
 
 echo "== pretraining: $PRETRAIN_STEPS steps (configs/tiny-cpu.yaml)"
-$R train --config configs/tiny-cpu.yaml --set data.train="$OUT/shards" --set data.val= \
+$R train --config configs/tiny-cpu.yaml --set data.train="$OUT/shards-train" --set data.val="$OUT/shards-val" \
   --set log.dir="$OUT/pretrain" --set train.steps="$PRETRAIN_STEPS" --set train.val_every=0 \
   --set train.threads="$THREADS" --set checkpoint.every_steps=100000 --set log.tensorboard=false
 $R export --checkpoint "$OUT/pretrain/checkpoints" --out "$OUT/export" --parts vision
