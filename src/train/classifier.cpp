@@ -295,7 +295,9 @@ int64_t predict_manifest(const PredictOptions& o) {
   lo.drop_last = false;
   lo.policy = data::BadSamplePolicy::kFail;
   const at::Device device = eval::pick_device(o.device);
-  data::Loader loader(eval::make_item_source(items, level, c.image_size, 4, data::kDefaultMaxImagePixels), nullptr, lo);
+  data::Loader loader(
+      eval::make_item_source(items, level, c.image_size, 4, data::kDefaultMaxImagePixels), nullptr,
+      lo);
   c.net->to(device);
   torch::NoGradGuard ng;
   std::vector<at::Tensor> probs(items.size()), inputs_l(items.size()), inputs_r(items.size()),
