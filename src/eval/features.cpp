@@ -26,7 +26,7 @@ using nlohmann::json;
 
 namespace {
 
-// Manifest decoding of the items, with constant dummy tokens so that the loader needs
+// Manifest decoding of the items, with a fixed token row of zeros so that the loader needs
 // no tokenizer (features use the image tower only).
 class ItemSource : public data::SampleSource {
  public:

@@ -72,7 +72,7 @@ struct Features {
 };
 
 /// The data::Loader source of labelled items at `level` ("eye": each item's image in the
-/// left slot; "patient": both eyes, either may be missing), with constant dummy tokens of
+/// left slot; "patient": both eyes, either may be missing), with a token row of zeros of
 /// `context_length` (only the image tower runs); images above `max_pixels` (as
 /// data.max_image_pixels) are bad samples. Sample i is items[i]. Throws UsageError
 /// naming the item's origin when an item is not of `level`.
