@@ -51,8 +51,10 @@ LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const 
   auto labels = at::arange(first, first + count, img.options().dtype(at::kLong));
   auto logits_i = s * img_v.slice(0, first, first + count).matmul(txt_v.t());  // [count, M]
   auto logits_t = s * txt_v.slice(0, first, first + count).matmul(img_v.t());
-  if (options.local_loss() && count != cols.size(0)) {
-    // This rank's share of the global mean (see TripartiteLossOptions::world_size).
+  if (options.local_loss()) {
+    // This rank's share of the global mean (see TripartiteLossOptions::world_size). Also
+    // when this rank holds every valid row: the other ranks then contribute 0, and the
+    // mean over ranks must still be the global loss, so the share is world times it.
     const double norm = static_cast<double>(options.world_size()) /
                         (2.0 * static_cast<double>(cols.size(0)));
     out.loss = (at::cross_entropy_loss(logits_i, labels, {}, at::Reduction::Sum) +
