@@ -137,6 +137,7 @@ void validate_with(const Config& c, const Origins& origins) {
   k.one_of("data.on_bad_sample", d.on_bad_sample, {"skip", "fail"});
 
   // loss
+  k.one_of("loss.duplicates", c.loss.duplicates, {"negative", "positive"});
   const auto& w = c.loss.weights;
   k.ge("loss.weights.patient", w.patient, 0.0);
   k.ge("loss.weights.left", w.left, 0.0);
