@@ -586,10 +586,7 @@ std::string model_card(ExportFormat f, const json& side) {
 // ---------------------------------------------------------------------------------
 
 StateDict to_open_clip_visual(const StateDict& sd) {
-  StateDict out;
-  for (const auto& [k, v] : sd)
-    if (starts_with(k, "visual.")) out.emplace_back(k.substr(7), v);
-  return out;
+  return strip_prefix(filter_prefix(sd, "visual."), "visual.");
 }
 
 StateDict to_timm_vit(const StateDict& sd) {
@@ -661,10 +658,7 @@ StateDict map_timm_vit(const StateDict& sd) {
 }
 
 StateDict to_hf_bert(const StateDict& sd) {
-  StateDict out;
-  for (const auto& [k, v] : sd)
-    if (starts_with(k, "bert.")) out.emplace_back(k.substr(5), v);
-  return out;
+  return strip_prefix(filter_prefix(sd, "bert."), "bert.");
 }
 
 StateDict retclip_heads(const StateDict& sd) {

@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <string>
+#include <vector>
+
 namespace retclip::train {
 
 std::map<std::string, double> EvalResult::metrics() const {
@@ -36,6 +39,21 @@ std::string EvalResult::to_string() const {
   return s;
 }
 
+namespace {
+
+// One group id per row of tokens [N, T]: equal rows, equal ids.
+std::vector<int64_t> report_groups(const at::Tensor& tokens) {
+  const at::Tensor t = tokens.to(at::kLong).contiguous();
+  const int64_t n = t.size(0), width = t.size(1);
+  std::vector<std::string> rows(static_cast<size_t>(n));
+  const char* p = reinterpret_cast<const char*>(t.data_ptr<int64_t>());
+  const size_t bytes = static_cast<size_t>(width) * sizeof(int64_t);
+  for (int64_t i = 0; i < n; ++i) rows[static_cast<size_t>(i)].assign(p + i * bytes, bytes);
+  return eval::group_texts(rows);
+}
+
+}  // namespace
+
 EvalResult evaluate(model::RetClip& net, const BatchSource& next, int64_t limit,
                     const loss::TripartiteLossOptions& options, Precision precision) {
   const bool was_training = net->is_training();
@@ -43,7 +61,7 @@ EvalResult evaluate(model::RetClip& net, const BatchSource& next, int64_t limit,
   torch::NoGradGuard no_grad;
   EvalResult r;
   model::PerLevel<std::vector<at::Tensor>> img, txt;
-  std::vector<at::Tensor> has_left, has_right;
+  std::vector<at::Tensor> has_left, has_right, tokens;
   int64_t batches = 0, seen = 0;
   MicroBatch mb;
   while (seen < limit && next(&mb)) {
@@ -63,6 +81,7 @@ EvalResult evaluate(model::RetClip& net, const BatchSource& next, int64_t limit,
       img[l].push_back(e.img[l].to(at::kCPU));
       txt[l].push_back(e.txt[l].to(at::kCPU));
     }
+    tokens.push_back(mb.tokens.to(at::kCPU));
     has_left.push_back(e.has_left.to(at::kCPU));
     has_right.push_back(e.has_right.to(at::kCPU));
     ++batches;
@@ -75,17 +94,25 @@ EvalResult evaluate(model::RetClip& net, const BatchSource& next, int64_t limit,
     for (double* v : {&r.level_loss[l], &r.acc_i2t[l], &r.acc_t2i[l]}) *v /= nb;
   r.patients = seen;
   const std::vector<int64_t> ks{1, 5, 10};
+  // Patients whose token rows are identical share one report: recall counts it once,
+  // whatever the model makes of the text (eval/retrieval.hpp).
+  const std::vector<int64_t> report = report_groups(at::cat(tokens));
   model::PerLevel<at::Tensor> rows;  // the rows that take part at each level
   rows[model::Level::kLeft] = at::cat(has_left).to(at::kBool);
   rows[model::Level::kRight] = at::cat(has_right).to(at::kBool);
   for (model::Level l : model::kLevels) {
     at::Tensor i = at::cat(img[l]), t = at::cat(txt[l]);
+    std::vector<int64_t> groups = report;
     if (rows[l].defined()) {
       if (!rows[l].any().item<bool>()) continue;
       i = i.index({rows[l]});
       t = t.index({rows[l]});
+      groups.clear();
+      const at::Tensor keep = rows[l].contiguous();
+      for (int64_t k = 0; k < keep.numel(); ++k)
+        if (keep.data_ptr<bool>()[k]) groups.push_back(report[static_cast<size_t>(k)]);
     }
-    r.recall[l] = eval::retrieval_recall(i, t, ks);
+    r.recall[l] = eval::retrieval_recall(i, t, ks, groups);
   }
   return r;
 }
