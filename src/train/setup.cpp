@@ -81,7 +81,6 @@ void init_from_pretrained(model::RetClip& net, const config::InitConfig& init) {
   if (!init.text.empty())
     report_load("model.init.text",
                 io::load_pretrained(*net, init.text, io::Pretrained::kText, "model.init.text"));
-  }
 }
 
 model::RetClip build_model(const config::Config& cfg, int64_t vocab, const at::Device& device,
