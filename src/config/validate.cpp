@@ -76,7 +76,7 @@ void validate_with(const Config& c, const Origins& origins) {
   // model
   const auto& v = c.model.vision;
   k.one_of("model.vision.preset", v.preset, vision_preset_names());
-  if (v.preset == "checkpoint" && c.model.init.vision.empty())
+  if (v.preset == "checkpoint" && (c.model.init.vision.empty() || c.model.init.vision == "none"))
     k.fail("model.init.vision", "a CLIP ViT checkpoint (model.vision.preset is `checkpoint`)",
            "nothing", "set model.init.vision, or pick a named preset such as ViT-B-16");
   if (v.image_size != 0) k.closed("model.vision.image_size", v.image_size, 16, 4096);
@@ -146,6 +146,7 @@ void validate_with(const Config& c, const Origins& origins) {
            "the limit counts pixels (width x height), not megapixels: 40000000 is 40 MP");
 
   // loss
+  k.one_of("loss.duplicates", c.loss.duplicates, {"negative", "positive"});
   const auto& w = c.loss.weights;
   k.ge("loss.weights.patient", w.patient, 0.0);
   k.ge("loss.weights.left", w.left, 0.0);

@@ -36,8 +36,51 @@ const std::vector<std::string>& tokenizer_types() {
   return types;
 }
 
+std::string map_curly_quotes(const std::string& text) {
+  static const std::string kOpen = "\xE2\x80\x9C", kClose = "\xE2\x80\x9D";
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (text.compare(i, 3, kOpen) == 0 || text.compare(i, 3, kClose) == 0) {
+      out += '"';
+      i += 3;
+    } else {
+      out += text[i++];
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Applies the quote mapping in front of another tokenizer; everything else is the
+// wrapped tokenizer's.
+class QuoteMappingTokenizer : public Tokenizer {
+ public:
+  explicit QuoteMappingTokenizer(std::unique_ptr<Tokenizer> inner) : inner_(std::move(inner)) {}
+  std::vector<int64_t> tokenize(const std::string& text) const override {
+    return inner_->tokenize(map_curly_quotes(text));
+  }
+  int64_t vocab_size() const override { return inner_->vocab_size(); }
+  int64_t pad_id() const override { return inner_->pad_id(); }
+  int64_t cls_id() const override { return inner_->cls_id(); }
+  int64_t sep_id() const override { return inner_->sep_id(); }
+  int64_t unk_id() const override { return inner_->unk_id(); }
+  int64_t mask_id() const override { return inner_->mask_id(); }
+  std::string id_to_piece(int64_t id) const override { return inner_->id_to_piece(id); }
+  std::string type() const override { return inner_->type(); }
+  std::string path() const override { return inner_->path(); }
+
+ private:
+  std::unique_ptr<Tokenizer> inner_;
+};
+
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& type, const std::string& path,
-                                          bool lowercase) {
+                                          bool lowercase, bool map_quotes) {
+  if (map_quotes)
+    return std::make_unique<QuoteMappingTokenizer>(load_tokenizer(type, path, lowercase, false));
   if (type == "wordpiece") return std::make_unique<WordPieceTokenizer>(path, lowercase);
   if (type == "sentencepiece") return std::make_unique<SentencePieceTokenizer>(path);
   std::string valid;

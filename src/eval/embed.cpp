@@ -39,7 +39,7 @@ int64_t embed_manifest(const EmbedOptions& o) {
   const std::string tok_name = side.at("tokenizer").at("file").get<std::string>();
   RETCLIP_CHECK_USAGE(!tok_name.empty(), side_path.string(), " names no tokenizer file");
   auto tok = data::load_tokenizer(cfg.data.tokenizer.type, (dir / tok_name).string(),
-                                  cfg.data.tokenizer.lowercase);
+                                  cfg.data.tokenizer.lowercase, cfg.data.tokenizer.map_quotes);
   model::RetClip net(model::retclip_options(cfg.model, tok->vocab_size()));
   io::load_pretrained(*net, dir / side.at("files").at("full").get<std::string>(),
                       io::Pretrained::kFull, "--weights");

@@ -301,8 +301,15 @@ LoadReport load_pretrained(torch::nn::Module& module, const fs::path& path, Pret
     switch (kind) {
       case Pretrained::kFull:
         return apply_state_dict(module, map_retclip(sd), /*strict=*/true);
-      case Pretrained::kVision:
-        return apply_state_dict(module, map_openai_clip_visual(sd, vision_grid), false, "visual.");
+      case Pretrained::kVision: {
+        std::optional<double> scale;
+        for (const auto& [k, v] : sd)
+          if (k == "logit_scale" && v.numel() == 1) scale = v.to(at::kDouble).item<double>();
+        LoadReport rep =
+            apply_state_dict(module, map_openai_clip_visual(sd, vision_grid), false, "visual.");
+        rep.logit_scale = scale;
+        return rep;
+      }
       case Pretrained::kText:
         return apply_state_dict(module, map_hf_bert(sd), false, "bert.");
     }

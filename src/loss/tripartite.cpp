@@ -14,11 +14,17 @@ double top1(const at::Tensor& logits, const at::Tensor& labels) {
   return logits.argmax(1).eq(labels).to(at::kDouble).mean().item<double>();
 }
 
+// Multi-positive top-1: the arg-max column is one of the row's positives.
+double top1_of_targets(const at::Tensor& logits, const at::Tensor& targets) {
+  if (logits.size(0) == 0) return 0.0;
+  return targets.gather(1, logits.argmax(1, true)).gt(0).to(at::kDouble).mean().item<double>();
+}
+
 }  // namespace
 
 LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
                             const at::Tensor& valid, int64_t local_begin, int64_t local_end,
-                            const TripartiteLossOptions& options) {
+                            const TripartiteLossOptions& options, const at::Tensor& report_id) {
   const int64_t n = img.size(0);
   RETCLIP_CHECK(img.dim() == 2 && txt.sizes() == img.sizes(),
                 "expected image and text features of equal shape [N, E] but got ", img.sizes(),
@@ -51,8 +57,34 @@ LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const 
   auto labels = at::arange(first, first + count, img.options().dtype(at::kLong));
   auto logits_i = s * img_v.slice(0, first, first + count).matmul(txt_v.t());  // [count, M]
   auto logits_t = s * txt_v.slice(0, first, first + count).matmul(img_v.t());
-  if (options.local_loss() && count != cols.size(0)) {
-    // This rank's share of the global mean (see TripartiteLossOptions::world_size).
+  // With duplicates_positive, the targets of a query row are spread evenly over every
+  // column whose report id equals its own (the row itself included); the matrix is
+  // symmetric, so image->text and text->image share it.
+  at::Tensor targets;
+  if (options.duplicates_positive() && report_id.defined()) {
+    RETCLIP_CHECK(report_id.dim() == 1 && report_id.size(0) == n, "expected report ids [", n,
+                  "] but got ", report_id.sizes());
+    auto ids = report_id.to(img.device(), at::kLong).index_select(0, cols);
+    auto same = ids.slice(0, first, first + count).unsqueeze(1).eq(ids.unsqueeze(0));
+    auto m = same.to(logits_i.scalar_type());
+    targets = m / m.sum(1, true);
+  }
+  if (targets.defined()) {
+    const double norm = options.local_loss() ? static_cast<double>(options.world_size()) /
+                                                   (2.0 * static_cast<double>(cols.size(0)))
+                                             : 1.0 / (2.0 * static_cast<double>(count));
+    out.loss = (at::cross_entropy_loss(logits_i, targets, {}, at::Reduction::Sum) +
+                at::cross_entropy_loss(logits_t, targets, {}, at::Reduction::Sum)) *
+               norm;
+    at::NoGradGuard no_grad;
+    out.acc_i2t = top1_of_targets(logits_i, targets);
+    out.acc_t2i = top1_of_targets(logits_t, targets);
+    return out;
+  }
+  if (options.local_loss()) {
+    // This rank's share of the global mean (see TripartiteLossOptions::world_size). Also
+    // when this rank holds every valid row: the other ranks then contribute 0, and the
+    // mean over ranks must still be the global loss, so the share is world times it.
     const double norm = static_cast<double>(options.world_size()) /
                         (2.0 * static_cast<double>(cols.size(0)));
     out.loss = (at::cross_entropy_loss(logits_i, labels, {}, at::Reduction::Sum) +
@@ -75,8 +107,9 @@ LossOutput tripartite_loss(const model::Embeddings& global, const TripartiteLoss
                            int64_t local_begin, int64_t local_end) {
   LossOutput out;
   for (model::Level l : model::kLevels) {
-    out.level[l] = contrastive_level(global.img[l], global.txt[l], global.logit_scale[l],
-                                     global.valid(l), local_begin, local_end, options);
+    out.level[l] =
+        contrastive_level(global.img[l], global.txt[l], global.logit_scale[l], global.valid(l),
+                          local_begin, local_end, options, global.report_id);
     at::Tensor term = options.weight(l) * out.level[l].loss;
     out.total = out.total.defined() ? out.total + term : term;
   }

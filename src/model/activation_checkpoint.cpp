@@ -4,11 +4,13 @@
 #include "retclip/model/activation_checkpoint.hpp"
 
 #include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/Generator.h>
 #include <c10/core/GradMode.h>
 #include <torch/autograd.h>
 #include <torch/custom_class.h>
 
+#include <array>
 #include <mutex>
 
 namespace retclip::model {
@@ -19,10 +21,56 @@ at::Generator device_generator(const at::Tensor& x) {
   return at::globalContext().defaultGenerator(x.device());
 }
 
-/// What backward needs besides the saved input: the block and the RNG state.
+/// Autocast as the forward saw it, for the device types retclip runs on; re-entered
+/// around the recompute (as torch.utils.checkpoint does), so that under bf16 / fp16 the
+/// replay computes in the same precision as the forward instead of fp32.
+struct AutocastState {
+  static constexpr std::array<at::DeviceType, 2> kTypes{at::kCUDA, at::kCPU};
+  std::array<bool, 2> enabled{};
+  std::array<at::ScalarType, 2> dtype{};
+  bool cache = true;
+
+  static AutocastState capture() {
+    AutocastState s;
+    for (size_t i = 0; i < kTypes.size(); ++i) {
+      s.enabled[i] = at::autocast::is_autocast_enabled(kTypes[i]);
+      s.dtype[i] = at::autocast::get_autocast_dtype(kTypes[i]);
+    }
+    s.cache = at::autocast::is_autocast_cache_enabled();
+    return s;
+  }
+  void apply() const {
+    for (size_t i = 0; i < kTypes.size(); ++i) {
+      at::autocast::set_autocast_enabled(kTypes[i], enabled[i]);
+      at::autocast::set_autocast_dtype(kTypes[i], dtype[i]);
+    }
+    at::autocast::set_autocast_cache_enabled(cache);
+  }
+};
+
+/// Enters `want` for its lifetime and restores the state it found.
+class AutocastRestore {
+ public:
+  explicit AutocastRestore(const AutocastState& want) : prev_(AutocastState::capture()) {
+    want.apply();
+    at::autocast::increment_nesting();
+  }
+  ~AutocastRestore() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    prev_.apply();
+  }
+  AutocastRestore(const AutocastRestore&) = delete;
+  AutocastRestore& operator=(const AutocastRestore&) = delete;
+
+ private:
+  AutocastState prev_;
+};
+
+/// What backward needs besides the saved input: the block, the RNG and autocast state.
 struct CheckpointState : torch::CustomClassHolder {
   BlockFn fn;
   at::Tensor rng_state;
+  AutocastState autocast;
   std::vector<at::Tensor> params;  // the block's parameters (leaves: no reference cycle)
 };
 
@@ -35,6 +83,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       std::lock_guard<std::mutex> lock(gen.mutex());
       state->rng_state = gen.get_state();
     }
+    state->autocast = AutocastState::capture();
     state->params = params.vec();
     ctx->save_for_backward({x});
     ctx->saved_data["state"] = c10::IValue::make_capsule(state);
@@ -61,6 +110,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       }
       {
         c10::AutoGradMode enable(true);
+        AutocastRestore autocast(state->autocast);
         out = state->fn(x_in);
       }
       std::lock_guard<std::mutex> lock(gen.mutex());

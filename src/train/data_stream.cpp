@@ -132,7 +132,8 @@ std::shared_ptr<const data::Tokenizer> open_tokenizer(const config::Config& cfg,
                         "(wordpiece) or a .model (sentencepiece), e.g. from `retclip tokenizer train`");
     return nullptr;
   }
-  return data::load_tokenizer(type, path, cfg.data.tokenizer.lowercase);
+  return data::load_tokenizer(type, path, cfg.data.tokenizer.lowercase,
+                              cfg.data.tokenizer.map_quotes);
 }
 
 MicroBatch to_micro(const data::Batch& b, const at::Device& device) {

@@ -33,7 +33,29 @@ loss::TripartiteLossOptions loss_options(const config::Config& cfg, int64_t worl
       .weight_right(cfg.loss.weights.right)
       .logit_scale_max(cfg.loss.logit_scale_max)
       .local_loss(cfg.loss.local_loss)
-      .world_size(world);
+      .world_size(world)
+      .gather(cfg.loss.gather)
+      .duplicates_positive(cfg.loss.duplicates == "positive");
+}
+
+at::Tensor report_ids(const at::Tensor& tokens) {
+  // Two polynomial hashes of the token row modulo primes below 2^31, packed into 62
+  // bits: every product stays below 2^62, so int64 never overflows, on any device.
+  // Equal rows give equal ids on every rank; distinct rows collide with probability
+  // about 2^-62 per pair.
+  RETCLIP_CHECK(tokens.dim() == 2, "expected tokens [B, T] but got ", tokens.sizes());
+  const int64_t t = tokens.size(1);
+  auto hash = [&](int64_t mod, int64_t base) {
+    std::vector<int64_t> w(static_cast<size_t>(t));
+    int64_t p = 1;
+    for (auto& x : w) {
+      x = p;
+      p = (p * base) % mod;
+    }
+    auto weights = at::tensor(w, tokens.options().dtype(at::kLong));
+    return (tokens.to(at::kLong).remainder(mod) * weights).remainder(mod).sum(1).remainder(mod);
+  };
+  return hash(2147483647, 1000003) * 2147483648LL + hash(2147483629, 998244353 % 2147483629);
 }
 
 at::Device resolve_device(const std::string& want, int64_t local_rank) {
@@ -87,6 +109,14 @@ std::vector<MicroBatch> split_batch(const MicroBatch& b, int64_t k) {
 // process both are identities and the local range is every row.
 loss::LossOutput step_loss(const model::Embeddings& local, const loss::TripartiteLossOptions& o,
                            dist::Comm& comm) {
+  if (!o.gather() || comm.world() == 1) {
+    // loss.gather false: negatives from this rank's batch only (the reference's
+    // --skip-aggregate); each rank's loss is its own batch's mean, and the gradient
+    // all-reduce averages them.
+    auto per_rank = o;
+    per_rank.local_loss(false).world_size(1);
+    return loss::tripartite_loss(local, per_rank);
+  }
   std::vector<at::Tensor> parts;
   for (model::Level l : model::kLevels) parts.push_back(local.img[l]);
   for (model::Level l : model::kLevels) parts.push_back(local.txt[l]);
@@ -94,9 +124,11 @@ loss::LossOutput step_loss(const model::Embeddings& local, const loss::Tripartit
   for (const auto& p : parts) widths.push_back(p.size(1));
   const int64_t rows = local.img[model::Level::kPatient].size(0);
   auto all = dist::all_gather_with_grad(comm, at::cat(parts, 1)).split_with_sizes(widths, 1);
-  auto masks =
-      comm.all_gather(at::stack({local.has_left.to(at::kByte), local.has_right.to(at::kByte)}, 1));
+  std::vector<at::Tensor> cols{local.has_left.to(at::kLong), local.has_right.to(at::kLong)};
+  if (local.report_id.defined()) cols.push_back(local.report_id.to(at::kLong));
+  auto masks = comm.all_gather(at::stack(cols, 1));
   model::Embeddings g = local;
+  if (local.report_id.defined()) g.report_id = masks.select(1, 2).contiguous();
   for (size_t i = 0; i < model::kLevels.size(); ++i) {
     g.img[model::kLevels[i]] = all[i];
     g.txt[model::kLevels[i]] = all[model::kLevels.size() + i];
@@ -111,6 +143,14 @@ namespace {
 model::Embeddings run_forward(model::RetClip& net, const MicroBatch& mb, Precision p) {
   AutocastScope scope(p, mb.tokens.device());
   return to_float(net->forward(mb.left, mb.right, mb.tokens, mb.has_left, mb.has_right));
+}
+
+// The forward, plus the report ids the loss needs with loss.duplicates: positive.
+model::Embeddings forward_for_loss(model::RetClip& net, const MicroBatch& mb, Precision p,
+                                   const loss::TripartiteLossOptions& o) {
+  model::Embeddings e = run_forward(net, mb, p);
+  if (o.duplicates_positive()) e.report_id = report_ids(mb.tokens);
+  return e;
 }
 
 // Dropout draws from the default generator of the device: capture it so the
@@ -156,6 +196,8 @@ model::Embeddings concat(const std::vector<model::Embeddings>& parts,
   }
   g.has_left = cat_rows(parts, [](const model::Embeddings& e) { return e.has_left; });
   g.has_right = cat_rows(parts, [](const model::Embeddings& e) { return e.has_right; });
+  if (parts[0].report_id.defined())
+    g.report_id = cat_rows(parts, [](const model::Embeddings& e) { return e.report_id; });
   g.logit_scale = scales;
   return g;
 }
@@ -190,7 +232,7 @@ StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& 
   const at::Device device = micro[0].tokens.device();
   auto t0 = std::chrono::steady_clock::now();
   if (micro.size() == 1) {
-    model::Embeddings e = run_forward(net, micro[0], precision);
+    model::Embeddings e = forward_for_loss(net, micro[0], precision, options);
     loss::LossOutput out = step_loss(e, options, sc.comm);
     if (phases) phases->forward_ms += phase_ms(t0, device);
     backward(out.total, loss_scale, sc, /*last=*/true);
@@ -205,7 +247,7 @@ StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& 
     torch::NoGradGuard no_grad;
     for (const auto& mb : micro) {
       states.push_back(rng_state(device));
-      cached.push_back(run_forward(net, mb, precision));
+      cached.push_back(forward_for_loss(net, mb, precision, options));
     }
   }
   const at::Tensor after = rng_state(device);
@@ -216,7 +258,7 @@ StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& 
   StepLosses result;
   for (size_t j = 0; j < micro.size(); ++j) {
     set_rng_state(device, states[j]);
-    model::Embeddings live = run_forward(net, micro[j], precision);
+    model::Embeddings live = forward_for_loss(net, micro[j], precision, options);
     std::vector<model::Embeddings> parts = cached;
     parts[j] = live;
     model::PerLevel<at::Tensor> scales;

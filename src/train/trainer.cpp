@@ -289,6 +289,7 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   const auto t_start = Clock::now();
   Run run = open_run(cfg, "train", cfg.train.precision);
   const int rank = run.env.rank, world = run.env.world;
+  check_init_given(cfg.model.init);  // before any data is read
   TrainData data = TrainData::open(cfg, rank, world);
   log::info("{}", data.describe());
   model::RetClip net = build_model(cfg, data.vocab_size(), run.device, rank);

@@ -602,6 +602,24 @@ TEST(ConfigDiff, FullKeyPathsAndTypedValues) {
   EXPECT_TRUE(diff(a, a).empty());
 }
 
+TEST(ConfigShipped, RetClipReferenceSetsTheReferenceSwitches) {
+  auto c = load(RETCLIP_SOURCE_DIR "/configs/ret-clip-reference.yaml");
+  auto paper = load(RETCLIP_SOURCE_DIR "/configs/ret-clip-vitb16.yaml");
+  EXPECT_TRUE(c.model.init.required);
+  EXPECT_TRUE(paper.model.init.required);
+  EXPECT_FALSE(c.loss.gather);
+  EXPECT_EQ(c.loss.duplicates, "negative");
+  EXPECT_EQ(c.train.precision, "fp16");
+  EXPECT_TRUE(c.optim.no_decay.empty());
+  EXPECT_TRUE(c.data.tokenizer.map_quotes);
+  EXPECT_TRUE(c.data.augment.hflip);
+  EXPECT_EQ(c.data.augment.crop_scale, (std::array<double, 2>{0.9, 1.0}));
+  EXPECT_EQ(c.optim.lr, paper.optim.lr);
+  EXPECT_EQ(c.train.batch_size, paper.train.batch_size);
+  EXPECT_THROW(load("", {"loss.duplicates=sometimes"}), UsageError);
+  EXPECT_EQ(load("", {"loss.duplicates=positive"}).loss.duplicates, "positive");
+}
+
 TEST(ConfigShipped, RetClipVitB16) {
   auto c = load(RETCLIP_SOURCE_DIR "/configs/ret-clip-vitb16.yaml");
   EXPECT_EQ(c.model.vision.preset, "ViT-B-16");

@@ -211,6 +211,25 @@ TEST(WordPiece, LoadsVocabFile) {
   EXPECT_THROW(tok->id_to_piece(27), Error);
 }
 
+TEST(WordPiece, CurlyQuotesMapToAsciiWhenAsked) {
+  auto dir = temp_dir("quotes");
+  std::string text;
+  for (const auto& t : small_vocab()) text += t + "\n";
+  text += "\"\n";  // id 27
+  util::write_file_atomic(dir / "vocab.txt", text);
+  const std::string quoted =
+      "\xE2\x80\x9C"
+      "eye"
+      "\xE2\x80\x9D";
+  EXPECT_EQ(map_curly_quotes(quoted), "\"eye\"");
+  auto mapped = load_tokenizer("wordpiece", (dir / "vocab.txt").string(), true, true);
+  EXPECT_EQ(mapped->tokenize(quoted), (std::vector<int64_t>{27, 6, 27}));
+  EXPECT_EQ(mapped->vocab_size(), 28);
+  EXPECT_EQ(mapped->type(), "wordpiece");
+  auto plain = load_tokenizer("wordpiece", (dir / "vocab.txt").string(), true, false);
+  EXPECT_EQ(plain->tokenize(quoted), (std::vector<int64_t>{1, 6, 1}));  // [UNK] eye [UNK]
+}
+
 TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
   auto dir = temp_dir("spm");
   auto texts = reports(400);

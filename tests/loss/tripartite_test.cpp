@@ -169,3 +169,27 @@ TEST(TripartiteLoss, LevelWithoutRowsIsZeroAndKeepsGraph) {
   EXPECT_EQ(e.img[model::Level::kRight].grad().abs().max().item<double>(), 0.0);
   EXPECT_EQ(e.logit_scale[model::Level::kRight].grad().item<double>(), 0.0);
 }
+
+TEST(TripartiteLoss, LocalLossWithEveryEyeOnOneRankAveragesToGlobalLoss) {
+  torch::manual_seed(4);
+  auto e = random_embeddings(8, 8, 2.0);
+  // Every left eye on "rank" 0 (rows 0-3), none on rank 1 (rows 4-7).
+  e.has_left = torch::tensor({1, 1, 1, 0, 0, 0, 0, 0}).to(torch::kBool);
+  const auto global = loss::tripartite_loss(e, loss::TripartiteLossOptions());
+  auto local = loss::TripartiteLossOptions().local_loss(true).world_size(2);
+  auto a = loss::tripartite_loss(e, local, 0, 4), b = loss::tripartite_loss(e, local, 4, 8);
+  ASSERT_EQ(a.level[model::Level::kLeft].rows, 3);
+  ASSERT_EQ(b.level[model::Level::kLeft].rows, 0);
+  const double g = global.level[model::Level::kLeft].loss.item<double>();
+  EXPECT_NEAR((a.level[model::Level::kLeft].loss.item<double>() +
+               b.level[model::Level::kLeft].loss.item<double>()) /
+                  2,
+              g, 1e-5);
+  EXPECT_NEAR((a.total.item<double>() + b.total.item<double>()) / 2, global.total.item<double>(),
+              1e-5);
+  auto grad_of = [&](const at::Tensor& loss) {
+    return torch::autograd::grad({loss}, {e.img[model::Level::kLeft]}, {}, /*retain_graph=*/true)[0];
+  };
+  at::Tensor g_mean = (grad_of(a.total) + grad_of(b.total)) / 2;
+  EXPECT_TRUE(g_mean.allclose(grad_of(global.total), 1e-5, 1e-6));
+}

@@ -6,6 +6,8 @@
 #include <iostream>
 #include <map>
 
+#include <ATen/autocast_mode.h>
+
 #include "../support/model.hpp"
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/activation_checkpoint.hpp"
@@ -95,4 +97,42 @@ TEST(Checkpointing, BlocksRunThroughTheCheckpointFunction) {
   EXPECT_NE(bert->forward_hidden(tok).grad_fn()->name().find("CheckpointFunction"),
             std::string::npos)
       << bert->forward_hidden(tok).grad_fn()->name();
+}
+
+// The recompute runs under the autocast state of the forward, not of backward's caller.
+// CUDA autocast cannot run here; CPU autocast uses the same capture / restore code.
+TEST(Checkpointing, RecomputeRunsUnderTheForwardsAutocastState) {
+  std::vector<std::pair<bool, at::ScalarType>> seen;
+  auto w = torch::randn({4, 4}, torch::requires_grad());
+  model::BlockFn fn = [&](const at::Tensor& x) {
+    seen.emplace_back(at::autocast::is_autocast_enabled(at::kCPU),
+                      at::autocast::get_autocast_dtype(at::kCPU));
+    return x.matmul(w).tanh();
+  };
+  auto x = torch::randn({3, 4}, torch::requires_grad());
+  const bool was = at::autocast::is_autocast_enabled(at::kCPU);
+  const at::ScalarType was_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+
+  // Forward under bf16 autocast, backward outside it: the recompute sees bf16 autocast.
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  auto y = model::checkpoint_block(fn, x, {w});
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  y.to(at::kFloat).sum().backward();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_TRUE(seen[1].first);
+  EXPECT_EQ(seen[1].second, at::kBFloat16);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);                  // matmul ran in bf16 in the forward
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCPU));  // and backward restored it
+
+  // Forward without autocast, backward inside it: the recompute runs without.
+  seen.clear();
+  auto y2 = model::checkpoint_block(fn, x, {w});
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  y2.sum().backward();
+  EXPECT_TRUE(at::autocast::is_autocast_enabled(at::kCPU));
+  at::autocast::set_autocast_enabled(at::kCPU, was);
+  at::autocast::set_autocast_dtype(at::kCPU, was_dtype);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_FALSE(seen[1].first);
 }

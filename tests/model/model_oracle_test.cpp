@@ -313,3 +313,51 @@ TEST(FullOracle, BaseSizesForwardMatchesReference) {
                  .embed_dim(512),
              4, 32, false, 1e-4, true, /*synthetic=*/true});
 }
+
+// loss.duplicates: positive against the SupCon / FLAIR definition written in
+// model_reference.py (float64 there, float32 here): loss and the gradients of both
+// feature matrices and of the logit scale, on one level with a missing eye and repeated
+// report ids; then the same through two simulated ranks with local_loss, whose mean must
+// be the global value. Tolerance 1e-5 (float32 accumulation over 10 rows).
+TEST(LossOracle, DuplicateReportsAsPositivesMatchReference) {
+  if (!python_ready()) GTEST_SKIP() << "python3 with torch, transformers, open_clip not available";
+  torch::manual_seed(11);
+  const int64_t n = 10, e = 16;
+  auto unit = [&] {
+    return torch::nn::functional::normalize(torch::randn({n, e}),
+                                            torch::nn::functional::NormalizeFuncOptions().dim(1));
+  };
+  auto img = unit().requires_grad_(true), txt = unit().requires_grad_(true);
+  auto scale = torch::tensor(2.3, torch::requires_grad());
+  auto ids = torch::tensor({7, 3, 7, 9, 3, 7, 1, 4, 9, 5}, torch::kLong);
+  auto valid = torch::tensor({1, 1, 1, 1, 0, 1, 1, 0, 1, 1}).to(torch::kBool);
+  const double smax = std::log(100.0);
+  auto opts = loss::TripartiteLossOptions().duplicates_positive(true).logit_scale_max(smax);
+  auto out = loss::contrastive_level(img, txt, scale, valid, 0, -1, opts, ids);
+  out.loss.backward();
+
+  auto ref = run_reference("multipos", {{"cfg.logit_scale_max", scalar(smax)},
+                                        {"in.img", img},
+                                        {"in.txt", txt},
+                                        {"in.log_scale", scale},
+                                        {"in.valid", valid},
+                                        {"in.ids", ids}});
+  EXPECT_NEAR(out.loss.item<double>(), ref["out.loss"].item<double>(), 1e-5);
+  EXPECT_TRUE(img.grad().to(torch::kDouble).allclose(ref["grad.img"], 1e-4, 1e-5));
+  EXPECT_TRUE(txt.grad().to(torch::kDouble).allclose(ref["grad.txt"], 1e-4, 1e-5));
+  EXPECT_NEAR(scale.grad().item<double>(), ref["grad.log_scale"].item<double>(), 1e-5);
+  // Duplicates change the loss: with every row a negative it is larger here.
+  auto neg = loss::contrastive_level(img, txt, scale, valid, 0, -1,
+                                     loss::TripartiteLossOptions().logit_scale_max(smax), ids);
+  EXPECT_GT(neg.loss.item<double>(), out.loss.item<double>() + 1e-3);
+
+  // Two ranks (rows 0-4, 5-9) with local_loss: the plain mean over ranks is the global.
+  auto local = opts;
+  local.local_loss(true).world_size(2);
+  auto a = loss::contrastive_level(img, txt, scale, valid, 0, 5, local, ids);
+  auto b = loss::contrastive_level(img, txt, scale, valid, 5, 10, local, ids);
+  EXPECT_NEAR((a.loss.item<double>() + b.loss.item<double>()) / 2, ref["out.loss"].item<double>(),
+              1e-5);
+  auto g = torch::autograd::grad({(a.loss + b.loss) / 2}, {img})[0];
+  EXPECT_TRUE(g.to(torch::kDouble).allclose(ref["grad.img"], 1e-4, 1e-5));
+}

@@ -104,7 +104,7 @@ TEST(RetClip, ForwardShapesAndUnitNorms) {
   EXPECT_THROW(net->encode_image(torch::randn({2, 3, 64, 64})), Error);
 }
 
-TEST(RetClip, InitStatisticsFollowReference) {
+TEST(RetClip, InitStdsFollowOpenClipVitAndBertSchemes) {
   torch::manual_seed(0);
   const int64_t w = 256, layers = 3, h = 256;
   auto opts = model::RetClipOptions()

@@ -3,7 +3,9 @@
 with torch.save. Towers: transformers.BertModel and open_clip's VisionTransformer;
 heads and tripartite loss: written here from the RET-CLIP paper/reference + docs/MODEL.md.
 
-usage: model_reference.py {bert|vit|full} IN.pt OUT.pt
+usage: model_reference.py {bert|vit|full|multipos} IN.pt OUT.pt
+  multipos: one level's loss with identical reports as positives (loss.duplicates:
+  positive), written from the SupCon / FLAIR definition, and its input gradients.
   keys in IN:  cfg.<name> (0-d tensors), param.<state-dict key>, in.<name>
   keys in OUT: out.<name>, grad.<state-dict key> (full mode, when cfg.backward = 1)
 """
@@ -95,6 +97,20 @@ def level_loss(img, txt, log_scale, valid, scale_max):
     return (F.cross_entropy(logits_per_image, gt) + F.cross_entropy(logits_per_text, gt)) / 2
 
 
+def multi_positive_level(img, txt, log_scale, valid, ids, scale_max):
+    """Symmetric multi-positive InfoNCE over the valid rows: query i's target is uniform
+    over the rows j with ids[j] == ids[i]; each direction averages over the queries."""
+    idx = valid.nonzero().view(-1)
+    i, t, r = img[idx], txt[idx], ids[idx]
+    s = log_scale.clamp(max=scale_max).exp()
+    pos = (r[:, None] == r[None, :]).to(i.dtype)
+    loss = 0.0
+    for logits in (s * i @ t.t(), s * t @ i.t()):
+        logp = F.log_softmax(logits, dim=1)
+        loss = loss + (-(pos * logp).sum(1) / pos.sum(1)).mean()
+    return loss / 2
+
+
 def synthetic_init(module):
     """Same values as the C++ test's synthetic_init: parameter i (sorted by name) is drawn
     with torch.manual_seed(1000 + i) -- one LibTorch, one generator, identical numbers."""
@@ -163,8 +179,17 @@ def main():
             total.backward()
             for k, p in model.named_parameters():
                 out["grad." + k] = p.grad if p.grad is not None else torch.zeros_like(p)
+    elif mode == "multipos":
+        img = inp["img"].double().requires_grad_(True)
+        txt = inp["txt"].double().requires_grad_(True)
+        scale = inp["log_scale"].double().requires_grad_(True)
+        loss = multi_positive_level(img, txt, scale, inp["valid"].bool(), inp["ids"],
+                                    cfg["logit_scale_max"])
+        loss.backward()
+        out.update({"out.loss": loss.detach(), "grad.img": img.grad, "grad.txt": txt.grad,
+                    "grad.log_scale": scale.grad})
     else:
-        raise SystemExit(f"unknown mode {mode!r}; expected bert, vit or full")
+        raise SystemExit(f"unknown mode {mode!r}; expected bert, vit, full or multipos")
     torch.save(out, dst)
 
 

@@ -61,7 +61,7 @@ bool has(const std::vector<std::string>& v, const std::string& x) {
   return std::find(v.begin(), v.end(), x) != v.end();
 }
 
-TEST(Optimizer, ReferenceNoDecayRule) {
+TEST(Optimizer, NoDecayIsBaseRulePlusConfiguredNames) {
   torch::manual_seed(0);
   Tiny m;
   auto built = train::build_adamw(*m, optim_cfg());
@@ -93,6 +93,15 @@ TEST(Optimizer, ReferenceNoDecayRule) {
   EXPECT_DOUBLE_EQ(std::get<0>(o0.betas()), 0.9);
   EXPECT_DOUBLE_EQ(std::get<1>(o1.betas()), 0.98);
   EXPECT_DOUBLE_EQ(o1.eps(), 1e-6);
+
+  // optim.no_decay: [] is the reference's rule alone (ndim < 2, bn / ln / bias /
+  // logit_scale): the 2-D positional embedding is decayed there.
+  auto ref_cfg = optim_cfg();
+  ref_cfg.no_decay.clear();
+  auto ref = train::build_adamw(*m, ref_cfg);
+  EXPECT_TRUE(has(group(ref.summary, "decay").names, "positional_embedding"));
+  EXPECT_TRUE(has(group(ref.summary, "no_decay").names, "class_embedding"));
+  EXPECT_TRUE(has(group(ref.summary, "no_decay").names, "logit_scale"));
 
   // Without the configurable patterns, the 2-D positional_embedding decays.
   auto cfg = optim_cfg();

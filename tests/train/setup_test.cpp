@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+
 #include "retclip/config/config.hpp"
+#include "retclip/io/safetensors.hpp"
 #include "retclip/train/setup.hpp"
+#include "retclip/util/error.hpp"
 
 using namespace retclip;
 
@@ -48,4 +52,39 @@ TEST(Setup, FreezeNamesWhatItFreezes) {
   }
   EXPECT_GT(frozen_text, 0);
   EXPECT_EQ(trainable_text, 0);
+}
+
+TEST(Setup, RequiredInitStopsWithoutFilesAndNoneOptsIn) {
+  auto cfg = micro_config({"model.init.required=true"});
+  try {
+    train::build_model(cfg, 50, at::kCPU, 0);
+    ADD_FAILURE() << "expected a UsageError";
+  } catch (const UsageError& e) {
+    const std::string m = e.what();
+    for (const char* k : {"model.init.vision", "model.init.text", "model.init.full", "HINT:"})
+      EXPECT_NE(m.find(k), std::string::npos) << k << " not in: " << m;
+  }
+  auto none = micro_config({"model.init.required=true", "model.init.vision=none"});
+  EXPECT_NO_THROW(train::build_model(none, 50, at::kCPU, 0));
+  EXPECT_NO_THROW(train::build_model(micro_config(), 50, at::kCPU, 0));  // not required
+}
+
+TEST(Setup, ClipInitImportsThePatientLogitScale) {
+  auto cfg = micro_config();
+  model::RetClip src = train::build_model(cfg, 50, at::kCPU, 0);
+  io::TensorList clip;
+  for (const auto& p : src->named_parameters())
+    if (p.key().rfind("visual.", 0) == 0) clip.emplace_back(p.key(), p.value().detach() * 0.5);
+  clip.emplace_back("logit_scale", torch::tensor(3.25f));
+  const auto path = std::filesystem::temp_directory_path() / "retclip_setup_clip.safetensors";
+  io::write_safetensors(path, clip);
+  auto with = micro_config({"model.init.vision=" + path.string()});
+  model::RetClip net = train::build_model(with, 50, at::kCPU, 0);
+  std::filesystem::remove(path);
+  EXPECT_FLOAT_EQ(net->logit_scale.item<float>(), 3.25f);
+  // The eye levels keep model.logit_scale_init; the visual weights are the file's.
+  EXPECT_NEAR(net->logit_scale_left.item<double>(), cfg.model.logit_scale_init, 1e-6);
+  auto p = net->named_parameters();
+  for (const auto& [k, v] : clip)
+    if (k != "logit_scale") EXPECT_TRUE(p[k].equal(v)) << k;
 }

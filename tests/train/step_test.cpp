@@ -69,6 +69,38 @@ TEST(Accumulate, MicroBatchesGiveFullBatchGradients) {
   }
 }
 
+TEST(Accumulate, DuplicateReportsAsPositivesAccumulateToFullBatch) {
+  auto net = micro_model();
+  auto batch = random_batch(8);
+  // Rows 0, 3 and 6 share one report, rows 1 and 7 another: in different micro-batches.
+  batch.tokens[3] = batch.tokens[0];
+  batch.tokens[6] = batch.tokens[0];
+  batch.tokens[7] = batch.tokens[1];
+  auto ids = train::report_ids(batch.tokens);
+  EXPECT_EQ(ids[0].item<int64_t>(), ids[3].item<int64_t>());
+  EXPECT_EQ(ids[1].item<int64_t>(), ids[7].item<int64_t>());
+  EXPECT_EQ(std::get<0>(at::_unique(ids)).size(0), 5);
+  auto opts = loss::TripartiteLossOptions().duplicates_positive(true);
+
+  net->zero_grad();
+  auto full = train::forward_backward(net, {batch}, opts, train::Precision::kFp32);
+  auto g_full = grads_of(net);
+  auto neg =
+      train::forward_backward(net, {batch}, loss::TripartiteLossOptions(), train::Precision::kFp32);
+  EXPECT_GT(std::abs(neg.total.item<double>() - full.total.item<double>()), 1e-4);
+  for (int64_t k : {2, 4}) {
+    net->zero_grad();
+    auto acc =
+        train::forward_backward(net, train::split_batch(batch, k), opts, train::Precision::kFp32);
+    EXPECT_NEAR(acc.total.item<double>(), full.total.item<double>(), 1e-5);
+    auto g_acc = grads_of(net);
+    for (auto& [name, g] : g_full) {
+      double scale = std::max(1.0, g.abs().max().item<double>());
+      EXPECT_LT((g_acc.at(name) - g).abs().max().item<double>() / scale, 1e-5) << name;
+    }
+  }
+}
+
 TEST(Accumulate, SplitBatchRejectsTooManyMicroBatches) {
   auto batch = random_batch(8);
   EXPECT_THROW(train::split_batch(batch, 9), std::exception);

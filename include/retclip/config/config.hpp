@@ -41,6 +41,9 @@ struct InitConfig {
   std::string vision;  ///< OpenAI-CLIP/OpenCLIP ViT weights (.pt, TorchScript, safetensors)
   std::string text;    ///< HF BERT weights (pytorch_model.bin / model.safetensors)
   std::string full;    ///< a full retclip / RET-CLIP state dict
+  /// The config is meant for pretrained towers: training stops before it starts when
+  /// vision, text and full are all empty. `vision: none` says random towers on purpose.
+  bool required = false;
 };
 
 struct ModelConfig {
@@ -55,6 +58,9 @@ struct TokenizerConfig {
   std::string type = "wordpiece";  ///< wordpiece (vocab.txt) | sentencepiece (.model)
   std::string path;                ///< vocab.txt or .model; empty = data dir's tokenizer
   bool lowercase = true;           ///< wordpiece only
+  /// Curly double quotes (U+201C, U+201D) become '"' before tokenizing, as Chinese-CLIP /
+  /// RET-CLIP's text preprocessing does; off, WordPiece vocabularies without them give [UNK].
+  bool map_quotes = false;
 };
 
 struct AugmentConfig {
@@ -94,6 +100,9 @@ struct LossConfig {
   LossWeights weights;
   bool gather = true;          ///< global negatives across ranks
   bool local_loss = false;     ///< local rows x global columns (OpenCLIP's --local-loss)
+  /// negative: identical reports of different patients are negatives (CLIP, RET-CLIP);
+  /// positive: they are positives of each other (multi-positive targets).
+  std::string duplicates = "negative";
   double logit_scale_max = 4.6051701859880914;  ///< ln 100 clamp (OpenCLIP)
 };
 

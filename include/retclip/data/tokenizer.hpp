@@ -46,8 +46,12 @@ const std::vector<std::string>& tokenizer_types();
 /// do_lower_case); a sentencepiece model carries its own normaliser and ignores it.
 /// Throws UsageError for an unknown type (listing the valid ones), a missing or
 /// unreadable file (naming the path) and a vocabulary without the special tokens.
+/// `map_quotes` (data.tokenizer.map_quotes): curly double quotes become '"' first.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& type, const std::string& path,
-                                          bool lowercase = true);
+                                          bool lowercase = true, bool map_quotes = false);
+
+/// `text` with U+201C and U+201D replaced by '"' (Chinese-CLIP's _preprocess_text).
+std::string map_curly_quotes(const std::string& text);
 
 /// The report texts of a manifest, for tokenizer training and inspection: a CSV file
 /// (header row, RFC 4180 quoting) or a JSONL file (one object per line; ".jsonl" or

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -116,6 +117,8 @@ struct LoadReport {
   std::vector<std::string> missing;     ///< in the module, not in the dict
   std::vector<std::string> unexpected;  ///< in the dict, not in the module
   std::vector<ShapeMismatch> shape_mismatch;
+  /// A CLIP checkpoint's learned temperature `logit_scale` (load_pretrained, vision kind).
+  std::optional<double> logit_scale;
 
   /// True when nothing was missing, unexpected or mismatched.
   bool ok() const { return missing.empty() && unexpected.empty() && shape_mismatch.empty(); }

@@ -37,6 +37,14 @@ struct TripartiteLossOptions {
   /// so that the mean over ranks is exactly the global-batch loss even when ranks hold
   /// different numbers of left / right eyes.
   TORCH_ARG(int64_t, world_size) = 1;
+  /// loss.duplicates: positive. Rows whose report ids are equal (identical report text)
+  /// are positives of each other, the soft targets spread evenly over them (multi-positive
+  /// InfoNCE, as SupCon / FLAIR); false: every other row is a negative (CLIP, RET-CLIP).
+  TORCH_ARG(bool, duplicates_positive) = false;
+  /// loss.gather, read by train::step_loss (the loss itself gathers nothing): true, every
+  /// rank's rows are negatives; false, each rank's own batch only (RET-CLIP's
+  /// --skip-aggregate).
+  TORCH_ARG(bool, gather) = true;
 };
 
 /// One level's loss: symmetric cross entropy over the valid rows, and the in-batch top-1
@@ -54,11 +62,12 @@ struct LossOutput {
 
 /// One level: symmetric cross entropy of exp(min(scale, max)) * img @ txt^T over the
 /// rows where `valid` is true (undefined = all), queries restricted to
-/// [local_begin, local_end) when local_loss. Labels are the diagonal.
-/// Shape: img, txt [N, E]; scale scalar; valid [N] bool.
+/// [local_begin, local_end) when local_loss. Labels are the diagonal; with
+/// duplicates_positive and `report_id` defined, every valid column of the same id.
+/// Shape: img, txt [N, E]; scale scalar; valid [N] bool; report_id [N] int64.
 LevelLoss contrastive_level(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
                             const at::Tensor& valid, int64_t local_begin, int64_t local_end,
-                            const TripartiteLossOptions& options);
+                            const TripartiteLossOptions& options, const at::Tensor& report_id = {});
 
 /// The three levels and their weighted total over (possibly gathered) embeddings.
 /// local_end < 0 means N. With local_loss false the range is ignored.

@@ -18,7 +18,9 @@ using BlockFn = std::function<at::Tensor(const at::Tensor&)>;
 /// the parameters fn reads (those that require grad receive their gradients through
 /// this call). Falls back to fn(x) when grad mode is off or nothing requires grad.
 /// The default generator of x's device (CPU, or the CUDA device of x) is saved before
-/// the forward and restored around the recompute, so dropout is reproduced exactly.
+/// the forward and restored around the recompute, so dropout is reproduced exactly; so
+/// is the autocast state (enabled and dtype, CUDA and CPU), so a bf16 / fp16 forward is
+/// recomputed in bf16 / fp16 as torch.utils.checkpoint does.
 /// Shape: x any; output fn(x)'s.
 at::Tensor checkpoint_block(const BlockFn& fn, const at::Tensor& x,
                             const std::vector<at::Tensor>& params);

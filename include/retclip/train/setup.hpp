@@ -53,12 +53,19 @@ model::RetClip build_model(const config::Config& cfg, int64_t vocab, const at::D
 
 /// Loads model.init.full (strict, RET-CLIP names), model.init.vision (OpenAI CLIP /
 /// OpenCLIP ViT) and model.init.text (Hugging Face BERT), in that order.
+/// model.init.vision `none` loads nothing (random towers on purpose). A whole CLIP
+/// checkpoint's `logit_scale` becomes the patient level's scale, as in the reference.
+/// Partial loads (missing tensors, shape mismatches) are logged as warnings.
 void init_from_pretrained(model::RetClip& net, const config::InitConfig& init);
 
 /// Freezes `visual.conv1`, `visual.class_embedding`, `visual.positional_embedding`,
 /// `visual.ln_pre` and `visual.transformer.resblocks.{0..blocks-1}` of `module` (any module
 /// with RET-CLIP's `visual.*` names); nothing when blocks <= 0.
 void freeze_vision_blocks(torch::nn::Module& module, int64_t blocks);
+
+/// UsageError naming the keys when model.init.required is set and no model.init.* file
+/// is given; called by init_from_pretrained, and by the trainer before any data is read.
+void check_init_given(const config::InitConfig& init);
 
 /// Sets requires_grad false on the parts train.freeze names.
 void apply_freeze(model::RetClip& net, const config::FreezeConfig& freeze);

@@ -84,6 +84,10 @@ model::Embeddings forward_no_grad(model::RetClip& net, const MicroBatch& mb, Pre
 /// The loss options of a config (loss.* keys) for `world` data-parallel ranks.
 loss::TripartiteLossOptions loss_options(const config::Config& cfg, int64_t world = 1);
 
+/// One id per token row, equal for equal rows (on every rank): the report ids of
+/// loss.duplicates: positive. Shape: tokens [B, T] -> [B] int64.
+at::Tensor report_ids(const at::Tensor& tokens);
+
 /// Loss values of a step: the full-batch loss (identical in every micro pass), per level.
 struct StepLosses {
   at::Tensor total;                          ///< detached scalar (stays on the device)
@@ -100,7 +104,9 @@ struct StepComm {
   dist::GradSync& grad_sync;
 };
 
-/// The loss of this rank's embeddings against every rank's rows (gathered with gradient).
+/// The loss of this rank's embeddings against every rank's rows (gathered with gradient),
+/// or against this rank's rows only when `o.gather()` is false. Report ids, when set,
+/// are gathered with the eye masks.
 loss::LossOutput step_loss(const model::Embeddings& local, const loss::TripartiteLossOptions& o,
                            dist::Comm& comm);
 
