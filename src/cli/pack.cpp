@@ -15,6 +15,7 @@ namespace {
 struct PackArgs {
   retclip::data::PackOptions opts;
   std::string on_bad = "skip";
+  std::string preprocess = "fundus_crop";
   std::string verify;
 };
 
@@ -25,6 +26,11 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
   sub->add_option("--manifest", a->opts.manifest, "manifest (CSV/JSONL) or RET-CLIP data");
   sub->add_option("--out", a->opts.out, "output directory (shard-NNNNN.rcs + index.json)");
   sub->add_option("--size", a->opts.image_size, "image size in pixels")->capture_default_str();
+  sub->add_option("--preprocess", a->preprocess,
+                  "fundus_crop (field of view, padded square) or resize (whole photo "
+                  "squashed, as the RET-CLIP reference); train with the same data.preprocess")
+      ->check(CLI::IsMember({"fundus_crop", "resize"}))
+      ->capture_default_str();
   sub->add_option("--format", a->opts.format, "input layout")
       ->check(CLI::IsMember({"auto", "manifest", "retclip"}))
       ->capture_default_str();
@@ -59,6 +65,7 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
                         "retclip pack needs --manifest and --out (or --verify DIR). HINT: "
                         "retclip pack --manifest data/manifest.csv --out shards --size 224");
     a->opts.on_bad_sample = data::parse_bad_sample_policy(a->on_bad);
+    a->opts.preprocess = data::parse_preprocess(a->preprocess);
     auto rep = data::pack_dataset(a->opts);
     log::info("packed {} patients into {} shards in {} ({} kept from an earlier run) -> {}",
               rep.records, rep.shards, util::format_duration(rep.seconds), rep.shards_reused,
@@ -67,7 +74,8 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
       const size_t shown = std::min<size_t>(rep.bad.size(), 5);
       log::warn("{} bad samples skipped, all listed in {}; first {}:", rep.bad_samples,
                 rep.bad_list, shown);
-      for (size_t i = 0; i < shown; ++i) log::warn("  {}: {}", rep.bad[i].origin, rep.bad[i].reason);
+      for (size_t i = 0; i < shown; ++i)
+        log::warn("  {}: {}", rep.bad[i].origin, rep.bad[i].reason);
     }
     return 0;
   };

@@ -41,9 +41,11 @@ Field section(const char* name, std::vector<Field> children) {
 }
 
 Field augment_section(AugmentConfig& a) {
-  return section("augment", {leaf("enabled", a.enabled), leaf("crop_scale", a.crop_scale),
-                             leaf("color_jitter", a.color_jitter),
-                             leaf("random_erasing", a.random_erasing), leaf("hflip", a.hflip)});
+  return section("augment",
+                 {leaf("enabled", a.enabled), leaf("crop_scale", a.crop_scale),
+                  leaf("color_jitter", a.color_jitter), leaf("random_erasing", a.random_erasing),
+                  leaf("hflip", a.hflip), leaf("interpolation", a.interpolation),
+                  leaf("jitter_order", a.jitter_order)});
 }
 
 Field finetune_section(FinetuneConfig& f) {
@@ -103,18 +105,15 @@ std::vector<Field> schema(Config& c) {
                             leaf("full", m.init.full), leaf("required", m.init.required)})}),
       section("data",
               {leaf("train", d.train), leaf("val", d.val), leaf("format", d.format),
-               leaf("image_size", d.image_size), leaf("context_length", d.context_length),
+               leaf("image_size", d.image_size), leaf("preprocess", d.preprocess),
+               leaf("source_size", d.source_size), leaf("context_length", d.context_length),
                section("tokenizer", {leaf("type", d.tokenizer.type), leaf("path", d.tokenizer.path),
                                      leaf("lowercase", d.tokenizer.lowercase),
                                      leaf("map_quotes", d.tokenizer.map_quotes)}),
-               section("augment", {leaf("enabled", d.augment.enabled),
-                                   leaf("crop_scale", d.augment.crop_scale),
-                                   leaf("color_jitter", d.augment.color_jitter),
-                                   leaf("random_erasing", d.augment.random_erasing),
-                                   leaf("hflip", d.augment.hflip)}),
-               leaf("mean", d.mean), leaf("std", d.std), leaf("workers", d.workers),
-               leaf("prefetch", d.prefetch), leaf("on_bad_sample", d.on_bad_sample),
-               leaf("max_image_pixels", d.max_image_pixels), leaf("drop_last", d.drop_last)}),
+               augment_section(d.augment), leaf("mean", d.mean), leaf("std", d.std),
+               leaf("workers", d.workers), leaf("prefetch", d.prefetch),
+               leaf("on_bad_sample", d.on_bad_sample), leaf("max_image_pixels", d.max_image_pixels),
+               leaf("drop_last", d.drop_last)}),
       section("loss", {section("weights", {leaf("patient", c.loss.weights.patient),
                                            leaf("left", c.loss.weights.left),
                                            leaf("right", c.loss.weights.right)}),

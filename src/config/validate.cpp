@@ -120,6 +120,13 @@ void validate_with(const Config& c, const Origins& origins) {
            fmt::format("a multiple of model.vision.patch_size ({})", v.patch_size),
            fmt::format("{}", d.image_size),
            fmt::format("try {}", (d.image_size / v.patch_size) * v.patch_size));
+  k.one_of("data.preprocess", d.preprocess, {"fundus_crop", "resize"});
+  if (d.source_size != 0 && (d.source_size < d.image_size || d.source_size > 8192))
+    k.fail("data.source_size",
+           fmt::format("0 (= data.image_size) or a size in [data.image_size ({}), 8192]",
+                       d.image_size),
+           fmt::format("{}", d.source_size),
+           "shards packed at 256 px for a 224 px model: data.source_size: 256");
   k.closed("data.context_length", d.context_length, 4, 512);
   if (t.max_position > 0 && d.context_length > t.max_position)
     k.fail("data.context_length",
@@ -135,6 +142,8 @@ void validate_with(const Config& c, const Origins& origins) {
            "the reference uses [0.9, 1.0]");
   k.closed("data.augment.color_jitter", a.color_jitter, 0.0, 1.0);
   k.closed("data.augment.random_erasing", a.random_erasing, 0.0, 1.0);
+  k.one_of("data.augment.interpolation", a.interpolation, {"bilinear", "bicubic"});
+  k.one_of("data.augment.jitter_order", a.jitter_order, {"fixed", "random"});
   for (double m : d.mean) k.finite("data.mean", m);
   for (double s : d.std) k.gt("data.std", s, 0.0, "every channel's std divides the pixel values");
   k.ge("data.workers", d.workers, 0);
@@ -266,6 +275,8 @@ void validate_with(const Config& c, const Origins& origins) {
            "RETFound (timm) uses [0.08, 1.0]");
   k.closed("finetune.augment.color_jitter", fa.color_jitter, 0.0, 1.0);
   k.closed("finetune.augment.random_erasing", fa.random_erasing, 0.0, 1.0);
+  k.one_of("finetune.augment.interpolation", fa.interpolation, {"bilinear", "bicubic"});
+  k.one_of("finetune.augment.jitter_order", fa.jitter_order, {"fixed", "random"});
   k.half_open("finetune.val_fraction", f.val_fraction, 0.0, 1.0);
   k.half_open("finetune.test_fraction", f.test_fraction, 0.0, 1.0);
 }

@@ -23,7 +23,6 @@ namespace retclip::data {
 
 namespace {
 
-
 /// Deterministic random numbers for augmentation: splitmix64, whose output is fully
 /// specified (std::uniform_real_distribution is not portable bit-for-bit).
 class Rng {
@@ -93,33 +92,42 @@ cv::Mat grayscale(const cv::Mat& img) {
 }
 
 /// Colour jitter on float RGB in [0,255]: brightness, contrast, saturation, each a
-/// blend as torchvision's adjust_* functions, clamped after each step.
-void color_jitter(cv::Mat& img, double j, Rng& rng) {
+/// blend as torchvision's adjust_* functions, clamped after each step. The three factors
+/// are drawn first (in that order), then applied in the fixed or a random order.
+void color_jitter(cv::Mat& img, double j, bool random_order, Rng& rng) {
   const double lo = std::max(0.0, 1.0 - j), hi = 1.0 + j;
-  const float b = static_cast<float>(rng.uniform(lo, hi));
-  const float c = static_cast<float>(rng.uniform(lo, hi));
-  const float s = static_cast<float>(rng.uniform(lo, hi));
+  const float factor[3] = {static_cast<float>(rng.uniform(lo, hi)),
+                           static_cast<float>(rng.uniform(lo, hi)),
+                           static_cast<float>(rng.uniform(lo, hi))};
+  int order[3] = {0, 1, 2};
+  if (random_order) {  // Fisher-Yates: each of the 6 orders equally likely
+    for (int i = 2; i > 0; --i) std::swap(order[i], order[rng.randint(0, i + 1)]);
+  }
   auto clamp255 = [](float v) { return std::min(255.0f, std::max(0.0f, v)); };
-  // Brightness: blend with black.
-  for (int y = 0; y < img.rows; ++y) {
-    cv::Vec3f* p = img.ptr<cv::Vec3f>(y);
-    for (int x = 0; x < img.cols; ++x)
-      for (int k = 0; k < 3; ++k) p[x][k] = clamp255(p[x][k] * b);
-  }
-  // Contrast: blend with the mean grey level of the whole image.
-  const float mean = static_cast<float>(cv::mean(grayscale(img))[0]);
-  for (int y = 0; y < img.rows; ++y) {
-    cv::Vec3f* p = img.ptr<cv::Vec3f>(y);
-    for (int x = 0; x < img.cols; ++x)
-      for (int k = 0; k < 3; ++k) p[x][k] = clamp255(c * p[x][k] + (1.0f - c) * mean);
-  }
-  // Saturation: blend with the per-pixel grey level.
-  cv::Mat gray = grayscale(img);
-  for (int y = 0; y < img.rows; ++y) {
-    cv::Vec3f* p = img.ptr<cv::Vec3f>(y);
-    const float* g = gray.ptr<float>(y);
-    for (int x = 0; x < img.cols; ++x)
-      for (int k = 0; k < 3; ++k) p[x][k] = clamp255(s * p[x][k] + (1.0f - s) * g[x]);
+  for (int op : order) {
+    const float f = factor[op];
+    if (op == 0) {  // brightness: blend with black
+      for (int y = 0; y < img.rows; ++y) {
+        cv::Vec3f* p = img.ptr<cv::Vec3f>(y);
+        for (int x = 0; x < img.cols; ++x)
+          for (int k = 0; k < 3; ++k) p[x][k] = clamp255(p[x][k] * f);
+      }
+    } else if (op == 1) {  // contrast: blend with the mean grey level of the whole image
+      const float mean = static_cast<float>(cv::mean(grayscale(img))[0]);
+      for (int y = 0; y < img.rows; ++y) {
+        cv::Vec3f* p = img.ptr<cv::Vec3f>(y);
+        for (int x = 0; x < img.cols; ++x)
+          for (int k = 0; k < 3; ++k) p[x][k] = clamp255(f * p[x][k] + (1.0f - f) * mean);
+      }
+    } else {  // saturation: blend with the per-pixel grey level
+      cv::Mat gray = grayscale(img);
+      for (int y = 0; y < img.rows; ++y) {
+        cv::Vec3f* p = img.ptr<cv::Vec3f>(y);
+        const float* g = gray.ptr<float>(y);
+        for (int x = 0; x < img.cols; ++x)
+          for (int k = 0; k < 3; ++k) p[x][k] = clamp255(f * p[x][k] + (1.0f - f) * g[x]);
+      }
+    }
   }
 }
 
@@ -328,12 +336,50 @@ cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
   return out;
 }
 
+cv::Mat resize_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where) {
+  const std::string at = where.empty() ? std::string("image") : where;
+  RETCLIP_CHECK_USAGE(size >= 16 && size <= 8192, "expected an output size in [16, 8192] but got ",
+                      size, " (", at, ")");
+  RETCLIP_CHECK_USAGE(!rgb.empty(), "image ", at, " is empty (0x0 pixels)");
+  RETCLIP_CHECK(rgb.type() == CV_8UC3,
+                "resize_preprocess expects 8-bit RGB (CV_8UC3) but got "
+                "OpenCV type ",
+                rgb.type(), " (", at, ")");
+  RETCLIP_CHECK_USAGE(rgb.rows >= 16 && rgb.cols >= 16, "image ", at, " is too small: ", rgb.cols,
+                      "x", rgb.rows,
+                      " px, expected at least 16x16. HINT: this is not a fundus photograph "
+                      "(a thumbnail or icon?); remove it from the manifest");
+  const int s = static_cast<int>(size);
+  if (rgb.rows == s && rgb.cols == s) return rgb.clone();
+  const bool shrink = rgb.rows >= s && rgb.cols >= s;
+  cv::Mat out;
+  cv::resize(rgb, out, cv::Size(s, s), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_CUBIC);
+  return out;
+}
+
+Preprocess parse_preprocess(const std::string& s) {
+  if (s == "fundus_crop") return Preprocess::kFundusCrop;
+  if (s == "resize") return Preprocess::kResize;
+  throw UsageError(str_cat("unknown image preprocessing '", s,
+                           "'; expected fundus_crop or resize (key data.preprocess)"));
+}
+
+const char* preprocess_name(Preprocess p) {
+  return p == Preprocess::kResize ? "resize" : "fundus_crop";
+}
+
+cv::Mat preprocess_image(const cv::Mat& rgb, int64_t size, Preprocess p, const std::string& where) {
+  return p == Preprocess::kResize ? resize_preprocess(rgb, size, where)
+                                  : fundus_preprocess(rgb, size, where);
+}
+
 int64_t upscaled_image_count() {
   return g_upscaled.load();
 }
 
 at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed,
-                     const std::array<double, 3>& mean, const std::array<double, 3>& std) {
+                     const std::array<double, 3>& mean, const std::array<double, 3>& std,
+                     int64_t out_size) {
   RETCLIP_CHECK(!rgb.empty() && rgb.type() == CV_8UC3,
                 "to_tensor expects a non-empty 8-bit RGB image (CV_8UC3) but got OpenCV type ",
                 rgb.type(), " of ", rgb.cols, "x", rgb.rows, " px");
@@ -341,7 +387,11 @@ at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed
     RETCLIP_CHECK_USAGE(std[k] > 0, "expected a positive normalisation std but got ", std[k],
                         " for channel ", k, " (key data.std)");
   }
-  const int H = rgb.rows, W = rgb.cols;
+  RETCLIP_CHECK(out_size >= 0 && out_size <= std::min(rgb.rows, rgb.cols),
+                "to_tensor: output size ", out_size, " larger than the ", rgb.cols, "x", rgb.rows,
+                " px source");
+  const int H = out_size > 0 ? static_cast<int>(out_size) : rgb.rows,
+            W = out_size > 0 ? static_cast<int>(out_size) : rgb.cols;
   const float m[3] = {static_cast<float>(mean[0]), static_cast<float>(mean[1]),
                       static_cast<float>(mean[2])};
   const float sd[3] = {static_cast<float>(std[0]), static_cast<float>(std[1]),
@@ -351,9 +401,11 @@ at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed
   const int64_t plane = static_cast<int64_t>(H) * W;
 
   if (!aug.enabled) {
+    cv::Mat src = rgb;
+    if (src.rows != H || src.cols != W) cv::resize(rgb, src, cv::Size(W, H), 0, 0, cv::INTER_AREA);
     // Same arithmetic as ToTensor + Normalize: x/255 in float, then (x - m)/s.
     for (int y = 0; y < H; ++y) {
-      const cv::Vec3b* p = rgb.ptr<cv::Vec3b>(y);
+      const cv::Vec3b* p = src.ptr<cv::Vec3b>(y);
       for (int x = 0; x < W; ++x) {
         for (int k = 0; k < 3; ++k) {
           float v = static_cast<float>(p[x][k]) / 255.0f;
@@ -372,13 +424,14 @@ at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed
                       "expected color_jitter >= 0 and random_erasing in [0, 1] but got ",
                       aug.color_jitter, " and ", aug.random_erasing, " (key data.augment)");
   Rng rng(seed);
-  // Random resized crop back to HxW (bilinear).
-  cv::Rect box = random_resized_crop_box(H, W, aug.crop_scale, rng);
+  // Random resized crop of the source, resized to HxW.
+  cv::Rect box = random_resized_crop_box(rgb.rows, rgb.cols, aug.crop_scale, rng);
   cv::Mat img8;
   if (box.width == W && box.height == H) {
-    img8 = rgb;
+    img8 = rgb(box);
   } else {
-    cv::resize(rgb(box), img8, cv::Size(W, H), 0, 0, cv::INTER_LINEAR);
+    cv::resize(rgb(box), img8, cv::Size(W, H), 0, 0,
+               aug.bicubic ? cv::INTER_CUBIC : cv::INTER_LINEAR);
   }
   if (aug.hflip && rng.uniform() < 0.5) {
     cv::Mat flipped;
@@ -387,7 +440,7 @@ at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed
   }
   cv::Mat img;
   img8.convertTo(img, CV_32FC3);
-  if (aug.color_jitter > 0) color_jitter(img, aug.color_jitter, rng);
+  if (aug.color_jitter > 0) color_jitter(img, aug.color_jitter, aug.random_jitter_order, rng);
   for (int y = 0; y < H; ++y) {
     const cv::Vec3f* p = img.ptr<cv::Vec3f>(y);
     for (int x = 0; x < W; ++x) {

@@ -20,8 +20,8 @@ constexpr int64_t kMaxBadLogged = 5;
 
 class ManifestSource final : public SampleSource {
  public:
-  ManifestSource(std::vector<Sample> s, int64_t size, int64_t max_pixels)
-      : samples_(std::move(s)), size_(size), max_pixels_(max_pixels) {}
+  ManifestSource(std::vector<Sample> s, int64_t size, int64_t max_pixels, Preprocess pre)
+      : samples_(std::move(s)), size_(size), max_pixels_(max_pixels), pre_(pre) {}
   int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
   int64_t image_size() const override { return size_; }
   std::string describe(int64_t i) const override {
@@ -36,13 +36,16 @@ class ManifestSource final : public SampleSource {
     DecodedSample d;
     d.patient_id = s.patient_id;
     d.report = s.report;
+    d.left_report = s.left_report;
+    d.right_report = s.right_report;
     RETCLIP_CHECK_USAGE(s.left.present() || s.right.present(), describe(i),
                         ": both eyes are missing");
     if (s.left.present())
-      d.left = fundus_preprocess(decode_image(s.left, max_pixels_), size_, describe(i) + " (left)");
+      d.left =
+          preprocess_image(decode_image(s.left, max_pixels_), size_, pre_, describe(i) + " (left)");
     if (s.right.present())
-      d.right =
-          fundus_preprocess(decode_image(s.right, max_pixels_), size_, describe(i) + " (right)");
+      d.right = preprocess_image(decode_image(s.right, max_pixels_), size_, pre_,
+                                 describe(i) + " (right)");
     return d;
   }
 
@@ -50,6 +53,7 @@ class ManifestSource final : public SampleSource {
   std::vector<Sample> samples_;
   int64_t size_;
   int64_t max_pixels_;
+  Preprocess pre_;
 };
 
 class ShardSource final : public SampleSource {
@@ -63,6 +67,8 @@ class ShardSource final : public SampleSource {
     DecodedSample d;
     d.patient_id = std::string(v.patient_id);
     d.report = std::string(v.report);
+    d.left_report = v.label_value("left_report");
+    d.right_report = v.label_value("right_report");
     d.left = v.left_mat();
     d.right = v.right_mat();
     d.tokens = v.tokens();
@@ -105,9 +111,9 @@ SamplerOptions sampler_options(int64_t n, const LoaderOptions& o) {
 
 }  // namespace
 
-std::shared_ptr<SampleSource> make_manifest_source(std::vector<Sample> samples,
-                                                   int64_t image_size, int64_t max_pixels) {
-  return std::make_shared<ManifestSource>(std::move(samples), image_size, max_pixels);
+std::shared_ptr<SampleSource> make_manifest_source(std::vector<Sample> samples, int64_t image_size,
+                                                   int64_t max_pixels, Preprocess preprocess) {
+  return std::make_shared<ManifestSource>(std::move(samples), image_size, max_pixels, preprocess);
 }
 std::shared_ptr<SampleSource> make_shard_source(std::shared_ptr<const ShardReader> reader) {
   return std::make_shared<ShardSource>(std::move(reader));
@@ -116,10 +122,20 @@ std::shared_ptr<SampleSource> make_memory_source(std::vector<DecodedSample> samp
   return std::make_shared<MemorySource>(std::move(samples));
 }
 
+int64_t eye_report_id(const std::string& text) {
+  if (text.empty()) return -1;
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return static_cast<int64_t>(h >> 2);
+}
+
 uint64_t augment_seed(uint64_t seed, int64_t epoch, int64_t index, int eye) {
-  return mix_seed(mix_seed(mix_seed(seed, static_cast<uint64_t>(epoch)),
-                           static_cast<uint64_t>(index)),
-                  static_cast<uint64_t>(eye));
+  return mix_seed(
+      mix_seed(mix_seed(seed, static_cast<uint64_t>(epoch)), static_cast<uint64_t>(index)),
+      static_cast<uint64_t>(eye));
 }
 
 // ---------------------------------------------------------------------------------
@@ -132,20 +148,28 @@ Loader::Loader(std::shared_ptr<const SampleSource> source,
       opts_(options),
       sampler_(sampler_options(source_ ? source_->size() : 0, options)) {
   RETCLIP_CHECK(source_, "Loader: no sample source");
-  RETCLIP_CHECK_USAGE(opts_.prefetch >= 1, "expected data.prefetch >= 1 but got ",
-                      opts_.prefetch);
+  RETCLIP_CHECK_USAGE(opts_.prefetch >= 1, "expected data.prefetch >= 1 but got ", opts_.prefetch);
   RETCLIP_CHECK_USAGE(opts_.workers >= 0, "expected data.workers >= 0 but got ", opts_.workers);
   RETCLIP_CHECK_USAGE(opts_.context_length > 0, "expected a positive context length but got ",
                       opts_.context_length);
+  if (opts_.source_size == 0) opts_.source_size = opts_.image_size;
+  RETCLIP_CHECK_USAGE(opts_.source_size >= opts_.image_size, "expected data.source_size (",
+                      opts_.source_size, ") >= data.image_size (", opts_.image_size, ")");
   const int64_t src_size = source_->image_size();
-  RETCLIP_CHECK_USAGE(src_size == 0 || src_size == opts_.image_size, "the data holds ",
-                      src_size, " px images but the model expects ", opts_.image_size,
-                      " px. HINT: repack the shards with --size ", opts_.image_size,
-                      " or set data.image_size to ", src_size);
+  RETCLIP_CHECK_USAGE(src_size == 0 || src_size == opts_.source_size, "the data holds ", src_size,
+                      " px images but the loader expects ", opts_.source_size, " px sources for ",
+                      opts_.image_size,
+                      " px model inputs. HINT: repack the "
+                      "shards with --size ",
+                      opts_.source_size, ", or set data.source_size to ", src_size,
+                      " (a source larger than data.image_size is cropped and resized "
+                      "to it)");
   returned_ = sampler_.state();
 }
 
-Loader::~Loader() { stop_workers(); }
+Loader::~Loader() {
+  stop_workers();
+}
 
 void Loader::start_workers() {
   if (!threads_.empty() || opts_.workers == 0) return;
@@ -227,8 +251,8 @@ std::optional<Batch> Loader::next() {
       in_flight_ -= 1;
       return_seq_ += 1;
       returned_.consumed += sampler_.global_batch();
-      b.wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                      .count();
+      b.wait_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       return b;
     }
     start_workers();
@@ -285,9 +309,34 @@ int64_t Loader::peak_buffered() const {
 DecodedSample Loader::load_or_replace(const Job& job, size_t j, int64_t* used) {
   const int64_t n = source_->size();
   const auto& perm = *job.perm;
-  for (int64_t k = 0; k < n; ++k) {
-    // Replacement walks forward along the epoch's permutation from the bad sample.
-    const int64_t idx = k == 0 ? job.indices[j] : perm[(job.positions[j] + k) % n];
+  // A bad sample is replaced from outside the global batch (all ranks' samples of this
+  // step), so that it never becomes a second copy of a patient already in the batch (a
+  // false negative): the sample in the same slot of the next global batch, then the
+  // slots after it, all in the epoch's order. Which samples are bad is a property of the
+  // data, so the replacement is the same on every run and on resume.
+  const int64_t g = sampler_.global_batch(), start = job.step * g;
+  std::set<int64_t> in_batch;  // filled at the first failure only
+  int64_t outside = 0;
+  const int64_t slot = job.positions[j] - start;
+  auto candidate = [&](int64_t k) -> int64_t {  // k = 0: the sample itself
+    if (k == 0) return job.indices[j];
+    if (in_batch.empty()) {
+      for (int64_t q = 0; q < std::min(g, n); ++q) in_batch.insert(perm[(start + q) % n]);
+      outside = n - static_cast<int64_t>(in_batch.size());
+    }
+    if (k <= outside) {
+      // Walk the positions after the batch, starting at this slot's, skipping samples of
+      // the batch (a last batch padded by wrap-around holds early positions again).
+      for (int64_t off = (slot + k - 1) % outside, seen = 0; seen < n; ++seen, ++off) {
+        const int64_t idx = perm[(start + g + off) % n];
+        if (!in_batch.count(idx)) return idx;
+      }
+    }
+    // Every sample outside the batch was tried: the batch's own, as a last resort.
+    return perm[(job.positions[j] + (k - outside)) % n];
+  };
+  for (int64_t k = 0; k == 0 || k < n + outside; ++k) {
+    const int64_t idx = candidate(k);
     {
       std::lock_guard<std::mutex> lk(bad_mu_);
       if (bad_.count(idx)) continue;
@@ -315,14 +364,15 @@ DecodedSample Loader::load_or_replace(const Job& job, size_t j, int64_t* used) {
           more = opts_.bad_log ? str_cat(" (further bad samples are counted and listed in ",
                                          opts_.bad_log->path(), ")")
                                : std::string(" (further bad samples are only counted)");
-        log::warn("skipping bad sample {} ({}); it is replaced by the next sample of the "
-                  "epoch's order{}",
-                  source_->describe(idx), e.what(), more);
+        log::warn(
+            "skipping bad sample {} ({}); it is replaced by a sample from outside the "
+            "batch{}",
+            source_->describe(idx), e.what(), more);
       }
     }
   }
-  throw UsageError(str_cat("every one of the ", n, " samples failed to load (first: ",
-                           source_->describe(job.indices[j]),
+  throw UsageError(str_cat("every one of the ", n,
+                           " samples failed to load (first: ", source_->describe(job.indices[j]),
                            "). HINT: check the image paths of the manifest"));
 }
 
@@ -343,6 +393,7 @@ Batch Loader::build(const Job& job) {
   b.tokens = at::empty({B, T}, iopts);
   b.has_left = at::zeros({B}, bopts);
   b.has_right = at::zeros({B}, bopts);
+  b.eye_report_id = at::empty({B, 2}, iopts);
   b.epoch = job.epoch;
   b.step_in_epoch = job.step;
   b.patient_ids.resize(static_cast<size_t>(B));
@@ -350,6 +401,8 @@ Batch Loader::build(const Job& job) {
   auto* hl = b.has_left.data_ptr<bool>();
   auto* hr = b.has_right.data_ptr<bool>();
   auto* tk = b.tokens.data_ptr<int64_t>();
+  auto* er = b.eye_report_id.data_ptr<int64_t>();
+  const int64_t P = opts_.source_size;
   for (int64_t j = 0; j < B; ++j) {
     int64_t idx = 0;
     DecodedSample d = load_or_replace(job, static_cast<size_t>(j), &idx);
@@ -360,14 +413,16 @@ Batch Loader::build(const Job& job) {
         dst[j].zero_();
         return;
       }
-      RETCLIP_CHECK(m.rows == S && m.cols == S, source_->describe(idx), ": expected ", S, "x",
-                    S, " px but got ", m.cols, "x", m.rows);
+      RETCLIP_CHECK(m.rows == P && m.cols == P, source_->describe(idx), ": expected ", P, "x", P,
+                    " px but got ", m.cols, "x", m.rows);
       dst[j].copy_(to_tensor(m, opts_.augment, augment_seed(opts_.seed, job.epoch, idx, which),
-                             opts_.mean, opts_.std));
+                             opts_.mean, opts_.std, S));
       flag[j] = true;
     };
     eye(d.left, 0, b.left, hl);
     eye(d.right, 1, b.right, hr);
+    er[2 * j] = eye_report_id(d.left_report);
+    er[2 * j + 1] = eye_report_id(d.right_report);
     std::vector<int64_t> ids;
     if (!d.tokens.empty() && static_cast<int64_t>(d.tokens.size()) == T) {
       ids = std::move(d.tokens);
@@ -375,7 +430,8 @@ Batch Loader::build(const Job& job) {
       RETCLIP_CHECK_USAGE(tokenizer_, source_->describe(idx), ": the data carries ",
                           d.tokens.size(), " token ids per report, not context length ", T,
                           ", and no tokenizer was given. HINT: pass the tokenizer or repack "
-                          "the shards with --context ", T);
+                          "the shards with --context ",
+                          T);
       ids = tokenizer_->encode(d.report, T);
     }
     std::copy(ids.begin(), ids.end(), tk + j * T);

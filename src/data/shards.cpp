@@ -107,7 +107,9 @@ bool ShardHeader::operator==(const ShardHeader& o) const {
          tokenizer == o.tokenizer;
 }
 
-std::string shard_file_name(int64_t n) { return fmt::format("shard-{:05d}.rcs", n); }
+std::string shard_file_name(int64_t n) {
+  return fmt::format("shard-{:05d}.rcs", n);
+}
 
 // ---------------------------------------------------------------------------------
 // ShardRecordView
@@ -122,21 +124,75 @@ std::vector<int64_t> ShardRecordView::tokens() const {
 
 static cv::Mat wrap_pixels(const uint8_t* p, int64_t size, int64_t channels) {
   if (!p) return cv::Mat();
-  return cv::Mat(static_cast<int>(size), static_cast<int>(size),
-                 CV_8UC(static_cast<int>(channels)), const_cast<uint8_t*>(p));
+  return cv::Mat(static_cast<int>(size), static_cast<int>(size), CV_8UC(static_cast<int>(channels)),
+                 const_cast<uint8_t*>(p));
 }
 
-cv::Mat ShardRecordView::left_mat() const { return wrap_pixels(left, image_size, channels); }
-cv::Mat ShardRecordView::right_mat() const { return wrap_pixels(right, image_size, channels); }
+namespace {
+
+std::string percent_encode(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '%')
+      out += "%25";
+    else if (c == ';')
+      out += "%3B";
+    else if (c == '=')
+      out += "%3D";
+    else
+      out += c;
+  }
+  return out;
+}
+
+std::string percent_decode(std::string_view v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '%' && i + 2 < v.size()) {
+      const std::string_view code = v.substr(i + 1, 2);
+      if (code == "25" || code == "3B" || code == "3D") {
+        out += code == "25" ? '%' : code == "3B" ? ';' : '=';
+        i += 2;
+        continue;
+      }
+    }
+    out += v[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string ShardRecordView::label_value(std::string_view key) const {
+  size_t pos = 0;
+  while (pos <= label.size()) {
+    size_t end = label.find(';', pos);
+    if (end == std::string_view::npos) end = label.size();
+    const std::string_view item = label.substr(pos, end - pos);
+    const size_t eq = item.find('=');
+    if (eq != std::string_view::npos && item.substr(0, eq) == key)
+      return percent_decode(item.substr(eq + 1));
+    pos = end + 1;
+  }
+  return "";
+}
+
+cv::Mat ShardRecordView::left_mat() const {
+  return wrap_pixels(left, image_size, channels);
+}
+cv::Mat ShardRecordView::right_mat() const {
+  return wrap_pixels(right, image_size, channels);
+}
 
 // ---------------------------------------------------------------------------------
 // ShardWriter
 
 ShardWriter::ShardWriter(std::string path, ShardHeader header)
     : path_(std::move(path)), header_(std::move(header)) {
-  RETCLIP_CHECK_USAGE(header_.image_size > 0 && header_.channels > 0,
-                      "shard ", path_, ": expected a positive image size and channel count but "
-                      "got ", header_.image_size, " and ", header_.channels);
+  RETCLIP_CHECK_USAGE(header_.image_size > 0 && header_.channels > 0, "shard ", path_,
+                      ": expected a positive image size and channel count but "
+                      "got ",
+                      header_.image_size, " and ", header_.channels);
   RETCLIP_CHECK_USAGE(!header_.has_tokens || header_.context_length > 0, "shard ", path_,
                       ": token ids requested with context length ", header_.context_length,
                       ". HINT: pass --context L > 0");
@@ -147,8 +203,7 @@ ShardWriter::ShardWriter(std::string path, ShardHeader header)
   RETCLIP_CHECK_USAGE(file_, "cannot create shard ", tmp_path_, ": ", std::strerror(errno),
                       ". HINT: check that the output directory exists and is writable");
   std::string h = header_bytes(header_);
-  RETCLIP_CHECK(std::fwrite(h.data(), 1, h.size(), file_) == h.size(), "write failed: ",
-                tmp_path_);
+  RETCLIP_CHECK(std::fwrite(h.data(), 1, h.size(), file_) == h.size(), "write failed: ", tmp_path_);
   pos_ = h.size();
 }
 
@@ -162,17 +217,17 @@ void ShardWriter::add(const ShardRecord& r) {
   const size_t px = static_cast<size_t>(header_.image_size * header_.image_size * header_.channels);
   auto check_eye = [&](bool has, const std::vector<uint8_t>& v, const char* eye) {
     RETCLIP_CHECK_USAGE(!has || v.size() == px, "shard ", path_, " patient ", r.patient_id,
-                        ": expected ", px, " bytes of ", eye, " pixels (", header_.image_size,
-                        "x", header_.image_size, "x", header_.channels, ") but got ", v.size());
+                        ": expected ", px, " bytes of ", eye, " pixels (", header_.image_size, "x",
+                        header_.image_size, "x", header_.channels, ") but got ", v.size());
   };
   check_eye(r.has_left, r.left, "left");
   check_eye(r.has_right, r.right, "right");
   RETCLIP_CHECK_USAGE(r.has_left || r.has_right, "shard ", path_, " patient ", r.patient_id,
                       ": a record needs at least one eye");
-  RETCLIP_CHECK_USAGE(!header_.has_tokens ||
-                          static_cast<int64_t>(r.tokens.size()) == header_.context_length,
-                      "shard ", path_, " patient ", r.patient_id, ": expected ",
-                      header_.context_length, " token ids but got ", r.tokens.size());
+  RETCLIP_CHECK_USAGE(
+      !header_.has_tokens || static_cast<int64_t>(r.tokens.size()) == header_.context_length,
+      "shard ", path_, " patient ", r.patient_id, ": expected ", header_.context_length,
+      " token ids but got ", r.tokens.size());
   std::string rec;
   rec.reserve(px * 2 + r.report.size() + 64 + 4 * r.tokens.size());
   put<uint32_t>(rec, static_cast<uint32_t>(r.patient_id.size()));
@@ -224,7 +279,7 @@ int64_t ShardWriter::finish() {
   RETCLIP_CHECK(std::rename(tmp_path_.c_str(), path_.c_str()) == 0, "cannot rename ", tmp_path_,
                 " to ", path_, ": ", std::strerror(errno));
   util::fsync_path(fs::path(path_).parent_path().empty() ? fs::path(".")
-                                                          : fs::path(path_).parent_path());
+                                                         : fs::path(path_).parent_path());
   finished_ = true;
   return header_.record_count;
 }
@@ -244,13 +299,13 @@ std::shared_ptr<ShardFile> ShardFile::open(const std::string& path) {
     throw UsageError(str_cat("cannot stat shard ", path, ": ", std::strerror(errno)));
   }
   f->bytes_ = static_cast<size_t>(st.st_size);
-  const std::string hint = ". HINT: the file is truncated or not a shard; rerun `retclip pack` "
-                           "(it rewrites shards that do not verify)";
+  const std::string hint =
+      ". HINT: the file is truncated or not a shard; rerun `retclip pack` "
+      "(it rewrites shards that do not verify)";
   if (f->bytes_ < kPreambleBytes + kFooterBytes) {
     ::close(fd);
-    throw UsageError(str_cat("shard ", path, ": expected at least ",
-                             kPreambleBytes + kFooterBytes, " bytes but the file has ",
-                             f->bytes_, hint));
+    throw UsageError(str_cat("shard ", path, ": expected at least ", kPreambleBytes + kFooterBytes,
+                             " bytes but the file has ", f->bytes_, hint));
   }
   void* m = ::mmap(nullptr, f->bytes_, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);
@@ -270,8 +325,8 @@ std::shared_ptr<ShardFile> ShardFile::open(const std::string& path) {
   const uint32_t hcrc = get<uint32_t>(body + body_len);
   RETCLIP_CHECK_USAGE(util::crc32(body, body_len) == hcrc, "shard ", path,
                       ": header checksum mismatch", hint);
-  RETCLIP_CHECK_USAGE(body_len >= 25, "shard ", path, ": header too short (", body_len,
-                      " bytes)", hint);
+  RETCLIP_CHECK_USAGE(body_len >= 25, "shard ", path, ": header too short (", body_len, " bytes)",
+                      hint);
   ShardHeader& h = f->header_;
   h.image_size = get<uint32_t>(body);
   h.channels = get<uint32_t>(body + 4);
@@ -294,14 +349,14 @@ std::shared_ptr<ShardFile> ShardFile::open(const std::string& path) {
                       " but the header says ", h.record_count, " records and the file has ",
                       f->bytes_, " bytes", hint);
   f->index_ = d + index_off;
-  RETCLIP_CHECK_USAGE(util::crc32(f->index_, count * kIndexEntryBytes) == index_crc, "shard ",
-                      path, ": index checksum mismatch", hint);
+  RETCLIP_CHECK_USAGE(util::crc32(f->index_, count * kIndexEntryBytes) == index_crc, "shard ", path,
+                      ": index checksum mismatch", hint);
   const uint64_t records_begin = kPreambleBytes + body_len + 4;
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t off = get<uint64_t>(f->index_ + i * kIndexEntryBytes);
     const uint64_t len = get<uint64_t>(f->index_ + i * kIndexEntryBytes + 8);
-    RETCLIP_CHECK_USAGE(off >= records_begin && off + len <= index_off, "shard ", path,
-                        " record ", i, ": index entry points outside the record area", hint);
+    RETCLIP_CHECK_USAGE(off >= records_begin && off + len <= index_off, "shard ", path, " record ",
+                        i, ": index entry points outside the record area", hint);
   }
   return f;
 }
@@ -359,7 +414,8 @@ static ShardSetInfo read_index_json(const std::string& dir) {
   const fs::path p = fs::path(dir) / "index.json";
   RETCLIP_CHECK_USAGE(fs::exists(p), "expected ", p.string(),
                       " (a shard set written by `retclip pack`) but it does not exist. HINT: "
-                      "pack with `retclip pack --manifest M --out ", dir,
+                      "pack with `retclip pack --manifest M --out ",
+                      dir,
                       " --size 224`; an interrupted pack writes index.json only when it "
                       "completes, so rerun the same command to resume it");
   nlohmann::json j;
@@ -380,6 +436,7 @@ static ShardSetInfo read_index_json(const std::string& dir) {
     info.context_length = j.at("context_length").get<int64_t>();
     info.tokenizer = j.value("tokenizer", "");
     info.source_manifest = j.value("source_manifest", "");
+    info.preprocess = parse_preprocess(j.value("preprocess", "fundus_crop"));
     for (const auto& s : j.at("shards")) {
       info.files.push_back(s.at("file").get<std::string>());
       info.records_per_file.push_back(s.at("records").get<int64_t>());
@@ -403,9 +460,9 @@ std::shared_ptr<ShardReader> ShardReader::open(const std::string& dir, bool veri
                             f->header().image_size == r->info_.image_size &&
                             f->header().has_tokens == r->info_.has_tokens &&
                             f->header().context_length == r->info_.context_length,
-                        f->path(), ": holds ", f->size(), " records of ",
-                        f->header().image_size, " px but index.json says ",
-                        r->info_.records_per_file[k], " records of ", r->info_.image_size,
+                        f->path(), ": holds ", f->size(), " records of ", f->header().image_size,
+                        " px but index.json says ", r->info_.records_per_file[k], " records of ",
+                        r->info_.image_size,
                         " px. HINT: the set mixes two packs; repack into an empty directory");
     r->starts_.push_back(total);
     total += f->size();
@@ -455,11 +512,14 @@ namespace {
 
 std::string labels_string(const Sample& s) {
   std::string out;
-  if (!s.split.empty()) out += "split=" + s.split;
-  for (const auto& [k, v] : s.labels) {
+  auto add = [&](const std::string& k, const std::string& v) {
     if (!out.empty()) out += ';';
-    out += k + "=" + v;
-  }
+    out += percent_encode(k) + "=" + percent_encode(v);
+  };
+  if (!s.split.empty()) add("split", s.split);
+  for (const auto& [k, v] : s.labels) add(k, v);
+  if (!s.left_report.empty()) add("left_report", s.left_report);
+  if (!s.right_report.empty()) add("right_report", s.right_report);
   return out;
 }
 
@@ -507,9 +567,14 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
     for (const std::string* f : {&s.patient_id, &s.left.path, &s.left.bytes, &s.right.path,
                                  &s.right.bytes, &s.report, &s.split})
       fp = util::crc32(*f + '\x1f', fp);
-  const std::string fingerprint = fmt::format(
-      "{}:{}:{}:{}:{}:{}", util::hex32(fp), samples.size(), o.image_size, o.shard_size,
-      hooks.encode_text ? o.context_length : 0, hooks.tokenizer_description);
+  for (const Sample& s : samples)  // per-eye reports, where the manifest has them
+    for (const std::string* f : {&s.left_report, &s.right_report})
+      if (!f->empty()) fp = util::crc32(*f + '\x1e', fp);
+  std::string fingerprint =
+      fmt::format("{}:{}:{}:{}:{}:{}", util::hex32(fp), samples.size(), o.image_size, o.shard_size,
+                  hooks.encode_text ? o.context_length : 0, hooks.tokenizer_description);
+  if (o.preprocess != Preprocess::kFundusCrop)
+    fingerprint += std::string(":") + preprocess_name(o.preprocess);
   const fs::path pack_json = fs::path(o.out) / "pack.json";
   if (fs::exists(pack_json)) {
     std::string old;
@@ -524,8 +589,10 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
   } else {
     for (const auto& e : fs::directory_iterator(o.out))
       RETCLIP_CHECK_USAGE(e.path().extension() != ".rcs", o.out, " already holds ",
-                          e.path().filename().string(), " but no pack.json. HINT: choose an "
-                          "empty --out, or delete ", o.out, " to repack");
+                          e.path().filename().string(),
+                          " but no pack.json. HINT: choose an "
+                          "empty --out, or delete ",
+                          o.out, " to repack");
     nlohmann::json pj;
     pj["fingerprint"] = fingerprint;
     pj["manifest"] = o.manifest;
@@ -566,8 +633,7 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
           if (bar) bar->advance(b - a);
           continue;
         }
-        log::warn("{} was packed with other options (size/tokens/tokenizer): repacking it",
-                  path);
+        log::warn("{} was packed with other options (size/tokens/tokenizer): repacking it", path);
       } catch (const Error& e) {
         log::warn("{} does not verify ({}): repacking it", path, e.what());
       }
@@ -596,8 +662,8 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
         if (!recs[i - c0]) {
           const Sample& sm = samples[i];
           const std::string origin = sm.origin.empty() ? str_cat("row ", i) : sm.origin;
-          RETCLIP_CHECK_USAGE(o.on_bad_sample == BadSamplePolicy::kSkip, "bad sample at ",
-                              origin, " (patient ", sm.patient_id, "): ", errors[i - c0],
+          RETCLIP_CHECK_USAGE(o.on_bad_sample == BadSamplePolicy::kSkip, "bad sample at ", origin,
+                              " (patient ", sm.patient_id, "): ", errors[i - c0],
                               ". HINT: fix or remove the row, or pass --on-bad-sample skip");
           if (bad_patients.insert(sm.patient_id).second) {
             rep.bad_samples += 1;
@@ -620,6 +686,7 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
   j["format"] = "RCSHARD1";
   j["version"] = kShardVersion;
   j["image_size"] = o.image_size;
+  j["preprocess"] = preprocess_name(o.preprocess);
   j["channels"] = 3;
   j["records"] = rep.records;
   j["has_tokens"] = tmpl.has_tokens;
@@ -642,8 +709,7 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
 
 PackReport pack_dataset(const PackOptions& o) {
   ReadReport read;
-  std::vector<Sample> samples =
-      read_samples(o.manifest, o.format, o.split, o.on_bad_sample, &read);
+  std::vector<Sample> samples = read_samples(o.manifest, o.format, o.split, o.on_bad_sample, &read);
   // Every bad sample of the pack, whichever stage found it, is listed beside the shards.
   fs::create_directories(o.out);
   auto bad_log = std::make_shared<BadSampleLog>((fs::path(o.out) / kBadSamplesFile).string());
@@ -656,8 +722,9 @@ PackReport pack_dataset(const PackOptions& o) {
   samples = precheck_samples(std::move(samples), pre_opts, &pre);
   PackHooks hooks;
   const int64_t size = o.image_size, max_pixels = o.max_image_pixels;
-  hooks.prepare_image = [size, max_pixels](const ImageRef& ref, const std::string& where) {
-    return fundus_preprocess(decode_image(ref, max_pixels), size, where);
+  const Preprocess pre = o.preprocess;
+  hooks.prepare_image = [size, max_pixels, pre](const ImageRef& ref, const std::string& where) {
+    return preprocess_image(decode_image(ref, max_pixels), size, pre, where);
   };
   std::shared_ptr<Tokenizer> tok;
   if (!o.tokenizer_path.empty()) {

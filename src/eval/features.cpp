@@ -31,8 +31,8 @@ namespace {
 class ItemSource : public data::SampleSource {
  public:
   ItemSource(std::vector<data::Sample> samples, int64_t image_size, int64_t context_length,
-             int64_t max_pixels)
-      : inner_(data::make_manifest_source(std::move(samples), image_size, max_pixels)),
+             int64_t max_pixels, data::Preprocess preprocess)
+      : inner_(data::make_manifest_source(std::move(samples), image_size, max_pixels, preprocess)),
         tokens_(static_cast<size_t>(context_length), 0) {}
   int64_t size() const override { return inner_->size(); }
   data::DecodedSample load(int64_t i) const override {
@@ -58,7 +58,8 @@ int64_t vocab_of(const io::StateDict& sd) {
 
 std::shared_ptr<data::SampleSource> make_item_source(const std::vector<LabelledItem>& items,
                                                      const std::string& level, int64_t image_size,
-                                                     int64_t context_length, int64_t max_pixels) {
+                                                     int64_t context_length, int64_t max_pixels,
+                                                     data::Preprocess preprocess) {
   std::vector<data::Sample> samples;
   for (const auto& it : items) {
     const bool eye_item = it.eye != Eye::kBoth;
@@ -74,7 +75,8 @@ std::shared_ptr<data::SampleSource> make_item_source(const std::vector<LabelledI
       s.left = it.left, s.right = it.right;
     samples.push_back(std::move(s));
   }
-  return std::make_shared<ItemSource>(std::move(samples), image_size, context_length, max_pixels);
+  return std::make_shared<ItemSource>(std::move(samples), image_size, context_length, max_pixels,
+                                      preprocess);
 }
 
 at::Device pick_device(const std::string& name) {
@@ -175,8 +177,8 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
   const at::Device device = pick_device(o.device);
   const data::LoaderOptions lo =
       inference_loader_options(dc, o.batch_size, o.workers, device, o.policy);
-  auto src =
-      make_item_source(items, o.level, dc.image_size, dc.context_length, dc.max_image_pixels);
+  auto src = make_item_source(items, o.level, dc.image_size, dc.context_length, dc.max_image_pixels,
+                              data::parse_preprocess(dc.preprocess));
   data::Loader loader(src, nullptr, lo);
   enc.net->to(device);
   enc.net->eval();

@@ -109,7 +109,7 @@ LossOutput tripartite_loss(const model::Embeddings& global, const TripartiteLoss
   for (model::Level l : model::kLevels) {
     out.level[l] =
         contrastive_level(global.img[l], global.txt[l], global.logit_scale[l], global.valid(l),
-                          local_begin, local_end, options, global.report_id);
+                          local_begin, local_end, options, global.report_id[l]);
     at::Tensor term = options.weight(l) * out.level[l].loss;
     out.total = out.total.defined() ? out.total + term : term;
   }

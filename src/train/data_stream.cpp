@@ -34,7 +34,8 @@ struct Opened {
 
 Opened open_source(const config::Config& cfg, const std::string& path, const std::string& split,
                    const std::string& key, data::BadSampleLog* bad_log) {
-  RETCLIP_CHECK_USAGE(!path.empty(), key, " is empty: expected a manifest (.csv/.jsonl), a "
+  RETCLIP_CHECK_USAGE(!path.empty(), key,
+                      " is empty: expected a manifest (.csv/.jsonl), a "
                       "RET-CLIP directory or a shard directory");
   RETCLIP_CHECK_USAGE(fs::exists(path), key, ": ", path, " does not exist");
   Opened o;
@@ -42,13 +43,29 @@ Opened open_source(const config::Config& cfg, const std::string& path, const std
   if (is_shard_dir(path, cfg.data.format)) {
     auto reader = data::ShardReader::open(path);
     const auto& info = reader->info();
-    RETCLIP_CHECK_USAGE(info.image_size == cfg.data.image_size, key, ": shards in ", path,
-                        " hold ", info.image_size, " px images but data.image_size is ",
-                        cfg.data.image_size, ". HINT: repack with --size ", cfg.data.image_size,
-                        " or set data.image_size=", info.image_size);
+    const int64_t source = cfg.data.source_size > 0 ? cfg.data.source_size : cfg.data.image_size;
+    if (cfg.data.source_size > 0 || info.image_size < cfg.data.image_size) {
+      RETCLIP_CHECK_USAGE(info.image_size == source, key, ": shards in ", path, " hold ",
+                          info.image_size, " px images but data.source_size is ", source,
+                          ". HINT: repack with --size ", source,
+                          " or set data.source_size=", info.image_size);
+    } else {
+      RETCLIP_CHECK_USAGE(info.image_size == cfg.data.image_size, key, ": shards in ", path,
+                          " hold ", info.image_size, " px images but data.image_size is ",
+                          cfg.data.image_size, ". HINT: set data.source_size=", info.image_size,
+                          " to crop the ", cfg.data.image_size,
+                          " px inputs from them, or "
+                          "repack with --size ",
+                          cfg.data.image_size);
+    }
+    const std::string packed = data::preprocess_name(info.preprocess);
+    RETCLIP_CHECK_USAGE(packed == cfg.data.preprocess, key, ": shards in ", path,
+                        " were packed with --preprocess ", packed, " but data.preprocess is ",
+                        cfg.data.preprocess, ". HINT: set data.preprocess=", packed,
+                        " or repack with --preprocess ", cfg.data.preprocess);
     if (info.has_tokens)
-      RETCLIP_CHECK_USAGE(info.context_length == cfg.data.context_length, key, ": shards in ",
-                          path, " carry ", info.context_length,
+      RETCLIP_CHECK_USAGE(info.context_length == cfg.data.context_length, key, ": shards in ", path,
+                          " carry ", info.context_length,
                           " token ids per report but data.context_length is ",
                           cfg.data.context_length);
     o.has_tokens = info.has_tokens;
@@ -78,14 +95,15 @@ Opened open_source(const config::Config& cfg, const std::string& path, const std
                                             ": ", bad.front().reason));
   const std::string listed = bad_log ? str_cat(", all listed in ", bad_log->path()) : "";
   if (!bad.empty())
-    log::warn("{}: {} bad samples skipped (data.on_bad_sample: skip){}; first {}:", key,
-              bad.size(), listed, std::min<size_t>(bad.size(), 5));
+    log::warn("{}: {} bad samples skipped (data.on_bad_sample: skip){}; first {}:", key, bad.size(),
+              listed, std::min<size_t>(bad.size(), 5));
   for (size_t i = 0; i < bad.size() && i < 5; ++i)
     log::warn("{}:   {}: {}", key, bad[i].origin, bad[i].reason);
   o.desc = fmt::format("{}: {} samples from {} (decoded on the fly; {} bad samples skipped)", key,
                        samples.size(), path, bad.size());
-  o.source = data::make_manifest_source(std::move(samples), cfg.data.image_size,
-                                        cfg.data.max_image_pixels);
+  o.source = data::make_manifest_source(
+      std::move(samples), cfg.data.source_size > 0 ? cfg.data.source_size : cfg.data.image_size,
+      cfg.data.max_image_pixels, data::parse_preprocess(cfg.data.preprocess));
   return o;
 }
 
@@ -94,6 +112,7 @@ data::LoaderOptions loader_options(const config::Config& cfg, bool train, int64_
   data::LoaderOptions o;
   o.batch_size = cfg.train.batch_size;
   o.image_size = cfg.data.image_size;
+  o.source_size = cfg.data.source_size;
   o.context_length = cfg.data.context_length;
   o.workers = cfg.data.workers;
   o.prefetch = cfg.data.prefetch;
@@ -102,6 +121,8 @@ data::LoaderOptions loader_options(const config::Config& cfg, bool train, int64_
   o.augment.color_jitter = cfg.data.augment.color_jitter;
   o.augment.random_erasing = cfg.data.augment.random_erasing;
   o.augment.hflip = cfg.data.augment.hflip;
+  o.augment.bicubic = cfg.data.augment.interpolation == "bicubic";
+  o.augment.random_jitter_order = cfg.data.augment.jitter_order == "random";
   o.mean = cfg.data.mean;
   o.std = cfg.data.std;
   o.seed = cfg.train.seed;
@@ -127,9 +148,11 @@ std::shared_ptr<const data::Tokenizer> open_tokenizer(const config::Config& cfg,
     }
   }
   if (path.empty()) {
-    RETCLIP_CHECK_USAGE(train.has_tokens, "data.tokenizer.path is empty and the training data "
-                        "carries no token ids. HINT: set data.tokenizer.path to a vocab.txt "
-                        "(wordpiece) or a .model (sentencepiece), e.g. from `retclip tokenizer train`");
+    RETCLIP_CHECK_USAGE(
+        train.has_tokens,
+        "data.tokenizer.path is empty and the training data "
+        "carries no token ids. HINT: set data.tokenizer.path to a vocab.txt "
+        "(wordpiece) or a .model (sentencepiece), e.g. from `retclip tokenizer train`");
     return nullptr;
   }
   return data::load_tokenizer(type, path, cfg.data.tokenizer.lowercase,
@@ -138,8 +161,8 @@ std::shared_ptr<const data::Tokenizer> open_tokenizer(const config::Config& cfg,
 
 MicroBatch to_micro(const data::Batch& b, const at::Device& device) {
   const bool nb = device.is_cuda();
-  return {b.left.to(device, nb), b.right.to(device, nb), b.tokens.to(device, nb),
-          b.has_left.to(device, nb), b.has_right.to(device, nb)};
+  return {b.left.to(device, nb),     b.right.to(device, nb),     b.tokens.to(device, nb),
+          b.has_left.to(device, nb), b.has_right.to(device, nb), b.eye_report_id.to(device, nb)};
 }
 
 }  // namespace
@@ -164,7 +187,8 @@ TrainData TrainData::open(const config::Config& cfg, int64_t rank, int64_t world
   d.train_ = std::make_unique<data::Loader>(tr.source, d.tokenizer_, train_opts);
   if (!cfg.data.val.empty()) {
     Opened va = open_source(cfg, cfg.data.val, "val", "data.val", read_log);
-    RETCLIP_CHECK_USAGE(va.has_tokens || d.tokenizer_, "data.val carries no token ids and no "
+    RETCLIP_CHECK_USAGE(va.has_tokens || d.tokenizer_,
+                        "data.val carries no token ids and no "
                         "tokenizer is configured (data.tokenizer.path)");
     d.val_desc_ = va.desc;
     auto val_opts = loader_options(cfg, false, rank, world);
@@ -179,7 +203,8 @@ TrainData TrainData::open_eval(const config::Config& cfg, const std::string& pat
   Opened va = open_source(cfg, path, "val", "eval data", nullptr);
   d.tokenizer_ = open_tokenizer(cfg, va);
   d.val_desc_ = va.desc;
-  d.val_ = std::make_unique<data::Loader>(va.source, d.tokenizer_, loader_options(cfg, false, 0, 1));
+  d.val_ =
+      std::make_unique<data::Loader>(va.source, d.tokenizer_, loader_options(cfg, false, 0, 1));
   return d;
 }
 
@@ -192,12 +217,24 @@ std::string TrainData::describe() const {
   return s;
 }
 
-int64_t TrainData::vocab_size() const { return tokenizer_ ? tokenizer_->vocab_size() : 0; }
-int64_t TrainData::size() const { return train_ ? train_->size() : 0; }
-int64_t TrainData::steps_per_epoch() const { return train_ ? train_->steps_per_epoch() : 0; }
-int64_t TrainData::val_size() const { return val_ ? val_->size() : 0; }
-int64_t TrainData::bad_samples() const { return train_ ? train_->bad_samples() : 0; }
-std::string TrainData::bad_sample_list() const { return bad_log_ ? bad_log_->path() : ""; }
+int64_t TrainData::vocab_size() const {
+  return tokenizer_ ? tokenizer_->vocab_size() : 0;
+}
+int64_t TrainData::size() const {
+  return train_ ? train_->size() : 0;
+}
+int64_t TrainData::steps_per_epoch() const {
+  return train_ ? train_->steps_per_epoch() : 0;
+}
+int64_t TrainData::val_size() const {
+  return val_ ? val_->size() : 0;
+}
+int64_t TrainData::bad_samples() const {
+  return train_ ? train_->bad_samples() : 0;
+}
+std::string TrainData::bad_sample_list() const {
+  return bad_log_ ? bad_log_->path() : "";
+}
 
 MicroBatch TrainData::next_train(const at::Device& device) {
   auto b = train_->next();

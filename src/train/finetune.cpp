@@ -221,7 +221,13 @@ data::LoaderOptions loader_options(const config::Config& cfg, int64_t batch, boo
       train ? data::parse_bad_sample_policy(cfg.data.on_bad_sample) : data::BadSamplePolicy::kFail;
   if (train) {
     const auto& a = cfg.finetune.augment;
-    lo.augment = {a.enabled, a.crop_scale, a.color_jitter, a.random_erasing, a.hflip};
+    lo.augment = {a.enabled,
+                  a.crop_scale,
+                  a.color_jitter,
+                  a.random_erasing,
+                  a.hflip,
+                  a.interpolation == "bicubic",
+                  a.jitter_order == "random"};
   }
   return lo;
 }
@@ -233,7 +239,8 @@ at::Tensor predict_split(Classifier& net, const config::Config& cfg, const Split
   const bool was_training = net->is_training();
   net->eval();
   data::Loader loader(eval::make_item_source(s.items, net->options().level, cfg.data.image_size, 4,
-                                             cfg.data.max_image_pixels),
+                                             cfg.data.max_image_pixels,
+                                             data::parse_preprocess(cfg.data.preprocess)),
                       nullptr, loader_options(cfg, cfg.finetune.batch_size, false));
   torch::NoGradGuard ng;
   std::vector<at::Tensor> rows(s.items.size());
@@ -404,7 +411,8 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
   tlo.rank = rank;
   tlo.world = world;
   data::Loader loader(eval::make_item_source(train_split.items, set.level, cfg.data.image_size, 4,
-                                             cfg.data.max_image_pixels),
+                                             cfg.data.max_image_pixels,
+                                             data::parse_preprocess(cfg.data.preprocess)),
                       nullptr, tlo);
   const int64_t per_epoch = loader.steps_per_epoch();
   RETCLIP_CHECK_USAGE(per_epoch > 0, "the training split (", train_split.size(),

@@ -58,6 +58,20 @@ at::Tensor report_ids(const at::Tensor& tokens) {
   return hash(2147483647, 1000003) * 2147483648LL + hash(2147483629, 998244353 % 2147483629);
 }
 
+model::PerLevel<at::Tensor> level_report_ids(const MicroBatch& mb) {
+  model::PerLevel<at::Tensor> ids;
+  ids[model::Level::kPatient] = report_ids(mb.tokens);
+  for (model::Level l : {model::Level::kLeft, model::Level::kRight}) {
+    if (!mb.eye_report_id.defined()) {
+      ids[l] = ids[model::Level::kPatient];
+      continue;
+    }
+    auto eye = mb.eye_report_id.select(1, l == model::Level::kLeft ? 0 : 1).to(at::kLong);
+    ids[l] = at::where(eye.ge(0), eye, ids[model::Level::kPatient]);
+  }
+  return ids;
+}
+
 at::Device resolve_device(const std::string& want, int64_t local_rank) {
   if (want == "cpu") return at::kCPU;
   const bool cuda = torch::cuda::is_available();
@@ -100,8 +114,11 @@ std::vector<MicroBatch> split_batch(const MicroBatch& b, int64_t k) {
   if (k == 1) return {b};
   auto l = b.left.chunk(k), r = b.right.chunk(k), t = b.tokens.chunk(k), hl = b.has_left.chunk(k),
        hr = b.has_right.chunk(k);
+  std::vector<at::Tensor> er;
+  if (b.eye_report_id.defined()) er = b.eye_report_id.chunk(k);
   std::vector<MicroBatch> out;
-  for (size_t i = 0; i < t.size(); ++i) out.push_back({l[i], r[i], t[i], hl[i], hr[i]});
+  for (size_t i = 0; i < t.size(); ++i)
+    out.push_back({l[i], r[i], t[i], hl[i], hr[i], er.empty() ? at::Tensor() : er[i]});
   return out;
 }
 
@@ -125,10 +142,14 @@ loss::LossOutput step_loss(const model::Embeddings& local, const loss::Tripartit
   const int64_t rows = local.img[model::Level::kPatient].size(0);
   auto all = dist::all_gather_with_grad(comm, at::cat(parts, 1)).split_with_sizes(widths, 1);
   std::vector<at::Tensor> cols{local.has_left.to(at::kLong), local.has_right.to(at::kLong)};
-  if (local.report_id.defined()) cols.push_back(local.report_id.to(at::kLong));
+  const bool ids = local.report_id[model::Level::kPatient].defined();
+  if (ids)
+    for (model::Level l : model::kLevels) cols.push_back(local.report_id[l].to(at::kLong));
   auto masks = comm.all_gather(at::stack(cols, 1));
   model::Embeddings g = local;
-  if (local.report_id.defined()) g.report_id = masks.select(1, 2).contiguous();
+  if (ids)
+    for (size_t i = 0; i < model::kLevels.size(); ++i)
+      g.report_id[model::kLevels[i]] = masks.select(1, 2 + static_cast<int64_t>(i)).contiguous();
   for (size_t i = 0; i < model::kLevels.size(); ++i) {
     g.img[model::kLevels[i]] = all[i];
     g.txt[model::kLevels[i]] = all[model::kLevels.size() + i];
@@ -149,7 +170,7 @@ model::Embeddings run_forward(model::RetClip& net, const MicroBatch& mb, Precisi
 model::Embeddings forward_for_loss(model::RetClip& net, const MicroBatch& mb, Precision p,
                                    const loss::TripartiteLossOptions& o) {
   model::Embeddings e = run_forward(net, mb, p);
-  if (o.duplicates_positive()) e.report_id = report_ids(mb.tokens);
+  if (o.duplicates_positive()) e.report_id = level_report_ids(mb);
   return e;
 }
 
@@ -196,8 +217,9 @@ model::Embeddings concat(const std::vector<model::Embeddings>& parts,
   }
   g.has_left = cat_rows(parts, [](const model::Embeddings& e) { return e.has_left; });
   g.has_right = cat_rows(parts, [](const model::Embeddings& e) { return e.has_right; });
-  if (parts[0].report_id.defined())
-    g.report_id = cat_rows(parts, [](const model::Embeddings& e) { return e.report_id; });
+  if (parts[0].report_id[model::Level::kPatient].defined())
+    for (model::Level l : model::kLevels)
+      g.report_id[l] = cat_rows(parts, [l](const model::Embeddings& e) { return e.report_id[l]; });
   g.logit_scale = scales;
   return g;
 }

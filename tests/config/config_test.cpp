@@ -294,6 +294,17 @@ const RangeCase kRangeCases[] = {
      "`data.augment.color_jitter` in x.yaml line 3: expected a number in [0, 1], found 1.5"},
     {"random_erasing", "data:\n  augment:\n    random_erasing: -0.1\n",
      "`data.augment.random_erasing` in x.yaml line 3: expected a number in [0, 1], found -0.1"},
+    {"preprocess", "data:\n  preprocess: crop\n",
+     "`data.preprocess` in x.yaml line 2: expected one of fundus_crop, resize, found `crop`"},
+    {"source_size_small", "data:\n  image_size: 224\n  source_size: 200\n",
+     "`data.source_size` in x.yaml line 3: expected 0 (= data.image_size) or a size in "
+     "[data.image_size (224), 8192], found 200. HINT: shards packed at 256 px"},
+    {"interpolation", "data:\n  augment:\n    interpolation: lanczos\n",
+     "`data.augment.interpolation` in x.yaml line 3: expected one of bilinear, bicubic, found "
+     "`lanczos`"},
+    {"jitter_order", "data:\n  augment:\n    jitter_order: shuffled\n",
+     "`data.augment.jitter_order` in x.yaml line 3: expected one of fixed, random, found "
+     "`shuffled`"},
     {"on_bad_sample", "data:\n  on_bad_sample: ignore\n",
      "`data.on_bad_sample` in x.yaml line 2: expected one of skip, fail, found `ignore`"},
     {"format", "data:\n  format: csv\n",

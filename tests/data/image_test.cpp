@@ -442,3 +442,90 @@ TEST(ToTensor, CropJitterAndErasingEachChangePixels) {
         << seed;
   }
 }
+
+TEST(ResizePreprocess, SquashesTheWholePhotoWithoutLookingForTheDisc) {
+  // A 300x200 frame, black except a small bright patch: fundus_crop refuses it (tiny field
+  // of view), resize squashes the whole frame as the reference's Resize((S, S)) does.
+  cv::Mat img(200, 300, CV_8UC3, cv::Scalar(0, 0, 0));
+  cv::rectangle(img, cv::Rect(10, 10, 8, 8), cv::Scalar(200, 150, 100), cv::FILLED);
+  EXPECT_THROW(fundus_preprocess(img, 64, "patch"), retclip::UsageError);
+  cv::Mat out = preprocess_image(img, 64, Preprocess::kResize, "patch");
+  ASSERT_EQ(out.rows, 64);
+  ASSERT_EQ(out.cols, 64);
+  cv::Mat want;
+  cv::resize(img, want, cv::Size(64, 64), 0, 0, cv::INTER_AREA);
+  EXPECT_EQ(cv::norm(out, want, cv::NORM_INF), 0.0);
+  // Enlarging is bicubic.
+  cv::Mat small = textured(40);
+  cv::Mat up = resize_preprocess(small, 64, "small");
+  cv::resize(small, want, cv::Size(64, 64), 0, 0, cv::INTER_CUBIC);
+  EXPECT_EQ(cv::norm(up, want, cv::NORM_INF), 0.0);
+  EXPECT_EQ(parse_preprocess("resize"), Preprocess::kResize);
+  EXPECT_EQ(parse_preprocess("fundus_crop"), Preprocess::kFundusCrop);
+  const std::string msg = usage_error_of([] { parse_preprocess("squash"); });
+  EXPECT_NE(msg.find("data.preprocess"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fundus_crop or resize"), std::string::npos) << msg;
+  EXPECT_NE(usage_error_of([] {
+              resize_preprocess(cv::Mat(8, 8, CV_8UC3), 64, "icon.png");
+            }).find("icon.png"),
+            std::string::npos);
+}
+
+TEST(ToTensor, LargerSourceIsCroppedThenResizedOnce) {
+  cv::Mat src = textured(96);
+  // Without augmentation: the source resized (area) to the output size.
+  cv::Mat area;
+  cv::resize(src, area, cv::Size(64, 64), 0, 0, cv::INTER_AREA);
+  AugmentParams off;
+  at::Tensor t = to_tensor(src, off, 5, kMean, kStd, 64);
+  ASSERT_EQ(t.sizes(), (at::IntArrayRef{3, 64, 64}));
+  EXPECT_TRUE(at::equal(t, to_tensor(area, off, 5, kMean, kStd)));
+  // With a crop of the whole source (scale 1, no jitter/flip/erasing) the one resample is
+  // the source -> output resize, bilinear or bicubic as configured.
+  AugmentParams whole;
+  whole.enabled = true;
+  whole.crop_scale = {1.0, 1.0};
+  whole.color_jitter = 0;
+  whole.random_erasing = 0;
+  for (bool bicubic : {false, true}) {
+    whole.bicubic = bicubic;
+    cv::Mat want;
+    cv::resize(src, want, cv::Size(64, 64), 0, 0, bicubic ? cv::INTER_CUBIC : cv::INTER_LINEAR);
+    int exact = 0;
+    for (uint64_t seed = 0; seed < 8; ++seed)  // the crop is the whole frame for most seeds
+      exact += at::equal(to_tensor(src, whole, seed, kMean, kStd, 64),
+                         to_tensor(want, off, 0, kMean, kStd));
+    EXPECT_GT(exact, 0) << "bicubic " << bicubic;
+  }
+  // A real crop from the larger source differs from cropping the already-resized square
+  // (the double resample this replaces), and is deterministic per seed.
+  AugmentParams crop = whole;
+  crop.bicubic = false;
+  crop.crop_scale = {0.5, 0.6};
+  at::Tensor a = to_tensor(src, crop, 11, kMean, kStd, 64);
+  EXPECT_TRUE(at::equal(a, to_tensor(src, crop, 11, kMean, kStd, 64)));
+  EXPECT_GT((a - to_tensor(area, crop, 11, kMean, kStd)).abs().max().item<float>(), 0.01f);
+}
+
+TEST(ToTensor, RandomJitterOrderIsSeededAndChangesTheResult) {
+  cv::Mat img = textured(48);
+  AugmentParams fixed;
+  fixed.enabled = true;
+  fixed.crop_scale = {1.0, 1.0};
+  fixed.color_jitter = 0.4;
+  fixed.random_erasing = 0;
+  AugmentParams random = fixed;
+  random.random_jitter_order = true;
+  int differ = 0, same = 0;
+  for (uint64_t seed = 0; seed < 48; ++seed) {
+    at::Tensor r = to_tensor(img, random, seed, kMean, kStd);
+    EXPECT_TRUE(at::equal(r, to_tensor(img, random, seed, kMean, kStd))) << seed;
+    if (at::equal(r, to_tensor(img, fixed, seed, kMean, kStd)))
+      ++same;  // the drawn order was brightness, contrast, saturation
+    else
+      ++differ;
+  }
+  // One order in six is the fixed one: both outcomes occur over 48 seeds.
+  EXPECT_GT(differ, 0);
+  EXPECT_GT(same, 0);
+}

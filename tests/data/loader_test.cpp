@@ -16,8 +16,8 @@
 
 #include "retclip/data/loader.hpp"
 #include "retclip/data/manifest.hpp"
-#include "retclip/util/fs.hpp"
 #include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
 
 using namespace retclip::data;
 namespace fs = std::filesystem;
@@ -121,8 +121,8 @@ TEST(Loader, SameBatchesWhateverTheWorkerCount) {
   runs.push_back(take(again, 14));
   for (size_t r = 1; r < runs.size(); ++r)
     for (size_t k = 0; k < runs[0].size(); ++k)
-      expect_same(runs[0][k], runs[r][k], "run " + std::to_string(r) + " batch " +
-                                               std::to_string(k));
+      expect_same(runs[0][k], runs[r][k],
+                  "run " + std::to_string(r) + " batch " + std::to_string(k));
   EXPECT_EQ(runs[0][7].epoch, 1);
   EXPECT_FALSE(at::equal(runs[0][0].left, runs[0][7].left));  // new epoch, new order
 }
@@ -157,8 +157,8 @@ TEST(Loader, TwoRanksTogetherEqualOneRankWithTwiceTheBatch) {
   auto r0o = loader_opts(2, 3), r1o = loader_opts(1, 3);
   r0o.world = r1o.world = 2;
   r1o.rank = 1;
-  Loader r0(make_memory_source(samples), nullptr, r0o), r1(make_memory_source(samples), nullptr,
-                                                            r1o);
+  Loader r0(make_memory_source(samples), nullptr, r0o),
+      r1(make_memory_source(samples), nullptr, r1o);
   auto a = take(r0, 4), b = take(r1, 4);
   for (size_t k = 0; k < o.size(); ++k) {
     EXPECT_TRUE(at::equal(at::cat({a[k].left, b[k].left}), o[k].left)) << k;
@@ -215,7 +215,9 @@ TEST(Loader, ABadPatientCountsOnceAndEveryBadSampleIsListed) {
     std::vector<DecodedSample> s;
     std::set<int64_t> broken{4, 5, 9, 11, 13, 15, 17, 19};
     int64_t size() const override { return static_cast<int64_t>(s.size()); }
-    std::string describe(int64_t i) const override { return "texts.jsonl row " + std::to_string(i + 1); }
+    std::string describe(int64_t i) const override {
+      return "texts.jsonl row " + std::to_string(i + 1);
+    }
     std::string patient_id(int64_t i) const override { return s.at(i).patient_id; }
     DecodedSample load(int64_t i) const override {
       if (broken.count(i)) throw retclip::UsageError("image is not an image");
@@ -245,6 +247,85 @@ TEST(Loader, ABadPatientCountsOnceAndEveryBadSampleIsListed) {
   EXPECT_EQ(patients.count("X"), 1u);
 }
 
+namespace {
+// Samples `broken` throw on load; the rest come from memory_samples.
+struct Broken final : SampleSource {
+  std::vector<DecodedSample> s;
+  std::set<int64_t> broken;
+  int64_t size() const override { return static_cast<int64_t>(s.size()); }
+  std::string describe(int64_t i) const override { return "row " + std::to_string(i); }
+  DecodedSample load(int64_t i) const override {
+    if (broken.count(i)) throw retclip::UsageError("unreadable");
+    return s.at(i);
+  }
+};
+
+// Indices of every global batch (both ranks) of one epoch.
+std::vector<std::vector<int64_t>> global_batches(std::shared_ptr<Broken> src, bool shuffle,
+                                                 int64_t workers, uint64_t seed = 42) {
+  std::vector<std::vector<int64_t>> out;
+  auto o0 = loader_opts(workers, 4), o1 = loader_opts(workers, 4);
+  o0.seed = o1.seed = seed;
+  o0.world = o1.world = 2;
+  o1.rank = 1;
+  o0.shuffle = o1.shuffle = shuffle;
+  Loader r0(src, nullptr, o0), r1(src, nullptr, o1);
+  while (auto a = r0.next()) {
+    auto b = r1.next();
+    EXPECT_TRUE(b.has_value());
+    if (!b) break;
+    std::vector<int64_t> g = a->indices;
+    g.insert(g.end(), b->indices.begin(), b->indices.end());
+    out.push_back(g);
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Loader, BadSampleIsReplacedFromOutsideTheGlobalBatch) {
+  auto src = std::make_shared<Broken>();
+  src->s = memory_samples(32);
+  src->broken = {5, 9, 10};
+  // In order (no shuffle), global batch 0 is samples 0..7: bad sample 5 takes the sample
+  // of its slot in the next global batch, 13, not 6 of its own batch (a false negative).
+  auto ordered = global_batches(src, false, 0);
+  ASSERT_EQ(ordered.size(), 4u);
+  EXPECT_EQ(ordered[0], (std::vector<int64_t>{0, 1, 2, 3, 4, 13, 6, 7}));
+  // Batch 1 (8..15): 9 and 10 take 17 and 18.
+  EXPECT_EQ(ordered[1], (std::vector<int64_t>{8, 17, 18, 11, 12, 13, 14, 15}));
+  // Shuffled, for several seeds: never a patient twice in a global batch, the same on
+  // every run and whatever the worker count.
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    auto a = global_batches(src, true, 0, seed), b = global_batches(src, true, 3, seed);
+    EXPECT_EQ(a, b);
+    for (const auto& g : a) {
+      EXPECT_EQ(std::set<int64_t>(g.begin(), g.end()).size(), g.size());
+      for (int64_t i : g) EXPECT_EQ(src->broken.count(i), 0u) << i;
+    }
+  }
+}
+
+TEST(Loader, PerEyeReportIdsFollowTheText) {
+  auto samples = memory_samples(8);
+  for (int i = 0; i < 8; ++i) {
+    samples[i].left_report = i % 2 ? "drusen" : "normal fundus";
+    samples[i].right_report = i < 4 ? "" : "normal fundus";
+  }
+  auto o = loader_opts(0, 8);
+  o.shuffle = false;
+  Loader l(make_memory_source(samples), nullptr, o);
+  auto b = l.next();
+  ASSERT_TRUE(b.has_value());
+  ASSERT_EQ(b->eye_report_id.sizes(), (at::IntArrayRef{8, 2}));
+  auto id = [&](int row, int eye) { return b->eye_report_id[row][eye].item<int64_t>(); };
+  EXPECT_EQ(id(0, 0), id(2, 0));
+  EXPECT_NE(id(0, 0), id(1, 0));
+  EXPECT_EQ(id(0, 0), id(5, 1));  // the same text on either eye is the same report
+  EXPECT_EQ(id(0, 1), -1);        // no per-eye report
+  EXPECT_GE(id(1, 0), 0);
+  EXPECT_EQ(id(0, 0), eye_report_id("normal fundus"));
+}
+
 #ifdef RETCLIP_WITH_IMGCODECS
 TEST(Pack, JpegDamagedMidScanFailsThePackByName) {
   // Before: `pack --on-bad-sample fail` packed it; libjpeg's warning named no file.
@@ -264,8 +345,9 @@ TEST(Pack, JpegDamagedMidScanFailsThePackByName) {
   for (size_t i = mid; i < mid + 48; ++i) bad[i] = static_cast<char>(rng() % 0xFF);
   retclip::util::write_file_atomic(dir / "good.jpg", good);
   retclip::util::write_file_atomic(dir / "bad.jpg", bad);
-  retclip::util::write_file_atomic(dir / "m.csv", "patient_id,left_image,right_image,report\n"
-                                                  "A,good.jpg,good.jpg,normal\nB,good.jpg,bad.jpg,normal\n");
+  retclip::util::write_file_atomic(dir / "m.csv",
+                                   "patient_id,left_image,right_image,report\n"
+                                   "A,good.jpg,good.jpg,normal\nB,good.jpg,bad.jpg,normal\n");
   PackOptions po;
   po.manifest = (dir / "m.csv").string();
   po.out = (dir / "shards").string();
@@ -277,9 +359,10 @@ TEST(Pack, JpegDamagedMidScanFailsThePackByName) {
     FAIL() << "packed a JPEG damaged mid-scan under on_bad_sample fail";
   } catch (const retclip::UsageError& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("bad sample at m.csv row 3 (patient B): image " + (dir / "bad.jpg").string() +
-                       " is a damaged JPEG: libjpeg reports 'Corrupt JPEG data"),
-              std::string::npos)
+    EXPECT_NE(
+        msg.find("bad sample at m.csv row 3 (patient B): image " + (dir / "bad.jpg").string() +
+                 " is a damaged JPEG: libjpeg reports 'Corrupt JPEG data"),
+        std::string::npos)
         << msg;
   }
   po.on_bad_sample = BadSamplePolicy::kSkip;

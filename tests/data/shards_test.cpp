@@ -2,9 +2,9 @@
 // rejected, deterministic multi-threaded packing and resume of an interrupted pack.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <cstdlib>
 #include <random>
 
 #include "retclip/data/shards.hpp"
@@ -291,4 +291,38 @@ TEST(Shards, WriterRejectsWrongSizes) {
   auto f = ShardFile::open((dir / "x.rcs").string());
   EXPECT_EQ(f->size(), 1);
   EXPECT_EQ(f->record(0).tokens(), (std::vector<int64_t>{1, 2, 3}));
+}
+
+TEST(Shards, PerEyeReportsAndPreprocessingTravelWithTheSet) {
+  auto dir = fresh_dir("per_eye");
+  auto samples = make_samples(6);
+  samples[0].left_report = "normal fundus";
+  samples[0].right_report = "drusen; cup=0.6 (50%)";  // the label separators, escaped
+  samples[1].left_report = "normal fundus";
+  auto o = pack_opts(dir);
+  o.preprocess = Preprocess::kResize;
+  pack_samples(samples, o, hooks());
+  auto reader = ShardReader::open(dir.string());
+  EXPECT_EQ(reader->info().preprocess, Preprocess::kResize);
+  ShardRecordView r0 = reader->record(0), r1 = reader->record(1), r2 = reader->record(2);
+  EXPECT_EQ(r0.label_value("left_report"), "normal fundus");
+  EXPECT_EQ(r0.label_value("right_report"), "drusen; cup=0.6 (50%)");
+  EXPECT_EQ(r0.label_value("dr"), "0");
+  EXPECT_EQ(r1.label_value("left_report"), "normal fundus");
+  EXPECT_EQ(r1.label_value("right_report"), "");
+  EXPECT_EQ(r2.label_value("left_report"), "");
+  EXPECT_EQ(r2.label, "dr=2");  // without per-eye reports the label is as before
+  // Another preprocessing is another pack: the shards are not reused for it.
+  o.preprocess = Preprocess::kFundusCrop;
+  EXPECT_THROW(pack_samples(samples, o, hooks()), retclip::UsageError);
+  // A set packed before "preprocess" was recorded reads as fundus_crop.
+  auto old = fresh_dir("per_eye_old");
+  pack_samples(samples, pack_opts(old), hooks());
+  const fs::path index = old / "index.json";
+  std::string text = retclip::util::read_file(index);
+  const auto at = text.find("\"preprocess\"");
+  ASSERT_NE(at, std::string::npos);
+  text.erase(at, text.find('\n', at) - at + 1);
+  std::ofstream(index) << text;
+  EXPECT_EQ(ShardReader::open(old.string())->info().preprocess, Preprocess::kFundusCrop);
 }

@@ -17,6 +17,7 @@
 
 #include "retclip/config/config.hpp"
 #include "retclip/data/bad_samples.hpp"
+#include "retclip/data/shards.hpp"
 #include "retclip/train/data_stream.hpp"
 #include "retclip/util/error.hpp"
 
@@ -148,6 +149,42 @@ TEST(TrainData, JpegDamagedMidScanStopsTheLoaderByName) {
   auto listed = data::read_bad_sample_log((r.run_dir / data::kBadSamplesFile).string());
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0].patient_id, "B9");
+}
+
+TEST(TrainData, ShardsPackedLargerAreASourceForTheModelInput) {
+  // Shards packed at 48 px for a 32 px model: data.source_size says so, and the random
+  // resized crop then samples the 48 px square (one resample) rather than a 32 px one.
+  DataRun r = make_run("larger", "", "fail");
+  data::PackOptions po;
+  po.manifest = r.cfg.data.train;
+  po.out = (r.dir / "shards48").string();
+  po.image_size = 48;
+  po.progress = false;
+  data::pack_dataset(po);
+  r.cfg.data.train = po.out;
+  r.cfg.data.augment.enabled = true;
+  std::string msg;
+  try {
+    train::TrainData::open(r.cfg, 0, 1);
+  } catch (const UsageError& e) {
+    msg = e.what();
+  }
+  EXPECT_HAS(msg, "hold 48 px images but data.image_size is 32. HINT: set data.source_size=48");
+  r.cfg.data.source_size = 48;
+  auto d = train::TrainData::open(r.cfg, 0, 1);
+  auto mb = d.next_train(at::Device(at::kCPU));
+  EXPECT_EQ(mb.left.sizes(), (at::IntArrayRef{1, 3, 32, 32}));
+  ASSERT_TRUE(mb.eye_report_id.defined());
+  EXPECT_EQ(mb.eye_report_id.sizes(), (at::IntArrayRef{1, 2}));
+  // The shards were field-of-view cropped: training them as `resize` is refused.
+  r.cfg.data.preprocess = "resize";
+  msg.clear();
+  try {
+    train::TrainData::open(r.cfg, 0, 1);
+  } catch (const UsageError& e) {
+    msg = e.what();
+  }
+  EXPECT_HAS(msg, "were packed with --preprocess fundus_crop but data.preprocess is resize");
 }
 
 #endif  // RETCLIP_WITH_IMGCODECS

@@ -101,6 +101,46 @@ TEST(Accumulate, DuplicateReportsAsPositivesAccumulateToFullBatch) {
   }
 }
 
+TEST(Accumulate, PerEyeReportsArePositivesAtTheirEyeLevel) {
+  auto net = micro_model();
+  auto batch = random_batch(8);
+  // Every patient report differs; the left eyes of rows 0 and 5 (different micro-batches
+  // when split in two) share a per-eye report, row 3's right eye has one of its own.
+  batch.eye_report_id = torch::full({8, 2}, -1, torch::kLong);
+  batch.eye_report_id[0][0] = 77;
+  batch.eye_report_id[5][0] = 77;
+  batch.eye_report_id[3][1] = 91;
+  auto ids = train::level_report_ids(batch);
+  const auto P = model::Level::kPatient, L = model::Level::kLeft, R = model::Level::kRight;
+  EXPECT_EQ(ids[L][0].item<int64_t>(), ids[L][5].item<int64_t>());
+  EXPECT_EQ(ids[L][1].item<int64_t>(), ids[P][1].item<int64_t>());  // no per-eye report
+  EXPECT_EQ(ids[R][3].item<int64_t>(), 91);
+  EXPECT_TRUE(at::equal(ids[R].slice(0, 4), ids[P].slice(0, 4)));
+
+  auto opts = loss::TripartiteLossOptions().duplicates_positive(true);
+  net->zero_grad();
+  auto with_eyes = train::forward_backward(net, {batch}, opts, train::Precision::kFp32);
+  auto g_full = grads_of(net);
+  auto plain = batch;
+  plain.eye_report_id = at::Tensor();
+  net->zero_grad();
+  auto patient_only = train::forward_backward(net, {plain}, opts, train::Precision::kFp32);
+  // The patient level is untouched; the left level has one positive pair more.
+  EXPECT_NEAR(with_eyes.loss[P].item<double>(), patient_only.loss[P].item<double>(), 1e-7);
+  EXPECT_GT(std::abs(with_eyes.loss[L].item<double>() - patient_only.loss[L].item<double>()), 1e-5);
+  EXPECT_NEAR(with_eyes.loss[R].item<double>(), patient_only.loss[R].item<double>(), 1e-7);
+  // Accumulated over two micro-batches it is the full-batch loss and gradient.
+  net->zero_grad();
+  auto acc =
+      train::forward_backward(net, train::split_batch(batch, 2), opts, train::Precision::kFp32);
+  EXPECT_NEAR(acc.total.item<double>(), with_eyes.total.item<double>(), 1e-5);
+  auto g_acc = grads_of(net);
+  for (auto& [name, g] : g_full) {
+    double scale = std::max(1.0, g.abs().max().item<double>());
+    EXPECT_LT((g_acc.at(name) - g).abs().max().item<double>() / scale, 1e-5) << name;
+  }
+}
+
 TEST(Accumulate, SplitBatchRejectsTooManyMicroBatches) {
   auto batch = random_batch(8);
   EXPECT_THROW(train::split_batch(batch, 9), std::exception);

@@ -69,6 +69,8 @@ struct AugmentConfig {
   double color_jitter = 0.2;                   ///< brightness/contrast/saturation strength
   double random_erasing = 0.1;                 ///< probability
   bool hflip = false;  ///< off: a flipped left eye looks like a right eye
+  std::string interpolation = "bilinear";  ///< bilinear | bicubic (the crop's resize)
+  std::string jitter_order = "fixed";      ///< fixed | random (torchvision ColorJitter)
 };
 
 struct DataConfig {
@@ -76,6 +78,12 @@ struct DataConfig {
   std::string val;               ///< same forms; empty = no validation
   std::string format = "auto";   ///< auto | manifest | retclip | shards
   int64_t image_size = 224;
+  /// fundus_crop (field of view, padded square) | resize (the whole photo squashed,
+  /// as the reference's Resize((224, 224)))
+  std::string preprocess = "fundus_crop";
+  /// Pixels of the preprocessed square that augmentation samples from (0 = image_size);
+  /// larger than image_size, the random resized crop takes real pixels (one resample).
+  int64_t source_size = 0;
   int64_t context_length = 100;
   TokenizerConfig tokenizer;
   AugmentConfig augment;

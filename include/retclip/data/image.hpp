@@ -49,6 +49,21 @@ FieldOfView find_field_of_view(const cv::Mat& rgb);
 /// Shape: HxWx3 uint8 RGB -> size x size x 3 uint8 RGB.
 cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where = "");
 
+/// The whole photograph squashed to size x size, without looking for the field of view:
+/// the reference's torchvision Resize((size, size)) (aspect not kept). Shrinking is
+/// antialiased (INTER_AREA, as PIL's bicubic filter widens with the scale), enlarging
+/// bicubic. Throws UsageError naming `where` for an image under 16 px on a side.
+cv::Mat resize_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where = "");
+
+/// data.preprocess: how a decoded photograph becomes the square the loader augments.
+enum class Preprocess { kFundusCrop, kResize };
+/// "fundus_crop" | "resize". Throws UsageError naming the value otherwise.
+Preprocess parse_preprocess(const std::string& s);
+const char* preprocess_name(Preprocess p);
+/// fundus_preprocess or resize_preprocess.
+cv::Mat preprocess_image(const cv::Mat& rgb, int64_t size, Preprocess p,
+                         const std::string& where = "");
+
 /// How many fundus_preprocess calls in this process had to enlarge the image.
 int64_t upscaled_image_count();
 
@@ -62,18 +77,24 @@ struct AugmentParams {
   double color_jitter = 0.2;
   double random_erasing = 0.1;
   bool hflip = false;
+  bool bicubic = false;              ///< resize of the crop: bicubic (else bilinear)
+  bool random_jitter_order = false;  ///< brightness/contrast/saturation in a random order
 };
 
-/// uint8 RGB (size x size) -> normalised float [3,H,W]. Augmentation randomness comes
-/// only from `seed` (derive it from (run seed, epoch, sample index, eye)), so a
-/// resumed run sees the same pixels: same seed, same input -> bit-identical tensor.
-/// With aug.enabled, in order: random resized crop (torchvision RandomResizedCrop:
-/// area in crop_scale, aspect 3/4..4/3, bilinear back to HxW), optional horizontal flip
-/// (p 0.5), colour jitter (brightness, contrast, saturation factors in [1-j, 1+j]), then
-/// x/255, (x - mean)/std, then random erasing with probability random_erasing
-/// (torchvision RandomErasing: area 0.02..0.33, aspect 0.3..3.3, value 0).
-/// Shape: HxWx3 uint8 RGB -> [3,H,W] float32.
+/// uint8 RGB (P x P, the source) -> normalised float [3,S,S], S = out_size (0: S = P).
+/// Augmentation randomness comes only from `seed` (derive it from (run seed, epoch,
+/// sample index, eye)), so a resumed run sees the same pixels: same seed, same input ->
+/// bit-identical tensor. With aug.enabled, in order: random resized crop of the source
+/// (torchvision RandomResizedCrop: area in crop_scale, aspect 3/4..4/3, resized to SxS
+/// bilinear or bicubic; a source larger than S gives the crop real pixels, one resample),
+/// optional horizontal flip (p 0.5), colour jitter (brightness, contrast, saturation
+/// factors in [1-j, 1+j], in that order or, with random_jitter_order, in a random one as
+/// torchvision's ColorJitter), then x/255, (x - mean)/std, then random erasing with
+/// probability random_erasing (torchvision RandomErasing: area 0.02..0.33, aspect
+/// 0.3..3.3, value 0). Without augmentation a source larger than S is resized (area).
+/// Shape: PxPx3 uint8 RGB -> [3,S,S] float32.
 at::Tensor to_tensor(const cv::Mat& rgb, const AugmentParams& aug, uint64_t seed,
-                     const std::array<double, 3>& mean, const std::array<double, 3>& std);
+                     const std::array<double, 3>& mean, const std::array<double, 3>& std,
+                     int64_t out_size = 0);
 
 }  // namespace retclip::data

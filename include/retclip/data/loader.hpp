@@ -7,7 +7,8 @@
 //   data::Loader loader(src, /*tokenizer=*/nullptr, opts);
 //   for (int64_t epoch = 0; epoch < E; ++epoch)
 //     while (auto b = loader.next()) train_step(b->left, b->right, b->tokens);  // nullopt
-//                                                        // ends an epoch; next() starts the next one
+//                                                        // ends an epoch; next() starts the next
+//                                                        one
 //   ckpt.loader = loader.state();  ...  loader.restore(ckpt.loader);
 //
 // Dimensions: B per-rank batch, H = W = image_size, T context length.
@@ -37,11 +38,13 @@
 
 namespace retclip::data {
 
-/// A sample ready for augmentation: uint8 RGB eyes already fundus-cropped and resized.
+/// A sample ready for augmentation: uint8 RGB eyes already preprocessed (data.preprocess)
+/// to the source size P (data.source_size, else the model's image size).
 struct DecodedSample {
   std::string patient_id, report;
-  cv::Mat left, right;          ///< SxSx3 uint8 RGB; empty = missing eye
-  std::vector<int64_t> tokens;  ///< pre-tokenized ids (shards); empty = tokenize `report`
+  std::string left_report, right_report;  ///< per-eye reports; empty when the data has none
+  cv::Mat left, right;                    ///< PxPx3 uint8 RGB; empty = missing eye
+  std::vector<int64_t> tokens;            ///< pre-tokenized ids (shards); empty = tokenize `report`
 };
 
 /// Where the loader gets samples. load() is called from several threads at once.
@@ -60,18 +63,20 @@ class SampleSource {
   virtual std::string patient_id(int64_t /*i*/) const { return ""; }
 };
 
-/// Manifest rows: decode_image(max_pixels) + fundus_preprocess(image_size) on every load.
-std::shared_ptr<SampleSource> make_manifest_source(std::vector<Sample> samples,
-                                                   int64_t image_size,
-                                                   int64_t max_pixels = kDefaultMaxImagePixels);
+/// Manifest rows: decode_image(max_pixels) + preprocess_image(image_size, preprocess) on
+/// every load.
+std::shared_ptr<SampleSource> make_manifest_source(std::vector<Sample> samples, int64_t image_size,
+                                                   int64_t max_pixels = kDefaultMaxImagePixels,
+                                                   Preprocess preprocess = Preprocess::kFundusCrop);
 /// Packed shards: pixels are views into the mmap (no decode, no copy until collate).
 std::shared_ptr<SampleSource> make_shard_source(std::shared_ptr<const ShardReader> reader);
 /// Pre-decoded samples held in memory (tests, small demos).
 std::shared_ptr<SampleSource> make_memory_source(std::vector<DecodedSample> samples);
 
 struct LoaderOptions {
-  int64_t batch_size = 32;  ///< per rank
-  int64_t image_size = 224;
+  int64_t batch_size = 32;   ///< per rank
+  int64_t image_size = 224;  ///< S, the model input
+  int64_t source_size = 0;   ///< P, the source's pixels (0 = image_size); P >= S
   int64_t context_length = 100;
   int64_t workers = 2;   ///< worker threads; 0 = load on the calling thread
   int64_t prefetch = 4;  ///< batches in flight or ready at most (memory bound)
@@ -90,17 +95,24 @@ struct LoaderOptions {
 };
 
 struct Batch {
-  at::Tensor left, right;           ///< [B,3,H,W] float32, zeros for a missing eye
-  at::Tensor tokens;                ///< [B,T] int64
-  at::Tensor has_left, has_right;   ///< [B] bool
+  at::Tensor left, right;          ///< [B,3,H,W] float32, zeros for a missing eye
+  at::Tensor tokens;               ///< [B,T] int64
+  at::Tensor has_left, has_right;  ///< [B] bool
+  /// [B,2] int64: per-eye report ids (left, right), equal ids = identical per-eye report
+  /// text (62-bit hash); -1 where the sample has no per-eye report (loss.duplicates).
+  at::Tensor eye_report_id;
   std::vector<std::string> patient_ids;
-  std::vector<int64_t> indices;     ///< sample indices actually used (after replacement)
+  std::vector<int64_t> indices;  ///< sample indices actually used (after replacement)
   int64_t epoch = 0, step_in_epoch = 0;
-  double wait_ms = 0;               ///< time next() waited for this batch
+  double wait_ms = 0;  ///< time next() waited for this batch
 };
 
 /// Loader position: the sampler cursor of the next batch next() will return.
 using LoaderState = SamplerState;
+
+/// Id of a per-eye report for Batch::eye_report_id: FNV-1a 64 of the text, top two bits
+/// cleared (non-negative); -1 for an empty text.
+int64_t eye_report_id(const std::string& text);
 
 /// Seed of the augmentation of (epoch, sample index, eye 0 = left / 1 = right).
 uint64_t augment_seed(uint64_t seed, int64_t epoch, int64_t index, int eye);
@@ -165,7 +177,7 @@ class Loader {
   std::map<int64_t, Result> ready_;
 
   mutable std::mutex bad_mu_;
-  std::set<int64_t> bad_;              ///< sample indices never to load again
+  std::set<int64_t> bad_;               ///< sample indices never to load again
   std::set<std::string> bad_patients_;  ///< patients counted as bad
   int64_t bad_count_ = 0;
 };

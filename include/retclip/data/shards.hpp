@@ -18,12 +18,13 @@
 #include <string_view>
 #include <vector>
 
+#include "retclip/data/image.hpp"
 #include "retclip/data/image_check.hpp"
 #include "retclip/data/sample.hpp"
 
 namespace retclip::data {
 
-inline constexpr char kShardMagic[9] = "RCSHARD1";  ///< first 8 bytes of every shard
+inline constexpr char kShardMagic[9] = "RCSHARD1";     ///< first 8 bytes of every shard
 inline constexpr char kShardEndMagic[9] = "RCSHEND1";  ///< last 8 bytes (footer)
 inline constexpr uint32_t kShardVersion = 1;
 
@@ -47,18 +48,23 @@ struct ShardRecord {
   std::vector<uint8_t> left, right;
   std::string report;
   std::vector<int64_t> tokens;  ///< context_length ids (stored as int32) when has_tokens
-  std::string label;            ///< free text (e.g. "split=train;dr=2"), may be empty
+  /// `key=value` pairs joined by ';' (e.g. "split=train;dr=2"), may be empty; values
+  /// are percent-encoded ('%', ';', '=' as %25, %3B, %3D). `retclip pack` stores the
+  /// split, the label columns and the per-eye reports (left_report, right_report).
+  std::string label;
 };
 
 /// A record as read from the mapping: views into the mmap (valid while the reader lives).
 struct ShardRecordView {
   std::string_view patient_id, report, label;
   bool has_left = false, has_right = false;
-  const uint8_t* left = nullptr;   ///< image_size*image_size*channels bytes or nullptr
+  const uint8_t* left = nullptr;  ///< image_size*image_size*channels bytes or nullptr
   const uint8_t* right = nullptr;
   const uint8_t* tokens_raw = nullptr;  ///< context_length little-endian int32 or nullptr
   int64_t context_length = 0, image_size = 0, channels = 3;
 
+  /// The decoded value of `key` in `label` ("" when absent).
+  std::string label_value(std::string_view key) const;
   /// Token ids as int64 (empty when the shard carries none).
   std::vector<int64_t> tokens() const;
   /// Pixels wrapped as a cv::Mat without copying (empty Mat for a missing eye).
@@ -126,7 +132,8 @@ struct ShardSetInfo {
   int64_t image_size = 0, channels = 3, records = 0, context_length = 0;
   bool has_tokens = false;
   std::string tokenizer, source_manifest;
-  std::vector<std::string> files;        ///< shard file names, in order
+  Preprocess preprocess = Preprocess::kFundusCrop;  ///< index.json "preprocess" (older: crop)
+  std::vector<std::string> files;                   ///< shard file names, in order
   std::vector<int64_t> records_per_file;
 };
 
@@ -168,28 +175,29 @@ std::string shard_file_name(int64_t n);
 // Packing
 
 struct PackOptions {
-  std::string manifest;           ///< source manifest (recorded in index.json)
-  std::string format = "auto";    ///< auto | manifest | retclip
-  std::string split;              ///< only rows of this split (empty = all)
-  std::string out;                ///< output directory
+  std::string manifest;         ///< source manifest (recorded in index.json)
+  std::string format = "auto";  ///< auto | manifest | retclip
+  std::string split;            ///< only rows of this split (empty = all)
+  std::string out;              ///< output directory
   int64_t image_size = 224;
-  std::string tokenizer_path;     ///< empty = no token ids stored
+  Preprocess preprocess = Preprocess::kFundusCrop;  ///< --preprocess
+  std::string tokenizer_path;                       ///< empty = no token ids stored
   std::string tokenizer_type = "wordpiece";
   int64_t context_length = 100;
-  int64_t threads = 0;            ///< 0 = cores available
-  int64_t shard_size = 1000;      ///< input rows per shard
+  int64_t threads = 0;        ///< 0 = cores available
+  int64_t shard_size = 1000;  ///< input rows per shard
   BadSamplePolicy on_bad_sample = BadSamplePolicy::kSkip;
   int64_t max_image_pixels = kDefaultMaxImagePixels;  ///< --max-image-pixels (<= 0: none)
   bool progress = true;
 };
 
 struct PackReport {
-  int64_t records = 0;            ///< records in the set
+  int64_t records = 0;  ///< records in the set
   int64_t shards = 0;
-  int64_t shards_reused = 0;      ///< complete shards kept from an interrupted run
-  int64_t bad_samples = 0;        ///< patients skipped in this run
-  std::vector<BadSample> bad;     ///< every one of them (file/row + reason), input order
-  std::string bad_list;           ///< the bad_samples.tsv listing them (pack_dataset)
+  int64_t shards_reused = 0;   ///< complete shards kept from an interrupted run
+  int64_t bad_samples = 0;     ///< patients skipped in this run
+  std::vector<BadSample> bad;  ///< every one of them (file/row + reason), input order
+  std::string bad_list;        ///< the bad_samples.tsv listing them (pack_dataset)
   double seconds = 0;
 };
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "retclip/config/config.hpp"
+#include "retclip/data/image.hpp"
 #include "retclip/eval/labels.hpp"
 #include "retclip/model/retclip.hpp"
 
@@ -75,10 +76,12 @@ struct Features {
 /// left slot; "patient": both eyes, either may be missing), with a token row of zeros of
 /// `context_length` (only the image tower runs); images above `max_pixels` (as
 /// data.max_image_pixels) are bad samples. Sample i is items[i]. Throws UsageError
-/// naming the item's origin when an item is not of `level`.
-std::shared_ptr<data::SampleSource> make_item_source(const std::vector<LabelledItem>& items,
-                                                     const std::string& level, int64_t image_size,
-                                                     int64_t context_length, int64_t max_pixels);
+/// naming the item's origin when an item is not of `level`. Images are preprocessed as
+/// `preprocess` (data.preprocess of the encoder's config).
+std::shared_ptr<data::SampleSource> make_item_source(
+    const std::vector<LabelledItem>& items, const std::string& level, int64_t image_size,
+    int64_t context_length, int64_t max_pixels,
+    data::Preprocess preprocess = data::Preprocess::kFundusCrop);
 
 /// Items must be of the requested level (eye items for "eye", patient items for "patient").
 Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,

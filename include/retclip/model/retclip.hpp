@@ -37,9 +37,10 @@ struct Embeddings {
   PerLevel<torch::Tensor> img, txt;   ///< [B, E] each
   PerLevel<torch::Tensor> logit_scale;  ///< scalars (log scale)
   torch::Tensor has_left, has_right;  ///< [B] bool
-  /// [B] int64 or undefined; set by the training step, not the model: rows with equal ids
-  /// have identical report text (loss.duplicates: positive).
-  torch::Tensor report_id;
+  /// [B] int64 each, or undefined; set by the training step, not the model: rows with
+  /// equal ids at a level have identical text there (loss.duplicates: positive): the
+  /// patient report, or the eye's own report where the data has per-eye reports.
+  PerLevel<torch::Tensor> report_id;
 
   /// Rows that take part at `level`: undefined (every row) for the patient level,
   /// has_left / has_right for the eyes.

@@ -47,6 +47,8 @@ struct MicroBatch {
   at::Tensor left, right;          ///< [B,3,S,S] float
   at::Tensor tokens;               ///< [B,T] int64
   at::Tensor has_left, has_right;  ///< [B] bool
+  /// [B,2] int64 per-eye report ids (data::Batch::eye_report_id; -1 = none) or undefined.
+  at::Tensor eye_report_id;
   int64_t size() const { return tokens.size(0); }
 };
 
@@ -87,6 +89,11 @@ loss::TripartiteLossOptions loss_options(const config::Config& cfg, int64_t worl
 /// One id per token row, equal for equal rows (on every rank): the report ids of
 /// loss.duplicates: positive. Shape: tokens [B, T] -> [B] int64.
 at::Tensor report_ids(const at::Tensor& tokens);
+
+/// The report ids of each level: the patient level's from the token rows; an eye level's
+/// from the eye's own report (mb.eye_report_id) where the sample has one, else the
+/// patient report's.
+model::PerLevel<at::Tensor> level_report_ids(const MicroBatch& mb);
 
 /// Loss values of a step: the full-batch loss (identical in every micro pass), per level.
 struct StepLosses {
