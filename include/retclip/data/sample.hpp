@@ -32,7 +32,7 @@ struct Sample {
 
 /// A bad sample found while reading or decoding: what, where, and the policy outcome.
 struct BadSample {
-  std::string origin;  ///< file and row
+  std::string origin;      ///< file and row
   std::string reason;
   std::string patient_id;  ///< when known
 };

@@ -36,16 +36,16 @@ struct EyeFindings {
   bool hard_exudates = false;       ///< grades 2-4
   bool cotton_wool = false;         ///< grades 2-4 (always for grade 3)
   bool glaucoma = false;
-  double cup_disc_ratio = 0.3;  ///< drawn value; reports round it to 0.1
-  int amd = 0;                  ///< 0 none, 1 drusen, 2 geographic atrophy
+  double cup_disc_ratio = 0.3;      ///< drawn value; reports round it to 0.1
+  int amd = 0;                      ///< 0 none, 1 drusen, 2 geographic atrophy
   Amount drusen_amount = Amount::kFew;
-  int cataract = 0;           ///< 0 none, 1 mild haze, 2 dense haze
-  bool myopia = false;        ///< tessellation + temporal peripapillary atrophy
-  bool hypertensive = false;  ///< narrowed, straightened arteries + AV nicking
-  int pigment = 1;            ///< fundus pigmentation: 0 light, 1 medium, 2 dark
-  bool naevus = false;        ///< benign choroidal naevus (slate-grey patch)
+  int cataract = 0;                 ///< 0 none, 1 mild haze, 2 dense haze
+  bool myopia = false;              ///< tessellation + temporal peripapillary atrophy
+  bool hypertensive = false;        ///< narrowed, straightened arteries + AV nicking
+  int pigment = 1;                  ///< fundus pigmentation: 0 light, 1 medium, 2 dark
+  bool naevus = false;              ///< benign choroidal naevus (slate-grey patch)
   Quadrant naevus_quadrant = Quadrant::kInferiorTemporal;
-  uint64_t render_seed = 0;  ///< nuisance variation: vessel tree, texture, lesion sites
+  uint64_t render_seed = 0;         ///< nuisance variation: vessel tree, texture, lesion sites
 };
 
 struct PatientFindings {
@@ -55,21 +55,21 @@ struct PatientFindings {
 struct SynthOptions {
   uint64_t seed = 42;
   int64_t patients = 1000;
-  int size = 224;                    ///< output images are size x size pixels
-  std::string language = "en";       ///< report language: "en" or "zh"
-  int64_t val = -1;                  ///< last N patients form val; -1 = min(200, ceil(10%))
-  std::string format = "manifest";   ///< "manifest" (PNG files + CSV/JSONL) or "retclip"
-  std::string image_format = "png";  ///< "png" (lossless) or "jpg" (quality 95)
-  bool preview = false;              ///< also write preview.png (4x4 pairs with labels)
-  int threads = 0;                   ///< worker threads; 0 = the cores available
-  double missing_eye_rate = 0.03;    ///< fraction of patients with one eye not imaged
+  int size = 224;                  ///< output images are size x size pixels
+  std::string language = "en";     ///< report language: "en" or "zh"
+  int64_t val = -1;                ///< last N patients form val; -1 = min(200, ceil(10%))
+  std::string format = "manifest"; ///< "manifest" (PNG files + CSV/JSONL) or "retclip"
+  std::string image_format = "png";///< "png" (lossless) or "jpg" (quality 95)
+  bool preview = false;            ///< also write preview.png (4x4 pairs with labels)
+  int threads = 0;                 ///< worker threads; 0 = the cores available
+  double missing_eye_rate = 0.03;  ///< fraction of patients with one eye not imaged
 };
 
 struct SynthPatient {
-  std::string patient_id;  ///< "P000123" (index, zero-padded)
+  std::string patient_id;      ///< "P000123" (index, zero-padded)
   PatientFindings findings;
-  cv::Mat left, right;                    ///< RGB uint8 size x size; empty for a missing eye
-  std::string report;                     ///< "Left eye: ... Right eye: ..."
+  cv::Mat left, right;         ///< RGB uint8 size x size; empty for a missing eye
+  std::string report;          ///< "Left eye: ... Right eye: ..."
   std::string left_report, right_report;  ///< per eye; empty for a missing eye
   std::vector<std::string> left_labels, right_labels, patient_labels;  ///< finding codes
 };
