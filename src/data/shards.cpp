@@ -722,9 +722,9 @@ PackReport pack_dataset(const PackOptions& o) {
   samples = precheck_samples(std::move(samples), pre_opts, &pre);
   PackHooks hooks;
   const int64_t size = o.image_size, max_pixels = o.max_image_pixels;
-  const Preprocess pre = o.preprocess;
-  hooks.prepare_image = [size, max_pixels, pre](const ImageRef& ref, const std::string& where) {
-    return preprocess_image(decode_image(ref, max_pixels), size, pre, where);
+  const Preprocess how = o.preprocess;
+  hooks.prepare_image = [size, max_pixels, how](const ImageRef& ref, const std::string& where) {
+    return preprocess_image(decode_image(ref, max_pixels), size, how, where);
   };
   std::shared_ptr<Tokenizer> tok;
   if (!o.tokenizer_path.empty()) {
