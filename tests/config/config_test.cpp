@@ -123,7 +123,7 @@ TEST(ConfigUnknownKey, NoCloseMatchListsValidKeys) {
   auto m = err("loss:\n  zzzzzzzz: 1\n");
   EXPECT_HAS(m,
              "unknown key `loss.zzzzzzzz` in x.yaml line 2. Valid keys in `loss`: weights, "
-             "gather, local_loss, logit_scale_max");
+             "gather, local_loss, duplicates, logit_scale_max");
 }
 
 TEST(ConfigUnknownKey, DuplicateKey) {
