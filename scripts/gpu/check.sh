@@ -130,7 +130,7 @@ configure() {
     "${nvcc_arg[@]}" "${launcher[@]}" ${CMAKE_ARGS:-}
 }
 export -f configure
-TARGETS=${CHECK_TARGETS:-retclip test_gpu test_train_bench}
+TARGETS=${CHECK_TARGETS:-retclip test_gpu test_train}
 build_ok=1
 step configure 120 configure || build_ok=0
 if [ $build_ok = 1 ]; then
