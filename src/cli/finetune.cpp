@@ -9,7 +9,7 @@
 namespace {
 
 struct FinetuneArgs {
-  std::string config, resume, freeze, init;
+  std::string config, resume, freeze, init, head_init, prompts;
   std::vector<std::string> set;
   double max_minutes = 0;
 };
@@ -23,6 +23,11 @@ retclip::cli::RunFn add_finetune(CLI::App& app) {
   sub->add_option("--set", a->set, "override a key: --set finetune.blr=1e-3 (repeatable)");
   sub->add_option("--freeze", a->freeze, "none | head-only | first-N-blocks (finetune.freeze)");
   sub->add_option("--init", a->init, "retclip export / checkpoint to start from (finetune.init)");
+  sub->add_option("--head-init", a->head_init,
+                  "random | zeroshot: the head from --prompts' class text embeddings "
+                  "(finetune.head_init)");
+  sub->add_option("--prompts", a->prompts,
+                  "prompt file for --head-init zeroshot (finetune.prompts)");
   sub->add_option("--resume", a->resume, "auto | PATH (checkpoint.resume)");
   sub->add_option("--max-minutes", a->max_minutes,
                   "stop cleanly (checkpoint) after this many minutes; resume to finish");
@@ -31,6 +36,8 @@ retclip::cli::RunFn add_finetune(CLI::App& app) {
     std::vector<std::string> overrides = a->set;
     if (!a->freeze.empty()) overrides.push_back("finetune.freeze=" + a->freeze);
     if (!a->init.empty()) overrides.push_back("finetune.init=" + a->init);
+    if (!a->head_init.empty()) overrides.push_back("finetune.head_init=" + a->head_init);
+    if (!a->prompts.empty()) overrides.push_back("finetune.prompts=" + a->prompts);
     if (!a->resume.empty()) overrides.push_back("checkpoint.resume=" + a->resume);
     config::Config cfg = config::load(a->config, overrides);
     io::resolve_pretrained_presets(cfg.model);

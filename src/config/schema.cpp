@@ -54,6 +54,8 @@ Field finetune_section(FinetuneConfig& f) {
                               leaf("level", f.level),
                               leaf("feature", f.feature),
                               leaf("init", f.init),
+                              leaf("head_init", f.head_init),
+                              leaf("prompts", f.prompts),
                               leaf("freeze", f.freeze),
                               leaf("epochs", f.epochs),
                               leaf("steps", f.steps),

@@ -237,6 +237,24 @@ void validate_with(const Config& c, const Origins& origins) {
   const auto& f = c.finetune;
   k.one_of("finetune.level", f.level, {"auto", "eye", "patient"});
   k.one_of("finetune.feature", f.feature, {"pre_proj", "post_proj"});
+  k.one_of("finetune.head_init", f.head_init, {"random", "zeroshot"});
+  if (f.head_init == "zeroshot") {
+    // The head's rows are text embeddings: they score the projected, normalised image
+    // embedding, from a model that has the text tower and the prompts of every class.
+    if (f.feature != "post_proj")
+      k.fail("finetune.feature", "post_proj with finetune.head_init=zeroshot",
+             fmt::format("`{}`", f.feature),
+             "--set finetune.feature=post_proj (text embeddings live in the projected space)");
+    if (f.prompts.empty())
+      k.fail("finetune.prompts", "a prompt file with finetune.head_init=zeroshot", "nothing",
+             "--set finetune.prompts=configs/prompts/synth-findings.yaml (the format retclip "
+             "zeroshot --prompts reads, one entry per class in finetune.classes order)");
+    if (f.init.empty())
+      k.fail("finetune.init",
+             "a retclip export with the text tower or a pretraining "
+             "checkpoint with finetune.head_init=zeroshot",
+             "nothing", "--set finetune.init=runs/demo/export (retclip export --parts full)");
+  }
   if (f.freeze != "none" && f.freeze != "head-only") {
     int64_t n = 0;
     const bool form = f.freeze.size() > 13 && f.freeze.rfind("first-", 0) == 0 &&

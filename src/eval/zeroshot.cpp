@@ -48,6 +48,32 @@ at::Tensor l2(const at::Tensor& x) {
 
 }  // namespace
 
+ClassEmbeddings class_embeddings(Encoder& enc, const PromptSet& prompts, const at::Device& device) {
+  RETCLIP_CHECK_USAGE(enc.has_text && !enc.tokenizer_path.empty(), enc.source,
+                      " has no text tower or tokenizer. HINT: export with --parts full");
+  const auto& dc = enc.cfg.data;
+  auto tok = data::load_tokenizer(dc.tokenizer.type, enc.tokenizer_path, dc.tokenizer.lowercase);
+  torch::NoGradGuard ng;
+  enc.net->to(device);
+  enc.net->eval();
+  model::PerLevel<std::vector<at::Tensor>> rows;
+  for (const auto& ps : prompts.prompts) {
+    std::vector<at::Tensor> toks;
+    for (const auto& p : ps)
+      toks.push_back(torch::tensor(tok->encode(p, dc.context_length), torch::kLong));
+    model::TextFeatures tf = enc.net->encode_text(torch::stack(toks).to(device));
+    rows[model::Level::kPatient].push_back(l2(l2(tf.patient).mean(0)));
+    rows[model::Level::kLeft].push_back(l2(l2(tf.left).mean(0)));
+    rows[model::Level::kRight].push_back(l2(l2(tf.right).mean(0)));
+  }
+  ClassEmbeddings out;
+  for (model::Level l : model::kLevels) {
+    out.text[l] = torch::stack(rows[l]).cpu().to(torch::kFloat);
+    out.scale[l] = enc.net->logit_scale_of(l).exp().item<double>();
+  }
+  return out;
+}
+
 ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSet& prompts,
                             const ZeroShotOptions& o) {
   RETCLIP_CHECK_USAGE(set.classes == prompts.classes, set.source, " has classes [",
@@ -55,10 +81,6 @@ ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSe
                       " has [", fmt::format("{}", fmt::join(prompts.classes, ",")),
                       "]. HINT: the prompt file's class order is the label order; pass the same "
                       "--classes");
-  RETCLIP_CHECK_USAGE(enc.has_text && !enc.tokenizer_path.empty(), enc.source,
-                      " has no text tower or tokenizer. HINT: export with --parts full");
-  const auto& dc = enc.cfg.data;
-  auto tok = data::load_tokenizer(dc.tokenizer.type, enc.tokenizer_path, dc.tokenizer.lowercase);
   const bool eye = set.level == "eye";
   for (const auto& it : set.items)
     RETCLIP_CHECK_USAGE(!(eye && it.eye == Eye::kUnknown), it.origin,
@@ -69,24 +91,10 @@ ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSe
     for (size_t i = 0; i < set.items.size(); ++i) rows.push_back(static_cast<int64_t>(i));
   std::vector<int64_t> val = set.indices("val");
 
-  // Class text embeddings per head: mean of the normalised prompt embeddings, renormalised.
   torch::NoGradGuard ng;
-  const at::Device device = pick_device(o.features.device);
-  enc.net->to(device);
-  enc.net->eval();
-  std::vector<at::Tensor> t_pat, t_left, t_right;
-  for (const auto& ps : prompts.prompts) {
-    std::vector<at::Tensor> toks;
-    for (const auto& p : ps)
-      toks.push_back(torch::tensor(tok->encode(p, dc.context_length), torch::kLong));
-    model::TextFeatures tf = enc.net->encode_text(torch::stack(toks).to(device));
-    t_pat.push_back(l2(l2(tf.patient).mean(0)));
-    t_left.push_back(l2(l2(tf.left).mean(0)));
-    t_right.push_back(l2(l2(tf.right).mean(0)));
-  }
-  at::Tensor tp = torch::stack(t_pat).cpu().to(torch::kFloat),
-             tl = torch::stack(t_left).cpu().to(torch::kFloat),
-             tr = torch::stack(t_right).cpu().to(torch::kFloat);
+  const ClassEmbeddings emb = class_embeddings(enc, prompts, pick_device(o.features.device));
+  const at::Tensor &tp = emb.text[model::Level::kPatient], &tl = emb.text[model::Level::kLeft],
+                   &tr = emb.text[model::Level::kRight];
 
   std::vector<int64_t> all = rows;
   all.insert(all.end(), val.begin(), val.end());
@@ -102,9 +110,9 @@ ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSe
   std::map<std::string, int64_t> row_of;
   for (size_t i = 0; i < f.ids.size(); ++i) row_of[f.ids[i]] = static_cast<int64_t>(i);
   at::Tensor img = l2(f.x.to(torch::kFloat));
-  const double scale_p = enc.net->logit_scale.exp().item<double>();
-  const double scale_l = enc.net->logit_scale_left.exp().item<double>();
-  const double scale_r = enc.net->logit_scale_right.exp().item<double>();
+  const double scale_p = emb.scale[model::Level::kPatient];
+  const double scale_l = emb.scale[model::Level::kLeft];
+  const double scale_r = emb.scale[model::Level::kRight];
   auto score_rows = [&](const std::vector<int64_t>& idx, at::Tensor* y) {
     std::vector<at::Tensor> out, lab;
     for (int64_t i : idx) {

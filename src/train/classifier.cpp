@@ -41,14 +41,23 @@ ClassifierImpl::ClassifierImpl(const ClassifierOptions& o) : options_(o) {
   RETCLIP_CHECK_USAGE(o.classes >= 2 || (o.multi_label && o.classes >= 1),
                       "a classifier needs at least 2 classes (or 1 label) but got ", o.classes,
                       ". HINT: check finetune.classes and the label column");
+  RETCLIP_CHECK_USAGE(!o.per_eye || (o.level == "eye" && o.feature == "post_proj"),
+                      "per-eye heads score eye-level post_proj features but the classifier is ",
+                      o.level, " level, ", o.feature,
+                      ". HINT: finetune.level=eye and finetune.feature=post_proj");
   visual = register_module("visual", model::VisionTransformer(o.vision));
-  if (o.level == "patient" && o.feature == "post_proj") {
-    const int64_t e = o.vision.embed_dim();
-    global_feature_mapping =
-        register_module("global_feature_mapping",
-                        torch::nn::Linear(torch::nn::LinearOptions(2 * e, e).bias(false)));
+  const int64_t e = o.vision.embed_dim();
+  auto mapping = [](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
+  if (o.level == "patient" && o.feature == "post_proj")
+    global_feature_mapping = register_module("global_feature_mapping", mapping(2 * e, e));
+  if (o.per_eye) {
+    left_feature_mapping = register_module("left_feature_mapping", mapping(e, e));
+    right_feature_mapping = register_module("right_feature_mapping", mapping(e, e));
   }
-  head = register_module("head", torch::nn::Linear(o.feature_dim(), o.classes));
+  head = register_module("head",
+                         torch::nn::Linear(o.feature_dim(), o.per_eye ? 2 * o.classes : o.classes));
   // pre_proj heads never use visual.proj: kept (the export has the whole tower) but not
   // trained, so no optimizer or gradient all-reduce ever sees a parameter without gradient.
   if (o.feature == "pre_proj") visual->proj.set_requires_grad(false);
@@ -59,23 +68,58 @@ ClassifierImpl::ClassifierImpl(const ClassifierOptions& o) : options_(o) {
   head->bias.zero_();
 }
 
+namespace {
+
+void check_is_right(const at::Tensor& is_right, const at::Tensor& images) {
+  TORCH_CHECK(is_right.defined() && is_right.dim() == 1 && is_right.size(0) == images.size(0),
+              "a per-eye classifier expected is_right [", images.size(0), "] but got ",
+              is_right.defined() ? is_right.sizes() : at::IntArrayRef{});
+}
+
+}  // namespace
+
 at::Tensor ClassifierImpl::features(const at::Tensor& left, const at::Tensor& right,
-                                    const at::Tensor& has_left, const at::Tensor& has_right) {
+                                    const at::Tensor& has_left, const at::Tensor& has_right,
+                                    const at::Tensor& is_right) {
   const bool pre = options_.feature == "pre_proj";
   auto vit = [&](const at::Tensor& x) { return pre ? visual->forward_cls(x) : visual->forward(x); };
-  if (options_.level == "eye") return vit(left);
+  // Zero-shot's l2: x / max(|x|, 1e-12).
+  auto norm = [&](const at::Tensor& x) {
+    return options_.normalize ? x / x.norm(2, {-1}, true).clamp_min(1e-12) : x;
+  };
+  if (options_.level == "eye") {
+    at::Tensor f = vit(left);
+    if (!options_.per_eye) return norm(f);
+    check_is_right(is_right, left);
+    at::Tensor m = is_right.to(f.device(), torch::kBool).unsqueeze(1);
+    return norm(
+        torch::where(m, right_feature_mapping->forward(f), left_feature_mapping->forward(f)));
+  }
   const int64_t b = left.size(0);
   at::Tensor both = vit(torch::cat({left, right}, 0));  // one pass over 2B images
   at::Tensor fl = both.narrow(0, 0, b), fr = both.narrow(0, b, b);
   at::Tensor l = torch::where(has_left.unsqueeze(1), fl, fr);
   at::Tensor r = torch::where(has_right.unsqueeze(1), fr, fl);
   at::Tensor cat = torch::cat({l, r}, 1);
-  return pre ? cat : global_feature_mapping->forward(cat);
+  return norm(pre ? cat : global_feature_mapping->forward(cat));
 }
 
 at::Tensor ClassifierImpl::forward(const at::Tensor& left, const at::Tensor& right,
-                                   const at::Tensor& has_left, const at::Tensor& has_right) {
-  return head->forward(features(left, right, has_left, has_right));
+                                   const at::Tensor& has_left, const at::Tensor& has_right,
+                                   const at::Tensor& is_right) {
+  at::Tensor z = head->forward(features(left, right, has_left, has_right, is_right));
+  if (!options_.per_eye) return z;
+  const int64_t c = options_.classes;
+  at::Tensor m = is_right.to(z.device(), torch::kBool).unsqueeze(1);
+  return torch::where(m, z.narrow(1, c, c), z.narrow(1, 0, c));
+}
+
+at::Tensor right_eye_rows(const std::vector<eval::LabelledItem>& items,
+                          const std::vector<int64_t>& indices) {
+  std::vector<uint8_t> r;
+  r.reserve(indices.size());
+  for (int64_t i : indices) r.push_back(items[static_cast<size_t>(i)].eye == eval::Eye::kRight);
+  return torch::tensor(r, torch::kUInt8).to(torch::kBool);
 }
 
 at::Tensor ClassifierImpl::probabilities(const at::Tensor& logits) const {
@@ -208,7 +252,8 @@ void save_classifier(const fs::path& dir, Classifier& net, json side) {
                    {"heads", v.num_heads()},       {"mlp_ratio", v.mlp_ratio()},
                    {"embed_dim", v.embed_dim()},   {"classes", o.classes},
                    {"multi_label", o.multi_label}, {"level", o.level},
-                   {"feature", o.feature},         {"activation", "quick_gelu"}};
+                   {"feature", o.feature},         {"normalize", o.normalize},
+                   {"per_eye", o.per_eye},         {"activation", "quick_gelu"}};
   io::save_weights(dir / kWeightsFile, io::module_state_dict(*net), {{"format", kFormat}});
   util::write_file_atomic(dir / "retclip.json", side.dump(2));
 }
@@ -238,6 +283,8 @@ LoadedClassifier load_classifier(const fs::path& dir) {
     o.multi_label = m.at("multi_label").get<bool>();
     o.level = m.at("level").get<std::string>();
     o.feature = m.at("feature").get<std::string>();
+    o.normalize = m.value("normalize", false);  // absent in exports without zero-shot heads
+    o.per_eye = m.value("per_eye", false);
     out.classes = out.sidecar.at("classes").get<std::vector<std::string>>();
     const auto& pre = out.sidecar.at("preprocessing");
     out.image_size = pre.at("image_size").get<int64_t>();
@@ -306,8 +353,8 @@ int64_t predict_manifest(const PredictOptions& o) {
                      level == "eye" ? "images" : "patients");
   while (auto b = loader.next()) {
     at::Tensor l = b->left.to(device), r = b->right.to(device);
-    at::Tensor p =
-        c.net->probabilities(c.net->forward(l, r, b->has_left.to(device), b->has_right.to(device)));
+    at::Tensor p = c.net->probabilities(c.net->forward(
+        l, r, b->has_left.to(device), b->has_right.to(device), right_eye_rows(items, b->indices)));
     p = p.to(torch::kCPU);
     for (size_t j = 0; j < b->indices.size(); ++j) {
       const int64_t idx = b->indices[j];

@@ -4,6 +4,7 @@
 #include "retclip/train/finetune.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -17,6 +18,7 @@
 #include "retclip/eval/features.hpp"
 #include "retclip/eval/labels.hpp"
 #include "retclip/eval/metrics.hpp"
+#include "retclip/eval/zeroshot.hpp"
 #include "retclip/io/checkpoint_store.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
@@ -94,6 +96,8 @@ Split split_of(const eval::LabelledSet& set, const std::string& name) {
   return s;
 }
 
+}  // namespace
+
 eval::LabelledSet read_finetune_set(const config::Config& cfg) {
   const auto& f = cfg.finetune;
   RETCLIP_CHECK_USAGE(!f.data.empty(),
@@ -121,6 +125,8 @@ eval::LabelledSet read_finetune_set(const config::Config& cfg) {
       " is multi-label). HINT: finetune.select=retfound or auroc_macro");
   return set;
 }
+
+namespace {
 
 // ---- the model and its initialisation ----------------------------------------------
 
@@ -163,9 +169,52 @@ config::ModelConfig init_model_config(const config::Config& cfg, io::StateDict* 
   return m;
 }
 
-Classifier build_classifier(const config::Config& cfg, const eval::LabelledSet& set,
-                            std::string* init_kind) {
+/// finetune.head_init=zeroshot: the head's weight [C, E] (eye level [2C, E]: left-eye
+/// rows, then right-eye rows), each level's class text embeddings of finetune.prompts from
+/// finetune.init's text tower times that level's logit scale: with the normalised feature
+/// and bias 0 the logits are eval::run_zeroshot's scale x cosine. Checked before any tower
+/// weight is read.
+at::Tensor zeroshot_head_weight(const config::Config& cfg, const eval::LabelledSet& set) {
   const auto& f = cfg.finetune;
+  RETCLIP_CHECK_USAGE(fs::exists(f.init), "finetune.init: ", f.init,
+                      " does not exist. HINT: finetune.head_init=zeroshot needs a retclip export "
+                      "with the text tower (retclip export --parts full) or a checkpoint");
+  const eval::PromptSet prompts = eval::load_prompts(f.prompts);
+  RETCLIP_CHECK_USAGE(prompts.classes == set.classes, "finetune.prompts: ", f.prompts,
+                      " has classes [", fmt::format("{}", fmt::join(prompts.classes, ",")),
+                      "] but finetune.data ", set.source, " has [",
+                      fmt::format("{}", fmt::join(set.classes, ",")),
+                      "]. HINT: the prompt file lists one entry per class in the label order "
+                      "(finetune.classes)");
+  if (set.level == "eye")
+    for (const auto& it : set.items)
+      RETCLIP_CHECK_USAGE(it.eye != eval::Eye::kUnknown, it.origin,
+                          ": finetune.head_init=zeroshot at eye level scores each eye with its "
+                          "left or right text head, but this eye's laterality is unknown. HINT: "
+                          "a manifest with left/right label columns, or finetune.head_init=random");
+  eval::Encoder enc = eval::load_encoder(f.init);
+  RETCLIP_CHECK_USAGE(enc.has_text && !enc.tokenizer_path.empty(), "finetune.init: ", f.init,
+                      " has no text tower or tokenizer, which finetune.head_init=zeroshot embeds "
+                      "the prompts with. HINT: retclip export --parts full, or pass the "
+                      "pretraining checkpoint");
+  // CPU: a few prompts per class; the image side of zero-shot is what the run device does.
+  const eval::ClassEmbeddings e = eval::class_embeddings(enc, prompts, at::Device(at::kCPU));
+  using model::Level;
+  if (set.level == "patient") return e.text[Level::kPatient] * e.scale[Level::kPatient];
+  return torch::cat({e.text[Level::kLeft] * e.scale[Level::kLeft],
+                     e.text[Level::kRight] * e.scale[Level::kRight]},
+                    0);
+}
+
+}  // namespace
+
+Classifier build_finetune_classifier(const config::Config& cfg, const eval::LabelledSet& set,
+                                     std::string* init_kind_out) {
+  const auto& f = cfg.finetune;
+  const bool zeroshot = f.head_init == "zeroshot";
+  const at::Tensor zs_weight = zeroshot ? zeroshot_head_weight(cfg, set) : at::Tensor();
+  std::string kind;
+  std::string* init_kind = init_kind_out ? init_kind_out : &kind;
   io::StateDict init;
   const config::ModelConfig mc = init_model_config(cfg, &init, init_kind);
   model::VisionTransformerOptions vo = model::retclip_options(mc, 8).vision();
@@ -179,6 +228,8 @@ Classifier build_classifier(const config::Config& cfg, const eval::LabelledSet& 
   co.multi_label = set.multi_label;
   co.level = set.level;
   co.feature = f.feature;
+  co.normalize = zeroshot;
+  co.per_eye = zeroshot && set.level == "eye";
   torch::manual_seed(cfg.train.seed);
   Classifier net(co);
   if (*init_kind == "clip") {
@@ -189,7 +240,9 @@ Classifier build_classifier(const config::Config& cfg, const eval::LabelledSet& 
     io::StateDict keep;
     for (const auto& [k, v] : init)
       if (k.rfind("visual.", 0) == 0 ||
-          (net->global_feature_mapping && k == "global_feature_mapping.weight"))
+          (net->global_feature_mapping && k == "global_feature_mapping.weight") ||
+          (co.per_eye &&
+           (k == "left_feature_mapping.weight" || k == "right_feature_mapping.weight")))
         keep.emplace_back(k, v);
     auto rep = io::apply_state_dict(*net, keep, /*strict=*/false);
     for (const auto& k : rep.missing)
@@ -197,9 +250,18 @@ Classifier build_classifier(const config::Config& cfg, const eval::LabelledSet& 
                           ". HINT: export the vision tower (retclip export --parts vision)");
     log::info("finetune.init: {} tensors from {}", rep.loaded.size(), f.init);
   }
+  if (zeroshot) {
+    torch::NoGradGuard ng;
+    net->head->weight.copy_(zs_weight);
+    net->head->bias.zero_();
+    log::info("finetune.head_init=zeroshot: {} class text embeddings ({} level) from {}",
+              set.classes.size(), set.level, f.prompts);
+  }
   apply_classifier_freeze(net, f.freeze);
   return net;
 }
+
+namespace {
 
 // ---- scoring a split ----------------------------------------------------------------
 
@@ -249,7 +311,7 @@ at::Tensor predict_split(Classifier& net, const config::Config& cfg, const Split
     {
       AutocastScope scope(precision, device);
       logits = net->forward(b->left.to(device), b->right.to(device), b->has_left.to(device),
-                            b->has_right.to(device));
+                            b->has_right.to(device), right_eye_rows(s.items, b->indices));
     }
     at::Tensor p = net->probabilities(logits).to(torch::kCPU);
     for (size_t j = 0; j < b->indices.size(); ++j) rows[b->indices[j]] = p[static_cast<int64_t>(j)];
@@ -389,7 +451,7 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
             set.level == "eye" ? "images" : "patients");
 
   std::string init_kind;
-  Classifier net = build_classifier(cfg, set, &init_kind);
+  Classifier net = build_finetune_classifier(cfg, set, &init_kind);
   net->to(run.device);
   net->train();
   if (rank > 0) torch::manual_seed(cfg.train.seed + static_cast<uint64_t>(rank));
@@ -403,9 +465,9 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
   ldo.eps = f.eps;
   LayerDecayOptimizer opt = build_layer_decay_adamw(*net, ldo);
   log::info(
-      "init: {}{} | freeze {} | {}", init_kind,
+      "init: {}{} | head {} | freeze {} | {}", init_kind,
       f.init.empty() ? (init_kind == "clip" ? " " + cfg.model.init.vision : "") : " " + f.init,
-      f.freeze, opt.summary.to_string());
+      f.head_init, f.freeze, opt.summary.to_string());
 
   data::LoaderOptions tlo = loader_options(cfg, f.batch_size, true);
   tlo.rank = rank;
@@ -538,7 +600,8 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
     at::Tensor logits;
     {
       AutocastScope scope(precision, run.device);
-      logits = net->forward(left, right, b->has_left.to(run.device), b->has_right.to(run.device));
+      logits = net->forward(left, right, b->has_left.to(run.device), b->has_right.to(run.device),
+                            right_eye_rows(train_split.items, b->indices));
     }
     at::Tensor loss = classification_loss(logits, target.to(run.device), multi, class_weight);
     grad_sync.arm(true);
@@ -644,7 +707,10 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
       {"classes", set.classes},
       {"data", f.data},
       {"init",
-       {{"kind", init_kind}, {"path", init_kind == "clip" ? cfg.model.init.vision : f.init}}},
+       {{"kind", init_kind},
+        {"path", init_kind == "clip" ? cfg.model.init.vision : f.init},
+        {"head", f.head_init},
+        {"prompts", f.head_init == "zeroshot" ? json(f.prompts) : json(nullptr)}}},
       {"recipe", recipe_json(f, sched.lr, sched.warmup_steps, global_batch)},
       {"steps", st.step},
       {"steps_per_epoch", per_epoch},
@@ -684,6 +750,7 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
                  {"image_size", cfg.data.image_size},
                  {"mean", cfg.data.mean},
                  {"std", cfg.data.std}}},
+               {"init", results.at("init")},
                {"selection", results.at("selection")},
                {"test", test_json},
                {"config", run.config_yaml}};

@@ -351,6 +351,32 @@ TEST(ConfigValidate, StepsMakeEpochsIrrelevant) {
   EXPECT_EQ(c.train.steps, 10);
 }
 
+TEST(ConfigValidate, FinetuneZeroShotHeadNeedsPostProjPromptsAndInit) {
+  EXPECT_EQ(Config{}.finetune.head_init, "random");
+  EXPECT_HAS(err("finetune:\n  head_init: text\n"),
+             "`finetune.head_init` in x.yaml line 2: expected one of random, zeroshot, found "
+             "`text`");
+  const std::string ok =
+      "finetune:\n  head_init: zeroshot\n  feature: post_proj\n  prompts: p.yaml\n"
+      "  init: export\n";
+  const Config c = from(ok);
+  EXPECT_EQ(c.finetune.head_init, "zeroshot");
+  EXPECT_EQ(c.finetune.prompts, "p.yaml");
+  // feature pre_proj (the default): the text embeddings are not in that space.
+  EXPECT_HAS(err("finetune:\n  head_init: zeroshot\n  prompts: p.yaml\n  init: export\n"),
+             "`finetune.feature`: expected post_proj with finetune.head_init=zeroshot, found "
+             "`pre_proj`. HINT: --set finetune.feature=post_proj");
+  EXPECT_HAS(err(ok, {"finetune.prompts="}),
+             "`finetune.prompts` in --set finetune.prompts=: expected a prompt file with "
+             "finetune.head_init=zeroshot, found nothing. HINT: --set finetune.prompts=");
+  EXPECT_HAS(err(ok, {"finetune.init="}),
+             "`finetune.init` in --set finetune.init=: expected a retclip export with the text "
+             "tower or a pretraining checkpoint with finetune.head_init=zeroshot, found nothing. "
+             "HINT: --set finetune.init=");
+  // random heads need none of them.
+  EXPECT_NO_THROW(from("finetune:\n  prompts: ''\n"));
+}
+
 TEST(ConfigValidate, BuiltInCodeNamesKeyWithoutLine) {
   Config c;
   c.optim.lr = 0;

@@ -3,6 +3,9 @@
 head from classifier.safetensors + retclip.json alone, runs them on the inputs that
 `retclip predict --save-inputs` recorded, and compares the probabilities with retclip's
 (the CSV and the inputs file). Prints the max difference; exit 1 above the tolerance.
+Zero-shot-initialised heads: `normalize` L2-normalises the head input; `per_eye` maps an
+eye's feature with left/right_feature_mapping by its laterality (the `<patient>:right` ids)
+and takes that eye's half of the head's 2C rows.
 
   python3 tests/python/finetune_oracle.py CLASSIFIER_DIR INPUTS.safetensors PREDICT.csv [TOL]
 """
@@ -12,6 +15,7 @@ import os
 import sys
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 
@@ -30,11 +34,18 @@ def build(classifier_dir):
     assert not missing.missing_keys and not missing.unexpected_keys, missing
     head = torch.nn.Linear(sd["head.weight"].shape[1], sd["head.weight"].shape[0])
     head.load_state_dict({"weight": sd["head.weight"], "bias": sd["head.bias"]})
-    mapping = None
-    if "global_feature_mapping.weight" in sd:
-        w = sd["global_feature_mapping.weight"]
-        mapping = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
-        mapping.load_state_dict({"weight": w})
+    def linear(name):
+        w = sd[name]
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        lin.load_state_dict({"weight": w})
+        return lin
+
+    mapping = linear("global_feature_mapping.weight") if "global_feature_mapping.weight" in sd else None
+    normalize = m.get("normalize", False)
+    per_eye = m.get("per_eye", False)
+    if per_eye:
+        left_map, right_map = linear("left_feature_mapping.weight"), linear("right_feature_mapping.weight")
+    c = m["classes"]
     pre = m["feature"] == "pre_proj"
     if pre:
         vit.proj = None  # the pooled CLS feature, ln_post(x[:, 0])
@@ -43,6 +54,8 @@ def build(classifier_dir):
     def forward(inputs):
         if m["level"] == "eye":
             f = vit(inputs["left"])
+            if per_eye:
+                f = torch.where(inputs["is_right"].unsqueeze(1), right_map(f), left_map(f))
         else:
             b = inputs["left"].shape[0]
             both = vit(torch.cat([inputs["left"], inputs["right"]], 0))
@@ -54,7 +67,11 @@ def build(classifier_dir):
             f = torch.cat([l, r], 1)
             if not pre:
                 f = mapping(f)
+        if normalize:
+            f = f / f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         z = head(f)
+        if per_eye:
+            z = torch.where(inputs["is_right"].unsqueeze(1), z[:, c:], z[:, :c])
         return torch.sigmoid(z) if m["multi_label"] else torch.softmax(z, 1)
 
     return forward, side
@@ -65,6 +82,9 @@ def main():
     tol = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-5
     forward, side = build(classifier_dir)
     inputs = load_file(inputs_path)
+    with safe_open(inputs_path, "pt") as f:
+        ids = json.loads(f.metadata()["ids"])
+    inputs["is_right"] = torch.tensor([i.endswith(":right") for i in ids])
     with torch.no_grad():
         want = forward(inputs)
     rows = list(csv.reader(open(csv_path)))
@@ -74,7 +94,7 @@ def main():
     d_file = (got - want).abs().max().item()
     d_csv = (got_csv - want).abs().max().item()
     print(f"finetune oracle: {want.shape[0]} rows x {want.shape[1]} classes ({side['model']['level']} "
-          f"level, {side['model']['feature']}): max |retclip - open_clip+Linear| = {d_file:.3g} "
+          f"level, {side['model']['feature']}{', zero-shot head' if side['model'].get('normalize') else ''}): max |retclip - open_clip+Linear| = {d_file:.3g} "
           f"(CSV {d_csv:.3g}), tolerance {tol:g}")
     sys.exit(0 if d_file <= tol and d_csv <= tol else 1)
 

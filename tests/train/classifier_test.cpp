@@ -1,6 +1,7 @@
 // The fine-tuned classifier: head shapes and keys per level/feature, freeze modes, label
 // smoothing that changes the loss as its formula says, CE / BCE on logits, balanced class
-// weights, mixup / cutmix, drop-path, and the export round trip.
+// weights, mixup / cutmix, drop-path, the export round trip, and the zero-shot head's
+// normalised, per-eye forward.
 #include "retclip/train/classifier.hpp"
 #include "retclip/util/fs.hpp"
 
@@ -220,4 +221,51 @@ TEST(Classifier, ExportRoundTrip) {
   fs::remove(dir / "retclip.json");
   EXPECT_THROW(train::load_classifier(dir), UsageError);
   util::remove_tree(dir);  // not fs::remove_all: libtorch.so carries an incompatible copy
+}
+
+TEST(Classifier, NormalisedPerEyeHeadScoresEachEyeWithItsHalf) {
+  torch::manual_seed(5);
+  ClassifierOptions o = micro("eye", "post_proj", 3);
+  o.normalize = true;
+  o.per_eye = true;
+  Classifier net(o);
+  net->eval();
+  const int64_t s = o.vision.image_size(), e = o.vision.embed_dim();
+  EXPECT_EQ(net->head->weight.sizes(), (at::IntArrayRef{6, e}));
+  at::Tensor x = torch::randn({4, 3, s, s});
+  at::Tensor is_right = torch::tensor({false, true, true, false});
+  torch::NoGradGuard ng;
+  at::Tensor z = net->forward(x, {}, {}, {}, is_right);
+  // By hand: the eye's mapping of post_proj, L2-normalised, the eye's rows of the head.
+  at::Tensor f = net->visual->forward(x);
+  double worst = 0;
+  for (int64_t i = 0; i < 4; ++i) {
+    const bool r = is_right[i].item<bool>();
+    at::Tensor m = (r ? net->right_feature_mapping : net->left_feature_mapping)->forward(f[i]);
+    m = m / m.norm();
+    at::Tensor want = torch::matmul(net->head->weight.narrow(0, r ? 3 : 0, 3), m) +
+                      net->head->bias.narrow(0, r ? 3 : 0, 3);
+    worst = std::max(worst, (z[i] - want).abs().max().item<double>());
+  }
+  std::printf("per-eye normalised head vs by hand: max |diff| %.3g\n", worst);
+  EXPECT_LT(worst, 1e-5);
+  EXPECT_NEAR(net->features(x, {}, {}, {}, is_right).norm(2, {1}).sub(1).abs().max().item<double>(),
+              0.0, 1e-5);
+  EXPECT_THROW(net->forward(x), c10::Error);  // laterality is required
+  ClassifierOptions bad = micro("patient", "post_proj");
+  bad.per_eye = true;
+  EXPECT_THROW(Classifier{bad}, UsageError);
+  // The flags travel with the export.
+  const fs::path dir =
+      fs::temp_directory_path() / ("classifier-zs-test-" + std::to_string(::getpid()));
+  train::save_classifier(
+      dir, net,
+      {{"classes", {"a", "b", "c"}},
+       {"preprocessing",
+        {{"image_size", s}, {"mean", {0.5, 0.5, 0.5}}, {"std", {0.2, 0.2, 0.2}}}}});
+  train::LoadedClassifier back = train::load_classifier(dir);
+  EXPECT_TRUE(back.net->options().normalize);
+  EXPECT_TRUE(back.net->options().per_eye);
+  EXPECT_TRUE(torch::equal(z, back.net->forward(x, {}, {}, {}, is_right)));
+  util::remove_tree(dir);
 }

@@ -207,6 +207,11 @@ struct FinetuneConfig {
   /// retclip export / checkpoint / run directory whose vision tower starts the run; empty:
   /// model.init.vision when set (OpenAI CLIP / OpenCLIP), else random initialisation.
   std::string init;
+  /// random (N(0, 2e-5) weights, bias 0) | zeroshot: the head's rows are the class text
+  /// embeddings of `prompts` from finetune.init's text tower times its logit scale, bias
+  /// 0, on the L2-normalised post_proj feature, so step 0 scores as `retclip zeroshot`.
+  std::string head_init = "random";
+  std::string prompts;          ///< prompt file (`retclip zeroshot` format) for head_init zeroshot
   std::string freeze = "none";  ///< none | head-only | first-N-blocks (e.g. first-4-blocks)
   int64_t epochs = 50;
   int64_t steps = 0;          ///< 0 = epochs x steps per epoch (a cap for short runs)

@@ -7,6 +7,7 @@
 //   auto prompts = eval::load_prompts("configs/prompts/synth-findings.yaml");
 //   auto r = eval::run_zeroshot(encoder, set, prompts, options);
 //   r.json, r.summary
+//   auto e = eval::class_embeddings(encoder, prompts, device);   // e.text[model::Level::kLeft]
 //
 // Prompt file (YAML): `classes:` a list of {name: ..., prompts: [...]} in class order.
 #pragma once
@@ -17,6 +18,7 @@
 #include "retclip/eval/features.hpp"
 #include "retclip/eval/labels.hpp"
 #include "retclip/eval/metrics.hpp"
+#include "retclip/model/level.hpp"
 
 namespace retclip::eval {
 
@@ -28,13 +30,29 @@ struct PromptSet {
 
 PromptSet load_prompts(const std::string& path);
 
+/// The class text embeddings of each text head and the heads' logit scales, what zero-shot
+/// scores with and what a zero-shot-initialised fine-tuning head starts from.
+struct ClassEmbeddings {
+  /// [C, E] float32 on the CPU per level, unit rows: the L2-normalised mean of the class's
+  /// L2-normalised prompt embeddings.
+  model::PerLevel<at::Tensor> text;
+  model::PerLevel<double> scale;  ///< exp(logit_scale) of the level's head
+};
+
+/// Embeds every prompt with `encoder`'s text tower on `device` (tokenised as the reports
+/// were). Throws UsageError naming the encoder when it has no text tower or tokenizer.
+ClassEmbeddings class_embeddings(Encoder& encoder, const PromptSet& prompts,
+                                 const at::Device& device);
+
 struct ZeroShotOptions {
   FeatureOptions features;     ///< level is taken from the set
   BootstrapOptions bootstrap;  ///< rounds 0 = no CIs
 };
 
 struct ZeroShotResult {
-  at::Tensor scores;  ///< [N_test, C]: softmax over classes (single-label) or cosines (multi-label)
+  /// [N_test, C]: single-label the softmax over classes of scale x cosine, multi-label the
+  /// cosine per label.
+  at::Tensor scores;
   SingleLabelMetrics single;
   MultiLabelMetrics multi;
   std::map<std::string, Interval> ci;

@@ -2,9 +2,13 @@
 // feature or on the patient feature of both eyes, its losses (cross-entropy on logits,
 // BCE with logits, label smoothing, class weights), mixup / cutmix, the freeze modes,
 // and its export (`classifier.safetensors` + `retclip.json`) with `retclip predict`.
+// A zero-shot-initialised head (finetune.head_init=zeroshot) reads the L2-normalised
+// feature (`normalize`) and, at eye level, scores each eye with its own half of the head
+// after RET-CLIP's left/right feature mapping (`per_eye`), as zero-shot scores eyes.
 //
 //   train::Classifier net(train::ClassifierOptions{vit, /*classes=*/5, false, "eye", "pre_proj"});
 //   at::Tensor logits = net->forward(images);                    // [B, C]
+//   at::Tensor z = per_eye_net->forward(images, {}, {}, {}, is_right);   // is_right [B] bool
 //   at::Tensor t = train::smooth_targets(onehot, 0.1, false);    // [B, C]
 //   at::Tensor loss = train::classification_loss(logits, t, false);
 //   train::save_classifier("out/classifier", net, sidecar);
@@ -27,6 +31,10 @@
 
 #include "retclip/model/vision.hpp"
 
+namespace retclip::eval {
+struct LabelledItem;  // eval/labels.hpp
+}  // namespace retclip::eval
+
 namespace retclip::train {
 
 struct ClassifierOptions {
@@ -35,25 +43,38 @@ struct ClassifierOptions {
   bool multi_label = false;
   std::string level = "eye";         ///< eye | patient
   std::string feature = "pre_proj";  ///< pre_proj (pooled CLS, ln_post) | post_proj (@ proj)
+  /// The head's input is L2-normalised (then logits are cosines times the head's row
+  /// norms: a zero-shot head's rows are unit text embeddings x the logit scale).
+  bool normalize = false;
+  /// Eye level, post_proj only: the feature is left_feature_mapping or
+  /// right_feature_mapping of post_proj by the eye's laterality, and the head has 2C rows,
+  /// 0..C-1 scoring left eyes and C..2C-1 right eyes (RET-CLIP's per-eye text heads).
+  bool per_eye = false;
   /// Width of the head's input: eye pre_proj D, eye post_proj E, patient pre_proj 2D
   /// (cat of both eyes), patient post_proj E (global_feature_mapping of both eyes).
   int64_t feature_dim() const;
 };
 
 /// Keys: `visual.*` (RET-CLIP names), `global_feature_mapping.weight` (patient post_proj
-/// only, Linear 2E -> E without bias, as RetClip's), `head.weight` [C, F], `head.bias` [C].
+/// only, Linear 2E -> E without bias, as RetClip's), `left_feature_mapping.weight` and
+/// `right_feature_mapping.weight` (per_eye only, Linear E -> E without bias), `head.weight`
+/// [C, F] (per_eye [2C, F]), `head.bias` [C] (per_eye [2C]).
 class ClassifierImpl : public torch::nn::Module {
  public:
   explicit ClassifierImpl(const ClassifierOptions& options);
 
-  /// Head input features. Eye level: `left` [B,3,S,S] holds the images (right unused).
-  /// Patient level: both eyes, a missing eye (has_* false) takes the present eye's
-  /// feature, as the pretraining forward does. Shape: -> [B, F].
+  /// Head input features. Eye level: `left` [B,3,S,S] holds the images (right unused);
+  /// per_eye needs `is_right` [B] bool, the laterality of each row. Patient level: both
+  /// eyes, a missing eye (has_* false) takes the present eye's feature, as the
+  /// pretraining forward does. L2-normalised when options().normalize. Shape: -> [B, F].
   at::Tensor features(const at::Tensor& left, const at::Tensor& right = {},
-                      const at::Tensor& has_left = {}, const at::Tensor& has_right = {});
-  /// Logits [B, C] (never probabilities: the losses take logits).
+                      const at::Tensor& has_left = {}, const at::Tensor& has_right = {},
+                      const at::Tensor& is_right = {});
+  /// Logits [B, C] (never probabilities: the losses take logits); per_eye: each row's
+  /// eye's half of the head.
   at::Tensor forward(const at::Tensor& left, const at::Tensor& right = {},
-                     const at::Tensor& has_left = {}, const at::Tensor& has_right = {});
+                     const at::Tensor& has_left = {}, const at::Tensor& has_right = {},
+                     const at::Tensor& is_right = {});
   /// softmax (single-label) or sigmoid (multi-label) of the logits. [B, C].
   at::Tensor probabilities(const at::Tensor& logits) const;
 
@@ -61,12 +82,18 @@ class ClassifierImpl : public torch::nn::Module {
 
   model::VisionTransformer visual{nullptr};
   torch::nn::Linear global_feature_mapping{nullptr};  ///< patient post_proj only
+  torch::nn::Linear left_feature_mapping{nullptr}, right_feature_mapping{nullptr};  ///< per_eye
   torch::nn::Linear head{nullptr};
 
  private:
   ClassifierOptions options_;
 };
 TORCH_MODULE(Classifier);
+
+/// The `is_right` argument of forward for a batch: [B] bool, true where
+/// items[indices[j]] is a right eye.
+at::Tensor right_eye_rows(const std::vector<eval::LabelledItem>& items,
+                          const std::vector<int64_t>& indices);
 
 /// finetune.freeze: "none"; "head-only" (everything but `head.*`); "first-N-blocks"
 /// (patch/position embeddings, ln_pre and blocks 0..N-1). Throws UsageError naming
@@ -108,7 +135,8 @@ MixedBatch mix_batch(const at::Tensor& left, const at::Tensor& right, const at::
 
 /// Writes dir/classifier.safetensors (the module's keys) and dir/retclip.json: `sidecar`
 /// plus format "retclip-classifier", the classifier options (vision sizes, classes count,
-/// multi_label, level, feature) and the file name. The sidecar carries the class names
+/// multi_label, level, feature, normalize, per_eye) and the file name. The sidecar carries the
+/// class names
 /// ("classes"), decision thresholds and preprocessing (finetune.cpp writes them).
 void save_classifier(const std::filesystem::path& dir, Classifier& net, nlohmann::json sidecar);
 

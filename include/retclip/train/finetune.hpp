@@ -14,7 +14,8 @@
 // end of every epoch rank 0 scores the validation split, keeps the best epoch's weights
 // (finetune.select), and a checkpoint is written (TrainState + save_checkpoint: the same
 // format and exact resume as pretraining). After the last epoch the chosen weights score
-// the test split once and are exported.
+// the test split once and are exported. finetune.head_init=zeroshot starts the head from
+// the prompts' class text embeddings, so step 0 predicts what `retclip zeroshot` scores.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,8 @@
 #include <string>
 
 #include "retclip/config/config.hpp"
+#include "retclip/eval/labels.hpp"
+#include "retclip/train/classifier.hpp"
 #include "retclip/train/trainer.hpp"
 
 namespace retclip::train {
@@ -41,6 +44,19 @@ struct FinetuneSummary {
 /// Runs (or, with checkpoint.resume, resumes) fine-tuning as configured. Throws
 /// UsageError for bad inputs found before the first step.
 FinetuneSummary run_finetune(const config::Config& cfg, const TrainOptions& options);
+
+/// The labelled set of finetune.data with the finetune split keys; UsageError when it has
+/// no training or validation rows, or finetune.select has no value for its task.
+eval::LabelledSet read_finetune_set(const config::Config& cfg);
+
+/// The classifier run_finetune starts from (its step 0): the tower from finetune.init,
+/// model.init.vision or random, the head as finetune.head_init says (zeroshot: the class
+/// text embeddings of finetune.prompts x the logit scale, bias 0, on the normalised
+/// post_proj feature, per eye at eye level), finetune.freeze applied. `init_kind`, when
+/// given, receives results.json's init.kind. UsageError for a prompt file whose classes
+/// are not the set's, an init without a text tower, or eyes of unknown laterality.
+Classifier build_finetune_classifier(const config::Config& cfg, const eval::LabelledSet& set,
+                                     std::string* init_kind = nullptr);
 
 /// The value finetune.select picks epochs by, from a split's metric scalars: "retfound" =
 /// (f1_macro + auroc_macro + kappa) / 3, multi-label (f1_macro + auroc_macro) / 2; other
