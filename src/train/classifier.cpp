@@ -288,6 +288,7 @@ LoadedClassifier load_classifier(const fs::path& dir) {
     out.classes = out.sidecar.at("classes").get<std::vector<std::string>>();
     const auto& pre = out.sidecar.at("preprocessing");
     out.image_size = pre.at("image_size").get<int64_t>();
+    out.preprocess = pre.value("preprocess", "fundus_crop");  // absent in older exports
     out.mean = pre.at("mean").get<std::array<double, 3>>();
     out.std = pre.at("std").get<std::array<double, 3>>();
     out.net = Classifier(o);
@@ -343,7 +344,9 @@ int64_t predict_manifest(const PredictOptions& o) {
   lo.policy = data::BadSamplePolicy::kFail;
   const at::Device device = eval::pick_device(o.device);
   data::Loader loader(
-      eval::make_item_source(items, level, c.image_size, 4, data::kDefaultMaxImagePixels), nullptr,
+      eval::make_item_source(items, level, c.image_size, 4, data::kDefaultMaxImagePixels,
+                             data::parse_preprocess(c.preprocess)),
+      nullptr,
       lo);
   c.net->to(device);
   torch::NoGradGuard ng;

@@ -745,8 +745,11 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
                                   : "argmax of the probabilities"},
                {"thresholds", multi ? json(thresholds) : json(nullptr)},
                {"preprocessing",
-                {{"fundus_crop", true},
-                 {"resize", "pad to square, INTER_AREA"},
+                {{"preprocess", cfg.data.preprocess},
+                 {"fundus_crop", cfg.data.preprocess == "fundus_crop"},
+                 {"resize", cfg.data.preprocess == "fundus_crop"
+                                ? "field of view, pad to square, INTER_AREA"
+                                : "whole photo to a square, INTER_AREA (bicubic when enlarging)"},
                  {"image_size", cfg.data.image_size},
                  {"mean", cfg.data.mean},
                  {"std", cfg.data.std}}},

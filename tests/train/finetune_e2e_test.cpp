@@ -326,7 +326,7 @@ TEST_F(ZeroShotHeadE2E, FinetunesExportsAndPredicts) {
                      " --set finetune.level=eye --set finetune.epochs=2"
                      " --set finetune.batch_size=16 --set finetune.warmup_epochs=0.5"
                      " --set data.image_size=32 --set train.device=cpu"
-                     " --set train.threads=1 --set data.workers=1"
+                     " --set train.threads=1 --set data.workers=1 --set data.preprocess=resize"
                      " --set log.tensorboard=false --set log.dir=" +
                      run.string(),
                  log),
@@ -338,6 +338,10 @@ TEST_F(ZeroShotHeadE2E, FinetunesExportsAndPredicts) {
   const json side = json::parse(read_file(run / "classifier" / "retclip.json"));
   EXPECT_TRUE(side.at("model").at("normalize").get<bool>());
   EXPECT_TRUE(side.at("model").at("per_eye").get<bool>());
+  // The run's preprocessing travels with the classifier; predict (and the oracle, which
+  // reads predict's saved inputs) use it.
+  EXPECT_EQ(side.at("preprocessing").at("preprocess"), "resize");
+  EXPECT_FALSE(side.at("preprocessing").at("fundus_crop").get<bool>());
   ASSERT_EQ(
       run_logged(bin + " predict --weights " + (run / "classifier").string() + " --manifest " +
                      data.string() + " --out " + (root / "zs-probs.csv").string() +

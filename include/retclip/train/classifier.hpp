@@ -145,6 +145,7 @@ struct LoadedClassifier {
   nlohmann::json sidecar;
   std::vector<std::string> classes;
   int64_t image_size = 224;
+  std::string preprocess = "fundus_crop";  ///< data.preprocess of the fine-tuning run
   std::array<double, 3> mean{}, std{};
 };
 
