@@ -289,19 +289,28 @@ FieldOfView find_field_of_view(const cv::Mat& rgb) {
   return fov;
 }
 
-cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where) {
+namespace {
+
+// The checks both preprocessings make of their input; returns the name used in errors.
+std::string checked_preprocess_input(const cv::Mat& rgb, int64_t size, const std::string& where,
+                                     const char* caller) {
   const std::string at = where.empty() ? std::string("image") : where;
   RETCLIP_CHECK_USAGE(size >= 16 && size <= 8192, "expected an output size in [16, 8192] but got ",
                       size, " (", at, ")");
   RETCLIP_CHECK_USAGE(!rgb.empty(), "image ", at, " is empty (0x0 pixels)");
-  RETCLIP_CHECK(rgb.type() == CV_8UC3,
-                "fundus_preprocess expects 8-bit RGB (CV_8UC3) but got "
-                "OpenCV type ",
+  RETCLIP_CHECK(rgb.type() == CV_8UC3, caller, " expects 8-bit RGB (CV_8UC3) but got OpenCV type ",
                 rgb.type(), " (", at, ")");
   RETCLIP_CHECK_USAGE(rgb.rows >= 16 && rgb.cols >= 16, "image ", at, " is too small: ", rgb.cols,
                       "x", rgb.rows,
                       " px, expected at least 16x16. HINT: this is not a fundus photograph "
                       "(a thumbnail or icon?); remove it from the manifest");
+  return at;
+}
+
+}  // namespace
+
+cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where) {
+  const std::string at = checked_preprocess_input(rgb, size, where, "fundus_preprocess");
   FieldOfView fov = find_field_of_view(rgb);
   RETCLIP_CHECK_USAGE(fov.found, "image ", at,
                       " has no field of view: it is black (no pixel brighter than the "
@@ -337,18 +346,7 @@ cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
 }
 
 cv::Mat resize_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where) {
-  const std::string at = where.empty() ? std::string("image") : where;
-  RETCLIP_CHECK_USAGE(size >= 16 && size <= 8192, "expected an output size in [16, 8192] but got ",
-                      size, " (", at, ")");
-  RETCLIP_CHECK_USAGE(!rgb.empty(), "image ", at, " is empty (0x0 pixels)");
-  RETCLIP_CHECK(rgb.type() == CV_8UC3,
-                "resize_preprocess expects 8-bit RGB (CV_8UC3) but got "
-                "OpenCV type ",
-                rgb.type(), " (", at, ")");
-  RETCLIP_CHECK_USAGE(rgb.rows >= 16 && rgb.cols >= 16, "image ", at, " is too small: ", rgb.cols,
-                      "x", rgb.rows,
-                      " px, expected at least 16x16. HINT: this is not a fundus photograph "
-                      "(a thumbnail or icon?); remove it from the manifest");
+  const std::string at = checked_preprocess_input(rgb, size, where, "resize_preprocess");
   const int s = static_cast<int>(size);
   if (rgb.rows == s && rgb.cols == s) return rgb.clone();
   const bool shrink = rgb.rows >= s && rgb.cols >= s;

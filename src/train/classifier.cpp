@@ -346,8 +346,7 @@ int64_t predict_manifest(const PredictOptions& o) {
   data::Loader loader(
       eval::make_item_source(items, level, c.image_size, 4, data::kDefaultMaxImagePixels,
                              data::parse_preprocess(c.preprocess)),
-      nullptr,
-      lo);
+      nullptr, lo);
   c.net->to(device);
   torch::NoGradGuard ng;
   std::vector<at::Tensor> probs(items.size()), inputs_l(items.size()), inputs_r(items.size()),
