@@ -3,12 +3,14 @@
 // files for the "hf" and "checkpoint" presets.
 #include "retclip/io/interop.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
 #include <set>
 
+#include "retclip/io/hf_tokenizer.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
@@ -113,19 +115,6 @@ VisionDesc vision_desc(const json& side) {
   return d;
 }
 
-// open_clip's built-in architecture with the same tower, or "" (then the folder's
-// open_clip_config.json defines it).
-std::string open_clip_arch(const VisionDesc& d) {
-  if (d.heads * 64 != d.width || d.mlp_ratio != 4.0) return "";
-  if (d.image == 224 && d.patch == 16 && d.width == 768 && d.layers == 12 && d.embed == 512)
-    return "ViT-B-16-quickgelu";
-  if (d.image == 224 && d.patch == 32 && d.width == 768 && d.layers == 12 && d.embed == 512)
-    return "ViT-B-32-quickgelu";
-  if (d.image == 224 && d.patch == 14 && d.width == 1024 && d.layers == 24 && d.embed == 768)
-    return "ViT-L-14-quickgelu";
-  return "";
-}
-
 // timm's registered CLIP ViT (QuickGELU variant: CLIP's activation, as retclip's) with
 // the same tower; "" when none matches (then model_args in config.json build it).
 std::string timm_arch(const VisionDesc& d) {
@@ -204,29 +193,220 @@ std::vector<fs::path> write_retclip(const ExportBundle& b, const fs::path& dir) 
   return files;
 }
 
+// data.tokenizer.map_quotes of the run: the sidecar's tokenizer record, else its config.
+bool map_quotes_of(const json& side) {
+  const json& tok = side.at("tokenizer");
+  if (tok.contains("map_quotes")) return tok.at("map_quotes").get<bool>();
+  if (side.contains("config") && side.at("config").is_string())
+    return config::load_string(side.at("config").get<std::string>(), "retclip.json")
+        .data.tokenizer.map_quotes;
+  return false;
+}
+
+// The run's tokenizer as the Hugging Face tokenizer files are written from it.
+HfTokenizerSource tokenizer_source(const ExportBundle& b, ExportFormat f) {
+  RETCLIP_CHECK_USAGE(!b.tokenizer.empty() && fs::exists(b.tokenizer), "export --format ",
+                      export_format_name(f), ": the run's tokenizer file (",
+                      b.tokenizer.empty() ? std::string("none recorded") : b.tokenizer.string(),
+                      ") is needed beside the text tower but was not found. HINT: keep "
+                      "data.tokenizer.path of the run readable, or export --format retclip");
+  const json& tok = b.sidecar.at("tokenizer");
+  HfTokenizerSource s;
+  s.type = tok.value("type", "");
+  s.file = b.tokenizer;
+  s.lowercase = tok.value("lowercase", true);
+  s.map_quotes = map_quotes_of(b.sidecar);
+  s.context_length = b.sidecar.at("text").at("context_length").get<int64_t>();
+  return s;
+}
+
+// Hugging Face BertModel config.json of the text tower.
+json bert_config(const json& t) {
+  return json{{"architectures", {"BertModel"}},
+              {"model_type", "bert"},
+              {"vocab_size", t.at("vocab_size")},
+              {"hidden_size", t.at("hidden")},
+              {"num_hidden_layers", t.at("layers")},
+              {"num_attention_heads", t.at("heads")},
+              {"intermediate_size", t.at("intermediate")},
+              {"hidden_act", "gelu"},
+              {"hidden_dropout_prob", t.value("dropout", 0.1)},
+              {"attention_probs_dropout_prob", t.value("dropout", 0.1)},
+              {"max_position_embeddings", t.at("max_position")},
+              {"type_vocab_size", 2},
+              {"initializer_range", 0.02},
+              {"layer_norm_eps", t.at("layer_norm_eps")},
+              {"pad_token_id", t.at("pad_id")},
+              {"position_embedding_type", "absolute"},
+              {"torch_dtype", "float32"}};
+}
+
+const at::Tensor& need(const StateDict& sd, const std::string& key, const char* what) {
+  const at::Tensor* t = find_tensor(sd, key);
+  RETCLIP_CHECK_USAGE(t != nullptr, "export --format open_clip: the checkpoint has no ", key, " (",
+                      what, "). HINT: export from a full retclip checkpoint (--checkpoint)");
+  return *t;
+}
+
+}  // namespace
+
+OpenClipTextHead open_clip_text_head(const StateDict& sd, int64_t out_dim) {
+  // Dimension legend: H text width, E embed size, M = (H + out_dim) / 2 open_clip's
+  // MLP width. retclip: t = W2 relu(W0 x + b0) + b2, x the [CLS] state, which is the
+  // output of the last LayerNorm, x = g * n + b with sum(n) = 0. open_clip: t' =
+  // B gelu(A tanh(P x + c)), no biases after the pooler. The rewrite, exact up to fp32
+  // rounding:
+  //  - the pooler passes x through linearly, tanh(eps x_k) = eps x_k (eps^3 x^3 / 3 is
+  //    below rounding), except row m, whose bias saturates tanh to the constant 1;
+  //  - x_m is not lost: sum(n) = 0 gives x_m = b_m - g_m sum_{k!=m} (x_k - b_k) / g_k;
+  //    m is the smallest |g|, so every factor g_m / g_k is at most 1 in size;
+  //  - A rebuilds s * (W0 x + b0) from them (the bias from the constant), GELU of values
+  //    scaled by s = 1e6 is ReLU (|error| <= 0.17 / s), one more unit carries the
+  //    constant K for b2, and B = [W2 / s, b2 / K], zero rows beyond E.
+  const int64_t h = need(sd, "text_projection.0.weight", "the patient text projection").size(1);
+  int64_t layers = 0;
+  for (const auto& [k, v] : sd)
+    if (starts_with(k, "bert.encoder.layer.")) {
+      const size_t at = std::string("bert.encoder.layer.").size();
+      layers = std::max<int64_t>(layers, std::stoll(k.substr(at, k.find('.', at) - at)) + 1);
+    }
+  const std::string ln = "bert.encoder.layer." + std::to_string(layers - 1) + ".output.LayerNorm.";
+  auto d = [](const at::Tensor& t) { return t.to(at::kDouble); };
+  const at::Tensor g = d(need(sd, ln + "weight", "the text tower's last LayerNorm"));
+  const at::Tensor beta = d(need(sd, ln + "bias", "the text tower's last LayerNorm"));
+  const at::Tensor w0 = d(need(sd, "text_projection.0.weight", "the patient text projection"));
+  const at::Tensor b0 = d(need(sd, "text_projection.0.bias", "the patient text projection"));
+  const at::Tensor w2 = d(need(sd, "text_projection.2.weight", "the patient text projection"));
+  const at::Tensor b2 = d(need(sd, "text_projection.2.bias", "the patient text projection"));
+  const int64_t e = w2.size(0);
+  RETCLIP_CHECK(out_dim >= std::max<int64_t>(e, h + 2), "open_clip text head: out_dim ", out_dim,
+                " must be at least max(E, H + 2) = ", std::max<int64_t>(e, h + 2));
+  const int64_t mlp = (h + out_dim) / 2;
+  const at::Tensor sorted = std::get<0>(g.abs().sort());
+  RETCLIP_CHECK_USAGE(sorted[1].item<double>() > 0, "export --format open_clip: ", ln,
+                      "weight has more than one zero entry, so the [CLS] state cannot be "
+                      "recovered from open_clip's pooler. HINT: export --format hf and apply "
+                      "text_projection from retclip_heads.safetensors");
+  const int64_t m = g.abs().argmin().item<int64_t>();
+  constexpr double kEps = 1e-6, kScale = 1e6, kConst = 1e3, kSaturate = 20.0;
+  const double gm = g[m].item<double>();
+  at::Tensor ratio = gm / g;  // g_m / g_k
+  ratio[m] = 0;
+  at::Tensor inv = beta / g;  // b_k / g_k
+  inv[m] = 0;
+  at::Tensor coef = w0 - w0.select(1, m).unsqueeze(1) * ratio.unsqueeze(0);  // [H,H]
+  coef.select(1, m).zero_();
+  const at::Tensor bias =
+      b0 + w0.select(1, m) * (beta[m].item<double>() + gm * inv.sum().item<double>());  // [H]
+  at::Tensor pw = at::eye(h, at::kDouble) * kEps;
+  pw[m][m] = 0;
+  at::Tensor pb = at::zeros({h}, at::kDouble);
+  pb[m] = kSaturate;
+  at::Tensor a = at::zeros({mlp, h}, at::kDouble);
+  a.slice(0, 0, h).copy_(coef * (kScale / kEps));
+  a.slice(0, 0, h).select(1, m).copy_(bias * kScale);
+  a[h][m] = kConst;
+  at::Tensor bm = at::zeros({out_dim, mlp}, at::kDouble);
+  bm.slice(0, 0, e).slice(1, 0, h).copy_(w2 / kScale);
+  bm.slice(0, 0, e).select(1, h).copy_(b2 / kConst);
+  OpenClipTextHead out{pw.to(at::kFloat), pb.to(at::kFloat), a.to(at::kFloat),
+                       bm.to(at::kFloat), 0.0};
+
+  // Both heads on [CLS]-like states (LayerNorm outputs with this g and b), in fp32 as
+  // open_clip runs them.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(20240521);
+  const at::Tensor raw = at::randn({512, h}, gen, at::kFloat) * 4 + 1;
+  const at::Tensor x =
+      at::layer_norm(raw, {h}, g.to(at::kFloat), beta.to(at::kFloat), 1e-12);
+  auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
+  const at::Tensor want =
+      at::relu(at::linear(x, f(w0), f(b0))).matmul(f(w2).t()) + f(b2);
+  const at::Tensor got =
+      at::gelu(at::linear(at::tanh(at::linear(x, out.pooler_weight, out.pooler_bias)),
+                          out.proj0_weight))
+          .matmul(out.proj2_weight.t());
+  auto l2 = [](const at::Tensor& t) { return t / t.norm(2, -1, true); };
+  out.max_diff = (l2(got).slice(1, 0, e) - l2(want)).abs().max().item<double>();
+  RETCLIP_CHECK(out.max_diff <= 1e-5 && got.slice(1, e).abs().max().item<double>() == 0.0,
+                "open_clip text head: the rewritten projection differs from text_projection by ",
+                out.max_diff, " on LayerNorm outputs (tolerance 1e-5)");
+  return out;
+}
+
+namespace {
+
 std::vector<fs::path> write_open_clip(const ExportBundle& b, const fs::path& dir) {
   std::vector<fs::path> files;
   const VisionDesc d = vision_desc(b.sidecar);
-  write_st(dir / "visual.safetensors",
-           to_open_clip_visual(require_prefix(b.weights, "visual.", "vision")), "open_clip", files);
-  write_st(dir / "retclip_heads.safetensors", retclip_heads(b.weights), "retclip", files);
-  // open_clip builds a whole CLIP from model_cfg; its text tower is not retclip's (that is
-  // in the hf format), so the smallest one open_clip accepts keeps the model cheap.
+  const json& t = b.sidecar.at("text");
+  const int64_t h = t.at("hidden").get<int64_t>();
+  // open_clip's text MLP is (H + E') / 2 wide and needs H + 1 units: the joint space is
+  // widened to E' with zero dimensions where E < H + 2 (cosines unchanged).
+  const int64_t out_dim = std::max<int64_t>(d.embed, h + 2);
+  const OpenClipTextHead head = open_clip_text_head(b.weights, out_dim);
+
+  // Vision: encode_image is retclip's patient embedding of a patient with this one eye
+  // (the missing eye takes the present one's features), so the patient mapping
+  // W = [W_l | W_r] folds into the projection: proj' = proj (W_l + W_r)^T.
+  StateDict oc;
+  const at::Tensor wg = need(b.weights, "global_feature_mapping.weight", "the patient mapping")
+                            .to(at::kDouble);
+  for (auto& [k, v] : to_open_clip_visual(require_prefix(b.weights, "visual.", "vision"))) {
+    if (k != "proj") {
+      oc.emplace_back("visual." + k, v);
+      continue;
+    }
+    const int64_t e = v.size(1);
+    const at::Tensor folded = v.to(at::kDouble).matmul((wg.slice(1, 0, e) + wg.slice(1, e)).t());
+    at::Tensor proj = at::zeros({v.size(0), out_dim}, at::kDouble);
+    proj.slice(1, 0, e).copy_(folded);
+    oc.emplace_back("visual.proj", proj.to(v.scalar_type()));
+  }
+  for (auto& [k, v] : to_hf_bert(require_prefix(b.weights, "bert.", "text")))
+    oc.emplace_back("text.transformer." + k, v);
+  oc.emplace_back("text.transformer.pooler.dense.weight", head.pooler_weight);
+  oc.emplace_back("text.transformer.pooler.dense.bias", head.pooler_bias);
+  oc.emplace_back("text.proj.0.weight", head.proj0_weight);
+  oc.emplace_back("text.proj.2.weight", head.proj2_weight);
+  oc.emplace_back("logit_scale", need(b.weights, "logit_scale", "the patient logit scale"));
+  log::info("export: open_clip text head rewritten exactly (max |diff| {:.2e} on test states)",
+            head.max_diff);
+
+  const HfTokenizerSource tok = tokenizer_source(b, ExportFormat::kOpenClip);
+  check_hf_tokenizer(tok);
+  write_st(dir / "open_clip_model.safetensors", oc, "pt", files);
+  // What open_clip does not load (it reads only *.safetensors at the top level): the
+  // RET-CLIP heads and the unfolded projection, for the per-eye embeddings.
+  fs::create_directories(dir / "retclip");
+  StateDict heads = retclip_heads(b.weights);
+  heads.emplace_back("visual.proj", need(b.weights, "visual.proj", "the image projection"));
+  write_st(dir / "retclip" / "retclip_heads.safetensors", heads, "retclip", files);
+  // The BERT tower's config; open_clip builds the tower from it (weights from the file
+  // above). The tokenizer files sit at the top level, where open_clip's get_tokenizer
+  // looks for a local-dir model.
+  fs::create_directories(dir / "text");
+  write_json(dir / "text" / "config.json", bert_config(t), files);
+  for (auto& p : write_hf_tokenizer(dir, tok)) files.push_back(std::move(p));
+
   json vision_cfg{{"image_size", d.image},
                   {"layers", d.layers},
                   {"width", d.width},
                   {"patch_size", d.patch},
                   {"head_width", d.width / d.heads},
                   {"mlp_ratio", d.mlp_ratio}};
-  json model_cfg{{"embed_dim", d.embed},
+  // hf_model_name is read by transformers relative to the working directory, so it is
+  // the absolute path of text/ (edit it after moving the folder).
+  const std::string text_dir = fs::absolute(dir / "text").lexically_normal().string();
+  json text_cfg{{"hf_model_name", text_dir},
+                {"hf_tokenizer_name", text_dir},
+                {"hf_proj_type", "mlp"},
+                {"hf_pooler_type", "cls_pooler"},
+                {"context_length", t.at("context_length")},
+                {"vocab_size", t.at("vocab_size")}};
+  json model_cfg{{"embed_dim", out_dim},
                  {"quick_gelu", true},
                  {"vision_cfg", vision_cfg},
-                 {"text_cfg",
-                  {{"context_length", 77},
-                   {"vocab_size", 49408},
-                   {"width", 64},
-                   {"heads", 1},
-                   {"layers", 1}}}};
+                 {"text_cfg", text_cfg}};
   const json& pre = b.sidecar.at("preprocessing");
   write_json(dir / "open_clip_config.json",
              json{{"model_cfg", model_cfg},
@@ -236,7 +416,11 @@ std::vector<fs::path> write_open_clip(const ExportBundle& b, const fs::path& dir
                     {"size", d.image},
                     {"interpolation", "bicubic"},
                     {"resize_mode", "shortest"}}},
-                  {"retclip_arch", open_clip_arch(d)}},
+                  {"retclip",
+                   {{"embed_dim", d.embed},
+                    {"image_embedding", "patient_img of a patient with this one eye"},
+                    {"text_embedding", "patient_txt"},
+                    {"heads", "retclip/retclip_heads.safetensors"}}}},
              files);
   return files;
 }
@@ -271,69 +455,13 @@ std::vector<fs::path> write_timm(const ExportBundle& b, const fs::path& dir) {
 
 std::vector<fs::path> write_hf(const ExportBundle& b, const fs::path& dir) {
   std::vector<fs::path> files;
-  const json& t = b.sidecar.at("text");
-  const json& tok = b.sidecar.at("tokenizer");
-  const std::string type = tok.value("type", "");
-  RETCLIP_CHECK_USAGE(!b.tokenizer.empty() && fs::exists(b.tokenizer),
-                      "export --format hf: the run's tokenizer file (",
-                      b.tokenizer.empty() ? std::string("none") : b.tokenizer.string(),
-                      ") is needed beside the weights but was not found. HINT: keep "
-                      "data.tokenizer.path of the run readable, or export --format retclip");
+  const HfTokenizerSource tok = tokenizer_source(b, ExportFormat::kHf);
+  check_hf_tokenizer(tok);  // refused before any file is written
   write_st(dir / "model.safetensors", to_hf_bert(require_prefix(b.weights, "bert.", "text")), "pt",
            files);
   write_st(dir / "retclip_heads.safetensors", retclip_heads(b.weights), "retclip", files);
-  const int64_t context = t.at("context_length").get<int64_t>();
-  write_json(dir / "config.json",
-             json{{"architectures", {"BertModel"}},
-                  {"model_type", "bert"},
-                  {"vocab_size", t.at("vocab_size")},
-                  {"hidden_size", t.at("hidden")},
-                  {"num_hidden_layers", t.at("layers")},
-                  {"num_attention_heads", t.at("heads")},
-                  {"intermediate_size", t.at("intermediate")},
-                  {"hidden_act", "gelu"},
-                  {"hidden_dropout_prob", t.value("dropout", 0.1)},
-                  {"attention_probs_dropout_prob", t.value("dropout", 0.1)},
-                  {"max_position_embeddings", t.at("max_position")},
-                  {"type_vocab_size", 2},
-                  {"initializer_range", 0.02},
-                  {"layer_norm_eps", t.at("layer_norm_eps")},
-                  {"pad_token_id", t.at("pad_id")},
-                  {"position_embedding_type", "absolute"},
-                  {"torch_dtype", "float32"}},
-             files);
-  if (type == "wordpiece") {
-    const fs::path v = dir / "vocab.txt";
-    util::write_file_atomic(v, util::read_file(b.tokenizer));
-    files.push_back(v);
-    const bool lower = tok.value("lowercase", true);
-    write_json(dir / "tokenizer_config.json",
-               json{{"tokenizer_class", "BertTokenizer"},
-                    {"do_lower_case", lower},
-                    {"do_basic_tokenize", true},
-                    {"tokenize_chinese_chars", true},
-                    {"strip_accents", nullptr},
-                    {"unk_token", "[UNK]"},
-                    {"sep_token", "[SEP]"},
-                    {"pad_token", "[PAD]"},
-                    {"cls_token", "[CLS]"},
-                    {"mask_token", "[MASK]"},
-                    {"model_max_length", context}},
-               files);
-    write_json(dir / "special_tokens_map.json",
-               json{{"unk_token", "[UNK]"},
-                    {"sep_token", "[SEP]"},
-                    {"pad_token", "[PAD]"},
-                    {"cls_token", "[CLS]"},
-                    {"mask_token", "[MASK]"}},
-               files);
-  } else {
-    // A sentencepiece vocabulary has no Hugging Face BERT tokenizer; the .model is kept
-    // beside the weights for the sentencepiece library (see the model card).
-    const fs::path m = dir / b.tokenizer.filename();
-    util::write_file_atomic(m, util::read_file(b.tokenizer));
-    files.push_back(m);
-  }
+  write_json(dir / "config.json", bert_config(b.sidecar.at("text")), files);
+  for (auto& p : write_hf_tokenizer(dir, tok)) files.push_back(std::move(p));
   return files;
 }
 
@@ -360,15 +488,24 @@ std::string use_section(ExportFormat f, const json& side) {
            "# or start a run from it: model.init.full: <this folder>/full.safetensors\n";
       break;
     case ExportFormat::kOpenClip: {
-      const std::string arch = open_clip_arch(d);
-      s += "import open_clip\nfrom safetensors.torch import load_file\n";
-      if (!arch.empty())
-        s += fmt::format("model = open_clip.create_model(\"{}\")  # same tower\n", arch);
-      else
-        s += "model = open_clip.create_model(\"local-dir:<this folder>\", load_weights=False)\n";
-      s += "model.visual.load_state_dict(load_file(\"<this folder>/visual.safetensors\"))\n"
-           "features = model.visual(images)  # [B, " +
-           std::to_string(e) + "]\n";
+      const int64_t wide = std::max<int64_t>(e, side.at("text").at("hidden").get<int64_t>() + 2);
+      s += "import open_clip, torch\n"
+           "model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:<this "
+           "folder>\")\n"
+           "tokenizer = open_clip.get_tokenizer(\"local-dir:<this folder>\")\n"
+           "model.eval()\n";
+      s += fmt::format(
+          "img = model.encode_image(preprocess(pil_image)[None], normalize=True)  # [1, {}]: "
+          "patient_img of a patient with this one eye\n"
+          "txt = model.encode_text(tokenizer([\"left eye: drusen.\"]), normalize=True)  # "
+          "patient_txt\n"
+          "probs = (100 * img @ txt.T).softmax(dim=-1)  # zero-shot over several prompts\n",
+          wide);
+      if (wide != e)
+        s += fmt::format(
+            "# the embeddings are {} wide for open_clip's text head; dimensions {}.. are zero, "
+            "img[:, :{}] is retclip's\n",
+            wide, e, e);
       break;
     }
     case ExportFormat::kTimm: {
@@ -390,11 +527,10 @@ std::string use_section(ExportFormat f, const json& side) {
     }
     case ExportFormat::kHf:
       s += "from transformers import AutoModel, AutoTokenizer\n"
-           "model = AutoModel.from_pretrained(\"<this folder>\", add_pooling_layer=False)\n";
-      if (is_wordpiece(side))
-        s += "tokenizer = AutoTokenizer.from_pretrained(\"<this folder>\")\n"
-             "batch = tokenizer(reports, padding=\"max_length\", truncation=True, "
-             "return_tensors=\"pt\")\n";
+           "model = AutoModel.from_pretrained(\"<this folder>\", add_pooling_layer=False)\n"
+           "tokenizer = AutoTokenizer.from_pretrained(\"<this folder>\")  # retclip's ids\n"
+           "batch = tokenizer(reports, padding=\"max_length\", truncation=True, "
+           "return_tensors=\"pt\")\n";
       s += "cls = model(**batch).last_hidden_state[:, 0]  # [B, " +
            std::to_string(side.at("text").at("hidden").get<int64_t>()) +
            "], retclip's text feature\n";
@@ -402,18 +538,30 @@ std::string use_section(ExportFormat f, const json& side) {
   }
   s += "```\n\n";
   if (f != ExportFormat::kRetclip) {
-    s += "The RET-CLIP heads are in `retclip_heads.safetensors` (plain PyTorch, no retclip "
-         "code needed):\n\n```python\nh = load_file(\"<this folder>/retclip_heads.safetensors\")\n";
+    const char* file = f == ExportFormat::kOpenClip ? "retclip/retclip_heads.safetensors"
+                                                    : "retclip_heads.safetensors";
+    s += fmt::format(
+        "The RET-CLIP heads are in `{}` (plain PyTorch, no retclip code needed):\n\n```python\n"
+        "import torch.nn.functional as F\nfrom safetensors.torch import load_file\n"
+        "h = load_file(\"<this folder>/{}\")\n",
+        file, file);
     if (f == ExportFormat::kHf) {
       s += "def proj(x, p): return torch.relu(x @ h[p + \".0.weight\"].T + h[p + \".0.bias\"]) @ "
            "h[p + \".2.weight\"].T + h[p + \".2.bias\"]\n"
            "patient_txt = F.normalize(proj(cls, \"text_projection\"), dim=-1)  # also "
            "text_projection_left / _right\n";
+    } else if (f == ExportFormat::kOpenClip) {
+      s += "import copy\n"
+           "vit = copy.deepcopy(model.visual); vit.proj = torch.nn.Parameter(h[\"visual.proj\"])  "
+           "# retclip's ViT features\n"
+           "left_img = F.normalize(vit(left) @ h[\"left_feature_mapping.weight\"].T, dim=-1)  # "
+           "right_feature_mapping likewise\n"
+           "patient_img = F.normalize(torch.cat([vit(left), vit(right)], 1) @ "
+           "h[\"global_feature_mapping.weight\"].T, dim=-1)\n";
     } else {
-      s += std::string("left_img = F.normalize(") +
-           (f == ExportFormat::kTimm ? "model(left)" : "model.visual(left)") +
-           " @ h[\"left_feature_mapping.weight\"].T, dim=-1)  # right_feature_mapping likewise\n"
-           "patient_img = F.normalize(torch.cat([f_left, f_right], 1) @ "
+      s += "left_img = F.normalize(model(left) @ h[\"left_feature_mapping.weight\"].T, dim=-1)  "
+           "# right_feature_mapping likewise\n"
+           "patient_img = F.normalize(torch.cat([model(left), model(right)], 1) @ "
            "h[\"global_feature_mapping.weight\"].T, dim=-1)\n";
     }
     s += "```\n\n";
@@ -473,8 +621,30 @@ fs::path export_format_dir(ExportFormat f, const fs::path& out_dir) {
   return f == ExportFormat::kRetclip ? out_dir : out_dir / export_format_name(f);
 }
 
+void check_export_format(ExportFormat f, const ExportBundle& b) {
+  switch (f) {
+    case ExportFormat::kRetclip:
+      return;
+    case ExportFormat::kTimm:
+      require_prefix(b.weights, "visual.", "vision");
+      return;
+    case ExportFormat::kOpenClip:
+      require_prefix(b.weights, "visual.", "vision");
+      need(b.weights, "global_feature_mapping.weight", "the patient mapping");
+      need(b.weights, "logit_scale", "the patient logit scale");
+      open_clip_text_head(b.weights, std::max<int64_t>(vision_desc(b.sidecar).embed,
+                                                       b.sidecar.at("text").at("hidden").get<int64_t>() + 2));
+      [[fallthrough]];
+    case ExportFormat::kHf:
+      require_prefix(b.weights, "bert.", "text");
+      check_hf_tokenizer(tokenizer_source(b, f));
+      return;
+  }
+}
+
 std::vector<fs::path> write_export_format(ExportFormat f, const ExportBundle& b,
                                           const fs::path& out_dir) {
+  check_export_format(f, b);
   const fs::path dir = export_format_dir(f, out_dir);
   fs::create_directories(dir);
   std::vector<fs::path> files;
@@ -504,7 +674,7 @@ std::string model_card(ExportFormat f, const json& side) {
   const json& tok = side.at("tokenizer");
   const json& pre = side.at("preprocessing");
   const bool vision = f != ExportFormat::kHf;
-  const bool text = f == ExportFormat::kHf || f == ExportFormat::kRetclip;
+  const bool text = f != ExportFormat::kTimm;
   const char* library = f == ExportFormat::kOpenClip ? "open_clip"
                         : f == ExportFormat::kTimm   ? "timm"
                         : f == ExportFormat::kHf     ? "transformers"
@@ -514,7 +684,7 @@ std::string model_card(ExportFormat f, const json& side) {
       "pipeline_tag: {}\n---\n\n",
       library, f == ExportFormat::kHf ? "feature-extraction" : "image-feature-extraction");
   s += fmt::format("# retclip {} encoder ({} format)\n\n",
-                   f == ExportFormat::kRetclip ? "image and text"
+                   vision && text ? "image and text"
                    : vision                    ? "image"
                                                : "text",
                    export_format_name(f));
@@ -553,10 +723,12 @@ std::string model_card(ExportFormat f, const json& side) {
         tok.value("type", ""), tok.value("file", ""), tok.value("lowercase", true) ? "" : "not ",
         tok.value("layout", ""), t.at("context_length").get<int64_t>(),
         t.at("pad_id").get<int64_t>(),
-        f == ExportFormat::kHf && !is_wordpiece(side)
-            ? " A sentencepiece model has no Hugging Face BERT tokenizer: encode with the "
-              "`sentencepiece` library and add [CLS]/[SEP] as above."
-            : "");
+        f == ExportFormat::kRetclip
+            ? ""
+            : is_wordpiece(side)
+                ? " The folder's vocab.txt and tokenizer_config.json give these ids."
+                : " The folder's tokenizer.json (a Unigram model with the sentencepiece model's "
+                  "pieces, scores and normaliser) gives these ids.");
   s += "## Training\n\n";
   if (side.contains("training")) {
     const json& tr = side.at("training");

@@ -1,7 +1,8 @@
 // End-to-end interop tests through the retclip binary: a pretraining run starts from the
 // released MiniLM checkpoint (model.text.preset=hf), and `retclip export --format
-// retclip,open_clip,timm,hf` of a trained run loads in open_clip, timm and transformers,
-// which reproduce `retclip embed` within 1e-5 (tests/python/interop_oracle.py).
+// retclip,open_clip,timm,hf` of a trained run (WordPiece, and sentencepiece) loads in
+// open_clip (one line), timm and transformers, which reproduce `retclip embed` within
+// 1e-5 and retclip's token ids exactly (tests/python/interop_oracle.py).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 
 #include "../support/interop.hpp"
 #include "retclip/config/config.hpp"
+#include "retclip/data/tokenizer.hpp"
 #include "retclip/data/wordpiece.hpp"
 #include "retclip/io/interop.hpp"
 #include "retclip/model/presets.hpp"
@@ -87,42 +89,52 @@ TEST(MiniLm, PretrainingStartsFromIt) {
   if (!::testing::Test::HasFailure()) util::remove_tree(root);
 }
 
-TEST(ExportRoundTrip, LibrariesReproduceEmbedAndExportsReimportBitwise) {
-  REQUIRE_PYTHON("torch, safetensors, transformers, open_clip, timm");
-  const fs::path root = make_root("roundtrip");
+namespace {
+
+// synth (half the patients miss one eye: open_clip's encode_image is the patient
+// embedding of a patient with one eye, compared with `retclip embed` on exactly those)
+// -> train with `tokenizer_sets` -> export every format -> embed --save-inputs ->
+// retclip's ViT features and [CLS] states -> the Python oracle's roundtrip. Returns the
+// export folder.
+fs::path export_roundtrip(const fs::path& root, const std::string& tokenizer_sets,
+                          const std::string& before_train = "") {
   const fs::path log = root / "commands.log";
   const std::string bin = test::retclip_bin();
-  ASSERT_EQ(run(bin + " synth --out " + (root / "data").string() +
-                    " --patients 24 --val 8 --seed 5 --size 48",
+  EXPECT_EQ(run(bin + " synth --out " + (root / "data").string() +
+                    " --patients 24 --val 12 --seed 5 --size 48 --missing-eye-rate 0.5",
                 log),
             0);
-  write_char_vocab(root / "vocab.txt");
+  if (!before_train.empty()) {
+    EXPECT_EQ(run(before_train, log), 0) << "see " << log.string();
+  }
   const fs::path r = root / "run";
-  ASSERT_EQ(run(train_cmd(root, r,
-                          "--set model.text.preset=bert-micro --set data.tokenizer.path=" +
-                              (root / "vocab.txt").string() + " --set data.val=" +
-                              (root / "data" / "val.csv").string() + " --set train.val_every=2"),
+  EXPECT_EQ(run(train_cmd(root, r,
+                          "--set model.text.preset=bert-micro " + tokenizer_sets +
+                              " --set data.val=" + (root / "data" / "val.csv").string() +
+                              " --set train.val_every=2"),
                 log),
             0)
       << "see " << log.string();
   const fs::path exp = root / "export";
-  ASSERT_EQ(run(bin + " export --checkpoint " + r.string() + " --out " + exp.string() +
+  EXPECT_EQ(run(bin + " export --checkpoint " + r.string() + " --out " + exp.string() +
                     " --format retclip,open_clip --format timm,hf",
                 log),
             0)
       << "see " << log.string();
-  for (const char* f : {"README.md", "full.safetensors", "open_clip/README.md", "timm/README.md",
-                        "hf/README.md", "hf/vocab.txt"})
+  for (const char* f : {"README.md", "full.safetensors", "open_clip/README.md",
+                        "open_clip/open_clip_model.safetensors", "open_clip/tokenizer_config.json",
+                        "timm/README.md", "hf/README.md", "hf/tokenizer_config.json"})
     EXPECT_TRUE(fs::exists(exp / f)) << f;
   EXPECT_NE(util::read_file(exp / "timm" / "README.md").find("Held-out metrics (step 2)"),
             std::string::npos);
   const fs::path emb = root / "emb.safetensors";
   const fs::path manifest = root / "data" / "val.csv";
-  ASSERT_EQ(run(bin + " embed --weights " + exp.string() + " --manifest " + manifest.string() +
+  EXPECT_EQ(run(bin + " embed --weights " + exp.string() + " --manifest " + manifest.string() +
                     " --out " + emb.string() + " --save-inputs",
                 log),
             0)
       << "see " << log.string();
+  if (::testing::Test::HasFailure()) return exp;
 
   // retclip's own ViT features and [CLS] hidden states on the same inputs, for the oracle.
   const json side = json::parse(util::read_file(exp / "retclip.json"));
@@ -146,6 +158,21 @@ TEST(ExportRoundTrip, LibrariesReproduceEmbedAndExportsReimportBitwise) {
             0)
       << "see " << oracle_log.string();
   std::printf("%s", util::read_file(oracle_log).c_str());
+  return exp;
+}
+
+}  // namespace
+
+TEST(ExportRoundTrip, LibrariesReproduceEmbedAndExportsReimportBitwise) {
+  REQUIRE_PYTHON("torch, safetensors, transformers, open_clip, timm");
+  const fs::path root = make_root("roundtrip");
+  write_char_vocab(root / "vocab.txt");
+  const fs::path exp = export_roundtrip(
+      root, "--set data.tokenizer.type=wordpiece --set data.tokenizer.path=" +
+                (root / "vocab.txt").string());
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const StateDict full = load_weights(exp / "full.safetensors");
+  EXPECT_TRUE(fs::exists(exp / "hf" / "vocab.txt"));
 
   // Re-import: each export's towers back into retclip, bitwise, with the sizes read from
   // the export itself (presets checkpoint and hf).
@@ -167,10 +194,51 @@ TEST(ExportRoundTrip, LibrariesReproduceEmbedAndExportsReimportBitwise) {
                  "timm -> model.init.vision");
   expect_bitwise(filter_prefix(module_state_dict(*back), "bert."), filter_prefix(full, "bert."),
                  "hf -> model.init.text");
-  expect_bitwise(map_openai_clip_visual(load_weights(exp / "open_clip" / "visual.safetensors")),
-                 filter_prefix(full, "visual."), "open_clip -> visual.*");
-  for (const char* f : {"open_clip", "timm", "hf"})
+  expect_bitwise(map_hf_bert(strip_prefix(
+                     filter_prefix(load_weights(exp / "open_clip" / "open_clip_model.safetensors"),
+                                   "text.transformer."),
+                     "text.transformer.")),
+                 filter_prefix(full, "bert."), "open_clip text.transformer -> bert.*");
+  for (const char* f : {"timm", "hf"})
     expect_bitwise(load_weights(exp / f / "retclip_heads.safetensors"), retclip_heads(full),
                    std::string(f) + "/retclip_heads.safetensors");
+  StateDict heads = retclip_heads(full);
+  heads.emplace_back("visual.proj", *find_tensor(full, "visual.proj"));
+  expect_bitwise(load_weights(exp / "open_clip" / "retclip" / "retclip_heads.safetensors"), heads,
+                 "open_clip/retclip/retclip_heads.safetensors");
+  if (!::testing::Test::HasFailure()) util::remove_tree(root);
+}
+
+// A sentencepiece run (`retclip tokenizer train`, then training with it): open_clip's
+// one line and AutoModel/AutoTokenizer on the export reproduce `retclip embed`, and
+// AutoTokenizer on the hf folder gives the run tokenizer's ids exactly on 300 reports.
+TEST(ExportRoundTrip, SentencePieceRunLoadsInOpenClipAndTransformers) {
+  REQUIRE_PYTHON("torch, safetensors, transformers, open_clip, timm");
+  const fs::path root = make_root("roundtrip-sp");
+  const fs::path model = root / "reports.model";
+  const fs::path exp = export_roundtrip(
+      root,
+      "--set data.tokenizer.type=sentencepiece --set data.tokenizer.path=" + model.string(),
+      test::retclip_bin() + " tokenizer train --type sentencepiece --manifest " +
+          (root / "data" / "train.csv").string() + " --vocab-size 300 --out " + model.string());
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  EXPECT_TRUE(fs::exists(exp / "hf" / "tokenizer.json"));
+  EXPECT_TRUE(fs::exists(exp / "open_clip" / "tokenizer.json"));
+
+  const fs::path log = root / "tokenizer.log";
+  ASSERT_EQ(run("python3 " + kScript + " texts " + (root / "texts.json").string(), log), 0);
+  const auto tok = data::load_tokenizer("sentencepiece", model.string());
+  const int64_t T = 32;  // data.context_length of train_cmd
+  json cases = json::array();
+  for (const auto& text :
+       json::parse(util::read_file(root / "texts.json"))["texts"].get<std::vector<std::string>>())
+    cases.push_back(json{{"text", text}, {"ids", tok->encode(text, T)}});
+  util::write_file_atomic(root / "cases.json", json{{"context", T}, {"cases", cases}}.dump());
+  EXPECT_EQ(run("python3 " + kScript + " tokenizer " + (exp / "hf").string() + " " +
+                    (root / "cases.json").string(),
+                log),
+            0)
+      << util::read_file(log);
+  std::printf("%s", util::read_file(log).c_str());
   if (!::testing::Test::HasFailure()) util::remove_tree(root);
 }

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
 #include <set>
 
@@ -196,9 +197,12 @@ TEST(InteropFormats, WritersLayOutFoldersThatReimportUnchanged) {
                         "retclip.json",
                         "src-vocab.txt",
                         "README.md",
-                        "open_clip/visual.safetensors",
+                        "open_clip/open_clip_model.safetensors",
                         "open_clip/open_clip_config.json",
-                        "open_clip/retclip_heads.safetensors",
+                        "open_clip/retclip/retclip_heads.safetensors",
+                        "open_clip/text/config.json",
+                        "open_clip/vocab.txt",
+                        "open_clip/tokenizer_config.json",
                         "open_clip/README.md",
                         "timm/model.safetensors",
                         "timm/config.json",
@@ -214,8 +218,35 @@ TEST(InteropFormats, WritersLayOutFoldersThatReimportUnchanged) {
 
   // Re-import: every tower comes back bitwise.
   expect_same(load_weights(out / "full.safetensors"), b.weights);
-  expect_same(map_openai_clip_visual(load_weights(out / "open_clip" / "visual.safetensors")),
-              filter_prefix(b.weights, "visual."));
+  // open_clip: one weights file at the top level (the one open_clip loads), holding the
+  // towers bitwise; visual.proj carries the folded patient mapping, zero-padded to
+  // max(E, H + 2) = 66; the heads and the unfolded projection sit in retclip/.
+  size_t top_level_weights = 0;
+  for (const auto& f : fs::directory_iterator(out / "open_clip"))
+    top_level_weights += f.path().extension() == ".safetensors";
+  EXPECT_EQ(top_level_weights, 1u);
+  const StateDict ocw = load_weights(out / "open_clip" / "open_clip_model.safetensors");
+  StateDict oc_visual = filter_prefix(ocw, "visual.");
+  const at::Tensor oc_proj = *find_tensor(oc_visual, "visual.proj");
+  oc_visual.erase(std::remove_if(oc_visual.begin(), oc_visual.end(),
+                                 [](const auto& kv) { return kv.first == "visual.proj"; }),
+                  oc_visual.end());
+  StateDict want_visual = filter_prefix(b.weights, "visual.");
+  const at::Tensor proj = *find_tensor(want_visual, "visual.proj");
+  want_visual.erase(std::remove_if(want_visual.begin(), want_visual.end(),
+                                   [](const auto& kv) { return kv.first == "visual.proj"; }),
+                    want_visual.end());
+  expect_same(oc_visual, want_visual);
+  const at::Tensor wg = *find_tensor(b.weights, "global_feature_mapping.weight");
+  EXPECT_EQ(oc_proj.sizes(), (std::vector<int64_t>{64, 66}));
+  EXPECT_TRUE(at::allclose(oc_proj.slice(1, 0, 32),
+                           proj.matmul((wg.slice(1, 0, 32) + wg.slice(1, 32)).t()), 1e-5, 1e-5));
+  EXPECT_TRUE(oc_proj.slice(1, 32).eq(0).all().item<bool>());
+  expect_same(map_hf_bert(strip_prefix(filter_prefix(ocw, "text.transformer."), "text.transformer.")),
+              filter_prefix(b.weights, "bert."));
+  StateDict heads_plus = retclip_heads(b.weights);
+  heads_plus.emplace_back("visual.proj", proj);
+  expect_same(load_weights(out / "open_clip" / "retclip" / "retclip_heads.safetensors"), heads_plus);
   expect_same(map_openai_clip_visual(load_weights(out / "timm")),
               filter_prefix(b.weights, "visual."));
   expect_same(map_hf_bert(load_weights(out / "hf")), filter_prefix(b.weights, "bert."));
@@ -233,7 +264,11 @@ TEST(InteropFormats, WritersLayOutFoldersThatReimportUnchanged) {
   EXPECT_EQ(util::read_file(out / "hf" / "vocab.txt"), util::read_file(b.tokenizer));
   const json oc = json::parse(util::read_file(out / "open_clip" / "open_clip_config.json"));
   EXPECT_EQ(oc["model_cfg"]["vision_cfg"]["width"], 64);
-  EXPECT_EQ(oc["model_cfg"]["embed_dim"], 32);
+  EXPECT_EQ(oc["model_cfg"]["embed_dim"], 66);
+  EXPECT_EQ(oc["model_cfg"]["text_cfg"]["hf_proj_type"], "mlp");
+  EXPECT_EQ(oc["model_cfg"]["text_cfg"]["hf_pooler_type"], "cls_pooler");
+  EXPECT_EQ(fs::path(oc["model_cfg"]["text_cfg"]["hf_model_name"].get<std::string>()),
+            fs::absolute(out / "open_clip" / "text").lexically_normal());
   const json side = json::parse(util::read_file(out / "retclip.json"));
   EXPECT_EQ(side["tokenizer"]["file"], "src-vocab.txt");
   EXPECT_EQ(side["files"]["full"], "full.safetensors");

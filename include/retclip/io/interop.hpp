@@ -28,9 +28,9 @@ namespace retclip::io {
 
 enum class ExportFormat {
   kRetclip,   ///< RET-CLIP keys: vision/text/full.safetensors + retclip.json (out_dir itself)
-  kOpenClip,  ///< out_dir/open_clip: open_clip VisionTransformer state dict + model config
+  kOpenClip,  ///< out_dir/open_clip: a whole open_clip CLIP (ViT + BERT tower) + tokenizer
   kTimm,      ///< out_dir/timm: timm vit_*_clip_quickgelu_* state dict + timm config.json
-  kHf,        ///< out_dir/hf: Hugging Face BertModel folder (+ vocab.txt, tokenizer config)
+  kHf,        ///< out_dir/hf: Hugging Face BertModel folder + its AutoTokenizer files
 };
 
 /// "retclip", "open_clip", "timm", "hf".
@@ -53,14 +53,42 @@ struct ExportBundle {
   std::vector<std::string> parts{"vision", "text", "full"};  ///< retclip format only
 };
 
-/// Writes one format (its weights, configs, the retclip_heads.safetensors extra file
-/// where the towers leave heads out, and a README.md model card) and returns the files
-/// written. The sidecar must have the layout export writes (vision, text, tokenizer,
-/// preprocessing, embed_dim; training optional). Throws UsageError when a tower is
-/// missing from `weights` or the format cannot carry the model (e.g. hf without a
-/// WordPiece or sentencepiece tokenizer file).
+/// Throws the UsageError write_export_format would throw for what is missing or cannot
+/// be expressed (a tower or head not in `weights`, no tokenizer file for hf/open_clip, a
+/// tokenizer tokenizer.json cannot reproduce), writing nothing. Call it for every
+/// format before writing any.
+void check_export_format(ExportFormat f, const ExportBundle& b);
+
+/// Writes one format (its weights, configs, the RET-CLIP heads where the towers leave
+/// them out, and a README.md model card) and returns the files written. The sidecar
+/// must have the layout export writes (vision, text, tokenizer, preprocessing,
+/// embed_dim; training and config optional: data.tokenizer.map_quotes is read from the
+/// tokenizer record or the config). check_export_format runs first, so a refused
+/// format leaves no folder behind.
+///
+/// open_clip: `open_clip.create_model_and_transforms("local-dir:<out>/open_clip")` gives
+/// a CustomTextCLIP whose encode_image is retclip's patient_img of a patient with that
+/// one eye and whose encode_text is patient_txt (both padded with zero dimensions to
+/// max(E, H + 2), see open_clip_text_head); get_tokenizer gives retclip's ids. The
+/// RET-CLIP heads and the unfolded visual.proj are in retclip/retclip_heads.safetensors.
 std::vector<std::filesystem::path> write_export_format(ExportFormat f, const ExportBundle& b,
                                                        const std::filesystem::path& out_dir);
+
+/// open_clip's Hugging Face text head (pooler Linear(H,H) + tanh, then the bias-free
+/// MLP Linear(H,M) -> GELU -> Linear(M,out_dim), M = (H + out_dim) / 2) carrying
+/// retclip's patient text_projection Linear(H,H) -> ReLU -> Linear(H,E) exactly up to
+/// fp32 rounding, for [CLS] states that are outputs of the tower's last LayerNorm
+/// (the derivation is at the definition). Output dimensions beyond E are zero.
+/// The rewrite is checked on 512 such states and throws retclip::Error when it differs
+/// by more than 1e-5; UsageError when a key is missing or the LayerNorm weight has two
+/// zero entries. Requires out_dim >= max(E, H + 2). For inference: its weights are
+/// scaled by up to 1e12 and are no starting point for training in open_clip.
+struct OpenClipTextHead {
+  at::Tensor pooler_weight, pooler_bias;  ///< text.transformer.pooler.dense.{weight,bias}
+  at::Tensor proj0_weight, proj2_weight;  ///< text.proj.0.weight [M,H], text.proj.2.weight
+  double max_diff = 0;                    ///< of the self-check (L2-normalised outputs)
+};
+OpenClipTextHead open_clip_text_head(const StateDict& sd, int64_t out_dim);
 
 /// The README.md model card of a format's folder (Hugging Face style: YAML front
 /// matter, then preset, sizes, preprocessing, tokenizer, training data, steps, held-out
