@@ -36,9 +36,12 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--split", a->opts.split, "only this split (empty = all rows)");
   sub->add_option("--tokenizer", a->opts.tokenizer_path,
-                  "vocab.txt / .model: store token ids in the shards");
-  sub->add_option("--tokenizer-type", a->opts.tokenizer_type, "tokenizer kind")
-      ->check(CLI::IsMember({"wordpiece", "sentencepiece"}))
+                  "vocab.txt / .model: store token ids in the shards (a copy of the file "
+                  "is kept beside index.json)");
+  sub->add_option("--tokenizer-type", a->opts.tokenizer_type,
+                  "tokenizer kind; auto infers it from the file (a sentencepiece model is "
+                  "binary, a WordPiece vocab is text)")
+      ->check(CLI::IsMember({"auto", "wordpiece", "sentencepiece"}))
       ->capture_default_str();
   sub->add_option("--context", a->opts.context_length, "token ids per report")
       ->capture_default_str();

@@ -22,7 +22,7 @@ struct TokenizerArgs {
   bool keep_case = false;
   // encode
   std::string tokenizer;
-  std::string type = "wordpiece";
+  std::string type = "auto";
   std::string text;
   int64_t context = 100;
 };
@@ -91,7 +91,11 @@ retclip::cli::RunFn add_tokenizer(CLI::App& app) {
   auto* encode = sub->add_subcommand("encode", "Print the ids and pieces of a text");
   encode->add_option("--tokenizer", a->tokenizer, "vocab.txt (wordpiece) or .model (sentencepiece)")
       ->required();
-  encode->add_option("--type", a->type, "wordpiece or sentencepiece")->capture_default_str();
+  encode->add_option("--type", a->type,
+                     "auto (inferred from the file: a sentencepiece model is binary, a "
+                     "WordPiece vocab is text), wordpiece or sentencepiece")
+      ->check(CLI::IsMember({"auto", "wordpiece", "sentencepiece"}))
+      ->capture_default_str();
   encode->add_option("--text", a->text, "text to encode")->required();
   encode->add_option("--context", a->context, "context length")->capture_default_str();
   encode->add_flag("--keep-case", a->keep_case, "wordpiece: no lower-casing / accent stripping");

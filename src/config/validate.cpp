@@ -132,7 +132,7 @@ void validate_with(const Config& c, const Origins& origins) {
     k.fail("data.context_length",
            fmt::format("at most model.text.max_position ({})", t.max_position),
            fmt::format("{}", d.context_length));
-  k.one_of("data.tokenizer.type", d.tokenizer.type, {"wordpiece", "sentencepiece"});
+  k.one_of("data.tokenizer.type", d.tokenizer.type, {"auto", "wordpiece", "sentencepiece"});
   const auto& a = d.augment;
   k.finite("data.augment.crop_scale", a.crop_scale[0]);
   k.finite("data.augment.crop_scale", a.crop_scale[1]);

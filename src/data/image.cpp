@@ -153,6 +153,22 @@ bool jpeg_is_complete(const std::string& b) {
   return false;
 }
 
+ImageInfo check_encoded_image(const std::string& bytes, int64_t max_pixels,
+                              const std::string& where) {
+  // Header first: a non-image or an oversized image is refused before any pixel
+  // memory is allocated.
+  const ImageInfo info = probe_image(bytes, where);
+  check_pixel_limit(info, max_pixels, where);
+  if (info.format == "JPEG") {
+    RETCLIP_CHECK_USAGE(jpeg_is_complete(bytes), "image ", where, " is a truncated JPEG (",
+                        bytes.size(),
+                        " bytes, no end-of-image marker after the last scan). HINT: the "
+                        "file was cut short (interrupted copy or download); re-fetch it");
+  }
+  check_image_integrity(bytes, info, where);
+  return info;
+}
+
 cv::Mat decode_image(const ImageRef& ref, int64_t max_pixels) {
 #ifndef RETCLIP_WITH_IMGCODECS
   (void)max_pixels;
@@ -171,17 +187,7 @@ cv::Mat decode_image(const ImageRef& ref, int64_t max_pixels) {
     file_bytes = util::read_file(ref.path);
   }
   const std::string& bytes = ref.bytes.empty() ? file_bytes : ref.bytes;
-  // Header first: a non-image or an oversized image is refused before any pixel
-  // memory is allocated.
-  const ImageInfo info = probe_image(bytes, where);
-  check_pixel_limit(info, max_pixels, where);
-  if (info.format == "JPEG") {
-    RETCLIP_CHECK_USAGE(jpeg_is_complete(bytes), "image ", where, " is a truncated JPEG (",
-                        bytes.size(),
-                        " bytes, no end-of-image marker after the last scan). HINT: the "
-                        "file was cut short (interrupted copy or download); re-fetch it");
-  }
-  check_image_integrity(bytes, info, where);
+  const ImageInfo info = check_encoded_image(bytes, max_pixels, where);
   cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U,
               const_cast<char*>(bytes.data()));  // imdecode only reads
   cv::Mat img;
@@ -300,10 +306,7 @@ std::string checked_preprocess_input(const cv::Mat& rgb, int64_t size, const std
   RETCLIP_CHECK_USAGE(!rgb.empty(), "image ", at, " is empty (0x0 pixels)");
   RETCLIP_CHECK(rgb.type() == CV_8UC3, caller, " expects 8-bit RGB (CV_8UC3) but got OpenCV type ",
                 rgb.type(), " (", at, ")");
-  RETCLIP_CHECK_USAGE(rgb.rows >= 16 && rgb.cols >= 16, "image ", at, " is too small: ", rgb.cols,
-                      "x", rgb.rows,
-                      " px, expected at least 16x16. HINT: this is not a fundus photograph "
-                      "(a thumbnail or icon?); remove it from the manifest");
+  check_min_size(ImageInfo{"", rgb.cols, rgb.rows}, at);
   return at;
 }
 
@@ -325,8 +328,11 @@ cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
   const int side = std::max(crop.rows, crop.cols);
   const int top = (side - crop.rows) / 2, left = (side - crop.cols) / 2;
   cv::Mat square;
+  // `crop` is a view into the photograph: without BORDER_ISOLATED, copyMakeBorder would
+  // fill the border from the pixels around the view (labels, light outside the field
+  // of view) instead of black.
   cv::copyMakeBorder(crop, square, top, side - crop.rows - top, left, side - crop.cols - left,
-                     cv::BORDER_CONSTANT, cv::Scalar(0, 0, 0));
+                     cv::BORDER_CONSTANT | cv::BORDER_ISOLATED, cv::Scalar(0, 0, 0));
   const int s = static_cast<int>(size);
   cv::Mat out;
   if (side == s) {

@@ -423,6 +423,14 @@ ImageInfo probe_image_file(const std::string& path, const std::string& where) {
   return probe(src, where);
 }
 
+void check_min_size(const ImageInfo& info, const std::string& where) {
+  if (info.width >= kMinImageSide && info.height >= kMinImageSide) return;
+  throw UsageError(fmt::format(
+      "image {} is too small: {}x{} px, expected at least {}x{}. HINT: this is not a fundus "
+      "photograph (a thumbnail, icon or placeholder?); remove it from the manifest",
+      where, info.width, info.height, kMinImageSide, kMinImageSide));
+}
+
 void check_pixel_limit(const ImageInfo& info, int64_t max_pixels, const std::string& where) {
   if (max_pixels <= 0 || info.pixels() <= max_pixels) return;
   throw UsageError(fmt::format(

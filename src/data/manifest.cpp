@@ -265,6 +265,7 @@ void read_csv_rows(const std::string& path, const std::string& text, const fs::p
       else
         f.labels[c] = v;
     }
+    const std::string pid = trim(f.patient_id);
     Sample s;
     std::string why = build_sample(std::move(f), base, origin, &s);
     if (why.empty()) {
@@ -273,7 +274,7 @@ void read_csv_rows(const std::string& path, const std::string& text, const fs::p
         why = str_cat("duplicate patient_id '", s.patient_id, "' (first at row ", it->second, ")");
     }
     if (!why.empty()) {
-      bad.add(origin, why);
+      bad.add(origin, why, pid);
       continue;
     }
     samples.push_back(std::move(s));
@@ -370,6 +371,11 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
         why = str_cat("expected '", k, "' to be a string or null, found ", v.type_name());
       }
     }
+    // The id as text (an integer id as its decimal digits), for the bad-sample list.
+    std::string pid;
+    if (j.contains("patient_id") &&
+        (j["patient_id"].is_string() || j["patient_id"].is_number_integer()))
+      pid = trim(json_to_text(j["patient_id"]));
     Sample s;
     if (why.empty()) why = build_sample(std::move(f), base, origin, &s);
     if (why.empty()) {
@@ -378,7 +384,7 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
         why = str_cat("duplicate patient_id '", s.patient_id, "' (first at row ", it->second, ")");
     }
     if (!why.empty()) {
-      bad.add(origin, why);
+      bad.add(origin, why, pid);
       return;
     }
     samples.push_back(std::move(s));

@@ -437,6 +437,7 @@ static ShardSetInfo read_index_json(const std::string& dir) {
     info.tokenizer = j.value("tokenizer", "");
     info.source_manifest = j.value("source_manifest", "");
     info.preprocess = parse_preprocess(j.value("preprocess", "fundus_crop"));
+    info.preprocess_version = j.value("preprocess_version", int64_t{1});
     for (const auto& s : j.at("shards")) {
       info.files.push_back(s.at("file").get<std::string>());
       info.records_per_file.push_back(s.at("records").get<int64_t>());
@@ -445,7 +446,65 @@ static ShardSetInfo read_index_json(const std::string& dir) {
     throw UsageError(str_cat(p.string(), ": missing or mistyped key (", e.what(),
                              "). HINT: rerun `retclip pack` to rewrite it"));
   }
+  if (info.preprocess_version != kPreprocessVersion) {
+    const bool older = info.preprocess_version < kPreprocessVersion;
+    std::string cmd = str_cat("retclip pack --manifest ",
+                              info.source_manifest.empty() ? "M" : info.source_manifest,
+                              " --out NEW_DIR --size ", info.image_size, " --preprocess ",
+                              preprocess_name(info.preprocess));
+    if (info.has_tokens)
+      cmd += str_cat(" --tokenizer FILE --context ", info.context_length);
+    throw UsageError(str_cat(
+        p.string(), ": the shards were packed with image preprocessing version ",
+        info.preprocess_version,
+        older ? " (before version 2, the fundus crop padded its square with the photograph "
+                "around the field of view instead of black)"
+              : " (a newer retclip)",
+        " but this retclip makes version ", kPreprocessVersion,
+        " and trains only on shards that match it. HINT: re-pack the manifest: `", cmd,
+        "` (or delete ", dir, " and pack into it again)"));
+  }
   return info;
+}
+
+std::string shard_tokenizer_file_name(const std::string& type) {
+  return type == "sentencepiece" ? "tokenizer.model" : "vocab.txt";
+}
+
+std::optional<ShardTokenizer> resolve_shard_tokenizer(const std::string& dir,
+                                                      const std::string& recorded) {
+  if (recorded.empty()) return std::nullopt;
+  const fs::path index = fs::path(dir) / "index.json";
+  const size_t colon = recorded.find(':');
+  RETCLIP_CHECK_USAGE(colon != std::string::npos && colon > 0 && colon + 1 < recorded.size(),
+                      index.string(), ": expected \"tokenizer\" as \"type:file\" but found '",
+                      recorded, "'. HINT: set data.tokenizer.path (and data.tokenizer.type) to "
+                      "the tokenizer the shards were packed with, or re-pack them");
+  ShardTokenizer t;
+  t.type = recorded.substr(0, colon);
+  const fs::path file = recorded.substr(colon + 1);
+  std::vector<fs::path> looked;
+  if (file.is_absolute()) {
+    looked.push_back(file);
+  } else {
+    looked.push_back(fs::absolute(fs::path(dir) / file).lexically_normal());
+    looked.push_back(fs::absolute(file).lexically_normal());
+  }
+  std::error_code ec;
+  for (const fs::path& q : looked) {
+    if (fs::is_regular_file(q, ec)) {
+      t.path = q.string();
+      return t;
+    }
+  }
+  std::string where;
+  for (const fs::path& q : looked) where += (where.empty() ? "" : " and ") + q.string();
+  throw UsageError(str_cat(
+      "the shards in ", dir, " record their tokenizer as '", recorded, "' (", index.string(),
+      ") but the file '", file.string(), "' is not there: looked for ", where,
+      ". HINT: set data.tokenizer.path to the tokenizer file the shards were packed with "
+      "(--set data.tokenizer.path=FILE), or re-pack with `retclip pack --tokenizer FILE` "
+      "(which keeps a copy beside index.json)"));
 }
 
 std::shared_ptr<ShardReader> ShardReader::open(const std::string& dir, bool verify_on_read) {
@@ -575,6 +634,8 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
                   hooks.encode_text ? o.context_length : 0, hooks.tokenizer_description);
   if (o.preprocess != Preprocess::kFundusCrop)
     fingerprint += std::string(":") + preprocess_name(o.preprocess);
+  fingerprint += fmt::format(":pv{}", kPreprocessVersion);
+  if (!hooks.tokenizer_digest.empty()) fingerprint += ":tok-" + hooks.tokenizer_digest;
   const fs::path pack_json = fs::path(o.out) / "pack.json";
   if (fs::exists(pack_json)) {
     std::string old;
@@ -687,6 +748,7 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
   j["version"] = kShardVersion;
   j["image_size"] = o.image_size;
   j["preprocess"] = preprocess_name(o.preprocess);
+  j["preprocess_version"] = kPreprocessVersion;
   j["channels"] = 3;
   j["records"] = rep.records;
   j["has_tokens"] = tmpl.has_tokens;
@@ -707,7 +769,17 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
 // ---------------------------------------------------------------------------------
 // pack_dataset
 
-PackReport pack_dataset(const PackOptions& o) {
+namespace {
+
+PackReport pack_dataset_into(const PackOptions& o) {
+  // The tokenizer and the manifest are read before anything is written, so that a wrong
+  // file or type fails without touching options.out.
+  std::shared_ptr<Tokenizer> tok;
+  std::string tok_bytes;
+  if (!o.tokenizer_path.empty()) {
+    tok = load_tokenizer(o.tokenizer_type, o.tokenizer_path);
+    tok_bytes = util::read_file(o.tokenizer_path);
+  }
   ReadReport read;
   std::vector<Sample> samples = read_samples(o.manifest, o.format, o.split, o.on_bad_sample, &read);
   // Every bad sample of the pack, whichever stage found it, is listed beside the shards.
@@ -726,12 +798,24 @@ PackReport pack_dataset(const PackOptions& o) {
   hooks.prepare_image = [size, max_pixels, how](const ImageRef& ref, const std::string& where) {
     return preprocess_image(decode_image(ref, max_pixels), size, how, where);
   };
-  std::shared_ptr<Tokenizer> tok;
-  if (!o.tokenizer_path.empty()) {
-    tok = load_tokenizer(o.tokenizer_type, o.tokenizer_path);
+  if (tok) {
     const int64_t t = o.context_length;
     hooks.encode_text = [tok, t](const std::string& text) { return tok->encode(text, t); };
-    hooks.tokenizer_description = tok->type() + ":" + tok->path();
+    // The set carries its own copy, recorded relative to index.json, so that it can be
+    // trained from any directory and moved as a whole.
+    const std::string name = shard_tokenizer_file_name(tok->type());
+    const fs::path copy = fs::path(o.out) / name;
+    std::error_code ec;
+    if (fs::exists(copy, ec)) {
+      RETCLIP_CHECK_USAGE(util::read_file(copy) == tok_bytes, copy.string(),
+                          " already exists and differs from --tokenizer ", o.tokenizer_path,
+                          ". HINT: choose an empty --out (the set keeps its own copy of the "
+                          "tokenizer under that name)");
+    } else {
+      util::write_file_atomic(copy, tok_bytes);
+    }
+    hooks.tokenizer_description = tok->type() + ":" + name;
+    hooks.tokenizer_digest = util::hex32(util::crc32(tok_bytes));
   }
   PackReport rep = pack_samples(samples, o, hooks);
   bad_log->add(rep.bad);
@@ -743,6 +827,21 @@ PackReport pack_dataset(const PackOptions& o) {
   rep.bad_samples = static_cast<int64_t>(rep.bad.size());
   rep.bad_list = bad_log->path();
   return rep;
+}
+
+}  // namespace
+
+PackReport pack_dataset(const PackOptions& o) {
+  std::error_code ec;
+  const bool created = !o.out.empty() && !fs::exists(o.out, ec);
+  try {
+    return pack_dataset_into(o);
+  } catch (...) {
+    // A failed pack into a new directory leaves nothing behind. (A pack that is killed
+    // keeps its finished shards, which the same command then reuses.)
+    if (created) util::remove_tree(o.out, ec);
+    throw;
+  }
 }
 
 }  // namespace retclip::data

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "retclip/data/image_check.hpp"
+#include "retclip/data/manifest.hpp"
 #include "retclip/data/sentencepiece_tokenizer.hpp"
 #include "retclip/data/wordpiece.hpp"
 #include "retclip/util/error.hpp"
@@ -32,7 +34,7 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, int64_t context_
 }
 
 const std::vector<std::string>& tokenizer_types() {
-  static const std::vector<std::string> types = {"wordpiece", "sentencepiece"};
+  static const std::vector<std::string> types = {"auto", "wordpiece", "sentencepiece"};
   return types;
 }
 
@@ -77,12 +79,91 @@ class QuoteMappingTokenizer : public Tokenizer {
 
 }  // namespace
 
+namespace {
+
+constexpr const char* kTypeHint =
+    "name the type: --tokenizer-type (retclip pack), --type (retclip tokenizer encode) or "
+    "data.tokenizer.type (config)";
+
+/// What detect_tokenizer_type concludes from the bytes; "" when neither.
+std::string type_of_bytes(const std::string& b) {
+  // Text: no control bytes but tab, CR and LF, and valid UTF-8 (checked on the first
+  // MiB, cut at a line end so that no character is split).
+  std::string head = b.substr(0, std::min<size_t>(b.size(), 1 << 20));
+  if (head.size() < b.size()) {
+    const size_t eol = head.rfind('\n');
+    if (eol != std::string::npos) head.resize(eol + 1);
+  }
+  bool text = true;
+  for (unsigned char c : head)
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) {
+      text = false;
+      break;
+    }
+  if (text && is_valid_utf8(head)) return "wordpiece";
+  // ModelProto: field 1 (pieces), wire type 2, a varint length, then a SentencePiece
+  // message whose own field 1 (the piece string) comes first.
+  if (b.size() >= 4 && static_cast<unsigned char>(b[0]) == 0x0A) {
+    size_t i = 1;
+    uint64_t len = 0;
+    for (int shift = 0; i < b.size() && shift < 35; shift += 7, ++i) {
+      len |= static_cast<uint64_t>(static_cast<unsigned char>(b[i]) & 0x7F) << shift;
+      if (!(static_cast<unsigned char>(b[i]) & 0x80)) break;
+    }
+    ++i;
+    if (len > 0 && i + len <= b.size() && static_cast<unsigned char>(b[i]) == 0x0A)
+      return "sentencepiece";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string detect_tokenizer_type(const std::string& path) {
+  std::error_code ec;
+  RETCLIP_CHECK_USAGE(std::filesystem::exists(path, ec), "tokenizer file not found: ", path,
+                      ". HINT: check the path (relative paths are taken from the current "
+                      "directory); `retclip tokenizer train` writes a sentencepiece .model");
+  RETCLIP_CHECK_USAGE(std::filesystem::is_regular_file(path, ec), "expected a tokenizer file "
+                      "but ", path, " is not a regular file. HINT: name the vocab.txt or "
+                      ".model file itself");
+  const std::string bytes = util::read_file(path);
+  RETCLIP_CHECK_USAGE(!bytes.empty(), "tokenizer file ", path,
+                      " is empty. HINT: a WordPiece vocab.txt holds one token per line; a "
+                      "sentencepiece .model is written by `retclip tokenizer train`");
+  const std::string type = type_of_bytes(bytes);
+  if (!type.empty()) return type;
+  throw UsageError(str_cat(
+      "cannot tell the type of tokenizer file ", path,
+      ": it is neither text with one token per line (a WordPiece vocab.txt) nor a "
+      "sentencepiece model (a protobuf starting with its pieces); it starts with '",
+      printable_prefix(bytes, 16), "'. HINT: check the file, or ", kTypeHint));
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& type, const std::string& path,
                                           bool lowercase, bool map_quotes) {
   if (map_quotes)
     return std::make_unique<QuoteMappingTokenizer>(load_tokenizer(type, path, lowercase, false));
-  if (type == "wordpiece") return std::make_unique<WordPieceTokenizer>(path, lowercase);
-  if (type == "sentencepiece") return std::make_unique<SentencePieceTokenizer>(path);
+  if (type == "auto") return load_tokenizer(detect_tokenizer_type(path), path, lowercase, false);
+  if (type == "wordpiece" || type == "sentencepiece") {
+    try {
+      if (type == "wordpiece") return std::make_unique<WordPieceTokenizer>(path, lowercase);
+      return std::make_unique<SentencePieceTokenizer>(path);
+    } catch (const UsageError& e) {
+      // The type was named explicitly; say so when the file is clearly the other kind.
+      std::string seen;
+      try {
+        seen = type_of_bytes(util::read_file(path));
+      } catch (const std::exception&) {
+      }
+      if (seen.empty() || seen == type) throw;
+      throw UsageError(str_cat(
+          "the tokenizer type is given as ", type, " but ", path, " is a ", seen,
+          seen == "sentencepiece" ? " model (a protobuf)" : " vocab (text, one token per line)",
+          ". HINT: leave the type out (auto: inferred from the file) or give ", seen,
+          ". The ", type, " loader said: ", e.what()));
+    }
+  }
   std::string valid;
   for (const auto& t : tokenizer_types()) valid += (valid.empty() ? "" : ", ") + t;
   throw UsageError(str_cat("unknown tokenizer type '", type, "' (for ", path,

@@ -28,7 +28,8 @@ bool is_shard_dir(const std::string& path, const std::string& format) {
 struct Opened {
   std::shared_ptr<data::SampleSource> source;
   std::string desc;
-  std::string shard_tokenizer;  ///< tokenizer recorded by `retclip pack` ("type:path")
+  std::string shard_tokenizer;  ///< tokenizer recorded by `retclip pack` ("type:file")
+  std::string shard_dir;        ///< the shard set's directory (shard_tokenizer is relative to it)
   bool has_tokens = false;
 };
 
@@ -70,6 +71,7 @@ Opened open_source(const config::Config& cfg, const std::string& path, const std
                           cfg.data.context_length);
     o.has_tokens = info.has_tokens;
     o.shard_tokenizer = info.tokenizer;
+    o.shard_dir = path;
     o.desc = fmt::format("{}: {} patients from shards {} ({} px{})", key, info.records, path,
                          info.image_size, info.has_tokens ? ", pre-tokenized" : "");
     o.source = data::make_shard_source(reader);
@@ -138,13 +140,13 @@ data::LoaderOptions loader_options(const config::Config& cfg, bool train, int64_
 std::shared_ptr<const data::Tokenizer> open_tokenizer(const config::Config& cfg,
                                                       const Opened& train) {
   std::string type = cfg.data.tokenizer.type, path = cfg.data.tokenizer.path;
-  if (path.empty() && !train.shard_tokenizer.empty()) {
-    // `retclip pack` records "type:path" of the tokenizer it used.
-    auto colon = train.shard_tokenizer.find(':');
-    if (colon != std::string::npos) {
-      type = train.shard_tokenizer.substr(0, colon);
-      path = train.shard_tokenizer.substr(colon + 1);
-      if (!fs::exists(path)) path.clear();
+  if (path.empty()) {
+    // `retclip pack` records "type:file", the file relative to the set's index.json; a
+    // recorded file that cannot be found is an error (the run would not know its
+    // vocabulary, nor could its export name a tokenizer).
+    if (auto found = data::resolve_shard_tokenizer(train.shard_dir, train.shard_tokenizer)) {
+      type = found->type;
+      path = found->path;
     }
   }
   if (path.empty()) {
@@ -155,8 +157,9 @@ std::shared_ptr<const data::Tokenizer> open_tokenizer(const config::Config& cfg,
         "(wordpiece) or a .model (sentencepiece), e.g. from `retclip tokenizer train`");
     return nullptr;
   }
-  return data::load_tokenizer(type, path, cfg.data.tokenizer.lowercase,
-                              cfg.data.tokenizer.map_quotes);
+  // An absolute path, so that what the run records names the file from anywhere.
+  return data::load_tokenizer(type, fs::absolute(path).lexically_normal().string(),
+                              cfg.data.tokenizer.lowercase, cfg.data.tokenizer.map_quotes);
 }
 
 MicroBatch to_micro(const data::Batch& b, const at::Device& device) {

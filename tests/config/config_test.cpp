@@ -311,7 +311,8 @@ const RangeCase kRangeCases[] = {
      "`data.format` in x.yaml line 2: expected one of auto, manifest, retclip, shards, found "
      "`csv`"},
     {"tokenizer", "data:\n  tokenizer:\n    type: bpe\n",
-     "`data.tokenizer.type` in x.yaml line 3: expected one of wordpiece, sentencepiece, found "
+     "`data.tokenizer.type` in x.yaml line 3: expected one of auto, wordpiece, sentencepiece, "
+     "found "
      "`bpe`"},
     {"workers", "data:\n  workers: -1\n",
      "`data.workers` in x.yaml line 2: expected an integer >= 0, found -1"},

@@ -237,6 +237,36 @@ TEST(FundusPreprocess, CropsPadsAndResizes) {
   EXPECT_EQ(out.at<cv::Vec3b>(64, 1), cv::Vec3b(200, 100, 40));  // the disc touches the sides
 }
 
+TEST(FundusPreprocess, PadsWithBlackWhateverSurroundsTheFieldOfView) {
+  // A field of view clipped flat at top and bottom (wider than tall) in a photograph
+  // with a white label band above it and a grey one below, apart from the disc: the
+  // square is padded above and below, and that padding must be black, not the bands
+  // that lie there in the photograph.
+  cv::Mat img(400, 400, CV_8UC3, cv::Scalar(0, 0, 0));
+  cv::circle(img, {200, 200}, 150, cv::Scalar(200, 100, 40), cv::FILLED);
+  img.rowRange(0, 120).setTo(cv::Scalar(0, 0, 0));
+  img.rowRange(280, 400).setTo(cv::Scalar(0, 0, 0));
+  img.rowRange(40, 110).setTo(cv::Scalar(255, 255, 255));
+  img.rowRange(290, 360).setTo(cv::Scalar(128, 128, 128));
+  const FieldOfView fov = find_field_of_view(img);
+  ASSERT_TRUE(fov.found);
+  ASSERT_LT(fov.box.height, fov.box.width - 100) << "the square must be padded by > 50 rows";
+  ASSERT_GT(fov.box.y, 60) << "the label band must lie within the padding's reach";
+  for (int size : {fov.box.width, 128}) {  // without and with the final resize
+    cv::Mat out = fundus_preprocess(img, size, "labelled.jpg");
+    ASSERT_EQ(out.rows, size);
+    // Rows well inside the top and bottom padding.
+    const int pad = (fov.box.width - fov.box.height) / 2 * size / fov.box.width;
+    cv::Mat grey;
+    cv::cvtColor(out, grey, cv::COLOR_RGB2GRAY);
+    EXPECT_EQ(cv::countNonZero(grey.rowRange(0, pad - 2)), 0)
+        << "the top padding holds the photograph's label band (size " << size << ")";
+    EXPECT_EQ(cv::countNonZero(grey.rowRange(size - pad + 2, size)), 0)
+        << "the bottom padding holds the photograph's grey band (size " << size << ")";
+    EXPECT_EQ(out.at<cv::Vec3b>(size / 2, size / 2), cv::Vec3b(200, 100, 40));
+  }
+}
+
 TEST(FundusPreprocess, TooSmallImageAndTinyFov) {
   cv::Mat small(12, 40, CV_8UC3, cv::Scalar(200, 100, 40));
   std::string msg = usage_error_of([&] { fundus_preprocess(small, 224, "thumb.jpg"); });

@@ -359,12 +359,17 @@ TEST(Pack, JpegDamagedMidScanFailsThePackByName) {
     FAIL() << "packed a JPEG damaged mid-scan under on_bad_sample fail";
   } catch (const retclip::UsageError& e) {
     const std::string msg = e.what();
+    // Found by the pre-check, before any shard is written.
     EXPECT_NE(
-        msg.find("bad sample at m.csv row 3 (patient B): image " + (dir / "bad.jpg").string() +
+        msg.find("bad sample at m.csv row 3 (right): image " + (dir / "bad.jpg").string() +
                  " is a damaged JPEG: libjpeg reports 'Corrupt JPEG data"),
         std::string::npos)
         << msg;
+    EXPECT_NE(msg.find("(pre-check before the first step: 1 patient has a bad image"),
+              std::string::npos)
+        << msg;
   }
+  EXPECT_FALSE(fs::exists(po.out)) << "the failed pack left its directory";
   po.on_bad_sample = BadSamplePolicy::kSkip;
   PackReport rep = pack_dataset(po);
   EXPECT_EQ(rep.records, 1);

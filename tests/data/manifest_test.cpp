@@ -418,3 +418,34 @@ TEST(Policy, Parse) {
   EXPECT_EQ(none.describe(), "<no image>");
   EXPECT_EQ((ImageRef{"x/a.jpg", "", ""}).describe(), "x/a.jpg");
 }
+
+TEST(ManifestBadRows, PatientIdIsListedForIntegerAndStringIds) {
+  // bad_samples.tsv names the patient of a bad row; a JSONL id may be an integer.
+  fs::path dir = test_dir("bad_ids");
+  write(dir / "m.jsonl",
+        "{\"patient_id\": 17, \"left_image\": \"l.jpg\", \"report\": \"ok\"}\n"
+        "{\"patient_id\": 17, \"left_image\": \"l.jpg\", \"report\": \"again\"}\n"
+        "{\"patient_id\": 42, \"left_image\": \"l.jpg\", \"report\": \" \"}\n"
+        "{\"patient_id\": -3, \"left_image\": \"\", \"report\": \"x\"}\n"
+        "{\"report\": \"x\", \"left_image\": 5, \"patient_id\": \"s9\"}\n"
+        "{\"patient_id\": 1.5, \"left_image\": \"l.jpg\", \"report\": \"x\"}\n");
+  ReadReport rep;
+  auto s = read_manifest((dir / "m.jsonl").string(), BadSamplePolicy::kSkip, &rep);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].patient_id, "17");
+  ASSERT_EQ(rep.bad.size(), 5u);
+  EXPECT_EQ(rep.bad[0].patient_id, "17");  // duplicate
+  EXPECT_EQ(rep.bad[1].patient_id, "42");  // blank report
+  EXPECT_EQ(rep.bad[2].patient_id, "-3");  // no eye
+  EXPECT_EQ(rep.bad[3].patient_id, "s9");  // bad key before patient_id
+  EXPECT_EQ(rep.bad[4].patient_id, "");    // 1.5 is not an id
+  EXPECT_TRUE(has(rep.bad[4].reason, "'patient_id' to be a string or an integer"))
+      << rep.bad[4].reason;
+  // The same in a CSV manifest.
+  write(dir / "m.csv", kHeader + "P1,a.jpg,,fine\n P2 ,a.jpg,, \nP1,b.jpg,,dup\n");
+  rep = ReadReport{};
+  read_manifest((dir / "m.csv").string(), BadSamplePolicy::kSkip, &rep);
+  ASSERT_EQ(rep.bad.size(), 2u);
+  EXPECT_EQ(rep.bad[0].patient_id, "P2");
+  EXPECT_EQ(rep.bad[1].patient_id, "P1");
+}

@@ -1,9 +1,11 @@
 // Tests of the pre-check before training: every kind of bad row is found before any
 // decoding, skip drops exactly those patients and lists them, fail names the first and
-// the count, a patient named by several texts counts once, and its speed.
+// the count and also reads the compressed data (truncated or damaged JPEG, PNG CRC, 1x1
+// image), a patient named by several texts counts once, and its speed.
 #include <gtest/gtest.h>
 
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 #ifdef RETCLIP_WITH_IMGCODECS
 #include <opencv2/imgcodecs.hpp>
 #endif
@@ -11,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include <unistd.h>
 
@@ -198,6 +201,97 @@ TEST(Precheck, ThousandsOfFilesTakeAFractionOfASecond) {
   std::printf("pre-check of %d images: %.3f s (%.1f us per image)\n", 2 * n, rep.seconds,
               rep.seconds * 1e6 / (2 * n));
   EXPECT_LT(rep.seconds, 10.0);  // 100k images in well under a minute on a shared 2-core VM
+}
+
+namespace {
+
+std::string encode_bgr(const cv::Mat& bgr, const std::string& ext, std::vector<int> params = {}) {
+  std::vector<uchar> buf;
+  EXPECT_TRUE(cv::imencode(ext, bgr, buf, params)) << ext;
+  return std::string(buf.begin(), buf.end());
+}
+
+/// Noise with a disc: a JPEG of it has long entropy-coded scans.
+cv::Mat noisy_photo(int w, int h) {
+  cv::Mat img(h, w, CV_8UC3);
+  cv::RNG rng(7);
+  rng.fill(img, cv::RNG::UNIFORM, 0, 256);
+  cv::circle(img, {w / 2, h / 2}, std::min(w, h) / 3, cv::Scalar(40, 90, 200), cv::FILLED);
+  return img;
+}
+
+/// Good rows around one row for each kind of damage that only the data shows (or, for
+/// the 1x1 image, that only the preprocessing refused): rows 3..6 of damaged.csv.
+fs::path make_damaged_manifest(const std::string& name) {
+  const fs::path d = fresh_dir(name);
+  const std::string good = encode_bgr(noisy_photo(256, 192), ".jpg", {cv::IMWRITE_JPEG_QUALITY, 95});
+  write_bytes(d / "good.jpg", good);
+  write_bytes(d / "truncated.jpg", good.substr(0, good.size() * 2 / 3));
+  std::string scan = good;  // bytes overwritten inside the scan, end marker intact
+  const size_t mid = scan.rfind("\xFF\xDA") + (scan.size() - scan.rfind("\xFF\xDA")) / 2;
+  std::mt19937 rng(1);
+  for (size_t i = mid; i < mid + 48; ++i) scan[i] = static_cast<char>(rng() % 0xFF);
+  write_bytes(d / "scan.jpg", scan);
+  std::string png = encode_bgr(noisy_photo(64, 48), ".png");
+  png[png.find("IDAT") + 20] ^= 0x10;  // the stored CRC no longer matches
+  write_bytes(d / "crc.png", png);
+  write_bytes(d / "dot.jpg", encode_bgr(cv::Mat(1, 1, CV_8UC3, cv::Scalar(0, 0, 255)), ".jpg"));
+  write_bytes(d / "damaged.csv",
+              "patient_id,left_image,right_image,report\n"
+              "G0,good.jpg,good.jpg,r\n"
+              "T,truncated.jpg,good.jpg,r\n"
+              "M,good.jpg,scan.jpg,r\n"
+              "C,crc.png,,r\n"
+              "S,,dot.jpg,r\n"
+              "G1,good.jpg,,r\n");
+  return d;
+}
+
+}  // namespace
+
+TEST(Precheck, FailFindsDamagedDataBeforeTheFirstStep) {
+  const fs::path d = make_damaged_manifest("damaged");
+  auto samples = read_manifest((d / "damaged.csv").string(), BadSamplePolicy::kFail);
+  ASSERT_EQ(samples.size(), 6u);
+  BadSampleLog log((d / kBadSamplesFile).string());
+  PrecheckOptions o;
+  o.policy = BadSamplePolicy::kFail;
+  o.log = &log;
+  try {
+    precheck_samples(samples, o);
+    FAIL() << "damaged images passed the pre-check under fail";
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    EXPECT_HAS(msg, "bad sample at damaged.csv row 3 (left): image " +
+                        (d / "truncated.jpg").string() + " is a truncated JPEG");
+    EXPECT_HAS(msg, "4 patients have bad images, all listed in " + log.path());
+  }
+  auto listed = read_bad_sample_log(log.path());
+  ASSERT_EQ(listed.size(), 4u);
+  EXPECT_EQ(listed[0].patient_id, "T");
+  EXPECT_EQ(listed[1].origin, "damaged.csv row 4 (right)");
+  EXPECT_HAS(listed[1].reason, "is a damaged JPEG: libjpeg reports 'Corrupt JPEG data");
+  EXPECT_HAS(listed[2].reason, "is a damaged PNG: chunk 'IDAT' at byte");
+  EXPECT_HAS(listed[2].reason, "fails its CRC check");
+  EXPECT_HAS(listed[3].reason, "is too small: 1x1 px, expected at least 16x16");
+
+  // Under skip the default look is at headers only: the 1x1 image is dropped there and
+  // the damaged data is left to the loader, which replaces those samples.
+  PrecheckReport rep;
+  auto kept = precheck_samples(samples, PrecheckOptions{}, &rep);
+  EXPECT_EQ(rep.depth, PrecheckDepth::kHeader);
+  ASSERT_EQ(rep.bad.size(), 1u);
+  EXPECT_EQ(rep.bad[0].patient_id, "S");
+  EXPECT_EQ(kept.size(), 5u);
+  // Asked for, the data check drops all four under skip too.
+  PrecheckOptions deep;
+  deep.depth = PrecheckDepth::kData;
+  kept = precheck_samples(samples, deep, &rep);
+  EXPECT_EQ(rep.depth, PrecheckDepth::kData);
+  EXPECT_EQ(rep.bad.size(), 4u);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[0].patient_id, "G0");
+  EXPECT_EQ(kept[1].patient_id, "G1");
 }
 
 #endif  // RETCLIP_WITH_IMGCODECS

@@ -2,6 +2,15 @@
 // rejected, deterministic multi-threaded packing and resume of an interrupted pack.
 #include <gtest/gtest.h>
 
+#include <opencv2/imgproc.hpp>
+#ifdef RETCLIP_WITH_IMGCODECS
+#include <opencv2/imgcodecs.hpp>
+#endif
+
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -326,3 +335,196 @@ TEST(Shards, PerEyeReportsAndPreprocessingTravelWithTheSet) {
   std::ofstream(index) << text;
   EXPECT_EQ(ShardReader::open(old.string())->info().preprocess, Preprocess::kFundusCrop);
 }
+
+namespace {
+
+template <typename Fn>
+std::string usage_error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const retclip::UsageError& e) {
+    return e.what();
+  }
+  return "<no UsageError>";
+}
+
+#define EXPECT_HAS(msg, part) \
+  EXPECT_NE((msg).find(part), std::string::npos) << "message: " << (msg) << "\nwanted: " << (part)
+
+/// Runs the rest of a scope in `dir`, then returns to the directory it started in
+/// (chdir: the process-wide current directory, as a user's shell sets it).
+class InDirectory {
+ public:
+  explicit InDirectory(const fs::path& dir) {
+    char buf[PATH_MAX];
+    EXPECT_NE(::getcwd(buf, sizeof buf), nullptr);
+    before_ = buf;
+    EXPECT_EQ(::chdir(dir.c_str()), 0) << dir;
+  }
+  ~InDirectory() { EXPECT_EQ(::chdir(before_.c_str()), 0); }
+
+ private:
+  std::string before_;
+};
+
+std::string abs_path(const fs::path& p) {
+  return fs::absolute(p).lexically_normal().string();
+}
+
+}  // namespace
+
+TEST(Shards, SetsOfAnOlderPreprocessingAreRefusedWithTheRepackCommand) {
+  auto dir = fresh_dir("old_preprocess");
+  pack_samples(make_samples(6), pack_opts(dir), hooks());
+  const fs::path index = dir / "index.json";
+  const std::string text = retclip::util::read_file(index);
+  EXPECT_HAS(text, "\"preprocess_version\": " + std::to_string(kPreprocessVersion));
+  EXPECT_EQ(ShardReader::open(dir.string())->info().preprocess_version, kPreprocessVersion);
+  // As packed before the version was recorded (version 1: the fundus crop's padding
+  // came from the photograph).
+  std::string old = text;
+  const auto at = old.find("\"preprocess_version\"");
+  old.erase(at, old.find('\n', at) - at + 1);
+  std::ofstream(index) << old;
+  std::string msg = usage_error_of([&] { ShardReader::open(dir.string()); });
+  EXPECT_HAS(msg, index.string() + ": the shards were packed with image preprocessing version 1");
+  EXPECT_HAS(msg, "padded its square with the photograph around the field of view");
+  EXPECT_HAS(msg, "HINT: re-pack the manifest: `retclip pack --manifest manifest.csv --out "
+                  "NEW_DIR --size 16 --preprocess fundus_crop --tokenizer FILE --context 8`");
+  EXPECT_HAS(usage_error_of([&] { verify_shard_set(dir.string()); }), "re-pack");
+  // A version this build does not know is refused too.
+  std::string newer = text;
+  const std::string key = "\"preprocess_version\": " + std::to_string(kPreprocessVersion);
+  newer.replace(newer.find(key), key.size(),
+                "\"preprocess_version\": " + std::to_string(kPreprocessVersion + 1));
+  std::ofstream(index) << newer;
+  EXPECT_HAS(usage_error_of([&] { ShardReader::open(dir.string()); }), "(a newer retclip)");
+  // An interrupted pack of the old pipeline is not resumed by this one.
+  auto partial = fresh_dir("old_partial");
+  pack_samples(make_samples(6), pack_opts(partial), hooks());
+  const fs::path pack_json = partial / "pack.json";
+  std::string pj = retclip::util::read_file(pack_json);
+  const std::string pv = ":pv" + std::to_string(kPreprocessVersion);
+  ASSERT_NE(pj.find(pv), std::string::npos) << pj;
+  pj.erase(pj.find(pv), pv.size());
+  std::ofstream(pack_json) << pj;
+  EXPECT_HAS(usage_error_of([&] { pack_samples(make_samples(6), pack_opts(partial), hooks()); }),
+             "holds shards of a different pack");
+}
+
+TEST(Shards, RecordedTokenizerIsFoundBesideIndexJsonFromAnyDirectory) {
+  auto dir = fresh_dir("tok_resolve");
+  retclip::util::write_file_atomic(dir / "tokenizer.model", "model bytes");
+  EXPECT_FALSE(resolve_shard_tokenizer(dir.string(), "").has_value());
+  auto t = resolve_shard_tokenizer(dir.string(), "sentencepiece:tokenizer.model");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->type, "sentencepiece");
+  EXPECT_EQ(t->path, abs_path(dir / "tokenizer.model"));
+  {
+    // The set named relative to another directory: the file is still found, absolute.
+    InDirectory in(dir.parent_path());
+    t = resolve_shard_tokenizer(dir.filename().string(), "sentencepiece:tokenizer.model");
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(t->path, abs_path(dir / "tokenizer.model"));
+  }
+  {
+    // A set packed before the copy: its file relative to where `pack` ran.
+    auto elsewhere = fresh_dir("tok_resolve_cwd");
+    retclip::util::write_file_atomic(elsewhere / "vocab.txt", "[PAD]\n");
+    InDirectory in(elsewhere);
+    t = resolve_shard_tokenizer(dir.string(), "wordpiece:vocab.txt");
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(t->path, abs_path(elsewhere / "vocab.txt"));
+  }
+  // Nowhere: the error names index.json, the record and every place looked at.
+  const std::string msg =
+      usage_error_of([&] { resolve_shard_tokenizer(dir.string(), "sentencepiece:tok.model"); });
+  EXPECT_HAS(msg, "record their tokenizer as 'sentencepiece:tok.model' (" +
+                      (dir / "index.json").string() + ")");
+  EXPECT_HAS(msg, "looked for " + abs_path(dir / "tok.model") + " and " + abs_path("tok.model"));
+  EXPECT_HAS(msg, "HINT: set data.tokenizer.path");
+  EXPECT_HAS(usage_error_of([&] { resolve_shard_tokenizer(dir.string(), "vocab.txt"); }),
+             "expected \"tokenizer\" as \"type:file\"");
+}
+
+#ifdef RETCLIP_WITH_IMGCODECS
+
+namespace {
+
+/// A manifest of `n` patients with small disc photographs (and `extra_rows` appended)
+/// and a WordPiece vocab, in `dir`.
+void write_pack_input(const fs::path& dir, int n, const std::string& extra_rows = "") {
+  cv::Mat img(48, 64, CV_8UC3, cv::Scalar(0, 0, 0));
+  cv::circle(img, {32, 24}, 20, cv::Scalar(40, 90, 200), cv::FILLED);
+  cv::imwrite((dir / "eye.jpg").string(), img);
+  std::string csv = "patient_id,left_image,right_image,report\n";
+  for (int i = 0; i < n; ++i) csv += "P" + std::to_string(i) + ",eye.jpg,eye.jpg,left eye drusen\n";
+  std::ofstream(dir / "m.csv") << csv << extra_rows;
+  std::ofstream(dir / "words.txt") << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nleft\neye\ndr\n##usen\n";
+}
+
+PackOptions dataset_opts(const fs::path& dir, const std::string& out) {
+  PackOptions o;
+  o.manifest = (dir / "m.csv").string();
+  o.out = (dir / out).string();
+  o.image_size = 32;
+  o.context_length = 8;
+  o.threads = 1;
+  o.progress = false;
+  return o;
+}
+
+}  // namespace
+
+TEST(PackDataset, KeepsACopyOfTheTokenizerWhoseTypeItInfers) {
+  auto dir = fresh_dir("pack_tok");
+  write_pack_input(dir, 3);
+  PackOptions o = dataset_opts(dir, "shards");
+  o.tokenizer_path = (dir / "words.txt").string();  // type left to auto
+  pack_dataset(o);
+  const std::string index = retclip::util::read_file(dir / "shards" / "index.json");
+  EXPECT_HAS(index, "\"tokenizer\": \"wordpiece:vocab.txt\"");
+  EXPECT_EQ(retclip::util::read_file(dir / "shards" / "vocab.txt"),
+            retclip::util::read_file(dir / "words.txt"));
+  auto reader = ShardReader::open(o.out);
+  EXPECT_EQ(reader->info().tokenizer, "wordpiece:vocab.txt");
+  EXPECT_EQ(reader->record(0).tokens(), (std::vector<int64_t>{2, 5, 6, 7, 8, 3, 0, 0}));
+  // The set moves as a whole and is read from anywhere, without the original file.
+  ASSERT_EQ(std::rename((dir / "shards").c_str(), (dir / "moved").c_str()), 0);
+  ASSERT_EQ(std::remove((dir / "words.txt").c_str()), 0);
+  auto t = resolve_shard_tokenizer((dir / "moved").string(), reader->info().tokenizer);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->path, abs_path(dir / "moved" / "vocab.txt"));
+  // Resuming into the set with another tokenizer under the same name is refused.
+  std::ofstream(dir / "other.txt") << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nother\n";
+  PackOptions again = dataset_opts(dir, "moved");
+  again.tokenizer_path = (dir / "other.txt").string();
+  EXPECT_HAS(usage_error_of([&] { pack_dataset(again); }), "already exists and differs");
+}
+
+TEST(PackDataset, AFailedPackLeavesNoDirectoryBehind) {
+  auto dir = fresh_dir("pack_fail");
+  write_pack_input(dir, 2);
+  // A tokenizer file that is neither kind.
+  std::ofstream(dir / "junk.bin") << std::string("\x01\x02\x03\x00junk", 8);
+  PackOptions o = dataset_opts(dir, "out1");
+  o.tokenizer_path = (dir / "junk.bin").string();
+  EXPECT_HAS(usage_error_of([&] { pack_dataset(o); }), "cannot tell the type of tokenizer file");
+  EXPECT_FALSE(fs::exists(o.out));
+  // A damaged image under fail, found after the directory was made.
+  std::string jpg = retclip::util::read_file(dir / "eye.jpg");
+  std::ofstream(dir / "cut.jpg", std::ios::binary) << jpg.substr(0, jpg.size() / 2);
+  write_pack_input(dir, 2, "P9,cut.jpg,,r\n");
+  o = dataset_opts(dir, "out2");
+  o.on_bad_sample = BadSamplePolicy::kFail;
+  EXPECT_HAS(usage_error_of([&] { pack_dataset(o); }), "is a truncated JPEG");
+  EXPECT_FALSE(fs::exists(o.out));
+  // A directory that existed before is left in place.
+  fs::create_directories(dir / "mine");
+  o = dataset_opts(dir, "mine");
+  o.on_bad_sample = BadSamplePolicy::kFail;
+  EXPECT_THROW(pack_dataset(o), retclip::UsageError);
+  EXPECT_TRUE(fs::exists(dir / "mine"));
+}
+
+#endif  // RETCLIP_WITH_IMGCODECS

@@ -326,3 +326,65 @@ TEST(ReportTexts, CsvAndJsonl) {
   util::write_file_atomic(dir / "bad.jsonl", "{\"report\": \"ok\"}\n{not json}\n");
   EXPECT_THROW(read_report_texts((dir / "bad.jsonl").string()), UsageError);
 }
+
+namespace {
+
+std::string load_error_of(const std::string& type, const std::string& path) {
+  try {
+    load_tokenizer(type, path);
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "<no UsageError>";
+}
+
+}  // namespace
+
+TEST(TokenizerType, InferredFromTheFileWithTheTypeAsAnOverride) {
+  auto dir = temp_dir("detect");
+  std::string vocab_text;
+  for (const auto& t : small_vocab()) vocab_text += t + "\n";  // holds CJK and full-width pieces
+  const std::string vocab = (dir / "vocab.txt").string(), model = (dir / "a.model").string();
+  util::write_file_atomic(vocab, vocab_text);
+  train_sentencepiece(reports(200), 100, model);
+  EXPECT_EQ(detect_tokenizer_type(vocab), "wordpiece");
+  EXPECT_EQ(detect_tokenizer_type(model), "sentencepiece");
+  // A sentencepiece model under a text-like name is still found by its content.
+  util::write_file_atomic(dir / "spm.txt", util::read_file(model));
+  EXPECT_EQ(detect_tokenizer_type((dir / "spm.txt").string()), "sentencepiece");
+
+  auto sp = load_tokenizer("auto", model);
+  EXPECT_EQ(sp->type(), "sentencepiece");
+  const std::string text = reports(3)[2];
+  EXPECT_EQ(sp->encode(text, 40), load_tokenizer("sentencepiece", model)->encode(text, 40));
+  auto wp = load_tokenizer("auto", vocab);
+  EXPECT_EQ(wp->type(), "wordpiece");
+  EXPECT_EQ(wp->tokenize("drusen"), (std::vector<int64_t>{7, 8}));
+  EXPECT_EQ(load_tokenizer("auto", model, true, /*map_quotes=*/true)->type(), "sentencepiece");
+
+  // An explicit type that does not fit the file says what the file is instead of asking
+  // for a [PAD] line.
+  std::string msg = load_error_of("wordpiece", model);
+  EXPECT_NE(msg.find("the tokenizer type is given as wordpiece but " + model +
+                     " is a sentencepiece model"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("HINT: leave the type out (auto"), std::string::npos) << msg;
+  msg = load_error_of("sentencepiece", vocab);
+  EXPECT_NE(msg.find("is a wordpiece vocab"), std::string::npos) << msg;
+
+  // Neither kind, empty, missing.
+  util::write_file_atomic(dir / "junk.bin", std::string("\x01\x02\x03\x00\xFFjunk", 9));
+  msg = load_error_of("auto", (dir / "junk.bin").string());
+  EXPECT_NE(msg.find("cannot tell the type of tokenizer file " + (dir / "junk.bin").string()),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("--tokenizer-type"), std::string::npos) << msg;
+  util::write_file_atomic(dir / "empty.txt", "");
+  msg = load_error_of("auto", (dir / "empty.txt").string());
+  EXPECT_NE(msg.find("is empty"), std::string::npos) << msg;
+  msg = load_error_of("auto", (dir / "absent.model").string());
+  EXPECT_NE(msg.find("tokenizer file not found: " + (dir / "absent.model").string()),
+            std::string::npos)
+      << msg;
+}

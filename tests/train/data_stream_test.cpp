@@ -131,20 +131,20 @@ TEST(TrainData, SkipDropsThemAndListsThemInTheRunDirectory) {
   EXPECT_NO_THROW(d.next_train(at::Device(at::kCPU)));
 }
 
-TEST(TrainData, JpegDamagedMidScanStopsTheLoaderByName) {
-  // The pre-check reads headers only; the damage is in the scan, found when decoding.
+TEST(TrainData, JpegDamagedMidScanStopsAFailRunBeforeTheFirstStep) {
+  // Under fail the pre-check reads the compressed data too: the damage in the scan stops
+  // open(), not the loader when it reaches the row.
   DataRun r = make_run("scan", "B9,scan.jpg,,left eye normal\n", "fail");
   write_bytes(r.dir / "scan.jpg", damaged_mid_scan(fundus_jpeg(7)));
-  r.cfg.train.batch_size = 4;  // the first batch holds every row
-  r.cfg.data.drop_last = false;
-  auto d = train::TrainData::open(r.cfg, 0, 1);
   try {
-    d.next_train(at::Device(at::kCPU));
-    FAIL() << "trained on a JPEG damaged mid-scan";
+    train::TrainData::open(r.cfg, 0, 1);
+    FAIL() << "opened a manifest with a JPEG damaged mid-scan under data.on_bad_sample fail";
   } catch (const UsageError& e) {
-    EXPECT_HAS(std::string(e.what()), "bad sample at train.csv row 5: image " +
-                                          (r.dir / "scan.jpg").string() +
-                                          " is a damaged JPEG: libjpeg reports 'Corrupt JPEG data");
+    const std::string msg = e.what();
+    EXPECT_HAS(msg, "bad sample at train.csv row 5 (left): image " +
+                        (r.dir / "scan.jpg").string() +
+                        " is a damaged JPEG: libjpeg reports 'Corrupt JPEG data");
+    EXPECT_HAS(msg, "pre-check before the first step: 1 patient has a bad image");
   }
   auto listed = data::read_bad_sample_log((r.run_dir / data::kBadSamplesFile).string());
   ASSERT_EQ(listed.size(), 1u);

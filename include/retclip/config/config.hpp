@@ -55,7 +55,8 @@ struct ModelConfig {
 };
 
 struct TokenizerConfig {
-  std::string type = "wordpiece";  ///< wordpiece (vocab.txt) | sentencepiece (.model)
+  /// auto (inferred from the file) | wordpiece (vocab.txt) | sentencepiece (.model)
+  std::string type = "auto";
   std::string path;                ///< vocab.txt or .model; empty = data dir's tokenizer
   bool lowercase = true;           ///< wordpiece only
   /// Curly double quotes (U+201C, U+201D) become '"' before tokenizing, as Chinese-CLIP /

@@ -30,6 +30,14 @@ namespace retclip::data {
 /// (RETCLIP_WITH_IMGCODECS=OFF).
 cv::Mat decode_image(const ImageRef& ref, int64_t max_pixels = kDefaultMaxImagePixels);
 
+/// What decode_image checks before decoding, without decoding: the header
+/// (probe_image), the pixel limit (`max_pixels` <= 0: none), for a JPEG an end-of-image
+/// marker after the last scan (jpeg_is_complete), and the compressed data
+/// (check_image_integrity). Returns what the header says; throws UsageError naming
+/// `where`. Needs no image codecs (libjpeg and the PNG chunk walk are used directly).
+ImageInfo check_encoded_image(const std::string& bytes, int64_t max_pixels,
+                              const std::string& where);
+
 /// Field of view: the bounding box of the retina disc, in pixels. Found by thresholding
 /// the smoothed brightness (max of R, G, B) at max(10, 0.05 * its 99th percentile) on a
 /// copy at most 640 px wide and keeping the largest connected region, so JPEG noise in
@@ -57,6 +65,13 @@ cv::Mat resize_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
 
 /// data.preprocess: how a decoded photograph becomes the square the loader augments.
 enum class Preprocess { kFundusCrop, kResize };
+
+/// Version of the pixels fundus_preprocess / resize_preprocess produce, recorded in a
+/// shard set's index.json ("preprocess_version") and in the export sidecar. Raised when
+/// their output changes; shard sets of an older version are refused (re-pack them).
+///   1: the fundus crop's square was padded with the photograph around the field of view
+///   2: the padding is black, whatever surrounds the field of view
+inline constexpr int64_t kPreprocessVersion = 2;
 /// "fundus_crop" | "resize". Throws UsageError naming the value otherwise.
 Preprocess parse_preprocess(const std::string& s);
 const char* preprocess_name(Preprocess p);

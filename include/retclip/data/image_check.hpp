@@ -40,6 +40,13 @@ ImageInfo probe_image_file(const std::string& path, const std::string& where);
 /// readable by this process. Costs one stat and one open.
 void check_image_file(const std::string& path);
 
+/// Smallest width and height the preprocessing accepts (a fundus photograph is never
+/// smaller; a 1 x 1 or 8 x 8 file is an icon or a placeholder).
+constexpr int64_t kMinImageSide = 16;
+
+/// Throws UsageError naming `where` when the header gives a side under kMinImageSide.
+void check_min_size(const ImageInfo& info, const std::string& where);
+
 /// Throws UsageError naming `where` when the image has more pixels than `max_pixels`
 /// (key data.max_image_pixels). max_pixels <= 0 disables the check.
 void check_pixel_limit(const ImageInfo& info, int64_t max_pixels, const std::string& where);

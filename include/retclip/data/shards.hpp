@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,7 +37,7 @@ struct ShardHeader {
   int64_t record_count = 0;    ///< filled in by the writer / read from the file
   bool has_tokens = false;     ///< records carry context_length token ids
   int64_t context_length = 0;  ///< token ids per record (0 when !has_tokens)
-  std::string tokenizer;       ///< description, e.g. "wordpiece:/data/vocab.txt"
+  std::string tokenizer;       ///< "type:file", e.g. "wordpiece:vocab.txt" (see ShardSetInfo)
   bool operator==(const ShardHeader& o) const;
 };
 
@@ -131,14 +132,22 @@ class ShardFile {
 struct ShardSetInfo {
   int64_t image_size = 0, channels = 3, records = 0, context_length = 0;
   bool has_tokens = false;
-  std::string tokenizer, source_manifest;
+  /// "type:file" of the tokenizer that made the token ids ("" when none). `retclip pack`
+  /// keeps a copy of the file beside index.json and records its name, relative to
+  /// index.json (resolve_shard_tokenizer finds it).
+  std::string tokenizer;
+  std::string source_manifest;
   Preprocess preprocess = Preprocess::kFundusCrop;  ///< index.json "preprocess" (older: crop)
+  /// index.json "preprocess_version" (absent: 1); ShardReader::open refuses a set whose
+  /// version is not kPreprocessVersion.
+  int64_t preprocess_version = 1;
   std::vector<std::string> files;                   ///< shard file names, in order
   std::vector<int64_t> records_per_file;
 };
 
 /// A shard set: a directory with shard-NNNNN.rcs files and index.json. Random access by
-/// global record number across the files.
+/// global record number across the files. Opening refuses a set packed with another
+/// preprocessing version (kPreprocessVersion), saying how to re-pack it.
 class ShardReader {
  public:
   /// Opens `dir` (reads index.json, maps every shard). `verify_on_read` checks each
@@ -171,6 +180,25 @@ VerifyReport verify_shard_set(const std::string& dir);
 /// Name of shard number n inside a set: "shard-00007.rcs".
 std::string shard_file_name(int64_t n);
 
+/// A tokenizer recorded by a shard set, found on disk.
+struct ShardTokenizer {
+  std::string type;  ///< "wordpiece" | "sentencepiece"
+  std::string path;  ///< absolute path of the file
+};
+
+/// Finds the tokenizer file a shard set records (`recorded`: index.json "tokenizer",
+/// "type:file"). A relative file is looked for beside index.json first (where `retclip
+/// pack` keeps its copy), then as given (relative to the current directory, as sets
+/// packed before the copy recorded it). Returns nullopt when `recorded` is empty. Throws
+/// UsageError naming index.json, the recorded file and every place looked, with a
+/// hint (data.tokenizer.path), when the file is in none of them.
+std::optional<ShardTokenizer> resolve_shard_tokenizer(const std::string& dir,
+                                                      const std::string& recorded);
+
+/// File name `retclip pack` gives its copy of a tokenizer of `type` in the shard set:
+/// "tokenizer.model" (sentencepiece) or "vocab.txt" (wordpiece).
+std::string shard_tokenizer_file_name(const std::string& type);
+
 // ---------------------------------------------------------------------------------
 // Packing
 
@@ -182,7 +210,9 @@ struct PackOptions {
   int64_t image_size = 224;
   Preprocess preprocess = Preprocess::kFundusCrop;  ///< --preprocess
   std::string tokenizer_path;                       ///< empty = no token ids stored
-  std::string tokenizer_type = "wordpiece";
+  /// auto (from the file's content: a sentencepiece model is a protobuf, a WordPiece
+  /// vocab UTF-8 text), wordpiece or sentencepiece
+  std::string tokenizer_type = "auto";
   int64_t context_length = 100;
   int64_t threads = 0;        ///< 0 = cores available
   int64_t shard_size = 1000;  ///< input rows per shard
@@ -207,7 +237,8 @@ struct PackReport {
 struct PackHooks {
   std::function<cv::Mat(const ImageRef& ref, const std::string& where)> prepare_image;
   std::function<std::vector<int64_t>(const std::string& text)> encode_text;
-  std::string tokenizer_description;
+  std::string tokenizer_description;  ///< recorded as ShardSetInfo::tokenizer
+  std::string tokenizer_digest;       ///< crc32 of the tokenizer file (resume fingerprint)
 };
 
 /// Packs `samples` into options.out. Deterministic: shard n holds the (good) samples of
@@ -216,10 +247,13 @@ struct PackHooks {
 PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& options,
                         const PackHooks& hooks);
 
-/// `retclip pack`: reads the manifest, pre-checks every image (precheck_samples),
-/// decodes + fundus-preprocesses in threads, tokenizes, and calls pack_samples. Every
-/// bad sample is listed in <out>/bad_samples.tsv (PackReport::bad_list). Defined in
-/// loader.cpp (needs the image pipeline).
+/// `retclip pack`: reads the manifest, loads the tokenizer (options.tokenizer_type
+/// "auto": inferred from the file), pre-checks every image (precheck_samples; under
+/// kFail the compressed data too), decodes + preprocesses in threads, tokenizes, and
+/// calls pack_samples. The tokenizer file is copied into the set
+/// (shard_tokenizer_file_name) and recorded relative to index.json. Every bad sample
+/// is listed in <out>/bad_samples.tsv (PackReport::bad_list). When it throws and
+/// options.out did not exist before, the directory is removed again.
 PackReport pack_dataset(const PackOptions& options);
 
 }  // namespace retclip::data

@@ -38,10 +38,19 @@ class Tokenizer {
   virtual std::string path() const = 0;
 };
 
-/// The tokenizer types load_tokenizer() knows, in the order error messages list them.
+/// The tokenizer types load_tokenizer() knows, in the order error messages list them:
+/// "auto", "wordpiece", "sentencepiece".
 const std::vector<std::string>& tokenizer_types();
 
-/// `type`: "wordpiece" (vocab.txt) or "sentencepiece" (.model). `lowercase` applies
+/// "wordpiece" or "sentencepiece", from what `path` holds: a sentencepiece model is a
+/// serialized protobuf (binary, starting with its first piece as field 1), a WordPiece
+/// vocab.txt is text with one token per line (no control bytes but tab and line ends,
+/// valid UTF-8). Throws UsageError naming the file when it is missing, empty or neither.
+std::string detect_tokenizer_type(const std::string& path);
+
+/// `type`: "auto" (detect_tokenizer_type), "wordpiece" (vocab.txt) or "sentencepiece"
+/// (.model). An explicit type overrides the detection; when its loader refuses a file
+/// that looks like the other type, the message says so. `lowercase` applies
 /// to WordPiece (lower-casing plus accent stripping, as BertTokenizer's
 /// do_lower_case); a sentencepiece model carries its own normaliser and ignores it.
 /// Throws UsageError for an unknown type (listing the valid ones), a missing or
