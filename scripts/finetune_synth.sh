@@ -4,8 +4,9 @@
 # export -> `retclip finetune` twice with the same steps, data, seed and recipe (only
 # finetune.init differs) on held-out patients' per-eye findings (multi-label, eye level)
 # -> both validation macro AUROCs per epoch and the chosen epoch's test scores.
-# Also writes a single-label DR-grade manifest (left_label / right_label from the findings)
-# for configs/finetune-synth-dr.yaml. Outputs under ${OUT:-runs/finetune-synth}.
+# Also writes a single-label DR-grade manifest of the held-out patients (left_label /
+# right_label from the findings, scripts/synth_dr_labels.py) as $OUT/dr.csv. Outputs
+# under ${OUT:-runs/finetune-synth}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/finetune-synth}
@@ -37,8 +38,6 @@ python3 - "$OUT" <<'PY'
 import csv, sys, os
 out = sys.argv[1]
 rows = list(csv.DictReader(open(os.path.join(out, "data", "val.csv"))))
-grade = lambda labels: max([0] + [int(l[2]) for l in labels.split(";") if l.startswith("dr")])
-names = ["normal", "dr1", "dr2", "dr3", "dr4"]
 with open(os.path.join(out, "held_out.csv"), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["patient_id", "left_image", "right_image", "left_labels", "right_labels"])
@@ -46,15 +45,9 @@ with open(os.path.join(out, "held_out.csv"), "w", newline="") as f:
         w.writerow([r["patient_id"], os.path.join("data", r["left_image"]) if r["left_image"] else "",
                     os.path.join("data", r["right_image"]) if r["right_image"] else "",
                     r["left_labels"], r["right_labels"]])
-with open(os.path.join(out, "dr.csv"), "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["patient_id", "left_image", "right_image", "left_label", "right_label"])
-    for r in rows:
-        w.writerow([r["patient_id"], os.path.join("data", r["left_image"]) if r["left_image"] else "",
-                    os.path.join("data", r["right_image"]) if r["right_image"] else "",
-                    names[grade(r["left_labels"])] if r["left_image"] else "",
-                    names[grade(r["right_labels"])] if r["right_image"] else ""])
 PY
+# The same held-out patients as DR grades per eye (configs/finetune-synth-dr.yaml's input).
+python3 scripts/synth_dr_labels.py "$OUT/data/val.csv" "$OUT/dr.csv"
 
 common=(--set model.vision.preset=vit-tiny --set model.text.preset=bert-micro
   --set data.image_size=64 --set finetune.data="$OUT/held_out.csv" --set finetune.level=eye

@@ -33,6 +33,8 @@ retclip::cli::RunFn add_bench(CLI::App& app) {
   sub->add_option(
       "--profile", a->options.profile_path,
       "write a Chrome/Perfetto trace of the timed steps (Kineto: CPU ops, CUDA kernels)");
+  sub->add_option("--bad-samples-dir", a->options.bad_samples_dir,
+                  "--data loader: keep bad_samples.tsv in this folder (default: not kept)");
   sub->add_option("--peak-tflops", a->options.peak_tflops,
                   "peak dense bf16 TFLOP/s of the device for MFU (default: by device name)");
   return [a] {

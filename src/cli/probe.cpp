@@ -1,5 +1,5 @@
 // `retclip probe`: linear probe (and K-shot probes) on frozen features of a labelled set;
-// writes results.json and predictions.csv (docs/EVALUATION.md).
+// writes results.json and results_predictions.csv (docs/EVALUATION.md).
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -32,12 +32,17 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
   sub->add_option("--weights", a->weights, "export directory: extract features first");
   sub->add_option("--checkpoint", a->checkpoint, "checkpoint or run directory: extract first");
   sub->add_option("--classes", a->classes, "class order, comma-separated (flag-string labels)");
-  sub->add_option("--level", a->level, "auto | eye | patient");
+  sub->add_option("--level", a->level,
+                  "auto | eye | patient (with --features: the file's level; auto = the "
+                  "set's label columns)");
   sub->add_option("--feature", a->feature, "pre_proj | post_proj (when extracting)");
   sub->add_flag("--mapping", a->mapping, "eye level: left/right feature mappings (extracting)");
   sub->add_flag("--random-baseline", a->random_baseline,
                 "also probe a random-initialised encoder of the same shape");
-  sub->add_option("--out", a->out, "directory for results.json and predictions.csv")->required();
+  sub->add_option("--out", a->out,
+                  "directory for results.json and results_predictions.csv (and "
+                  "random_baseline.json, random_baseline_predictions.csv)")
+      ->required();
   sub->add_option("--c-grid", a->c_grid,
                   "inverse L2 strengths, comma-separated (default 1e-4..1e4)");
   sub->add_flag("--balanced", a->po.balanced, "balanced class weights");
@@ -68,9 +73,24 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
       a->po.c_grid.clear();
       for (const auto& c : eval::parse_class_list(a->c_grid)) a->po.c_grid.push_back(std::stod(c));
     }
+    // A features file was extracted at one level; the labelled set is read at that level
+    // so that its item ids (patient or patient:eye) are the file's.
+    eval::Features cached;
+    std::string level = a->level;
+    if (!a->features.empty()) {
+      cached = eval::load_features(a->features);
+      if (!cached.level.empty()) {
+        RETCLIP_CHECK_USAGE(level == "auto" || level == cached.level, "--level ", level,
+                            " differs from the level of ", a->features, " (", cached.level,
+                            "; retclip features --level ", cached.level,
+                            "). HINT: drop --level (the file's level is used), or extract ",
+                            "features at --level ", level);
+        level = cached.level;
+      }
+    }
     eval::LabelOptions lo;
     lo.path = a->data;
-    lo.level = a->level;
+    lo.level = level;
     lo.classes = eval::parse_class_list(a->classes);
     lo.policy = data::parse_bad_sample_policy(a->on_bad);
     lo.val_fraction = a->val_fraction;
@@ -78,6 +98,7 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
     lo.seed = a->split_seed;
     lo.ignore_split = a->ignore_split;
     eval::LabelledSet set = eval::read_labelled(lo);
+    eval::require_splits(set, lo, {"train", "val", "test"}, "the probe");
     eval::FeatureOptions fo;
     fo.level = set.level;
     fo.feature = a->feature;
@@ -86,17 +107,17 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
     fo.workers = a->workers;
     fo.device = a->device;
     fo.policy = lo.policy;
-    std::filesystem::create_directories(a->out);
+    // --out is created once there is something to write: a failed probe leaves none.
     auto report = [&](const eval::LabelledProbe& p, const std::string& name,
                       const std::string& what) {
+      std::filesystem::create_directories(a->out);
       util::write_file_atomic(std::filesystem::path(a->out) / (name + ".json"), p.json);
       util::write_file_atomic(std::filesystem::path(a->out) / (name + "_predictions.csv"),
                               p.predictions_csv);
       fmt::print("{}: {}", what, p.summary);
     };
     if (!a->features.empty()) {
-      report(eval::probe_features(set, eval::load_features(a->features), a->po), "results",
-             a->features);
+      report(eval::probe_features(set, cached, a->po), "results", a->features);
       return 0;
     }
     eval::Encoder enc = eval::load_encoder(

@@ -37,7 +37,10 @@ int64_t embed_manifest(const EmbedOptions& o) {
   RETCLIP_CHECK_USAGE(side.at("files").contains("full"), "embed needs full.safetensors in ",
                       dir.string(), ". HINT: export with --parts full");
   const std::string tok_name = side.at("tokenizer").at("file").get<std::string>();
-  RETCLIP_CHECK_USAGE(!tok_name.empty(), side_path.string(), " names no tokenizer file");
+  RETCLIP_CHECK_USAGE(!tok_name.empty(), side_path.string(),
+                      " names no tokenizer file (tokenizer.file is empty), so reports cannot be "
+                      "encoded. HINT: export again with `retclip export --checkpoint RUN --out ",
+                      dir.string(), " --tokenizer PATH` (the vocab.txt or .model of the run)");
   auto tok = data::load_tokenizer(cfg.data.tokenizer.type, (dir / tok_name).string(),
                                   cfg.data.tokenizer.lowercase, cfg.data.tokenizer.map_quotes);
   model::RetClip net(model::retclip_options(cfg.model, tok->vocab_size()));
@@ -89,14 +92,18 @@ int64_t embed_manifest(const EmbedOptions& o) {
     }
     out["has_left"] = b->has_left.to(at::kByte);
     out["has_right"] = b->has_right.to(at::kByte);
+    // The last batch is padded with repeats of earlier patients: they are neither stored
+    // nor counted, so the progress line ends at n of n.
+    int64_t fresh = 0;
     for (size_t j = 0; j < b->indices.size(); ++j) {
       const int64_t index = b->indices[j];
       if (seen[static_cast<size_t>(index)]) continue;  // a padded repeat
       seen[static_cast<size_t>(index)] = true;
       for (const auto& [name, t] : out) put(name, t, j, index);
-      ++done;
+      ++fresh;
     }
-    bar.advance(static_cast<int64_t>(b->indices.size()));
+    done += static_cast<size_t>(fresh);
+    bar.advance(fresh);
   }
   bar.finish();
   RETCLIP_CHECK(done == n, "embed: ", done, " of ", n, " patients came out of the loader");

@@ -12,6 +12,7 @@
 
 #include "retclip/data/loader.hpp"
 #include "retclip/io/checkpoint_store.hpp"
+#include "retclip/io/export.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/util/error.hpp"
@@ -136,7 +137,8 @@ Encoder load_encoder(const fs::path& dir) {
     enc.cfg =
         config::load_string(ck.config_yaml, (ck.dir / io::CheckpointLayout::kConfig).string());
     sd = io::load_weights(ck.weights);
-    enc.tokenizer_path = enc.cfg.data.tokenizer.path;
+    // The recorded tokenizer, or the copy a run from shards keeps in its run directory.
+    enc.tokenizer_path = io::checkpoint_tokenizer(enc.cfg, ck.dir).string();
   }
   int64_t vocab = vocab_of(sd);
   if (vocab == 0) vocab = enc.cfg.model.text.vocab_size > 0 ? enc.cfg.model.text.vocab_size : 8;
@@ -185,7 +187,8 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
   torch::NoGradGuard ng;
   auto& net = *enc.net;
   std::vector<at::Tensor> rows(items.size());
-  util::Progress bar("features", static_cast<int64_t>(items.size()), "images");
+  util::Progress bar("features", static_cast<int64_t>(items.size()),
+                     o.level == "eye" ? "images" : "patients");
   while (auto b = loader.next()) {
     at::Tensor left = b->left.to(device, b->left.scalar_type(), /*non_blocking=*/true);
     at::Tensor feats;

@@ -167,7 +167,7 @@ class BadRows {
       throw UsageError(str_cat(origin, ": ", reason,
                                ". HINT: fix or remove the row, or set data.on_bad_sample: skip "
                                "(--on-bad-sample skip)"));
-    out_->push_back({origin, reason});
+    out_->push_back({origin, reason, ""});
   }
 
  private:
@@ -245,14 +245,15 @@ LabelledSet read_manifest_set(const LabelOptions& o) {
   std::string level = o.level;
   if (level == "auto") level = patient_cols ? "patient" : "eye";
   RETCLIP_CHECK_USAGE(level == "patient" || level == "eye", "level '", o.level,
-                      "' is not patient, eye or auto. HINT: --level patient|eye");
+                      "' is not patient, eye or auto. HINT: ", label_option(o, "level", "patient|eye"));
   RETCLIP_CHECK_USAGE(level == "eye" ? eye_cols : patient_cols, o.path, " has no ", level,
                       "-level label column (looked for ",
                       level == "eye" ? "left_label, right_label, left_labels, right_labels"
                                      : "labels (flags), patient_labels (names joined by ';'), "
-                                       "label (class name), or one column per class of --classes",
-                      "). HINT: add the column, or choose --level ",
-                      level == "eye" ? "patient" : "eye");
+                                       "label (class name), or one column per class of " +
+                                           label_option(o, "classes"),
+                      "). HINT: add the column, or choose ",
+                      label_option(o, "level", level == "eye" ? "patient" : "eye"));
   RETCLIP_CHECK_USAGE(cols.count("left_image") || cols.count("right_image"), o.path,
                       " has neither a left_image nor a right_image column. HINT: the native "
                       "manifest names the eyes' images in left_image, right_image");
@@ -293,8 +294,8 @@ LabelledSet read_manifest_set(const LabelOptions& o) {
   if (flags || columns_per_class) {
     RETCLIP_CHECK_USAGE(!o.classes.empty(), o.path, ": column '",
                         label_cols.empty() ? "" : label_cols[0],
-                        "' holds 0/1 flags, whose meaning needs the class order. HINT: pass "
-                        "--classes NAME,NAME,... in the order of the flags");
+                        "' holds 0/1 flags, whose meaning needs the class order. HINT: pass ",
+                        label_option(o, "classes"), " (NAME,NAME,...) in the order of the flags");
     set.multi_label = true;
   } else if (list) {
     set.multi_label = true;
@@ -501,14 +502,80 @@ void draw_split(LabelledSet& set, const std::string& from, const std::string& to
 
 }  // namespace
 
+std::string label_option(const LabelOptions& o, const std::string& key, const std::string& value) {
+  if (!o.option_section.empty()) {
+    const std::string k = o.option_section + "." + key;
+    return value.empty() ? k : "--set " + k + "=" + value;
+  }
+  std::string flag = "--" + key;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return value.empty() ? flag : flag + " " + value;
+}
+
+std::string split_counts(const LabelledSet& set) {
+  std::string s;
+  for (const char* split : {"train", "val", "test"}) {
+    if (!s.empty()) s += ", ";
+    s += str_cat(split, " ", set.indices(split).size());
+    if ((std::string(split) == "val" && set.val_drawn) ||
+        (std::string(split) == "test" && set.test_drawn))
+      s += " (drawn)";
+  }
+  return s;
+}
+
+void require_splits(const LabelledSet& set, const LabelOptions& o,
+                    const std::vector<std::string>& needed, const std::string& who) {
+  std::vector<std::string> missing;
+  for (const auto& split : needed)
+    if (set.indices(split).empty()) missing.push_back(split);
+  if (missing.empty()) return;
+  std::string need, miss;
+  for (const auto& n : needed) need += (need.empty() ? "" : ", ") + n;
+  for (const auto& m : missing) miss += (miss.empty() ? "" : ", ") + m;
+  // A flag on the command line, a boolean key in a config.
+  const std::string ignore_flag = o.option_section.empty()
+                                      ? label_option(o, "ignore_split")
+                                      : label_option(o, "ignore_split", "true");
+  std::string hint;
+  const bool only_val_missing = missing.size() == 1 && missing[0] == "val";
+  if (only_val_missing) {
+    hint = str_cat("draw a validation split from train with ",
+                   label_option(o, "val_fraction", "0.2"));
+  } else if (o.ignore_split || set.test_drawn) {
+    hint = str_cat("the set is too small to draw every split; raise ",
+                   label_option(o, "test_fraction", "0.3"), " / ",
+                   label_option(o, "val_fraction", "0.2"), ", or label more rows");
+  } else if (o.can_ignore_split) {
+    hint = str_cat(ignore_flag,
+                   " ignores the split column and draws train, val and test from every row "
+                   "(by patient, stratified; with ",
+                   label_option(o, "test_fraction", "0.3"), " and ",
+                   label_option(o, "val_fraction", "0.2"), "), or mark rows ", miss,
+                   " in the split column");
+  } else {
+    hint = str_cat("mark rows ", miss, " in the split column, or remove the split column and ",
+                   "draw the splits with ", label_option(o, "test_fraction", "0.3"), " and ",
+                   label_option(o, "val_fraction", "0.2"));
+  }
+  const bool drawn = set.test_drawn || set.val_drawn || o.ignore_split;
+  throw UsageError(str_cat(who, " needs ", need, " items, but ", set.source, " has ",
+                           split_counts(set), " at ", set.level, " level (no ", miss, " item",
+                           missing.size() > 1 ? "s" : "", "; splits ",
+                           drawn ? "drawn by patient" : "as its split column gives them",
+                           "). HINT: ", hint));
+}
+
 LabelledSet read_labelled(const LabelOptions& o) {
-  RETCLIP_CHECK_USAGE(!o.path.empty(), "no labelled set given. HINT: pass --data PATH");
-  RETCLIP_CHECK_USAGE(fs::exists(o.path), "labelled set '", o.path,
-                      "' does not exist. HINT: check --data");
+  RETCLIP_CHECK_USAGE(!o.path.empty(), "no labelled set given. HINT: pass ",
+                      label_option(o, "data", "PATH"));
+  RETCLIP_CHECK_USAGE(fs::exists(o.path), "labelled set '", o.path, "' (",
+                      label_option(o, "data"), ") does not exist. HINT: check the path (relative ",
+                      "paths start in the current directory, ", fs::current_path().string(), ")");
   RETCLIP_CHECK_USAGE(
       o.val_fraction >= 0 && o.val_fraction < 1 && o.test_fraction >= 0 && o.test_fraction < 1,
       "split fractions must lie in [0, 1) but got val ", o.val_fraction, ", test ", o.test_fraction,
-      ". HINT: --val-fraction, --test-fraction");
+      ". HINT: ", label_option(o, "val_fraction", "0.2"), ", ", label_option(o, "test_fraction", "0.3"));
   LabelledSet set = fs::is_directory(o.path) ? read_folder_set(o) : read_manifest_set(o);
   RETCLIP_CHECK_USAGE(!set.items.empty(), o.path, " yields no labelled item (", set.bad.size(),
                       " bad rows). HINT: check the label columns and image paths");
@@ -522,9 +589,13 @@ LabelledSet read_labelled(const LabelOptions& o) {
   const bool any_split = std::any_of(set.items.begin(), set.items.end(),
                                      [](const LabelledItem& it) { return !it.split.empty(); });
   if (!any_split) {
+    RETCLIP_CHECK_USAGE(o.test_fraction > 0 || !o.ignore_split, label_option(o, "ignore_split"),
+                        " draws every split of ", o.path, " anew, and the test split needs a ",
+                        "fraction. HINT: add ", label_option(o, "test_fraction", "0.3"));
     RETCLIP_CHECK_USAGE(o.test_fraction > 0, o.path,
                         " has no split column, so there is no test split. HINT: add a split "
-                        "column (train/val/test), or draw one with --test-fraction 0.3");
+                        "column (train/val/test), or draw one with ",
+                        label_option(o, "test_fraction", "0.3"));
     log::info("{}: test split drawn ({} of the patients, seed {})", o.path, o.test_fraction,
               o.seed);
     for (auto& it : set.items) it.split = "train";

@@ -231,10 +231,18 @@ LabelledProbe probe_features(const LabelledSet& set, const Features& f, const Pr
       rows.push_back(it->second);
       items.push_back(i);
     }
-    RETCLIP_CHECK_USAGE(!rows.empty(), "the ", split, " split has no item with a feature (",
-                        set.indices(split).size(), " items in ", set.source,
-                        "). HINT: extract features of the same labelled set (--data), at the "
-                        "same --level");
+    RETCLIP_CHECK_USAGE(!set.indices(split).empty(), "the probe needs train, val and test items, "
+                        "but ", set.source, " has ", split_counts(set), " at ", set.level,
+                        " level. HINT: --ignore-split with --test-fraction 0.3 draws every "
+                        "split from all rows");
+    RETCLIP_CHECK_USAGE(
+        !rows.empty(), "none of the ", set.indices(split).size(), " ", split, " items of ",
+        set.source, " (", set.level, " level, e.g. '", set.items[set.indices(split)[0]].id,
+        "') has a row in the features (", f.ids.size(), " ids at ",
+        f.level.empty() ? std::string("unrecorded") : f.level, " level",
+        f.ids.empty() ? std::string() : ", e.g. '" + f.ids[0] + "'",
+        "). HINT: extract the features from the same labelled set (retclip features --data ",
+        set.source, " --level ", set.level, ")");
     at::Tensor x = f.x.index_select(0, torch::tensor(rows, torch::kLong));
     at::Tensor y;
     if (set.multi_label) {
@@ -366,14 +374,10 @@ ProbeSetup probe_setup(const config::Config& cfg) {
   lo.seed = p.split_seed;
   lo.ignore_split = p.ignore_split;
   lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  lo.option_section = "eval.probe";
   ProbeSetup s;
   s.set = read_labelled(lo);
-  for (const char* split : {"train", "val", "test"})
-    RETCLIP_CHECK_USAGE(!s.set.indices(split).empty(), "eval.probe.data ", p.data, " has no ",
-                        split, " rows. HINT: ",
-                        std::string(split) == "test"
-                            ? "set eval.probe.test_fraction (e.g. 0.3) to draw a test split"
-                            : "give the set a split column, or set eval.probe.val_fraction");
+  require_splits(s.set, lo, {"train", "val", "test"}, "eval.probe");
   s.features.level = s.set.level;
   s.features.feature = p.feature;
   s.features.batch_size = cfg.train.batch_size;

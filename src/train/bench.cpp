@@ -10,8 +10,11 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -31,6 +34,8 @@
 #include "retclip/train/setup.hpp"
 #include "retclip/train/step.hpp"
 #include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
+#include "retclip/util/log.hpp"
 #include "retclip/util/system.hpp"
 
 namespace retclip::train {
@@ -167,7 +172,29 @@ void check_options(const BenchOptions& o) {
 
 // The batches of the run: the training loader (the same batches `retclip train` sees)
 // or one synthetic batch made once on the device (other rows on other ranks).
+// A folder removed when the bench ends (declared before the loader that writes into it,
+// so it outlives the loader).
+class ScratchDir {
+ public:
+  ScratchDir() = default;
+  explicit ScratchDir(std::filesystem::path p) : path_(std::move(p)) {}
+  ScratchDir(ScratchDir&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  ScratchDir& operator=(ScratchDir&& o) noexcept {
+    std::swap(path_, o.path_);
+    return *this;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) util::remove_tree(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
 struct BenchData {
+  ScratchDir scratch;
   std::unique_ptr<TrainData> loader;
   MicroBatch fixed;
   int64_t vocab = 0;
@@ -184,7 +211,15 @@ BenchData open_data(const config::Config& cfg, const BenchOptions& o, const dist
   RETCLIP_CHECK_USAGE(!cfg.data.train.empty(),
                       "--data loader needs data.train. HINT: use "
                       "--data synthetic, or --set data.train=PATH");
-  d.loader = std::make_unique<TrainData>(TrainData::open(cfg, env.rank, env.world));
+  // bad_samples.tsv goes where --bad-samples-dir says, else into a scratch folder: a
+  // bench is not a run and writes nothing under log.dir.
+  std::string dir = o.bad_samples_dir;
+  if (dir.empty()) {
+    d.scratch = ScratchDir(std::filesystem::temp_directory_path() /
+                           fmt::format("retclip-bench-{}-{}", ::getpid(), env.rank));
+    dir = d.scratch.path().string();
+  }
+  d.loader = std::make_unique<TrainData>(TrainData::open(cfg, env.rank, env.world, dir));
   d.vocab = d.loader->vocab_size();
   return d;
 }
@@ -307,6 +342,11 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   }
   if (!o.profile_path.empty()) torch::autograd::profiler::disableProfiler()->save(o.profile_path);
   fill_result(r, cfg, o, net, t, device);
+  if (data.loader && data.loader->bad_samples() > 0)
+    log::warn("bench: the loader replaced {} bad sample(s){}", data.loader->bad_samples(),
+              o.bad_samples_dir.empty()
+                  ? std::string("; HINT: --bad-samples-dir DIR keeps their list")
+                  : " (listed in " + data.loader->bad_sample_list() + ")");
   return r;
 }
 

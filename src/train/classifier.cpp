@@ -358,8 +358,12 @@ int64_t predict_manifest(const PredictOptions& o) {
     at::Tensor p = c.net->probabilities(c.net->forward(
         l, r, b->has_left.to(device), b->has_right.to(device), right_eye_rows(items, b->indices)));
     p = p.to(torch::kCPU);
+    // The last batch is padded with repeats of earlier items; only first sightings count.
+    int64_t fresh = 0;
     for (size_t j = 0; j < b->indices.size(); ++j) {
       const int64_t idx = b->indices[j];
+      if (probs[idx].defined()) continue;
+      ++fresh;
       probs[idx] = p[static_cast<int64_t>(j)];
       if (!o.save_inputs.empty()) {
         inputs_l[idx] = b->left[static_cast<int64_t>(j)];
@@ -368,7 +372,7 @@ int64_t predict_manifest(const PredictOptions& o) {
         has_r[idx] = b->has_right[static_cast<int64_t>(j)];
       }
     }
-    bar.advance(static_cast<int64_t>(b->indices.size()));
+    bar.advance(fresh);
   }
   bar.finish();
   std::string csv = "id,patient_id,eye";

@@ -112,12 +112,10 @@ eval::LabelledSet read_finetune_set(const config::Config& cfg) {
   lo.test_fraction = f.test_fraction;
   lo.seed = f.split_seed;
   lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  lo.option_section = "finetune";  // hints name finetune.* keys, not probe flags
+  lo.can_ignore_split = false;
   eval::LabelledSet set = eval::read_labelled(lo);
-  RETCLIP_CHECK_USAGE(!set.indices("train").empty(), f.data,
-                      " has no training rows. HINT: check its split column");
-  RETCLIP_CHECK_USAGE(!set.indices("val").empty(), f.data,
-                      " has no validation rows to choose the epoch on. HINT: raise "
-                      "finetune.val_fraction or add a val split");
+  eval::require_splits(set, lo, {"train", "val"}, "fine-tuning");
   RETCLIP_CHECK_USAGE(
       !(set.multi_label && (f.select.rfind("kappa", 0) == 0 || f.select == "accuracy" ||
                             f.select == "balanced_accuracy")),

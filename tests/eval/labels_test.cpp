@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -187,4 +188,78 @@ TEST_F(Labels, NameListsAsSynthWritesThem) {
   auto p = read_labelled(o);
   EXPECT_EQ(p.items.size(), 2u);
   EXPECT_EQ(p.classes, (std::vector<std::string>{"dr2", "drusen", "glaucoma"}));
+}
+
+namespace {
+
+std::string usage_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+// A split column that holds only `val` (synth's val.csv): the probe is refused with each
+// split's count and the flag that draws them, and --ignore-split draws all three.
+TEST_F(Labels, MissingSplitsNameTheCountsAndTheFlagThatDrawsThem) {
+  std::string csv = "patient_id,left_image,right_image,label,split\n";
+  for (int i = 0; i < 20; ++i)
+    csv += "P" + std::to_string(i) + ",l.png,r.png," + (i % 2 ? "a" : "b") + ",val\n";
+  LabelOptions o;
+  o.path = write("held_out.csv", csv);
+  o.test_fraction = 0.3;
+  LabelledSet s = read_labelled(o);
+  std::string m = usage_message([&] { require_splits(s, o, {"train", "val", "test"}, "the probe"); });
+  EXPECT_NE(m.find("the probe needs train, val, test items"), std::string::npos) << m;
+  EXPECT_NE(m.find("train 0, val 20, test 0"), std::string::npos) << m;
+  EXPECT_NE(m.find("no train, test items"), std::string::npos) << m;
+  EXPECT_NE(m.find("HINT: --ignore-split"), std::string::npos) << m;
+  EXPECT_NE(m.find("--test-fraction 0.3"), std::string::npos) << m;
+
+  o.ignore_split = true;
+  s = read_labelled(o);
+  EXPECT_NO_THROW(require_splits(s, o, {"train", "val", "test"}, "the probe"));
+  EXPECT_EQ(s.indices("test").size(), 6u);
+  EXPECT_EQ(split_counts(s), "train 12, val 2 (drawn), test 6 (drawn)");
+
+  // --ignore-split without a test fraction says which flag is missing.
+  o.test_fraction = 0;
+  m = usage_message([&] { read_labelled(o); });
+  EXPECT_NE(m.find("--ignore-split draws every split"), std::string::npos) << m;
+  EXPECT_NE(m.find("HINT: add --test-fraction 0.3"), std::string::npos) << m;
+}
+
+// Fine-tuning reads the same sets through config keys: its hints name those keys, never
+// the probe's command-line flags.
+TEST_F(Labels, HintsNameTheCallersOptions) {
+  LabelOptions o;
+  o.option_section = "finetune";
+  o.can_ignore_split = false;
+  o.path = (dir_ / "absent.csv").string();
+  std::string m = usage_message([&] { read_labelled(o); });
+  EXPECT_NE(m.find("(finetune.data) does not exist"), std::string::npos) << m;
+  EXPECT_EQ(m.find("--data"), std::string::npos) << m;
+
+  o.path = write("nosplit.csv",
+                 "patient_id,left_image,right_image,label\n1,a.png,b.png,x\n2,c.png,d.png,y\n");
+  m = usage_message([&] { read_labelled(o); });
+  EXPECT_NE(m.find("--set finetune.test_fraction=0.3"), std::string::npos) << m;
+  EXPECT_EQ(m.find("--test-fraction"), std::string::npos) << m;
+
+  o.path = write("valonly.csv",
+                 "patient_id,left_image,right_image,label,split\n1,a.png,b.png,x,val\n"
+                 "2,c.png,d.png,y,val\n");
+  LabelledSet s = read_labelled(o);
+  m = usage_message([&] { require_splits(s, o, {"train", "val"}, "fine-tuning"); });
+  EXPECT_NE(m.find("train 0, val 2, test 0"), std::string::npos) << m;
+  EXPECT_NE(m.find("--set finetune.test_fraction=0.3"), std::string::npos) << m;
+  EXPECT_EQ(m.find("ignore"), std::string::npos) << m;
+  EXPECT_EQ(label_option(o, "val_fraction", "0.2"), "--set finetune.val_fraction=0.2");
+  o.option_section.clear();
+  EXPECT_EQ(label_option(o, "val_fraction", "0.2"), "--val-fraction 0.2");
+  EXPECT_EQ(label_option(o, "ignore_split"), "--ignore-split");
 }

@@ -2,13 +2,18 @@
 // issue's ViT-B-16 + BERT-base figure, the peak-rate table, and a 2-step run.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 
 #include "retclip/config/config.hpp"
+#include "retclip/data/synth.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/train/bench.hpp"
 #include "retclip/train/flops.hpp"
 #include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
 
 using namespace retclip;
 
@@ -129,4 +134,39 @@ TEST(Bench, RejectsBadOptions) {
   EXPECT_THROW(train::run_bench(tiny_config(), o), UsageError);
   o.data = "synthetic";
   EXPECT_THROW(train::run_bench(tiny_config({"train.precision=bf16"}), o), UsageError);
+}
+
+// `bench --data loader` is not a run: it writes nothing under log.dir (relative to the
+// current directory); the bad-sample list goes to --bad-samples-dir when given.
+TEST(Bench, LoaderBenchWritesNoRunDirectory) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("retclip_bench_" + std::to_string(::getpid()));
+  util::remove_tree(root);
+  fs::create_directories(root / "cwd");
+  data::SynthOptions so;
+  so.patients = 10;
+  so.val = 0;
+  so.size = 64;
+  so.threads = 1;
+  data::synth_dataset(so, (root / "data").string());
+  util::write_file_atomic(root / "vocab.txt",
+                          "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nleft\nright\neye\n");
+  const fs::path cwd = fs::current_path();
+  fs::current_path(root / "cwd");
+  train::BenchOptions o;
+  o.steps = 1;
+  o.warmup = 0;
+  o.data = "loader";
+  auto cfg = tiny_config({"data.train=" + (root / "data" / "train.csv").string(),
+                          "data.tokenizer.type=wordpiece",
+                          "data.tokenizer.path=" + (root / "vocab.txt").string(),
+                          "data.val=", "data.workers=1", "log.dir=runs/bench-run"});
+  EXPECT_NO_THROW(train::run_bench(cfg, o));
+  EXPECT_FALSE(fs::exists(root / "cwd" / "runs")) << "bench created log.dir runs/bench-run";
+  o.bad_samples_dir = (root / "kept").string();
+  EXPECT_NO_THROW(train::run_bench(cfg, o));
+  EXPECT_TRUE(fs::exists(root / "kept" / "bad_samples.tsv"));
+  EXPECT_FALSE(fs::exists(root / "cwd" / "runs"));
+  fs::current_path(cwd);
+  util::remove_tree(root);
 }

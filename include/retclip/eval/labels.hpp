@@ -69,7 +69,29 @@ struct LabelOptions {
   bool ignore_split = false;         ///< draw every split anew (a held-out set re-split)
   bool draw_splits = true;           ///< false: leave splits as read (zero-shot needs none)
   data::BadSamplePolicy policy = data::BadSamplePolicy::kFail;
+  /// How messages spell the options above: "" names the command-line flags (`--data`,
+  /// `--test-fraction 0.3`); a config section ("finetune", "eval.probe") names its keys
+  /// (`finetune.data`, `--set finetune.test_fraction=0.3`).
+  std::string option_section;
+  /// Whether the caller has an option for `ignore_split` (finetune has none).
+  bool can_ignore_split = true;
 };
+
+/// The caller's spelling of option `key` ("test_fraction") with an example value:
+/// "--test-fraction 0.3", or "--set finetune.test_fraction=0.3" for a config section;
+/// without a value: "--test-fraction" / "finetune.test_fraction".
+std::string label_option(const LabelOptions& options, const std::string& key,
+                         const std::string& value = "");
+
+/// Items per split: "train 0, val 398, test 0" (plus "(val drawn)" / "(test drawn)").
+std::string split_counts(const LabelledSet& set);
+
+/// Throws a UsageError when one of `needed` ("train", "val", "test") has no item: the
+/// message names the set, every split's count, where the splits came from (the split
+/// column or a draw) and the option that draws the missing ones. `who` says what needs
+/// them ("the probe", "fine-tuning").
+void require_splits(const LabelledSet& set, const LabelOptions& options,
+                    const std::vector<std::string>& needed, const std::string& who);
 
 LabelledSet read_labelled(const LabelOptions& options);
 

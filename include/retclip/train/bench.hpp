@@ -38,6 +38,10 @@ struct BenchOptions {
   /// When set: a Chrome / Perfetto trace of the timed steps (LibTorch's Kineto profiler:
   /// CPU operators, and CUDA kernels on a GPU) is written to this path. Slows the steps.
   std::string profile_path;
+  /// --data loader: the folder that receives bad_samples.tsv (the samples the loader
+  /// skipped or failed on). Empty: a scratch folder removed when the bench ends, so a
+  /// bench leaves no run directory behind (log.dir is not written).
+  std::string bad_samples_dir;
 };
 
 /// Means over the timed steps, in milliseconds, plus what was run.
