@@ -335,7 +335,8 @@ OpenClipTextHead open_clip_text_head(const StateDict& sd, int64_t out_dim) {
 
 namespace {
 
-std::vector<fs::path> write_open_clip(const ExportBundle& b, const fs::path& dir) {
+std::vector<fs::path> write_open_clip(const ExportBundle& b, const fs::path& dir,
+                                      const fs::path& final_dir) {
   std::vector<fs::path> files;
   const VisionDesc d = vision_desc(b.sidecar);
   const json& t = b.sidecar.at("text");
@@ -396,7 +397,7 @@ std::vector<fs::path> write_open_clip(const ExportBundle& b, const fs::path& dir
                   {"mlp_ratio", d.mlp_ratio}};
   // hf_model_name is read by transformers relative to the working directory, so it is
   // the absolute path of text/ (edit it after moving the folder).
-  const std::string text_dir = fs::absolute(dir / "text").lexically_normal().string();
+  const std::string text_dir = fs::absolute(final_dir / "text").lexically_normal().string();
   json text_cfg{{"hf_model_name", text_dir},
                 {"hf_tokenizer_name", text_dir},
                 {"hf_proj_type", "mlp"},
@@ -653,7 +654,9 @@ std::vector<fs::path> write_export_format(ExportFormat f, const ExportBundle& b,
       files = write_retclip(b, dir);
       break;
     case ExportFormat::kOpenClip:
-      files = write_open_clip(b, dir);
+      files = write_open_clip(
+          b, dir,
+          export_format_dir(f, b.final_out_dir.empty() ? out_dir : b.final_out_dir));
       break;
     case ExportFormat::kTimm:
       files = write_timm(b, dir);

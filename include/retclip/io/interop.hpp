@@ -51,6 +51,10 @@ struct ExportBundle {
   nlohmann::json sidecar;           ///< retclip.json (sizes, tokenizer, preprocessing, training)
   std::filesystem::path tokenizer;  ///< vocab.txt or .model to copy; empty = none
   std::vector<std::string> parts{"vision", "text", "full"};  ///< retclip format only
+  /// Where the export ends up when the formats are written to a staging folder first;
+  /// empty: the out_dir given to write_export_format. The open_clip config records the
+  /// absolute path of its text/ folder under it.
+  std::filesystem::path final_out_dir;
 };
 
 /// Throws the UsageError write_export_format would throw for what is missing or cannot
