@@ -500,7 +500,7 @@ std::string use_section(ExportFormat f, const json& side) {
           "patient_img of a patient with this one eye\n"
           "txt = model.encode_text(tokenizer([\"left eye: drusen.\"]), normalize=True)  # "
           "patient_txt\n"
-          "probs = (100 * img @ txt.T).softmax(dim=-1)  # zero-shot over several prompts\n",
+          "probs = (model.logit_scale.exp() * img @ txt.T).softmax(dim=-1)  # zero-shot\n",
           wide);
       if (wide != e)
         s += fmt::format(
