@@ -69,6 +69,10 @@ TEST(EvalE2E, EveryCommandOnOdirSample) {
           " --level patient --feature pre_proj --workers 2 --out " + d + "/feats.safetensors"),
       0)
       << retclip::util::read_file(log);
+  // Patient-level progress counts patients, and ends at n of n.
+  EXPECT_NE(retclip::util::read_file(log).find("features: 48/48 patients (100%)"),
+            std::string::npos)
+      << retclip::util::read_file(log);
   ASSERT_EQ(run("probe --features " + d + "/feats.safetensors --data " + labels + classes +
                 " --test-fraction 0.4 --split-seed 3 --bootstrap 20 --c-grid 0.1,1 --out " + d +
                 "/probe"),
