@@ -6,6 +6,7 @@
 
 #include "command.hpp"
 #include "retclip/io/checkpoint_store.hpp"
+#include "retclip/io/export.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/train/data_stream.hpp"
@@ -16,6 +17,7 @@ namespace {
 
 struct EvalArgs {
   std::string checkpoint, data, out;
+  std::vector<std::string> set;
   int64_t batch = 0;
 };
 
@@ -26,11 +28,21 @@ retclip::cli::RunFn add_eval(CLI::App& app) {
   sub->add_option("--data", a->data, "shards, manifest or RET-CLIP directory")->required();
   sub->add_option("--out", a->out, "write the metrics as JSON here");
   sub->add_option("--batch", a->batch, "patients per batch (default: train.batch_size)");
+  sub->add_option("--set", a->set,
+                  "override a key of the checkpoint's config, e.g. "
+                  "--set data.tokenizer.path=tok.model (repeatable)");
   return [a] {
     using namespace retclip;
     const io::CheckpointContents ck = io::open_checkpoint(a->checkpoint);
-    config::Config cfg =
-        config::load_string(ck.config_yaml, (ck.dir / io::CheckpointLayout::kConfig).string());
+    config::Config cfg = config::load((ck.dir / io::CheckpointLayout::kConfig).string(), a->set);
+    // The tokenizer the run trained with, also where the config names none (a run from
+    // shards keeps a copy in its run directory).
+    bool tokenizer_set = false;
+    for (const auto& o : a->set) tokenizer_set = tokenizer_set || o.rfind("data.tokenizer.", 0) == 0;
+    if (!tokenizer_set) {
+      const auto tok = io::checkpoint_tokenizer(cfg, ck.dir);
+      if (!tok.empty()) cfg.data.tokenizer.path = tok.string();
+    }
     if (a->batch > 0) cfg.train.batch_size = a->batch;
     util::configure_threads(cfg.train.threads);
     auto data = train::TrainData::open_eval(cfg, a->data);

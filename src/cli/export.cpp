@@ -10,7 +10,7 @@
 namespace {
 
 struct ExportArgs {
-  std::string checkpoint, out, parts = "vision,text,full";
+  std::string checkpoint, out, parts = "vision,text,full", tokenizer;
   std::vector<std::string> formats{"retclip"};
 };
 
@@ -24,6 +24,9 @@ retclip::cli::RunFn add_export(CLI::App& app) {
                   "retclip (into --out), open_clip, timm, hf (into --out/<format>); several "
                   "allowed, comma-separated or repeated")
       ->delimiter(',');
+  sub->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer file to ship with the text tower (default: the one the run "
+                  "trained with, from its config or its run directory)");
   return [a] {
     std::vector<std::string> parts;
     std::stringstream ss(a->parts);
@@ -32,7 +35,7 @@ retclip::cli::RunFn add_export(CLI::App& app) {
     std::string formats;
     for (const auto& f : a->formats) formats += (formats.empty() ? "" : ",") + f;
     auto r = retclip::io::export_checkpoint(a->checkpoint, a->out, parts,
-                                            retclip::io::parse_export_formats(formats));
+                                            retclip::io::parse_export_formats(formats), a->tokenizer);
     for (const auto& f : r.files) fmt::print("{}\n", f.string());
     fmt::print("exported step {} to {}\n", r.step, a->out);
     return 0;

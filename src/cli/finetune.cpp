@@ -12,6 +12,7 @@ struct FinetuneArgs {
   std::string config, resume, freeze, init, head_init, prompts;
   std::vector<std::string> set;
   double max_minutes = 0;
+  bool overwrite = false;
 };
 
 retclip::cli::RunFn add_finetune(CLI::App& app) {
@@ -28,7 +29,12 @@ retclip::cli::RunFn add_finetune(CLI::App& app) {
                   "(finetune.head_init)");
   sub->add_option("--prompts", a->prompts,
                   "prompt file for --head-init zeroshot (finetune.prompts)");
-  sub->add_option("--resume", a->resume, "auto | PATH (checkpoint.resume)");
+  sub->add_option("--resume", a->resume,
+                  "auto | auto-or-scratch | PATH (checkpoint.resume); auto-or-scratch starts "
+                  "fresh when no usable checkpoint exists");
+  sub->add_flag("--overwrite", a->overwrite,
+                "start over in a log.dir that holds an earlier run (its checkpoints and "
+                "metrics are removed)");
   sub->add_option("--max-minutes", a->max_minutes,
                   "stop cleanly (checkpoint) after this many minutes; resume to finish");
   return [a] {
@@ -42,7 +48,7 @@ retclip::cli::RunFn add_finetune(CLI::App& app) {
     config::Config cfg = config::load(a->config, overrides);
     io::resolve_pretrained_presets(cfg.model);
     config::validate(cfg);
-    train::FinetuneSummary s = train::run_finetune(cfg, {a->max_minutes});
+    train::FinetuneSummary s = train::run_finetune(cfg, {a->max_minutes, a->overwrite});
     if (s.rank != 0) return 0;  // rank 0 reports for the run
     if (s.interrupted) {
       fmt::print(

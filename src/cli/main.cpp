@@ -58,7 +58,16 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    const int code = app.exit(e) == 0 ? 0 : 2;
+    // `launch` passes everything after `--` to the ranks; without it, the subcommand's
+    // own options look like launch's and CLI11 only says they were not expected.
+    const bool launch = argc > 1 && std::string(argv[1]) == "launch";
+    if (code != 0 && launch &&
+        std::none_of(argv + 1, argv + argc, [](const char* a) { return std::string(a) == "--"; }))
+      std::fprintf(stderr,
+                   "retclip: HINT: put the command the ranks run after `--`, e.g. retclip launch "
+                   "--nproc 2 -- train --config configs/tiny-cpu.yaml\n");
+    return code;
   }
   try {
     for (auto* sub : app.get_subcommands()) {

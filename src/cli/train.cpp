@@ -13,6 +13,7 @@ struct TrainArgs {
   std::vector<std::string> set;
   std::string resume;
   double max_minutes = 0;
+  bool overwrite = false;
 };
 
 retclip::cli::RunFn add_train(CLI::App& app) {
@@ -20,7 +21,12 @@ retclip::cli::RunFn add_train(CLI::App& app) {
   auto* sub = app.add_subcommand("train", "Pretrain (or resume) from a YAML config");
   sub->add_option("--config,-c", a->config, "YAML config (defaults when omitted)");
   sub->add_option("--set", a->set, "override a key: --set optim.lr=1e-4 (repeatable)");
-  sub->add_option("--resume", a->resume, "auto | PATH (a checkpoint or checkpoints directory)");
+  sub->add_option("--resume", a->resume,
+                  "auto | auto-or-scratch | PATH (a checkpoint or checkpoints directory); "
+                  "auto-or-scratch starts fresh when no usable checkpoint exists");
+  sub->add_flag("--overwrite", a->overwrite,
+                "start over in a log.dir that holds an earlier run (its checkpoints and "
+                "metrics are removed)");
   sub->add_option("--max-minutes", a->max_minutes,
                   "stop cleanly (checkpoint, validation) after this many minutes");
   return [a] {
@@ -31,7 +37,7 @@ retclip::cli::RunFn add_train(CLI::App& app) {
     // Presets "hf" / "checkpoint" take their sizes from the pretrained files.
     io::resolve_pretrained_presets(cfg.model);
     config::validate(cfg);
-    train::TrainSummary s = train::run_training(cfg, {a->max_minutes});
+    train::TrainSummary s = train::run_training(cfg, {a->max_minutes, a->overwrite});
     if (s.rank != 0) return 0;  // rank 0 reports for the run
     if (s.final_eval) {
       const auto& r = s.final_eval->recall[model::Level::kPatient];

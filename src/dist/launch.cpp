@@ -14,6 +14,7 @@
 
 #include "retclip/util/error.hpp"
 #include "retclip/util/log.hpp"
+#include "retclip/util/system.hpp"
 
 namespace retclip::dist {
 namespace {
@@ -103,6 +104,15 @@ int launch(const LaunchOptions& o) {
   }
   log::info("launch: {} rank(s) on node {}/{} (world {}), rendezvous {}:{}", o.nproc, o.node_rank,
             o.nnodes, world, o.master_addr, o.master_port);
+  const int64_t cores = util::available_cores();
+  if (o.nproc > cores)
+    log::warn("launch: {} ranks on {} cores: the ranks oversubscribe the CPU and each step "
+              "waits on the slowest. HINT: --nproc {} or fewer on this node",
+              o.nproc, cores, cores);
+  else if (o.nproc > 1)
+    log::info("launch: each rank uses {} of the {} cores for its threads (train.threads 0; set "
+              "train.threads to choose)",
+              std::max<int64_t>(1, cores / o.nproc), cores);
 
   auto signal_all = [&](int sig) {
     for (const auto& c : kids)

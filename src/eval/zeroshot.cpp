@@ -49,8 +49,12 @@ at::Tensor l2(const at::Tensor& x) {
 }  // namespace
 
 ClassEmbeddings class_embeddings(Encoder& enc, const PromptSet& prompts, const at::Device& device) {
-  RETCLIP_CHECK_USAGE(enc.has_text && !enc.tokenizer_path.empty(), enc.source,
-                      " has no text tower or tokenizer. HINT: export with --parts full");
+  RETCLIP_CHECK_USAGE(enc.has_text, enc.source,
+                      " has no text tower. HINT: export with --parts full");
+  RETCLIP_CHECK_USAGE(!enc.tokenizer_path.empty(), enc.source,
+                      " has a text tower but names no tokenizer file. HINT: export again with "
+                      "`retclip export --checkpoint RUN --out DIR --tokenizer PATH` (the "
+                      "vocab.txt or .model of the run)");
   const auto& dc = enc.cfg.data;
   auto tok = data::load_tokenizer(dc.tokenizer.type, enc.tokenizer_path, dc.tokenizer.lowercase);
   torch::NoGradGuard ng;

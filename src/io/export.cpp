@@ -7,8 +7,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <sstream>
 
+#include "retclip/data/image.hpp"
+#include "retclip/data/tokenizer.hpp"
 #include "retclip/io/checkpoint_store.hpp"
 #include "retclip/io/interop.hpp"
 #include "retclip/io/state_dict.hpp"
@@ -99,7 +103,9 @@ json sidecar(const config::Config& cfg, const model::RetClipOptions& o, int64_t 
                 {"lowercase", cfg.data.tokenizer.lowercase},
                 {"layout", "[CLS] tokens [SEP] [PAD]..., truncated to context_length"}}},
               {"preprocessing",
-               {{"fundus_crop", "crop to the circular field of view, pad to square with black"},
+               {{"version", data::kPreprocessVersion},
+                {"mode", cfg.data.preprocess},
+                {"fundus_crop", "crop to the circular field of view, pad to square with black"},
                 {"resize", "area interpolation (cubic when upscaling)"},
                 {"image_size", cfg.data.image_size},
                 {"mean", cfg.data.mean},
@@ -110,9 +116,40 @@ json sidecar(const config::Config& cfg, const model::RetClipOptions& o, int64_t 
 
 }  // namespace
 
+fs::path checkpoint_tokenizer(const config::Config& cfg, const fs::path& checkpoint_dir) {
+  std::error_code ec;
+  const std::string& recorded = cfg.data.tokenizer.path;
+  if (!recorded.empty() && fs::is_regular_file(recorded, ec)) return recorded;
+  // checkpoints/step-N -> the run directory, where `retclip train` keeps its copy.
+  const fs::path run = checkpoint_dir.parent_path().parent_path();
+  const std::string ext = recorded.empty() ? "" : fs::path(recorded).extension().string();
+  for (const std::string& name : {std::string("tokenizer") + ext, std::string("tokenizer.model"),
+                                  std::string("tokenizer.txt")})
+    if (name != "tokenizer" && fs::is_regular_file(run / name, ec)) return run / name;
+  return {};
+}
+
+namespace {
+
+// Moves every file under `from` to the same relative path under `to` (replacing what is
+// there), creating folders as needed.
+void move_tree(const fs::path& from, const fs::path& to) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::recursive_directory_iterator(from))
+    if (e.is_regular_file()) files.push_back(e.path());
+  for (const fs::path& f : files) {
+    const fs::path dst = to / f.lexically_relative(from);
+    fs::create_directories(dst.parent_path());
+    fs::rename(f, dst);
+  }
+}
+
+}  // namespace
+
 ExportResult export_checkpoint(const std::string& checkpoint, const std::string& out_dir,
                                const std::vector<std::string>& parts,
-                               const std::vector<ExportFormat>& formats) {
+                               const std::vector<ExportFormat>& formats,
+                               const std::string& tokenizer) {
   RETCLIP_CHECK_USAGE(!parts.empty(), "--parts is empty: expected any of vision, text, full");
   for (const auto& p : parts)
     RETCLIP_CHECK_USAGE(p == "vision" || p == "text" || p == "full", "unknown export part '", p,
@@ -123,14 +160,30 @@ ExportResult export_checkpoint(const std::string& checkpoint, const std::string&
   StateDict sd = load_weights(ck.weights);
   const int64_t step = ck.step;
 
-  fs::create_directories(out_dir);
-  fs::path tok_path;
-  if (!cfg.data.tokenizer.path.empty() && fs::exists(cfg.data.tokenizer.path))
-    tok_path = cfg.data.tokenizer.path;
+  fs::path tok_path = tokenizer.empty() ? checkpoint_tokenizer(cfg, ck.dir) : fs::path(tokenizer);
+  RETCLIP_CHECK_USAGE(tokenizer.empty() || fs::is_regular_file(tok_path), "--tokenizer ",
+                      tokenizer, " is not a file. HINT: give the vocab.txt or .model the run "
+                      "was trained with");
+  bool needs_text = false;
+  for (const auto& p : parts) needs_text = needs_text || p != "vision";
+  for (ExportFormat f : formats)
+    needs_text = needs_text || f == ExportFormat::kOpenClip || f == ExportFormat::kHf;
+  RETCLIP_CHECK_USAGE(
+      !needs_text || !tok_path.empty(), "checkpoint ", ck.dir.string(),
+      " names no tokenizer file that exists (data.tokenizer.path: '", cfg.data.tokenizer.path,
+      "', and its run directory holds no tokenizer copy): the text tower would be exported "
+      "without the tokenizer that reads its inputs. HINT: pass --tokenizer PATH (the vocab.txt "
+      "or .model of the run), or --parts vision for the image tower alone");
   int64_t vocab = 0;
   for (const auto& [k, v] : sd)
     if (k == "bert.embeddings.word_embeddings.weight") vocab = v.size(0);
   model::RetClipOptions opts = model::retclip_options(cfg.model, vocab);
+  if (!tok_path.empty()) {
+    cfg.data.tokenizer.path = tok_path.string();
+    // The sidecar names the kind of file it ships, never "auto".
+    if (cfg.data.tokenizer.type == "auto")
+      cfg.data.tokenizer.type = data::detect_tokenizer_type(tok_path.string());
+  }
 
   ExportBundle bundle;
   bundle.weights = std::move(sd);
@@ -139,10 +192,30 @@ ExportResult export_checkpoint(const std::string& checkpoint, const std::string&
   bundle.sidecar["training"] = training_summary(cfg, ck.dir, step);
   bundle.tokenizer = tok_path;
   bundle.parts = parts;
+
+  // Stage every format beside out_dir; only a complete export is moved into place.
+  const fs::path out = fs::absolute(out_dir).lexically_normal();
+  const fs::path stage = out.parent_path() / (".export-" + out.filename().string() + ".tmp-" +
+                                              std::to_string(::getpid()));
+  bundle.final_out_dir = out;  // open_clip records the absolute path of its text/ folder
+  util::remove_tree(stage);
+  fs::create_directories(stage);
+  std::vector<fs::path> staged;
+  try {
+    for (ExportFormat f : formats)
+      for (auto& p : write_export_format(f, bundle, stage)) staged.push_back(std::move(p));
+  } catch (...) {
+    std::error_code ec;
+    util::remove_tree(stage, ec);
+    throw;
+  }
   ExportResult res;
   res.step = step;
-  for (ExportFormat f : formats)
-    for (auto& p : write_export_format(f, bundle, out_dir)) res.files.push_back(std::move(p));
+  fs::create_directories(out);
+  move_tree(stage, out);
+  util::remove_tree(stage);
+  // The paths as the caller named them.
+  for (const fs::path& f : staged) res.files.push_back(fs::path(out_dir) / f.lexically_relative(stage));
   return res;
 }
 

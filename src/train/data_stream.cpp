@@ -242,7 +242,10 @@ std::string TrainData::bad_sample_list() const {
 MicroBatch TrainData::next_train(const at::Device& device) {
   auto b = train_->next();
   if (!b) {
-    log::info("epoch done ({} bad samples replaced so far{})", train_->bad_samples(),
+    // After the end of an epoch the cursor counts the epochs completed: the 1-based
+    // number of the epoch that just ended.
+    log::info("epoch {} done ({} bad samples replaced so far{})", train_->state().epoch,
+              train_->bad_samples(),
               train_->bad_samples() > 0 && bad_log_ ? ", listed in " + bad_log_->path() : "");
     b = train_->next();
   }

@@ -432,7 +432,8 @@ json recipe_json(const config::FinetuneConfig& f, double lr, int64_t warmup, int
 
 // ---- the loop -----------------------------------------------------------------------
 
-FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions& options) {
+FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions& options,
+                                  NewRunDir& new_dir) {
   const auto t_start = Clock::now();
   const auto& f = cfg.finetune;
   Run run = open_run(cfg, "finetune", f.precision);
@@ -491,8 +492,7 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
           : at::Tensor();
 
   // Resume: weights, AdamW moments, RNG, loader cursor and the selection so far.
-  const fs::path ckpt_dir =
-      cfg.checkpoint.dir.empty() ? run.dir / "checkpoints" : fs::path(cfg.checkpoint.dir);
+  const fs::path ckpt_dir = checkpoint_dir(cfg);
   io::CheckpointStore store(ckpt_dir,
                             io::CheckpointStore::options_from(cfg.checkpoint, run.config_hash));
   const CheckpointParts parts{*net, *opt.optimizer, run.device, run.config_yaml};
@@ -574,6 +574,7 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
   int64_t window_rows = 0, last_ckpt = -1;
   double window_busy_s = 0;  // forward + backward + update, without waiting for data
   auto window_start = Clock::now();
+  new_dir.keep();  // from here on the run directory holds a run worth keeping
   while (st.step < total) {
     auto b = loader.next();
     if (!b) b = loader.next();  // the end of an epoch: the next call starts the next one
@@ -773,8 +774,11 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
 }  // namespace
 
 FinetuneSummary run_finetune(const config::Config& cfg, const TrainOptions& options) {
+  const int rank = dist::Env::from_environment().rank;
+  claim_run_dir(cfg, "retclip finetune", options.overwrite, rank);
+  NewRunDir guard(cfg, rank);
   try {
-    return run_finetune_impl(cfg, options);
+    return run_finetune_impl(cfg, options, guard);
   } catch (const std::exception& e) {
     log::write_file_only(log::Level::kError, e.what());
     throw;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "retclip/data/bad_samples.hpp"
 #include "retclip/dist/comm.hpp"
 #include "retclip/io/checkpoint_store.hpp"
 #include "retclip/io/state_dict.hpp"
@@ -122,6 +123,70 @@ log::Level parse_log_level(const std::string& s) {
 
 }  // namespace
 
+void record_config(Run& run, const config::Config& cfg) {
+  run.config_yaml = config::to_yaml(cfg);
+  run.config_hash = config::hash(cfg);
+  if (!run.primary()) return;
+  util::write_file_atomic(run.dir / io::CheckpointLayout::kConfig, run.config_yaml);
+  util::write_file_atomic(run.dir / "run.json", json{{"retclip_version", kVersion},
+                                                     {"git_hash", kGitHash},
+                                                     {"config_hash", run.config_hash},
+                                                     {"device", run.device.str()},
+                                                     {"threads", run.threads},
+                                                     {"world_size", run.env.world}}
+                                                    .dump(2));
+}
+
+NewRunDir::NewRunDir(const config::Config& cfg, int rank) {
+  std::error_code ec;
+  if (rank == 0 && !cfg.log.dir.empty() && !fs::exists(cfg.log.dir, ec)) dir_ = cfg.log.dir;
+}
+
+NewRunDir::~NewRunDir() {
+  if (keep_ || dir_.empty()) return;
+  // A pre-check that stopped the run lists the bad samples there, and its error names
+  // the file: that directory stays.
+  std::error_code ec;
+  const fs::path bad = dir_ / data::kBadSamplesFile;
+  if (fs::exists(bad, ec) && !data::read_bad_sample_log(bad.string()).empty()) return;
+  util::remove_tree(dir_, ec);
+}
+
+fs::path checkpoint_dir(const config::Config& cfg) {
+  return cfg.checkpoint.dir.empty() ? fs::path(cfg.log.dir) / "checkpoints"
+                                    : fs::path(cfg.checkpoint.dir);
+}
+
+void claim_run_dir(const config::Config& cfg, const std::string& command, bool overwrite,
+                   int rank) {
+  if (!cfg.checkpoint.resume.empty()) return;
+  const fs::path dir = cfg.log.dir, ckpts = checkpoint_dir(cfg);
+  std::vector<fs::path> steps;
+  int64_t newest = -1;
+  std::error_code ec;
+  if (fs::is_directory(ckpts, ec))
+    for (const auto& e : fs::directory_iterator(ckpts, ec))
+      if (auto step = io::CheckpointStore::parse_dir_name(e.path().filename().string())) {
+        steps.push_back(e.path());
+        newest = std::max(newest, *step);
+      }
+  const fs::path metrics = dir / "metrics.jsonl", events = dir / "tensorboard";
+  if (steps.empty() && !fs::exists(metrics, ec)) return;
+  const std::string what =
+      newest >= 0 ? fmt::format("checkpoints up to step {} in {}", newest, ckpts.string())
+                  : fmt::format("the metrics of an earlier run ({})", metrics.string());
+  RETCLIP_CHECK_USAGE(overwrite, "log.dir ", dir.string(), " already holds a run (", what,
+                      "); starting a new one there would mix the two. HINT: continue it with `",
+                      command, " --resume auto`, start over with `", command,
+                      " --overwrite` (removes its checkpoints and metrics), or set log.dir to "
+                      "a new directory");
+  if (rank != 0) return;
+  log::warn("--overwrite: removing {} of the earlier run in {}", what, dir.string());
+  for (const auto& p : steps) util::remove_tree(p);
+  util::remove_tree(metrics);
+  util::remove_tree(events);
+}
+
 Run open_run(const config::Config& cfg, const std::string& name, const std::string& precision) {
   Run run;
   run.env = dist::Env::from_environment();
@@ -144,18 +209,8 @@ Run open_run(const config::Config& cfg, const std::string& name, const std::stri
                       ".precision=", precision, " needs a CUDA device; on CPU use ", name,
                       ".precision=fp32");
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
-  run.config_yaml = config::to_yaml(cfg);
-  run.config_hash = config::hash(cfg);
-  if (run.primary()) {
-    util::write_file_atomic(run.dir / io::CheckpointLayout::kConfig, run.config_yaml);
-    util::write_file_atomic(run.dir / "run.json", json{{"retclip_version", kVersion},
-                                                       {"git_hash", kGitHash},
-                                                       {"config_hash", run.config_hash},
-                                                       {"device", run.device.str()},
-                                                       {"threads", threads},
-                                                       {"world_size", run.env.world}}
-                                                      .dump(2));
-  }
+  run.threads = threads;
+  record_config(run, cfg);
   log::info("retclip {} (git {}) | run dir {} | device {} | {} threads", kVersion, kGitHash,
             run.dir.string(), run.device.str(), threads);
   return run;

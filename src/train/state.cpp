@@ -168,13 +168,23 @@ TrainState load_checkpoint(const io::CheckpointInfo& ck, const CheckpointParts& 
 std::vector<std::string> resume_config_changes(const std::string& checkpoint_yaml,
                                                const config::Config& now) {
   auto ignored = [](const std::string& key) {
-    return key.rfind("log.", 0) == 0 || key.rfind("checkpoint.", 0) == 0 || key == "train.steps" ||
-           key == "train.epochs";
+    return key.rfind("log.", 0) == 0 || key.rfind("checkpoint.", 0) == 0;
+  };
+  // The run's length sets the learning-rate schedule (warmup, then cosine to the last
+  // step): a changed length is allowed, and said, since the schedule bends from here on.
+  auto length = [](const std::string& key) {
+    return key == "train.steps" || key == "train.epochs" || key == "finetune.steps" ||
+           key == "finetune.epochs";
   };
   std::vector<std::string> out;
   const config::Config before = config::load_string(checkpoint_yaml, "checkpoint config.yaml");
-  for (const auto& c : config::diff(before, now))
-    if (!ignored(c.key)) out.push_back(fmt::format("{}: {} -> {}", c.key, c.before, c.after));
+  for (const auto& c : config::diff(before, now)) {
+    if (ignored(c.key)) continue;
+    out.push_back(fmt::format("{}: {} -> {}{}", c.key, c.before, c.after,
+                              length(c.key) ? " (the learning-rate schedule follows the new "
+                                              "length from here on)"
+                                            : ""));
+  }
   return out;
 }
 

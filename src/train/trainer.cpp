@@ -283,22 +283,44 @@ void check_trained(const TrainState& st, int64_t start_step, int64_t skipped_at_
                         "optim.lr, or enable optim.clip_norm"));
 }
 
+// A tokenizer the shards brought (data.tokenizer.path empty) becomes part of the run's
+// config, as an absolute path, and a copy of the file stays in the run directory: the
+// checkpoints then say which tokenizer their text tower reads, and export, eval and
+// zeroshot find it wherever they run.
+void record_tokenizer(config::Config& cfg, Run& run, const TrainData& data) {
+  const data::Tokenizer* tok = data.tokenizer();
+  if (!tok) return;
+  const fs::path file = fs::absolute(tok->path()).lexically_normal();
+  if (run.primary()) {
+    const fs::path copy = run.dir / ("tokenizer" + file.extension().string());
+    if (fs::absolute(copy).lexically_normal() != file)
+      util::write_file_atomic(copy, util::read_file(file));
+  }
+  if (cfg.data.tokenizer.path == file.string() && cfg.data.tokenizer.type == tok->type()) return;
+  cfg.data.tokenizer.path = file.string();
+  cfg.data.tokenizer.type = tok->type();
+  record_config(run, cfg);
+  log::info("data.tokenizer: {} {} recorded in the run's config", tok->type(), file.string());
+}
+
 // ---- the loop ----------------------------------------------------------------------
 
-TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& options) {
+TrainSummary run_training_impl(const config::Config& given, const TrainOptions& options,
+                               NewRunDir& new_dir) {
   const auto t_start = Clock::now();
+  config::Config cfg = given;
   Run run = open_run(cfg, "train", cfg.train.precision);
   const int rank = run.env.rank, world = run.env.world;
   check_init_given(cfg.model.init);  // before any data is read
   TrainData data = TrainData::open(cfg, rank, world);
   log::info("{}", data.describe());
+  record_tokenizer(cfg, run, data);
   model::RetClip net = build_model(cfg, data.vocab_size(), run.device, rank);
   BuiltOptimizer built = build_adamw(*net, cfg.optim);
   log_model(cfg, net, built);
   const int64_t total = total_steps(cfg, data), per_epoch = data.steps_per_epoch();
 
-  const fs::path ckpt_dir =
-      cfg.checkpoint.dir.empty() ? run.dir / "checkpoints" : fs::path(cfg.checkpoint.dir);
+  const fs::path ckpt_dir = checkpoint_dir(cfg);
   io::CheckpointStore store(ckpt_dir,
                             io::CheckpointStore::options_from(cfg.checkpoint, run.config_hash));
   const CheckpointParts parts{*net, *built.optimizer, run.device, run.config_yaml};
@@ -322,6 +344,7 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
   log::info("training {} steps ({} per epoch, batch {} patients, accumulation {}) from step {}",
             total, per_epoch, cfg.train.batch_size, cfg.optim.accum_steps, st.step);
   int64_t last_ckpt_step = -1;
+  new_dir.keep();  // from here on the run directory holds a run worth keeping
   while (st.step < total) {
     const auto t0 = Clock::now();
     MicroBatch batch = data.next_train(run.device);
@@ -363,8 +386,11 @@ TrainSummary run_training_impl(const config::Config& cfg, const TrainOptions& op
 }  // namespace
 
 TrainSummary run_training(const config::Config& cfg, const TrainOptions& options) {
+  const int rank = dist::Env::from_environment().rank;
+  claim_run_dir(cfg, "retclip train", options.overwrite, rank);
+  NewRunDir guard(cfg, rank);
   try {
-    return run_training_impl(cfg, options);
+    return run_training_impl(cfg, options, guard);
   } catch (const std::exception& e) {
     // The run's log says why it ended; the console gets it once, from main().
     log::write_file_only(log::Level::kError, e.what());

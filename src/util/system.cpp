@@ -64,8 +64,16 @@ std::string openmp_wait_description() {
   return s + (ours ? " (retclip default)" : " (environment)");
 }
 
+int64_t default_threads() {
+  // `retclip launch` (and torchrun) say how many ranks share this node: each takes its
+  // share of the cores rather than all of them.
+  int64_t local_world = 1;
+  if (const char* e = std::getenv("LOCAL_WORLD_SIZE")) local_world = std::max(1L, std::atol(e));
+  return std::max<int64_t>(1, available_cores() / local_world);
+}
+
 int64_t configure_threads(int64_t n) {
-  int64_t want = n > 0 ? n : available_cores();
+  int64_t want = n > 0 ? n : default_threads();
   at::set_num_threads(static_cast<int>(want));
   return at::get_num_threads();
 }

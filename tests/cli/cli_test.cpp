@@ -194,3 +194,19 @@ TEST(CliConfig, CheckSecondYamlDocumentExitsTwoNamingTheLine) {
   EXPECT_EQ(r.code, 2);
   EXPECT_HAS(r.err, p.string() + " line 3: a second YAML document starts here");
 }
+
+TEST(CliLaunch, WithoutDoubleDashHintsWhereTheCommandGoes) {
+  // Before: CLI11's "The following arguments were not expected" and nothing else.
+  Result r = run("launch --nproc 2 train --config '" + kTiny + "'");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_HAS(r.err, "HINT: put the command the ranks run after `--`");
+}
+
+TEST(CliHelp, ResumeNamesEveryMode) {
+  for (const std::string cmd : {"train", "finetune"}) {
+    Result r = run(cmd + " --help");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_HAS(r.out, "auto-or-scratch");
+    EXPECT_HAS(r.out, "--overwrite");
+  }
+}

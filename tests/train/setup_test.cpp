@@ -9,6 +9,7 @@
 #include "retclip/io/safetensors.hpp"
 #include "retclip/train/setup.hpp"
 #include "retclip/util/error.hpp"
+#include "retclip/util/fs.hpp"
 
 using namespace retclip;
 
@@ -87,4 +88,109 @@ TEST(Setup, ClipInitImportsThePatientLogitScale) {
   auto p = net->named_parameters();
   for (const auto& [k, v] : clip)
     if (k != "logit_scale") EXPECT_TRUE(p[k].equal(v)) << k;
+}
+
+namespace {
+
+// A log.dir as an earlier run leaves it: two checkpoints and the metrics file.
+std::filesystem::path earlier_run(const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("retclip-setup-" + name);
+  util::remove_tree(dir);
+  fs::create_directories(dir / "checkpoints" / "step-00000002");
+  fs::create_directories(dir / "checkpoints" / "step-00000004");
+  fs::create_directories(dir / "tensorboard");
+  util::write_file_atomic(dir / "metrics.jsonl", "{\"step\":1}\n");
+  util::write_file_atomic(dir / "train.log", "earlier\n");
+  return dir;
+}
+
+}  // namespace
+
+TEST(ClaimRunDir, RefusesAnEarlierRunNamingItsNewestStep) {
+  // Before: a new run in the same log.dir started at step 0, overwrote some checkpoints
+  // and kept the others.
+  const auto dir = earlier_run("refuse");
+  auto cfg = micro_config({"log.dir=" + dir.string()});
+  try {
+    train::claim_run_dir(cfg, "retclip train", false, 0);
+    FAIL() << "an earlier run was not refused";
+  } catch (const UsageError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("log.dir " + dir.string() + " already holds a run (checkpoints up to step 4"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("retclip train --resume auto"), std::string::npos) << m;
+    EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir / "checkpoints" / "step-00000004"));
+  // Only metrics, no checkpoint yet: still an earlier run.
+  util::remove_tree(dir / "checkpoints");
+  EXPECT_THROW(train::claim_run_dir(cfg, "retclip train", false, 0), UsageError);
+}
+
+TEST(ClaimRunDir, ResumeContinuesAndOverwriteStartsOver) {
+  const auto dir = earlier_run("overwrite");
+  auto resume = micro_config({"log.dir=" + dir.string(), "checkpoint.resume=auto"});
+  EXPECT_NO_THROW(train::claim_run_dir(resume, "retclip train", false, 0));
+  EXPECT_TRUE(std::filesystem::exists(dir / "checkpoints" / "step-00000004"));
+  auto cfg = micro_config({"log.dir=" + dir.string()});
+  // Ranks above 0 agree but leave the removal to rank 0.
+  EXPECT_NO_THROW(train::claim_run_dir(cfg, "retclip train", true, 1));
+  EXPECT_TRUE(std::filesystem::exists(dir / "metrics.jsonl"));
+  train::claim_run_dir(cfg, "retclip train", true, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir / "checkpoints" / "step-00000002"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "checkpoints" / "step-00000004"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "metrics.jsonl"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "tensorboard"));
+  EXPECT_NO_THROW(train::claim_run_dir(cfg, "retclip train", false, 0));  // a clean slate now
+  // An empty or missing directory is a fresh run.
+  util::remove_tree(dir);
+  EXPECT_NO_THROW(train::claim_run_dir(cfg, "retclip train", false, 0));
+}
+
+TEST(NewRunDir, RemovedWhenTheCommandFailsBeforeItsFirstStep) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "retclip-setup-newrundir";
+  util::remove_tree(dir);
+  auto cfg = micro_config({"log.dir=" + dir.string()});
+  {
+    train::NewRunDir guard(cfg, 0);
+    fs::create_directories(dir);
+    util::write_file_atomic(dir / "train.log", "failed before step 1\n");
+  }
+  EXPECT_FALSE(fs::exists(dir));  // before: left behind by every failed command
+  {
+    train::NewRunDir guard(cfg, 0);
+    fs::create_directories(dir);
+    guard.keep();
+  }
+  EXPECT_TRUE(fs::exists(dir));
+  {
+    train::NewRunDir guard(cfg, 0);  // existed before this command: never removed
+  }
+  EXPECT_TRUE(fs::exists(dir));
+  util::remove_tree(dir);
+}
+
+TEST(NewRunDir, KeptWhenItListsBadSamples) {
+  // The pre-check's error names <log.dir>/bad_samples.tsv: that list must survive.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "retclip-setup-newrundir-bad";
+  util::remove_tree(dir);
+  auto cfg = micro_config({"log.dir=" + dir.string()});
+  {
+    train::NewRunDir guard(cfg, 0);
+    fs::create_directories(dir);
+    util::write_file_atomic(dir / "bad_samples.tsv", "where\tpatient_id\treason\n");
+  }
+  EXPECT_FALSE(fs::exists(dir));  // only the header: nothing to keep
+  {
+    train::NewRunDir guard(cfg, 0);
+    fs::create_directories(dir);
+    util::write_file_atomic(dir / "bad_samples.tsv",
+                            "where\tpatient_id\treason\nm.csv row 3\tp3\ttruncated JPEG\n");
+  }
+  EXPECT_TRUE(fs::exists(dir / "bad_samples.tsv"));
+  util::remove_tree(dir);
 }

@@ -143,13 +143,19 @@ TEST(Checkpoint, SaveThenLoadRestoresWeightsOptimizerAndRandomState) {
   for (const auto& p : a) EXPECT_TRUE(p.value().equal(b[p.key()])) << "after a step: " << p.key();
 }
 
-TEST(Checkpoint, ResumeConfigChangesIgnoreLoggingAndRunLength) {
+TEST(Checkpoint, ResumeConfigChangesIgnoreLoggingButNameTheRunLength) {
   config::Config now = config::load(
       "", {"model.text.layers=3", "log.interval=7", "train.steps=99", "checkpoint.every_steps=3"});
   const std::string before = config::to_yaml(config::load("", {}));
   auto changes = train::resume_config_changes(before, now);
-  ASSERT_EQ(changes.size(), 1u);
-  EXPECT_NE(changes[0].find("model.text.layers"), std::string::npos) << changes[0];
+  ASSERT_EQ(changes.size(), 2u);
+  std::string all = changes[0] + "\n" + changes[1];
+  EXPECT_NE(all.find("model.text.layers"), std::string::npos) << all;
+  // Before: a resumed pretraining run with another train.steps said nothing, although
+  // the cosine schedule then follows the new length (fine-tuning said it).
+  EXPECT_NE(all.find("train.steps: 0 -> 99 (the learning-rate schedule follows the new length"),
+            std::string::npos)
+      << all;
 }
 
 TEST(CheckpointLayout, RandomStateFileNames) {

@@ -2,6 +2,7 @@
 // (and when it leaves the user's settings alone), and the thread configuration.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "retclip/util/system.hpp"
@@ -38,5 +39,16 @@ TEST(OpenMpDefaults, DescriptionSaysWhoChose) {
 TEST(Threads, ConfigureAndCount) {
   EXPECT_GE(available_cores(), 1);
   EXPECT_EQ(configure_threads(1), 1);
+  ::unsetenv("LOCAL_WORLD_SIZE");
   EXPECT_EQ(configure_threads(0), available_cores());
+}
+
+TEST(Threads, RanksOnOneNodeShareTheCores) {
+  // Before: every rank of `retclip launch --nproc N` took all the cores.
+  ::setenv("LOCAL_WORLD_SIZE", "2", 1);
+  EXPECT_EQ(default_threads(), std::max<int64_t>(1, available_cores() / 2));
+  ::setenv("LOCAL_WORLD_SIZE", "100000", 1);
+  EXPECT_EQ(default_threads(), 1);
+  ::unsetenv("LOCAL_WORLD_SIZE");
+  EXPECT_EQ(default_threads(), available_cores());
 }

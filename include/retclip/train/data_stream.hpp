@@ -29,6 +29,9 @@ class TrainData {
   static TrainData open_eval(const config::Config& cfg, const std::string& path);
 
   std::string describe() const;
+  /// The tokenizer of the reports (data.tokenizer.path, or the one the shards record);
+  /// nullptr when the data carries token ids and none is configured.
+  const data::Tokenizer* tokenizer() const { return tokenizer_.get(); }
   /// Vocabulary of the tokenizer (0 when none is loaded: shards with ids, no tokenizer).
   int64_t vocab_size() const;
   int64_t size() const;

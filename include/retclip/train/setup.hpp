@@ -35,7 +35,36 @@ struct Run {
   at::Device device = at::kCPU;
   std::shared_ptr<dist::Comm> comm;
   std::string config_yaml, config_hash;
+  int64_t threads = 0;  ///< intra-op threads (train.threads resolved)
   bool primary() const { return env.rank == 0; }
+};
+
+/// The checkpoints directory of a run: checkpoint.dir, or log.dir/checkpoints.
+std::filesystem::path checkpoint_dir(const config::Config& cfg);
+
+/// Makes log.dir safe to start `command` ("train", "finetune") in, before anything is
+/// written: a directory that already holds a run (step-N checkpoints or metrics.jsonl) is
+/// refused with a UsageError naming it and its newest step, unless checkpoint.resume is
+/// set (the run continues) or `overwrite` (rank 0 removes the old checkpoints,
+/// metrics.jsonl and TensorBoard events, so nothing of the two runs mixes).
+void claim_run_dir(const config::Config& cfg, const std::string& command, bool overwrite,
+                   int rank);
+
+/// A log.dir this command creates is removed again when the command fails before its
+/// first step (a bad config, unreadable data, a model that does not build), so that
+/// failed commands leave no run directory behind. One that existed before, or one whose
+/// run reached keep(), stays as it is. Only rank 0 removes.
+class NewRunDir {
+ public:
+  NewRunDir(const config::Config& cfg, int rank);
+  ~NewRunDir();
+  NewRunDir(const NewRunDir&) = delete;
+  NewRunDir& operator=(const NewRunDir&) = delete;
+  void keep() { keep_ = true; }
+
+ private:
+  std::filesystem::path dir_;
+  bool keep_ = false;
 };
 
 /// Opens the run of log.dir: `<name>.log` (rank 0; `<name>.rank<r>.log` on the others),
@@ -43,6 +72,11 @@ struct Run {
 /// `precision` is the run's precision key value (`<name>.precision`): anything but fp32
 /// and auto needs CUDA (UsageError).
 Run open_run(const config::Config& cfg, const std::string& name, const std::string& precision);
+
+/// Writes config.yaml and run.json of `run` from `cfg` (rank 0) and sets run.config_yaml
+/// and run.config_hash: open_run does it, and a run whose config gains resolved values
+/// (the tokenizer found through the shards) does it again.
+void record_config(Run& run, const config::Config& cfg);
 
 /// Seeds with train.seed, builds RetClip from model.*, loads model.init.* (full, then the
 /// vision and text towers), freezes train.freeze.*, moves it to `device` in train mode.

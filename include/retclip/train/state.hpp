@@ -74,7 +74,9 @@ TrainState load_checkpoint(const io::CheckpointInfo& checkpoint, const Checkpoin
                            const dist::Comm& comm, uint64_t seed);
 
 /// Keys of the resolved config that differ between the checkpoint and this run and change
-/// the numbers (log.*, checkpoint.* and the run length are left out): "key: a -> b".
+/// the numbers (log.* and checkpoint.* are left out): "key: a -> b". A changed run length
+/// (train/finetune steps or epochs) is named with what it changes: the learning-rate
+/// schedule follows the new length from the resumed step on.
 std::vector<std::string> resume_config_changes(const std::string& checkpoint_yaml,
                                                const config::Config& now);
 

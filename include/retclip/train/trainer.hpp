@@ -23,6 +23,10 @@ namespace retclip::train {
 
 struct TrainOptions {
   double max_minutes = 0;  ///< stop cleanly (checkpoint + validation) after this; 0 = off
+  /// Start over in a log.dir that already holds a run: its checkpoints, metrics.jsonl and
+  /// TensorBoard events are removed first. Without it (and without checkpoint.resume) such
+  /// a directory is refused, so that two runs never mix.
+  bool overwrite = false;
 };
 
 struct TrainSummary {

@@ -29,8 +29,13 @@ struct SystemInfo {
 
 SystemInfo system_info();
 
-/// Sets LibTorch's intra-op threads: `n` > 0 as given, 0 = the cores available to
-/// this process (affinity mask). Returns the number now in use.
+/// The intra-op threads of train.threads 0: the cores available to this process
+/// (affinity mask) divided among the ranks on this node (LOCAL_WORLD_SIZE, set by
+/// `retclip launch` and torchrun), at least 1.
+int64_t default_threads();
+
+/// Sets LibTorch's intra-op threads: `n` > 0 as given, 0 = default_threads(). Returns
+/// the number now in use.
 int64_t configure_threads(int64_t n);
 
 /// OpenMP wait policy when the environment sets none (docs/PERFORMANCE.md, "Throughput
