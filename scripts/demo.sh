@@ -45,7 +45,8 @@ awk -v ns="$(( $(date +%s%N) - tt0 ))" -v steps="$STEPS" 'BEGIN {
   printf "demo: %.2f s/step measured over 20 steps (incl. start-up): %d steps take about %.0f minutes here\n", s, steps, s * steps / 60 }'
 rm -rf "$DEMO_DIR/timing"
 ts0=$(date +%s)
-$R train "${train_args[@]}" --set log.dir="$DEMO_DIR/run" --set train.steps="$STEPS" |
+# --overwrite: a demo run left by an earlier demo is started over, not mixed with this one.
+$R train "${train_args[@]}" --set log.dir="$DEMO_DIR/run" --set train.steps="$STEPS" --overwrite |
   tee "$DEMO_DIR/train.log"
 done_step=$(grep -o 'trained to step [0-9]*' "$DEMO_DIR/train.log" | grep -o '[0-9]*$' || echo 0)
 echo "demo: pretraining ran $done_step of $STEPS steps in $(( ($(date +%s) - ts0) / 60 )) min"

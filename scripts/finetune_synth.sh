@@ -29,7 +29,8 @@ done
 echo "== pretraining: $PRETRAIN_STEPS steps (configs/tiny-cpu.yaml)"
 $R train --config configs/tiny-cpu.yaml --set data.train="$OUT/shards-train" --set data.val="$OUT/shards-val" \
   --set log.dir="$OUT/pretrain" --set train.steps="$PRETRAIN_STEPS" --set train.val_every=0 \
-  --set train.threads="$THREADS" --set checkpoint.every_steps=100000 --set log.tensorboard=false
+  --set train.threads="$THREADS" --set checkpoint.every_steps=100000 --set log.tensorboard=false \
+  --overwrite
 $R export --checkpoint "$OUT/pretrain/checkpoints" --out "$OUT/export" --parts vision
 
 # The held-out patients (val.csv of synth), re-split by patient for fine-tuning: the
@@ -56,9 +57,9 @@ common=(--set model.vision.preset=vit-tiny --set model.text.preset=bert-micro
   --set finetune.select=auroc_macro --set train.device=cpu --set train.threads="$THREADS"
   --set log.tensorboard=false --set checkpoint.every_steps=100000)
 echo "== fine-tuning from the pretrained encoder"
-$R finetune "${common[@]}" --set finetune.init="$OUT/export" --set log.dir="$OUT/ft-pretrained"
+$R finetune "${common[@]}" --set finetune.init="$OUT/export" --set log.dir="$OUT/ft-pretrained" --overwrite
 echo "== fine-tuning from random initialisation (same steps)"
-$R finetune "${common[@]}" --set finetune.init= --set log.dir="$OUT/ft-random"
+$R finetune "${common[@]}" --set finetune.init= --set log.dir="$OUT/ft-random" --overwrite
 
 python3 - "$OUT" <<'PY'
 import json, sys, os
