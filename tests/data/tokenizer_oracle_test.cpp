@@ -3,6 +3,7 @@
 // and encode() against Chinese-CLIP's tokenize() layout at context 100.
 // tests/python/tok_oracle.py builds the vocabulary and the expected ids.
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -31,7 +32,9 @@ const json& oracle_cases() {
   static json cases = [] {
     if (std::system("python3 -c 'import transformers, tokenizers' >/dev/null 2>&1") != 0)
       return json();
-    fs::path out = fs::path(RETCLIP_BINARY_DIR) / "tok_oracle";
+    // One folder per process: ctest runs the cases of this file in parallel processes,
+    // and a shared folder let one read cases.json while another was writing it.
+    fs::path out = fs::path(RETCLIP_BINARY_DIR) / "tok_oracle" / std::to_string(::getpid());
     fs::create_directories(out);
     std::string cmd = std::string("python3 ") + RETCLIP_SOURCE_DIR +
                       "/tests/python/tok_oracle.py " + out.string();
