@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace retclip::cli {
@@ -23,6 +24,17 @@ std::vector<CommandEntry>& command_registry();
 struct CommandRegistrar {
   CommandRegistrar(const char* name, AddFn add) { command_registry().push_back({name, add}); }
 };
+
+/// --resume and --overwrite of the commands that train into log.dir (train, finetune).
+inline void add_run_dir_options(CLI::App* sub, std::string& resume, bool& overwrite) {
+  sub->add_option("--resume", resume,
+                  "auto | auto-or-scratch | PATH (a checkpoint or checkpoints directory; "
+                  "checkpoint.resume); auto-or-scratch starts fresh when no usable checkpoint "
+                  "exists");
+  sub->add_flag("--overwrite", overwrite,
+                "start over in a log.dir that holds an earlier run (its checkpoints and "
+                "metrics are removed)");
+}
 
 }  // namespace retclip::cli
 

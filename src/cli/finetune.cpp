@@ -29,12 +29,7 @@ retclip::cli::RunFn add_finetune(CLI::App& app) {
                   "(finetune.head_init)");
   sub->add_option("--prompts", a->prompts,
                   "prompt file for --head-init zeroshot (finetune.prompts)");
-  sub->add_option("--resume", a->resume,
-                  "auto | auto-or-scratch | PATH (checkpoint.resume); auto-or-scratch starts "
-                  "fresh when no usable checkpoint exists");
-  sub->add_flag("--overwrite", a->overwrite,
-                "start over in a log.dir that holds an earlier run (its checkpoints and "
-                "metrics are removed)");
+  retclip::cli::add_run_dir_options(sub, a->resume, a->overwrite);
   sub->add_option("--max-minutes", a->max_minutes,
                   "stop cleanly (checkpoint) after this many minutes; resume to finish");
   return [a] {

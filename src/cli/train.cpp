@@ -21,12 +21,7 @@ retclip::cli::RunFn add_train(CLI::App& app) {
   auto* sub = app.add_subcommand("train", "Pretrain (or resume) from a YAML config");
   sub->add_option("--config,-c", a->config, "YAML config (defaults when omitted)");
   sub->add_option("--set", a->set, "override a key: --set optim.lr=1e-4 (repeatable)");
-  sub->add_option("--resume", a->resume,
-                  "auto | auto-or-scratch | PATH (a checkpoint or checkpoints directory); "
-                  "auto-or-scratch starts fresh when no usable checkpoint exists");
-  sub->add_flag("--overwrite", a->overwrite,
-                "start over in a log.dir that holds an earlier run (its checkpoints and "
-                "metrics are removed)");
+  retclip::cli::add_run_dir_options(sub, a->resume, a->overwrite);
   sub->add_option("--max-minutes", a->max_minutes,
                   "stop cleanly (checkpoint, validation) after this many minutes");
   return [a] {

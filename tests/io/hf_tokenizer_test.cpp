@@ -3,6 +3,7 @@
 // the pieces, scores, normaliser and retclip's [CLS]/[SEP] ids, and what tokenizer.json
 // cannot reproduce is refused with the reason before anything is written. That
 // AutoTokenizer gives retclip's ids from these files: interop_oracle_test.cpp.
+#include "../support/scratch.hpp"
 #include "retclip/io/hf_tokenizer.hpp"
 
 #include <gtest/gtest.h>
@@ -24,21 +25,9 @@ using namespace retclip::io;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("retclip-hftok-" + name + "-" + std::to_string(getpid()));
-  util::remove_tree(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return test::scratch_dir("hftok", name); }
 
-std::string what_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string what_of(const std::function<void()>& f) { return test::usage_error_of(f); }
 
 std::vector<std::string> corpus() {
   const std::vector<std::string> eye{"left eye", "right eye", "both eyes", "OD", "OS"};

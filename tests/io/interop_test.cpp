@@ -3,6 +3,7 @@
 // weights re-import into retclip unchanged, and presets "hf" / "checkpoint" read their
 // sizes from the pretrained files. The libraries themselves load the folders in
 // interop_oracle_test.cpp.
+#include "../support/scratch.hpp"
 #include "retclip/io/interop.hpp"
 
 #include <gtest/gtest.h>
@@ -50,22 +51,9 @@ void expect_same(const StateDict& got, const StateDict& want) {
   }
 }
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d =
-      fs::temp_directory_path() / ("retclip-interop-" + name + "-" + std::to_string(getpid()));
-  util::remove_tree(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return test::scratch_dir("interop", name); }
 
-std::string what_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string what_of(const std::function<void()>& f) { return test::usage_error_of(f); }
 
 json micro_sidecar(const std::string& tok_type) {
   return json{
