@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <sstream>
+#include <vector>
 
 #include "retclip/data/image.hpp"
 #include "retclip/data/tokenizer.hpp"
@@ -122,10 +123,11 @@ fs::path checkpoint_tokenizer(const config::Config& cfg, const fs::path& checkpo
   if (!recorded.empty() && fs::is_regular_file(recorded, ec)) return recorded;
   // checkpoints/step-N -> the run directory, where `retclip train` keeps its copy.
   const fs::path run = checkpoint_dir.parent_path().parent_path();
-  const std::string ext = recorded.empty() ? "" : fs::path(recorded).extension().string();
-  for (const std::string& name : {std::string("tokenizer") + ext, std::string("tokenizer.model"),
-                                  std::string("tokenizer.txt")})
-    if (name != "tokenizer" && fs::is_regular_file(run / name, ec)) return run / name;
+  std::vector<std::string> names{"tokenizer.model", "tokenizer.txt"};
+  const std::string ext = fs::path(recorded).extension().string();
+  if (!ext.empty()) names.insert(names.begin(), "tokenizer" + ext);  // the copy of that file
+  for (const std::string& name : names)
+    if (fs::is_regular_file(run / name, ec)) return run / name;
   return {};
 }
 
