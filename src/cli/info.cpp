@@ -2,7 +2,6 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "retclip/dist/comm.hpp"
 #include "retclip/dist/env.hpp"
 #include "retclip/util/log.hpp"
 #include "retclip/util/system.hpp"

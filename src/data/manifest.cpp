@@ -17,6 +17,7 @@
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
+#include "retclip/util/strings.hpp"
 
 namespace retclip::data {
 
@@ -68,6 +69,8 @@ bool is_valid_utf8(const std::string& s, size_t* bad_offset) {
 }
 
 namespace {
+
+using util::ends_with;
 
 bool is_ascii_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
@@ -389,11 +392,6 @@ void read_jsonl_rows(const std::string& path, const std::string& text, const fs:
     }
     samples.push_back(std::move(s));
   });
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string lower_ext(const std::string& path) {

@@ -2,6 +2,8 @@
 // and the all-gather with gradient.
 #include "retclip/dist/comm.hpp"
 
+#include "backends.hpp"
+
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -96,6 +98,7 @@ std::shared_ptr<Comm> Comm::from_env(const Env& env, const at::Device& device,
   return env.distributed() ? init(env, device, options) : single();
 }
 
+Comm::Comm() = default;
 Comm::~Comm() = default;
 
 void Comm::fail(const std::string& what, const std::exception& e) const {

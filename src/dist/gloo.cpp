@@ -3,7 +3,7 @@
 // (headers only; the Gloo code used is the one inside libtorch_cpu).
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
-#include "retclip/dist/comm.hpp"
+#include "backends.hpp"
 
 namespace retclip::dist {
 

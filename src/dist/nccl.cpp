@@ -2,7 +2,8 @@
 // torch) and torch_cuda: RETCLIP_WITH_NCCL. A build without them has no NCCL backend:
 // dist.backend=nccl is then refused with an error that says so (CPU builds use Gloo).
 // (Torch's CMake target defines USE_C10D_NCCL for every user, so it cannot tell.)
-#include "retclip/dist/comm.hpp"
+#include "backends.hpp"
+#include "retclip/dist/env.hpp"
 #include "retclip/util/error.hpp"
 
 #ifdef RETCLIP_WITH_NCCL

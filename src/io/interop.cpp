@@ -14,6 +14,7 @@
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
+#include "retclip/util/strings.hpp"
 #include "retclip/version.hpp"
 
 namespace retclip::io {
@@ -23,13 +24,8 @@ using json = nlohmann::json;
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
-}
-
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
+using util::starts_with;
+using util::ends_with;
 
 // Replaces the first occurrence of `from` in `s` (a key segment) by `to`.
 std::string replace_once(std::string s, const std::string& from, const std::string& to) {

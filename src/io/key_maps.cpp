@@ -9,18 +9,14 @@
 #include "retclip/io/state_dict.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/log.hpp"
+#include "retclip/util/strings.hpp"
 
 namespace retclip::io {
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
-}
-
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
+using util::starts_with;
+using util::ends_with;
 
 // Patches per side of a [1+g*g, D] positional embedding; 0 when it is not square.
 int64_t grid_of(const at::Tensor& pe) {

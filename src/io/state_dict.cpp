@@ -16,6 +16,7 @@
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
+#include "retclip/util/strings.hpp"
 #include "torch_pickle.hpp"
 
 namespace retclip::io {
@@ -24,9 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
-}
+using util::starts_with;
 
 std::string shape_str(at::IntArrayRef s) {
   std::string r = "[";

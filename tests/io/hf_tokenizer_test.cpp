@@ -25,9 +25,9 @@ using namespace retclip::io;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) { return test::scratch_dir("hftok", name); }
+fs::path hftok_dir(const std::string& name) { return test::scratch_dir("hftok", name); }
 
-std::string what_of(const std::function<void()>& f) { return test::usage_error_of(f); }
+
 
 std::vector<std::string> corpus() {
   const std::vector<std::string> eye{"left eye", "right eye", "both eyes", "OD", "OS"};
@@ -92,7 +92,7 @@ ExportBundle micro_bundle(const std::string& tok_type, const fs::path& tokenizer
 }  // namespace
 
 TEST(SentencePieceModelReader, AgreesWithTheLibraryOnEveryPiece) {
-  const fs::path dir = temp_dir("reader");
+  const fs::path dir = hftok_dir("reader");
   const fs::path model = train(dir, "unigram");
   const data::SentencePieceTokenizer tok(model.string());
   const SentencePieceModelSpec s = read_sentencepiece_model(model);
@@ -114,17 +114,17 @@ TEST(SentencePieceModelReader, AgreesWithTheLibraryOnEveryPiece) {
   // Not a ModelProto: the path and the byte are named.
   const std::string bytes = util::read_file(model);
   util::write_file_atomic(dir / "cut.model", bytes.substr(0, bytes.size() / 2));
-  const std::string e = what_of([&] { read_sentencepiece_model(dir / "cut.model"); });
+  const std::string e = test::usage_error_of([&] { read_sentencepiece_model(dir / "cut.model"); });
   EXPECT_NE(e.find("cut.model"), std::string::npos) << e;
   EXPECT_NE(e.find("byte"), std::string::npos) << e;
   util::write_file_atomic(dir / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n");
-  EXPECT_NE(what_of([&] { read_sentencepiece_model(dir / "vocab.txt"); }).find("vocab.txt"),
+  EXPECT_NE(test::usage_error_of([&] { read_sentencepiece_model(dir / "vocab.txt"); }).find("vocab.txt"),
             std::string::npos);
   util::remove_tree(dir);
 }
 
 TEST(SentencePieceTokenizerJson, CarriesPiecesNormaliserAndRetclipLayout) {
-  const fs::path dir = temp_dir("json");
+  const fs::path dir = hftok_dir("json");
   const fs::path model = train(dir, "unigram");
   const SentencePieceModelSpec s = read_sentencepiece_model(model);
   const json j = sentencepiece_tokenizer_json(s, HfSpecialIds{}, model.string());
@@ -152,7 +152,7 @@ TEST(SentencePieceTokenizerJson, CarriesPiecesNormaliserAndRetclipLayout) {
 }
 
 TEST(HfExport, SentencePieceRunWritesTokenizerJson) {
-  const fs::path dir = temp_dir("spexport");
+  const fs::path dir = hftok_dir("spexport");
   const ExportBundle b = micro_bundle("sentencepiece", train(dir, "unigram"));
   write_export_format(ExportFormat::kHf, b, dir / "export");
   const fs::path hf = dir / "export" / "hf";
@@ -171,24 +171,24 @@ TEST(HfExport, SentencePieceRunWritesTokenizerJson) {
 }
 
 TEST(HfExport, RefusesWhatTokenizerJsonCannotReproduce) {
-  const fs::path dir = temp_dir("refuse");
+  const fs::path dir = hftok_dir("refuse");
   // A sentencepiece BPE model: hf and open_clip are refused with the reason, nothing written.
   const ExportBundle bpe = micro_bundle("sentencepiece", train(dir, "bpe"));
   for (ExportFormat f : {ExportFormat::kHf, ExportFormat::kOpenClip}) {
-    const std::string e = what_of([&] { write_export_format(f, bpe, dir / "export"); });
+    const std::string e = test::usage_error_of([&] { write_export_format(f, bpe, dir / "export"); });
     EXPECT_NE(e.find("bpe.model"), std::string::npos) << e;
     EXPECT_NE(e.find("BPE"), std::string::npos) << e;
     EXPECT_NE(e.find("HINT"), std::string::npos) << e;
     EXPECT_FALSE(fs::exists(export_format_dir(f, dir / "export"))) << export_format_name(f);
-    EXPECT_NE(what_of([&] { check_export_format(f, bpe); }), "");
+    EXPECT_NE(test::usage_error_of([&] { check_export_format(f, bpe); }), "");
   }
   // The formats without a tokenizer are still written from the same run.
-  EXPECT_EQ(what_of([&] { check_export_format(ExportFormat::kTimm, bpe); }), "");
+  EXPECT_EQ(test::usage_error_of([&] { check_export_format(ExportFormat::kTimm, bpe); }), "");
 
   // A WordPiece vocabulary without [MASK].
   util::write_file_atomic(dir / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\na\nb\n");
   const ExportBundle wp = micro_bundle("wordpiece", dir / "vocab.txt");
-  const std::string e = what_of([&] { write_export_format(ExportFormat::kHf, wp, dir / "export"); });
+  const std::string e = test::usage_error_of([&] { write_export_format(ExportFormat::kHf, wp, dir / "export"); });
   EXPECT_NE(e.find("[MASK]"), std::string::npos) << e;
   EXPECT_NE(e.find("vocab.txt"), std::string::npos) << e;
   EXPECT_FALSE(fs::exists(dir / "export" / "hf"));
@@ -196,7 +196,7 @@ TEST(HfExport, RefusesWhatTokenizerJsonCannotReproduce) {
   // A tokenizer type with no Hugging Face form.
   ExportBundle other = micro_bundle("wordpiece", dir / "vocab.txt");
   other.sidecar["tokenizer"]["type"] = "bytes";
-  EXPECT_NE(what_of([&] { check_export_format(ExportFormat::kHf, other); }).find("'bytes'"),
+  EXPECT_NE(test::usage_error_of([&] { check_export_format(ExportFormat::kHf, other); }).find("'bytes'"),
             std::string::npos);
   util::remove_tree(dir);
 }

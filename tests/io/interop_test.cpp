@@ -53,7 +53,6 @@ void expect_same(const StateDict& got, const StateDict& want) {
 
 fs::path temp_dir(const std::string& name) { return test::scratch_dir("interop", name); }
 
-std::string what_of(const std::function<void()>& f) { return test::usage_error_of(f); }
 
 json micro_sidecar(const std::string& tok_type) {
   return json{
@@ -140,16 +139,16 @@ TEST(InteropKeys, TimmViTsRetclipCannotHoldAreRejected) {
   StateDict timm = to_timm_vit(micro_weights());
   StateDict with_bias = timm;
   with_bias.emplace_back("patch_embed.proj.bias", at::zeros({64}));
-  EXPECT_NE(what_of([&] { map_timm_vit(with_bias); }).find("patch_embed.proj.bias"),
+  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(with_bias); }).find("patch_embed.proj.bias"),
             std::string::npos);
   StateDict plain;
   for (const auto& [k, v] : timm)
     if (k.rfind("norm_pre.", 0) != 0) plain.emplace_back(k, v);
-  EXPECT_NE(what_of([&] { map_timm_vit(plain); }).find("HINT"), std::string::npos);
+  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(plain); }).find("HINT"), std::string::npos);
   StateDict biased = timm;
   for (auto& [k, v] : biased)
     if (k == "head.bias") v = at::ones_like(v);
-  EXPECT_NE(what_of([&] { map_timm_vit(biased); }).find("head.bias is not zero"),
+  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(biased); }).find("head.bias is not zero"),
             std::string::npos);
 }
 
@@ -160,10 +159,10 @@ TEST(InteropFormats, ParsesListsAndRejectsUnknownNames) {
   EXPECT_EQ(f[1], ExportFormat::kTimm);
   EXPECT_EQ(f[2], ExportFormat::kHf);
   EXPECT_EQ(parse_export_format("open_clip"), ExportFormat::kOpenClip);
-  const std::string e = what_of([] { parse_export_formats("retclip,onnx"); });
+  const std::string e = test::usage_error_of([] { parse_export_formats("retclip,onnx"); });
   EXPECT_NE(e.find("'onnx'"), std::string::npos) << e;
   EXPECT_NE(e.find("HINT: --format"), std::string::npos) << e;
-  EXPECT_NE(what_of([] { parse_export_formats(","); }).find("empty"), std::string::npos);
+  EXPECT_NE(test::usage_error_of([] { parse_export_formats(","); }).find("empty"), std::string::npos);
   EXPECT_EQ(export_format_dir(ExportFormat::kRetclip, "out"), fs::path("out"));
   EXPECT_EQ(export_format_dir(ExportFormat::kHf, "out"), fs::path("out") / "hf");
 }
@@ -280,7 +279,7 @@ TEST(InteropFormats, HfNeedsTheTokenizerFile) {
   b.weights = micro_weights();
   b.sidecar = micro_sidecar("wordpiece");
   b.tokenizer = dir / "gone.txt";
-  const std::string e = what_of([&] { write_export_format(ExportFormat::kHf, b, dir); });
+  const std::string e = test::usage_error_of([&] { write_export_format(ExportFormat::kHf, b, dir); });
   EXPECT_NE(e.find("gone.txt"), std::string::npos) << e;
   EXPECT_NE(e.find("HINT"), std::string::npos) << e;
   util::remove_tree(dir);
@@ -321,15 +320,15 @@ TEST(InteropPresets, HfPresetReadsConfigJson) {
 
   cfg["hidden_act"] = "relu";
   util::write_file_atomic(dir / "config.json", cfg.dump());
-  std::string e = what_of([&] { read_hf_bert_config(dir); });
+  std::string e = test::usage_error_of([&] { read_hf_bert_config(dir); });
   EXPECT_NE(e.find("config.json"), std::string::npos) << e;
   EXPECT_NE(e.find("relu"), std::string::npos) << e;
   config::ModelConfig empty = micro_config();
   empty.text.preset = "hf";
-  e = what_of([&] { resolve_pretrained_presets(empty); });
+  e = test::usage_error_of([&] { resolve_pretrained_presets(empty); });
   EXPECT_NE(e.find("HINT: set model.init.text"), std::string::npos) << e;
   // Unresolved, the preset says which sizes are missing and how to get them.
-  e = what_of([&] { model::retclip_options(empty); });
+  e = test::usage_error_of([&] { model::retclip_options(empty); });
   EXPECT_NE(e.find("model.init.text"), std::string::npos) << e;
   util::remove_tree(dir);
 }
@@ -359,7 +358,7 @@ TEST(InteropPresets, CheckpointPresetReadsShapes) {
   }
   config::ModelConfig none = micro_config();
   none.vision.preset = "checkpoint";
-  EXPECT_NE(what_of([&] { resolve_pretrained_presets(none); }).find("model.init.vision"),
+  EXPECT_NE(test::usage_error_of([&] { resolve_pretrained_presets(none); }).find("model.init.vision"),
             std::string::npos);
   util::remove_tree(dir);
 }

@@ -16,7 +16,7 @@ using namespace retclip::io;
 
 namespace {
 
-fs::path temp_dir() {
+fs::path st_dir() {
   fs::path d = fs::temp_directory_path() / ("retclip_io_st_" + std::to_string(::getpid()));
   fs::create_directories(d);
   return d;
@@ -63,7 +63,7 @@ TEST(Safetensors, RoundTripEveryDtypeInMemoryAndOnDisk) {
   in.emplace_back("strided", at::randn({4, 6}).t());  // non-contiguous input
   std::map<std::string, std::string> meta = {{"format", "pt"}, {"preset", "ViT-S-8"}};
 
-  const fs::path path = temp_dir() / "round.safetensors";
+  const fs::path path = st_dir() / "round.safetensors";
   write_safetensors(path, in, meta);
   for (int pass = 0; pass < 2; ++pass) {
     SafetensorsFile f = pass == 0 ? parse_safetensors(util::read_file(path), path.string())

@@ -20,7 +20,7 @@ using namespace retclip::io;
 
 namespace {
 
-fs::path temp_dir() {
+fs::path sd_dir() {
   fs::path d = fs::temp_directory_path() / ("retclip_io_sd_" + std::to_string(::getpid()));
   fs::create_directories(d);
   return d;
@@ -55,7 +55,7 @@ struct TinyImpl : torch::nn::Module {
 }  // namespace
 
 TEST(StateDict, SafetensorsLoadStripsModulePrefixAndSaveRoundTrips) {
-  fs::path p = temp_dir() / "ddp.safetensors";
+  fs::path p = sd_dir() / "ddp.safetensors";
   auto w = at::randn({2, 3});
   save_weights(p, {{"module.fc.weight", w}, {"module.fc.bias", at::zeros({2})}}, {{"k", "v"}});
   EXPECT_EQ(detect_weights_format(p), WeightsFormat::kSafetensors);
@@ -75,7 +75,7 @@ TEST(StateDict, TorchZipNestedStateDictIsUnwrapped) {
   outer.insert("epoch", int64_t(3));
   outer.insert("state_dict", inner);
   std::vector<char> bytes = torch::pickle_save(c10::IValue(outer));
-  fs::path p = temp_dir() / "ckpt.pt";
+  fs::path p = sd_dir() / "ckpt.pt";
   util::write_file_atomic(p, std::string_view(bytes.data(), bytes.size()));
   EXPECT_EQ(detect_weights_format(p), WeightsFormat::kTorchZip);
   auto sd = load_weights(p);
@@ -85,7 +85,7 @@ TEST(StateDict, TorchZipNestedStateDictIsUnwrapped) {
 
 TEST(StateDict, SafetensorsWhoseHeaderLengthStartsWith0x80IsNotTakenForAPickle) {
   // A header of 128 bytes makes the first byte of the file 0x80, the pickle opcode.
-  fs::path d = temp_dir();
+  fs::path d = sd_dir();
   std::string header = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
   header.resize(128, ' ');
   std::string file(8, '\0');
@@ -100,7 +100,7 @@ TEST(StateDict, SafetensorsWhoseHeaderLengthStartsWith0x80IsNotTakenForAPickle) 
 }
 
 TEST(StateDict, UnknownAndLegacyFormatsAreRejectedWithHints) {
-  fs::path d = temp_dir();
+  fs::path d = sd_dir();
   util::write_file_atomic(d / "legacy.pt", std::string("\x80\x02\x8a\x0a", 4) + std::string(20, 'x'));
   EXPECT_NE(error_of([&] { load_weights(d / "legacy.pt"); }).find("legacy"), std::string::npos);
   util::write_file_atomic(d / "junk.bin", std::string(64, 'j'));
@@ -113,7 +113,7 @@ TEST(StateDict, UnknownAndLegacyFormatsAreRejectedWithHints) {
 }
 
 TEST(StateDict, HfFolderAndShardIndexLoad) {
-  fs::path d = temp_dir() / "hf";
+  fs::path d = sd_dir() / "hf";
   fs::create_directories(d);
   auto a = at::randn({3});
   auto b = at::randn({2, 2});
@@ -263,7 +263,7 @@ TEST(ApplyStateDict, StrictThrowsBeforeCopyingAndPrefixFilterLimitsScope) {
 
 TEST(StateDict, NonFiniteWeightsAreRefusedNamingFileAndTensor) {
   // Before: NaN/Inf weights loaded without a word (NaN embeddings, every step skipped).
-  fs::path p = temp_dir() / "nan.safetensors";
+  fs::path p = sd_dir() / "nan.safetensors";
   auto w = at::randn({2, 3});
   w[1][2] = std::numeric_limits<float>::quiet_NaN();
   save_weights(p, {{"fc.bias", at::zeros({2})}, {"fc.weight", w}, {"steps", at::ones({2}, at::kLong)}});
@@ -286,7 +286,7 @@ TEST(StateDict, NonFiniteWeightsAreRefusedNamingFileAndTensor) {
 
 TEST(LoadPretrained, ErrorsNameTheSettingAndTheFileAndHintAtSettings) {
   TinyImpl m;
-  const fs::path p = temp_dir() / "pretrained.safetensors";
+  const fs::path p = sd_dir() / "pretrained.safetensors";
   auto no_cxx_names = [](const std::string& msg) {
     for (const char* f : {"map_openai_clip_visual", "map_hf_bert", "map_retclip",
                           "resize_positional_embedding", "load_weights", "non-strictly", "()"})
@@ -346,7 +346,7 @@ TEST(StateDict, DamagedTorchArchivesAreRejectedNotCrashed) {
   sd.insert("b", at::arange(8));
   std::vector<char> bytes = torch::pickle_save(c10::IValue(sd));
   const std::string good(bytes.data(), bytes.size());
-  const fs::path p = temp_dir() / "damaged.pt";
+  const fs::path p = sd_dir() / "damaged.pt";
   size_t loaded = 0, rejected = 0;
   auto attempt = [&](const std::string& b) {
     util::write_file_atomic(p, b);
@@ -379,7 +379,7 @@ TEST(TorchPickle, DamagedPicklesAreRejectedNotCrashed) {
   outer.insert("tags", std::vector<std::string>{"a", "b"});
   outer.insert("model", inner);
   std::vector<char> bytes = torch::pickle_save(c10::IValue(outer));
-  const fs::path p = temp_dir() / "pickle_src.pt";
+  const fs::path p = sd_dir() / "pickle_src.pt";
   util::write_file_atomic(p, std::string_view(bytes.data(), bytes.size()));
   caffe2::serialize::PyTorchStreamReader zip(p.string());
   auto record = [&](const std::string& name) {

@@ -11,7 +11,7 @@ using namespace retclip;
 
 namespace {
 
-model::RetClip micro_model() {
+model::RetClip micro_model_from_config() {
   config::ModelConfig mc;
   mc.vision.preset = "vit-micro";
   mc.text.preset = "bert-micro";
@@ -42,7 +42,7 @@ train::BatchSource source(const std::vector<train::MicroBatch>& bs) {
 }  // namespace
 
 TEST(Validate, LevelsEqualTheLossAndRecallCountsPresentEyes) {
-  model::RetClip net = micro_model();
+  model::RetClip net = micro_model_from_config();
   net->train();
   const auto bs = batches(2, 6);
   const auto opts = loss::TripartiteLossOptions();
@@ -71,7 +71,7 @@ TEST(Validate, LevelsEqualTheLossAndRecallCountsPresentEyes) {
 }
 
 TEST(Validate, StopsAtTheLimit) {
-  model::RetClip net = micro_model();
+  model::RetClip net = micro_model_from_config();
   train::EvalResult r = train::evaluate(net, source(batches(3, 6)), 8,
                                         loss::TripartiteLossOptions(), train::Precision::kFp32);
   EXPECT_EQ(r.patients, 8);  // 6 + 2 of the second batch; the third is never read

@@ -10,16 +10,21 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <torch/csrc/distributed/c10d/Backend.hpp>
-#include <torch/csrc/distributed/c10d/Store.hpp>
-#include <torch/csrc/distributed/c10d/Work.hpp>
+#include <c10/util/intrusive_ptr.h>
 
-#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "retclip/dist/env.hpp"
+
+// c10d's types stay out of this header (their headers cost seconds per file that includes
+// them); src/dist includes them where the process group is used.
+namespace c10d {
+class Backend;
+class Store;
+class Work;
+}  // namespace c10d
 
 namespace retclip::dist {
 
@@ -69,7 +74,7 @@ class Comm {
   void reset_comm_seconds() { comm_s_ = 0; }
 
  private:
-  Comm() = default;
+  Comm();
   [[noreturn]] void fail(const std::string& what, const std::exception& e) const;
 
   int rank_ = 0, world_ = 1;
@@ -85,15 +90,5 @@ class Comm {
 /// loss over the global batch trains every rank's encoders (OpenCLIP's
 /// gather_with_grad). Shape: x [B, ...] on every rank -> [world*B, ...].
 at::Tensor all_gather_with_grad(Comm& comm, const at::Tensor& x);
-
-/// c10d backends, in their own translation units (their headers need Gloo / NCCL).
-c10::intrusive_ptr<c10d::Backend> make_gloo_backend(const c10::intrusive_ptr<c10d::Store>& store,
-                                                    int rank, int world,
-                                                    std::chrono::milliseconds timeout);
-c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store,
-                                                    int rank, int world,
-                                                    std::chrono::milliseconds timeout);
-/// Whether this build has the NCCL backend.
-bool nccl_available();
 
 }  // namespace retclip::dist

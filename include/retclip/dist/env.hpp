@@ -34,6 +34,9 @@ struct Env {
   static Env from_lookup(const std::function<const char*(const char*)>& get);
 };
 
+/// Whether this build has the NCCL backend (dist.backend nccl; see comm.hpp).
+bool nccl_available();
+
 /// First host of a SLURM node list: "gpu[03-05,07],cpu1" -> "gpu03"; "node7" -> "node7".
 std::string first_slurm_host(const std::string& nodelist);
 
