@@ -19,6 +19,7 @@ import sys
 
 TORCH = re.compile(r'^\s*#\s*include\s*<(ATen|c10|torch)/([^>]+)>', re.M)
 LOCAL = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
+UNITY = re.compile(r'^\s*#\s*include\s*"(/[^"]+)"', re.M)
 
 # Compiled with their own include directories and definitions (Gloo's and NCCL's
 # headers), which the shared precompiled header was not built with.
@@ -48,6 +49,19 @@ def torch_include(path, roots, seen):
     return None
 
 
+def check(rel, uses_pch, found):
+    """The mismatch between how `rel` is compiled and what it includes, or None."""
+    where = os.path.join(os.path.dirname(rel), "CMakeLists.txt")
+    if uses_pch and not found:
+        return (f"{rel} includes no LibTorch header but is compiled with the precompiled "
+                f"one. HINT: add it to retclip_no_pch(...) in {where}")
+    if not uses_pch and found:
+        return (f"{rel} includes LibTorch ({found}) but is compiled without the precompiled "
+                f"header. HINT: remove it from retclip_no_pch(...) in {where}, or keep "
+                f"LibTorch out of the headers it includes")
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("compile_commands")
@@ -60,22 +74,19 @@ def main():
     problems, checked = [], 0
     for e in entries:
         f = os.path.abspath(os.path.join(e["directory"], e["file"]))
-        rel = os.path.relpath(f, source)
-        if (rel.startswith("..") or rel in OWN_FLAGS or os.path.basename(rel) in ("pch.cpp", "fmt_compiled.cpp")
-                or "/CMakeFiles/" in rel):
-            continue
         command = e.get("command") or " ".join(e.get("arguments", []))
         uses_pch = "cmake_pch.hxx" in command
-        found = torch_include(f, roots, set())
-        checked += 1
-        where = os.path.join(os.path.dirname(rel), "CMakeLists.txt")
-        if uses_pch and not found:
-            problems.append(f"{rel} includes no LibTorch header but is compiled with the "
-                            f"precompiled one. HINT: add it to retclip_no_pch(...) in {where}")
-        elif not uses_pch and found:
-            problems.append(f"{rel} includes LibTorch ({found}) but is compiled without the "
-                            f"precompiled header. HINT: remove it from retclip_no_pch(...) in "
-                            f"{where}, or keep LibTorch out of the headers it includes")
+        # A unity batch (RETCLIP_UNITY) is one entry that includes its sources.
+        sources = UNITY.findall(open(f).read()) if "/Unity/unity_" in f else [f]
+        for src in sources:
+            rel = os.path.relpath(src, source)
+            if (rel.startswith("..") or rel in OWN_FLAGS or "/CMakeFiles/" in rel
+                    or os.path.basename(rel) in ("pch.cpp", "fmt_compiled.cpp")):
+                continue
+            checked += 1
+            problem = check(rel, uses_pch, torch_include(src, roots, set()))
+            if problem:
+                problems.append(problem)
     for p in problems:
         print("FAIL", p)
     print(f"{checked} translation units checked, {len(problems)} mismatches")
