@@ -68,6 +68,21 @@ class Checker {
   const Origins& origins_;
 };
 
+// data.augment and finetune.augment: the same keys, the same rules; `crop_hint` says
+// what the recipe each block follows uses.
+void check_augment(const Checker& k, const std::string& prefix, const AugmentConfig& a,
+                   const std::string& crop_hint) {
+  k.finite(prefix + ".crop_scale", a.crop_scale[0]);
+  k.finite(prefix + ".crop_scale", a.crop_scale[1]);
+  if (!(a.crop_scale[0] > 0 && a.crop_scale[0] <= a.crop_scale[1] && a.crop_scale[1] <= 1))
+    k.fail(prefix + ".crop_scale", "[a, b] with 0 < a <= b <= 1",
+           fmt::format("[{}, {}]", a.crop_scale[0], a.crop_scale[1]), crop_hint);
+  k.closed(prefix + ".color_jitter", a.color_jitter, 0.0, 1.0);
+  k.closed(prefix + ".random_erasing", a.random_erasing, 0.0, 1.0);
+  k.one_of(prefix + ".interpolation", a.interpolation, {"bilinear", "bicubic"});
+  k.one_of(prefix + ".jitter_order", a.jitter_order, {"fixed", "random"});
+}
+
 }  // namespace
 
 void validate_with(const Config& c, const Origins& origins) {
@@ -133,17 +148,7 @@ void validate_with(const Config& c, const Origins& origins) {
            fmt::format("at most model.text.max_position ({})", t.max_position),
            fmt::format("{}", d.context_length));
   k.one_of("data.tokenizer.type", d.tokenizer.type, {"auto", "wordpiece", "sentencepiece"});
-  const auto& a = d.augment;
-  k.finite("data.augment.crop_scale", a.crop_scale[0]);
-  k.finite("data.augment.crop_scale", a.crop_scale[1]);
-  if (!(a.crop_scale[0] > 0 && a.crop_scale[0] <= a.crop_scale[1] && a.crop_scale[1] <= 1))
-    k.fail("data.augment.crop_scale", "[a, b] with 0 < a <= b <= 1",
-           fmt::format("[{}, {}]", a.crop_scale[0], a.crop_scale[1]),
-           "the reference uses [0.9, 1.0]");
-  k.closed("data.augment.color_jitter", a.color_jitter, 0.0, 1.0);
-  k.closed("data.augment.random_erasing", a.random_erasing, 0.0, 1.0);
-  k.one_of("data.augment.interpolation", a.interpolation, {"bilinear", "bicubic"});
-  k.one_of("data.augment.jitter_order", a.jitter_order, {"fixed", "random"});
+  check_augment(k, "data.augment", d.augment, "the reference uses [0.9, 1.0]");
   for (double m : d.mean) k.finite("data.mean", m);
   for (double s : d.std) k.gt("data.std", s, 0.0, "every channel's std divides the pixel values");
   k.ge("data.workers", d.workers, 0);
@@ -286,15 +291,7 @@ void validate_with(const Config& c, const Origins& origins) {
   k.one_of("finetune.select", f.select,
            {"retfound", "auroc_macro", "aupr_macro", "f1_macro", "kappa", "kappa_linear",
             "kappa_quadratic", "accuracy", "balanced_accuracy"});
-  const auto& fa = f.augment;
-  if (!(fa.crop_scale[0] > 0 && fa.crop_scale[0] <= fa.crop_scale[1] && fa.crop_scale[1] <= 1))
-    k.fail("finetune.augment.crop_scale", "[a, b] with 0 < a <= b <= 1",
-           fmt::format("[{}, {}]", fa.crop_scale[0], fa.crop_scale[1]),
-           "RETFound (timm) uses [0.08, 1.0]");
-  k.closed("finetune.augment.color_jitter", fa.color_jitter, 0.0, 1.0);
-  k.closed("finetune.augment.random_erasing", fa.random_erasing, 0.0, 1.0);
-  k.one_of("finetune.augment.interpolation", fa.interpolation, {"bilinear", "bicubic"});
-  k.one_of("finetune.augment.jitter_order", fa.jitter_order, {"fixed", "random"});
+  check_augment(k, "finetune.augment", f.augment, "RETFound (timm) uses [0.08, 1.0]");
   k.half_open("finetune.val_fraction", f.val_fraction, 0.0, 1.0);
   k.half_open("finetune.test_fraction", f.test_fraction, 0.0, 1.0);
 }
@@ -303,20 +300,45 @@ void validate_with(const Config& c, const Origins& origins) {
 
 namespace retclip::config {
 
+const std::vector<std::pair<std::string, VisionPresetSizes>>& vision_presets() {
+  static const std::vector<std::pair<std::string, VisionPresetSizes>> t{
+      {"ViT-B-16", {512, 224, 12, 768, 16}},
+      {"ViT-L-14", {768, 224, 24, 1024, 14}},
+      {"ViT-S-8", {512, 224, 12, 384, 8}},
+      {"vit-tiny", {128, 64, 4, 128, 8}},
+      {"vit-micro", {32, 32, 2, 64, 8}}};
+  return t;
+}
+
+const std::vector<std::pair<std::string, TextPresetSizes>>& text_presets() {
+  static const std::vector<std::pair<std::string, TextPresetSizes>> t{
+      {"RoBERTa-wwm-ext-base-chinese", {21128, 768, 12, 12, 3072, 512}},
+      {"RoBERTa-wwm-ext-large-chinese", {21128, 1024, 24, 16, 4096, 512}},
+      {"RBT3-chinese", {21128, 768, 3, 12, 3072, 512}},
+      {"bert-base-uncased", {30522, 768, 12, 12, 3072, 512}},
+      {"bert-tiny", {0, 128, 2, 2, 512, 128}},
+      {"bert-micro", {0, 64, 2, 2, 128, 64}}};
+  return t;
+}
+
+namespace {
+template <typename Sizes>
+std::vector<std::string> names_of(const std::vector<std::pair<std::string, Sizes>>& table,
+                                  const char* from_files) {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : table) out.push_back(name);
+  out.push_back(from_files);
+  return out;
+}
+}  // namespace
+
 const std::vector<std::string>& vision_preset_names() {
-  static const std::vector<std::string> names{"ViT-B-16", "ViT-L-14",  "ViT-S-8",
-                                              "vit-tiny", "vit-micro", "checkpoint"};
+  static const std::vector<std::string> names = names_of(vision_presets(), kVisionFromCheckpoint);
   return names;
 }
 
 const std::vector<std::string>& text_preset_names() {
-  static const std::vector<std::string> names{"RoBERTa-wwm-ext-base-chinese",
-                                              "RoBERTa-wwm-ext-large-chinese",
-                                              "RBT3-chinese",
-                                              "bert-base-uncased",
-                                              "bert-tiny",
-                                              "bert-micro",
-                                              "hf"};
+  static const std::vector<std::string> names = names_of(text_presets(), kTextFromHf);
   return names;
 }
 

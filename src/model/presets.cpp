@@ -7,63 +7,16 @@
 namespace retclip::model {
 namespace {
 
-// Preset names whose sizes come from a pretrained tower's files, filled into the config
-// by io::resolve_pretrained_presets before the model is built: the ViT's from
-// model.init.vision's tensor shapes, the BERT's from model.init.text's config.json.
-constexpr const char* kVisionFromCheckpoint = "checkpoint";
-constexpr const char* kTextFromHf = "hf";
+using config::kTextFromHf;
+using config::kVisionFromCheckpoint;
 
-struct VisionPreset {
-  int64_t embed, image, layers, width, patch;
-};
-
-struct TextPreset {
-  int64_t vocab, hidden, layers, heads, ffn, max_pos;  // vocab 0 = the tokenizer's
-};
-
-const std::vector<std::pair<std::string, VisionPreset>>& vision_table() {
-  static const std::vector<std::pair<std::string, VisionPreset>> t{
-      {"ViT-B-16", {512, 224, 12, 768, 16}},
-      {"ViT-L-14", {768, 224, 24, 1024, 14}},
-      {"ViT-S-8", {512, 224, 12, 384, 8}},
-      {"vit-tiny", {128, 64, 4, 128, 8}},
-      {"vit-micro", {32, 32, 2, 64, 8}}};
-  return t;
-}
-
-const std::vector<std::pair<std::string, TextPreset>>& text_table() {
-  static const std::vector<std::pair<std::string, TextPreset>> t{
-      {"RoBERTa-wwm-ext-base-chinese", {21128, 768, 12, 12, 3072, 512}},
-      {"RoBERTa-wwm-ext-large-chinese", {21128, 1024, 24, 16, 4096, 512}},
-      {"RBT3-chinese", {21128, 768, 3, 12, 3072, 512}},
-      {"bert-base-uncased", {30522, 768, 12, 12, 3072, 512}},
-      {"bert-tiny", {0, 128, 2, 2, 512, 128}},
-      {"bert-micro", {0, 64, 2, 2, 128, 64}}};
-  return t;
-}
-
-template <typename T>
-std::string join_names(const std::vector<std::pair<std::string, T>>& table) {
+std::string join_names(const std::vector<std::string>& names) {
   std::string s;
-  for (const auto& [name, _] : table) s += (s.empty() ? "" : ", ") + name;
+  for (const auto& name : names) s += (s.empty() ? "" : ", ") + name;
   return s;
 }
 
 }  // namespace
-
-std::vector<std::string> vision_preset_names() {
-  std::vector<std::string> out;
-  for (const auto& [name, _] : vision_table()) out.push_back(name);
-  out.push_back(kVisionFromCheckpoint);
-  return out;
-}
-
-std::vector<std::string> text_preset_names() {
-  std::vector<std::string> out;
-  for (const auto& [name, _] : text_table()) out.push_back(name);
-  out.push_back(kTextFromHf);
-  return out;
-}
 
 VisionTransformerOptions vision_preset(const std::string& name) {
   // Sizes read from model.init.vision (io::resolve_pretrained_presets): every size comes
@@ -76,20 +29,20 @@ VisionTransformerOptions vision_preset(const std::string& name) {
         .width(0)
         .patch_size(0)
         .heads(0);
-  for (const auto& [n, p] : vision_table()) {
+  for (const auto& [n, p] : config::vision_presets()) {
     if (n != name) continue;
     return VisionTransformerOptions()
-        .embed_dim(p.embed)
-        .image_size(p.image)
+        .embed_dim(p.embed_dim)
+        .image_size(p.image_size)
         .layers(p.layers)
         .width(p.width)
-        .patch_size(p.patch)
+        .patch_size(p.patch_size)
         .heads(p.width / 64 > 0 ? p.width / 64 : 1)
         .mlp_ratio(4.0);
   }
   throw UsageError(str_cat("unknown vision preset '", name, "' (key model.vision.preset). ",
-                           "HINT: valid names are ", join_names(vision_table()), ", or ",
-                           kVisionFromCheckpoint, " (sizes from model.init.vision)"));
+                           "HINT: valid names are ", join_names(config::vision_preset_names()),
+                           " (", kVisionFromCheckpoint, ": sizes from model.init.vision)"));
 }
 
 BertOptions text_preset(const std::string& name, int64_t vocab_size) {
@@ -102,9 +55,9 @@ BertOptions text_preset(const std::string& name, int64_t vocab_size) {
         .heads(0)
         .intermediate(0)
         .max_position(0);
-  for (const auto& [n, p] : text_table()) {
+  for (const auto& [n, p] : config::text_presets()) {
     if (n != name) continue;
-    const int64_t vocab = vocab_size > 0 ? vocab_size : p.vocab;
+    const int64_t vocab = vocab_size > 0 ? vocab_size : p.vocab_size;
     RETCLIP_CHECK_USAGE(vocab > 0, "text preset '", name,
                         "' has no fixed vocabulary and none was given (key "
                         "model.text.vocab_size). HINT: pass the tokenizer's vocabulary size");
@@ -113,13 +66,13 @@ BertOptions text_preset(const std::string& name, int64_t vocab_size) {
         .hidden(p.hidden)
         .layers(p.layers)
         .heads(p.heads)
-        .intermediate(p.ffn)
-        .max_position(p.max_pos)
+        .intermediate(p.intermediate)
+        .max_position(p.max_position)
         .type_vocab_size(2);
   }
   throw UsageError(str_cat("unknown text preset '", name, "' (key model.text.preset). ",
-                           "HINT: valid names are ", join_names(text_table()), ", or ", kTextFromHf,
-                           " (sizes from model.init.text's config.json)"));
+                           "HINT: valid names are ", join_names(config::text_preset_names()), " (",
+                           kTextFromHf, ": sizes from model.init.text's config.json)"));
 }
 
 RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer_vocab,

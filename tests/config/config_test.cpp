@@ -390,6 +390,21 @@ TEST(ConfigValidate, BuiltInCodeNamesKeyWithoutLine) {
              "`data.augment.crop_scale`: expected [a, b] with 0 < a <= b <= 1, found [0.5, 1.5]");
 }
 
+// data.augment and finetune.augment are checked by the same rules, NaN included.
+TEST(ConfigValidate, BothAugmentBlocksSameRules) {
+  for (const std::string block : {"data.augment", "finetune.augment"}) {
+    Config c;
+    AugmentConfig& a = block == "data.augment" ? c.data.augment : c.finetune.augment;
+    a.crop_scale = {std::nan(""), 1.0};
+    auto m = error_of([&] { validate(c); });
+    EXPECT_HAS(m, "`" + block + ".crop_scale`: expected a finite number, found nan");
+    a.crop_scale = {0.5, 1.0};
+    a.jitter_order = "sometimes";
+    m = error_of([&] { validate(c); });
+    EXPECT_HAS(m, "`" + block + ".jitter_order`: expected one of fixed, random");
+  }
+}
+
 // -------------------------------------------------------------- file problems
 
 TEST(ConfigFile, Missing) {

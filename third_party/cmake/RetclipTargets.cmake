@@ -61,7 +61,9 @@ function(retclip_test name)
   cmake_parse_arguments(ARG "SINGLE" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
-  target_compile_options(${name} PRIVATE ${RETCLIP_WARNINGS})
+  # A test's own code is glue around the library it tests (which keeps the release flags);
+  # -O1 compiles it in about two thirds of the time -O3 takes.
+  target_compile_options(${name} PRIVATE ${RETCLIP_WARNINGS} -O1)
   target_compile_definitions(${name} PRIVATE
     RETCLIP_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
     RETCLIP_BINARY_DIR="${CMAKE_BINARY_DIR}")

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace retclip::config {
@@ -266,9 +267,24 @@ Config load_string(const std::string& yaml, const std::string& origin,
 /// Checks ranges and enumerations; throws UsageError naming the key path.
 void validate(const Config& cfg);
 
-/// Names model.vision.preset and model.text.preset accept. model/presets.cpp holds
-/// their sizes; config validation needs the names without depending on the model
-/// module (tests/model checks that both lists agree).
+/// The named tower sizes, the one list of them: config validation accepts these names
+/// and model/presets.cpp builds the towers' Options from these numbers.
+struct VisionPresetSizes {
+  int64_t embed_dim, image_size, layers, width, patch_size;
+};
+struct TextPresetSizes {
+  int64_t vocab_size, hidden, layers, heads, intermediate, max_position;  ///< vocab 0: tokenizer's
+};
+const std::vector<std::pair<std::string, VisionPresetSizes>>& vision_presets();
+const std::vector<std::pair<std::string, TextPresetSizes>>& text_presets();
+/// Preset names whose sizes come from a pretrained tower's files (filled in by
+/// io::resolve_pretrained_presets before the model is built): the ViT's from
+/// model.init.vision's tensor shapes, the BERT's from model.init.text's config.json.
+inline constexpr const char* kVisionFromCheckpoint = "checkpoint";
+inline constexpr const char* kTextFromHf = "hf";
+
+/// Every name model.vision.preset / model.text.preset accepts: the tables' names, then
+/// kVisionFromCheckpoint / kTextFromHf.
 const std::vector<std::string>& vision_preset_names();
 const std::vector<std::string>& text_preset_names();
 

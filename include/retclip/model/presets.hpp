@@ -16,14 +16,8 @@
 
 namespace retclip::model {
 
-/// ViT-B-16, ViT-L-14, ViT-S-8, vit-tiny, vit-micro, and checkpoint (sizes from
-/// model.init.vision).
-std::vector<std::string> vision_preset_names();
-/// RoBERTa-wwm-ext-base-chinese, RoBERTa-wwm-ext-large-chinese, RBT3-chinese,
-/// bert-base-uncased, bert-tiny, bert-micro, and hf (sizes from model.init.text).
-std::vector<std::string> text_preset_names();
-
-/// Throws UsageError listing the valid names when `name` is unknown.
+/// The Options of a named size (config::vision_presets(), or kVisionFromCheckpoint with
+/// every size 0). Throws UsageError listing the valid names when `name` is unknown.
 VisionTransformerOptions vision_preset(const std::string& name);
 
 /// `vocab_size` > 0 overrides the preset's vocabulary (it is the tokenizer's); presets
