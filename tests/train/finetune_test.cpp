@@ -8,11 +8,14 @@
 
 #include <cmath>
 #include <filesystem>
+#include <set>
 
 #include "../support/e2e.hpp"
 #include "../support/finetune.hpp"
 #include "retclip/data/manifest.hpp"
-#include "retclip/train/classifier.hpp"
+#include "retclip/eval/predict.hpp"
+#include "retclip/model/classifier.hpp"
+#include "retclip/model/presets.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 
@@ -31,7 +34,47 @@ config::Config tiny_config(const fs::path& root, const fs::path& data) {
            "log.interval=1", "log.dir=" + (root / "run").string()});
 }
 
+std::set<std::string> trainable(model::Classifier& net) {
+  std::set<std::string> out;
+  for (const auto& p : net->named_parameters())
+    if (p.value().requires_grad()) out.insert(p.key());
+  return out;
+}
+
+model::ClassifierOptions micro(const std::string& feature) {
+  return model::ClassifierOptions(model::vision_preset("vit-micro"), 3)
+      .feature(model::parse_classifier_feature(feature, "feature"));
+}
+
 }  // namespace
+
+TEST(Classifier, FreezeModes) {
+  model::Classifier net(micro("pre_proj"));
+  train::apply_classifier_freeze(net, "head-only");
+  EXPECT_EQ(trainable(net), (std::set<std::string>{"head.weight", "head.bias"}));
+
+  model::Classifier blocks(micro("pre_proj"));
+  train::apply_classifier_freeze(blocks, "first-1-blocks");
+  auto t = trainable(blocks);
+  EXPECT_FALSE(t.count("visual.conv1.weight"));
+  EXPECT_FALSE(t.count("visual.positional_embedding"));
+  EXPECT_FALSE(t.count("visual.transformer.resblocks.0.attn.in_proj_weight"));
+  EXPECT_TRUE(t.count("visual.transformer.resblocks.1.attn.in_proj_weight"));
+  EXPECT_TRUE(t.count("visual.ln_post.weight"));
+  EXPECT_TRUE(t.count("head.weight"));
+
+  // pre_proj never uses visual.proj: it is not trained; post_proj trains everything.
+  model::Classifier none(micro("pre_proj"));
+  train::apply_classifier_freeze(none, "none");
+  EXPECT_EQ(trainable(none).size(), none->named_parameters().size() - 1);
+  EXPECT_FALSE(trainable(none).count("visual.proj"));
+  model::Classifier post(micro("post_proj"));
+  EXPECT_EQ(trainable(post).size(), post->named_parameters().size());
+
+  model::Classifier bad(micro("pre_proj"));
+  EXPECT_THROW(train::apply_classifier_freeze(bad, "first-99-blocks"), UsageError);
+  EXPECT_THROW(train::apply_classifier_freeze(bad, "last-2-blocks"), UsageError);
+}
 
 TEST(Finetune, SelectionScore) {
   std::map<std::string, double> m{{"f1_macro", 0.5}, {"auroc_macro", 0.8}, {"kappa", 0.2}};
@@ -82,13 +125,13 @@ TEST(Finetune, SelectsOnValidationScoresTestOnceAndExports) {
   EXPECT_TRUE(fs::exists(root / "run" / "checkpoints"));
 
   // The export predicts every present eye of the manifest.
-  train::PredictOptions po;
+  eval::PredictOptions po;
   po.weights = (root / "run" / "classifier").string();
   po.manifest = data.string();
   po.out = (root / "probs.csv").string();
   po.workers = 1;
   po.device = "cpu";
-  const int64_t n = train::predict_manifest(po);
+  const int64_t n = eval::predict_manifest(po);
   auto rows = data::parse_csv(util::read_file(root / "probs.csv"));
   EXPECT_EQ(static_cast<int64_t>(rows.size()), n + 1);
   EXPECT_GT(n, 100);  // ~2 eyes x 60 patients
