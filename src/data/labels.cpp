@@ -2,7 +2,6 @@
 // the stratified split draw; rows that cannot be used follow data.on_bad_sample.
 #include "retclip/data/labels.hpp"
 
-#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -596,14 +595,6 @@ LabelledSet read_labelled(const LabelOptions& o) {
     set.val_drawn = true;
   }
   return set;
-}
-
-at::Tensor right_eye_rows(const std::vector<LabelledItem>& items,
-                          const std::vector<int64_t>& indices) {
-  std::vector<uint8_t> r;
-  r.reserve(indices.size());
-  for (int64_t i : indices) r.push_back(items[static_cast<size_t>(i)].eye == Eye::kRight);
-  return at::tensor(r, at::kByte).to(at::kBool);
 }
 
 }  // namespace retclip::data

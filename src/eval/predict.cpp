@@ -46,6 +46,14 @@ at::Tensor stack_column(const std::vector<std::array<at::Tensor, 5>>& rows, size
 
 }  // namespace
 
+at::Tensor right_eye_rows(const std::vector<data::LabelledItem>& items,
+                          const std::vector<int64_t>& indices) {
+  std::vector<uint8_t> r;
+  r.reserve(indices.size());
+  for (int64_t i : indices) r.push_back(items[static_cast<size_t>(i)].eye == data::Eye::kRight);
+  return at::tensor(r, at::kByte).to(at::kBool);
+}
+
 Classified classify_items(model::Classifier& net, const std::vector<data::LabelledItem>& items,
                           const InferenceOptions& o) {
   RETCLIP_CHECK_USAGE(!items.empty(), "no items to classify");
@@ -72,7 +80,7 @@ Classified classify_items(model::Classifier& net, const std::vector<data::Labell
     {
       model::AutocastScope scope(o.precision, o.device);
       logits = net->forward(b->left.to(o.device), b->right.to(o.device), b->has_left.to(o.device),
-                            b->has_right.to(o.device), data::right_eye_rows(items, b->indices));
+                            b->has_right.to(o.device), right_eye_rows(items, b->indices));
     }
     const int64_t fresh =
         keep_first(*b, net->probabilities(logits).to(torch::kCPU), o.keep_inputs, rows);

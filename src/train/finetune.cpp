@@ -540,7 +540,7 @@ MicroBatch FinetuneRecipe::next_batch(int64_t step) {
   mb.has_left = b->has_left.to(dev);
   mb.has_right = b->has_right.to(dev);
   mb.targets = target.to(dev);
-  mb.is_right = data::right_eye_rows(d_.train.items, b->indices);
+  mb.is_right = eval::right_eye_rows(d_.train.items, b->indices);
   return mb;
 }
 

@@ -19,6 +19,7 @@
 #include "../support/finetune.hpp"
 #include "retclip/data/loader.hpp"
 #include "retclip/eval/features.hpp"
+#include "retclip/eval/predict.hpp"
 #include "retclip/eval/zeroshot.hpp"
 #include "retclip/train/finetune.hpp"
 #include "retclip/util/error.hpp"
@@ -214,7 +215,7 @@ at::Tensor classifier_logits(retclip::model::Classifier& net, const retclip::con
   std::vector<at::Tensor> rows(set.items.size());
   while (auto b = loader.next()) {
     at::Tensor z = net->forward(b->left, b->right, b->has_left, b->has_right,
-                                data::right_eye_rows(set.items, b->indices));
+                                eval::right_eye_rows(set.items, b->indices));
     for (size_t j = 0; j < b->indices.size(); ++j) rows[b->indices[j]] = z[static_cast<int64_t>(j)];
   }
   return torch::stack(rows);

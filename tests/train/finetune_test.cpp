@@ -25,7 +25,7 @@ using nlohmann::json;
 
 namespace {
 
-config::Config tiny_config(const fs::path& root, const fs::path& data) {
+config::Config finetune_config(const fs::path& root, const fs::path& data) {
   return config::load(
       "", {"model.vision.preset=vit-micro", "model.text.preset=bert-micro", "data.image_size=32",
            "finetune.data=" + data.string(), "finetune.level=eye", "finetune.epochs=2",
@@ -41,7 +41,7 @@ std::set<std::string> trainable(model::Classifier& net) {
   return out;
 }
 
-model::ClassifierOptions micro(const std::string& feature) {
+model::ClassifierOptions micro_classifier(const std::string& feature) {
   return model::ClassifierOptions(model::vision_preset("vit-micro"), 3)
       .feature(model::parse_classifier_feature(feature, "feature"));
 }
@@ -49,11 +49,11 @@ model::ClassifierOptions micro(const std::string& feature) {
 }  // namespace
 
 TEST(Classifier, FreezeModes) {
-  model::Classifier net(micro("pre_proj"));
+  model::Classifier net(micro_classifier("pre_proj"));
   train::apply_classifier_freeze(net, "head-only");
   EXPECT_EQ(trainable(net), (std::set<std::string>{"head.weight", "head.bias"}));
 
-  model::Classifier blocks(micro("pre_proj"));
+  model::Classifier blocks(micro_classifier("pre_proj"));
   train::apply_classifier_freeze(blocks, "first-1-blocks");
   auto t = trainable(blocks);
   EXPECT_FALSE(t.count("visual.conv1.weight"));
@@ -64,14 +64,14 @@ TEST(Classifier, FreezeModes) {
   EXPECT_TRUE(t.count("head.weight"));
 
   // pre_proj never uses visual.proj: it is not trained; post_proj trains everything.
-  model::Classifier none(micro("pre_proj"));
+  model::Classifier none(micro_classifier("pre_proj"));
   train::apply_classifier_freeze(none, "none");
   EXPECT_EQ(trainable(none).size(), none->named_parameters().size() - 1);
   EXPECT_FALSE(trainable(none).count("visual.proj"));
-  model::Classifier post(micro("post_proj"));
+  model::Classifier post(micro_classifier("post_proj"));
   EXPECT_EQ(trainable(post).size(), post->named_parameters().size());
 
-  model::Classifier bad(micro("pre_proj"));
+  model::Classifier bad(micro_classifier("pre_proj"));
   EXPECT_THROW(train::apply_classifier_freeze(bad, "first-99-blocks"), UsageError);
   EXPECT_THROW(train::apply_classifier_freeze(bad, "last-2-blocks"), UsageError);
 }
@@ -96,7 +96,7 @@ TEST(Finetune, NeedsLabelledData) {
 TEST(Finetune, SelectsOnValidationScoresTestOnceAndExports) {
   const fs::path root = test::fresh_dir("finetune", "run");
   const fs::path data = test::synth_labelled(root, 60);
-  config::Config cfg = tiny_config(root, data);
+  config::Config cfg = finetune_config(root, data);
   train::FinetuneSummary s = train::run_finetune(cfg, {});
   ASSERT_FALSE(s.interrupted);
   const json r = json::parse(util::read_file(root / "run" / "results.json"));

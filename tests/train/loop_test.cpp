@@ -84,7 +84,7 @@ std::shared_ptr<train::Task> make_task(Kind kind) {
 }
 
 /// Runs `total` steps in `dir` (resuming when asked); returns the weights and the summary.
-std::pair<std::vector<at::Tensor>, train::LoopSummary> run(const fs::path& dir, int64_t total,
+std::pair<std::vector<at::Tensor>, train::LoopSummary> run_steps(const fs::path& dir, int64_t total,
                                                            bool resume, Kind kind) {
   config::Config cfg = config::load(
       "", {"log.dir=" + dir.string(), "train.device=cpu", "train.threads=1", "log.interval=1",
@@ -114,11 +114,11 @@ bool has_restart_event(const fs::path& tb_dir) {
 
 void resume_is_bit_exact(Kind kind, const std::string& name) {
   const fs::path root = test::fresh_dir("loop", name);
-  const auto full = run(root / "full", 6, false, kind);
+  const auto full = run_steps(root / "full", 6, false, kind);
   EXPECT_EQ(full.second.end_step, 6);
-  const auto first = run(root / "resumed", 3, false, kind);
+  const auto first = run_steps(root / "resumed", 3, false, kind);
   EXPECT_EQ(first.second.end_step, 3);
-  const auto second = run(root / "resumed", 6, true, kind);
+  const auto second = run_steps(root / "resumed", 6, true, kind);
   EXPECT_EQ(second.second.start_step, 3);
   EXPECT_EQ(second.second.end_step, 6);
   ASSERT_EQ(full.first.size(), second.first.size());

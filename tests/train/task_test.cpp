@@ -16,7 +16,7 @@ using namespace retclip;
 
 namespace {
 
-std::map<std::string, at::Tensor> grads_of(torch::nn::Module& m) {
+std::map<std::string, at::Tensor> task_grads(torch::nn::Module& m) {
   std::map<std::string, at::Tensor> g;
   for (auto& p : m.named_parameters())
     if (p.value().grad().defined()) g[p.key()] = p.value().grad().clone();
@@ -24,7 +24,7 @@ std::map<std::string, at::Tensor> grads_of(torch::nn::Module& m) {
 }
 
 // Forward + backward of `micro` through the task, in one process.
-train::StepLosses run(train::Task& task, const std::vector<train::MicroBatch>& micro) {
+train::StepLosses run_task(train::Task& task, const std::vector<train::MicroBatch>& micro) {
   auto one = dist::Comm::single();
   dist::GradSync none(one, {}, 0);
   task.module().zero_grad();
@@ -44,12 +44,12 @@ TEST(Task, ClassifierMicroBatchesGiveFullBatchGradients) {
   b.left = torch::randn({7, 3, s, s});
   b.has_left = b.has_right = torch::ones({7}, torch::kBool);
   b.targets = torch::one_hot(torch::tensor({0, 1, 2, 2, 1, 0, 0}), 3).to(torch::kFloat);
-  const auto full = run(*task, {b});
-  const auto g_full = grads_of(*net);
+  const auto full = run_task(*task, {b});
+  const auto g_full = task_grads(*net);
   for (int64_t k : {2, 3}) {
-    const auto acc = run(*task, train::split_batch(b, k));  // 4+3 and 3+2+2 rows
+    const auto acc = run_task(*task, train::split_batch(b, k));  // 4+3 and 3+2+2 rows
     EXPECT_NEAR(acc.total.item<double>(), full.total.item<double>(), 1e-6) << k;
-    const auto g = grads_of(*net);
+    const auto g = task_grads(*net);
     ASSERT_EQ(g.size(), g_full.size());
     for (const auto& [name, t] : g_full)
       EXPECT_LT((g.at(name) - t).abs().max().item<double>(), 1e-6) << name << " k=" << k;
@@ -70,7 +70,7 @@ TEST(Task, ContrastiveForwardLossIsTheStepLoss) {
   auto one = dist::Comm::single();
   const auto l = task.forward_loss(b, *one);
   EXPECT_TRUE(l.total.requires_grad());
-  const auto s = run(task, {b});
+  const auto s = run_task(task, {b});
   EXPECT_NEAR(l.total.item<double>(), s.total.item<double>(), 1e-6);
   for (model::Level lv : model::kLevels)
     EXPECT_NEAR(l.loss[lv].item<double>(), s.loss[lv].item<double>(), 1e-6);
@@ -80,5 +80,5 @@ TEST(Task, ContrastiveForwardLossIsTheStepLoss) {
     net->logit_scale_of(model::Level::kLeft).fill_(9.0);
   }
   task.after_update();
-  EXPECT_DOUBLE_EQ(net->logit_scale_of(model::Level::kLeft).item<double>(), 4.6);
+  EXPECT_FLOAT_EQ(net->logit_scale_of(model::Level::kLeft).item<float>(), 4.6f);
 }

@@ -20,8 +20,6 @@
 // are drawn the same way when test_fraction > 0.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -92,11 +90,6 @@ void require_splits(const LabelledSet& set, const LabelOptions& options,
                     const std::vector<std::string>& needed, const std::string& who);
 
 LabelledSet read_labelled(const LabelOptions& options);
-
-/// The laterality of a batch's rows, the `is_right` a per-eye classifier reads: [B] bool,
-/// true where items[indices[j]] is a right eye.
-at::Tensor right_eye_rows(const std::vector<LabelledItem>& items,
-                          const std::vector<int64_t>& indices);
 
 /// Splits "a,b , c" into trimmed non-empty names.
 std::vector<std::string> parse_class_list(const std::string& s);

@@ -47,6 +47,11 @@ struct Classified {
   at::Tensor left, right, has_left, has_right;
 };
 
+/// The laterality of a batch's rows, the `is_right` a per-eye classifier reads: [B] bool,
+/// true where items[indices[j]] is a right eye.
+at::Tensor right_eye_rows(const std::vector<data::LabelledItem>& items,
+                          const std::vector<int64_t>& indices);
+
 /// Scores `items` (of the classifier's level) in one ordered pass through the inference
 /// loader: eval mode (restored after), no gradient, autocast at options.precision. Every
 /// bad image fails the pass. An item seen again in the loader's padded last batch keeps
