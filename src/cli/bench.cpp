@@ -21,13 +21,19 @@ struct BenchArgs {
 retclip::cli::RunFn add_bench(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   auto* sub = app.add_subcommand(
-      "bench", "Time training steps (patients/s, phase split, peak memory, MFU on CUDA)");
+      "bench",
+      "Time training steps (patients/s, phase split, peak memory, MFU on CUDA); --task finetune "
+      "times a fine-tuning step");
   sub->add_option("--config,-c", a->config, "YAML config (defaults when omitted)");
   sub->add_option("--set", a->set, "override a key: --set train.batch_size=64 (repeatable)");
   sub->add_option("--steps", a->options.steps, "timed steps")->capture_default_str();
   sub->add_option("--warmup", a->options.warmup, "untimed steps first")->capture_default_str();
   sub->add_option("--data", a->options.data,
                   "synthetic (random tensors on the device) | loader (the config's data.train)")
+      ->capture_default_str();
+  sub->add_option("--task", a->options.task,
+                  "pretrain (the ContrastiveTask of retclip train) | finetune (the "
+                  "ClassifierTask of retclip finetune, finetune.* keys, synthetic data)")
       ->capture_default_str();
   sub->add_option("--json", a->json_path, "also write the JSON line to this file");
   sub->add_option(

@@ -36,13 +36,13 @@ retclip::cli::RunFn add_features(CLI::App& app) {
                         "EXPORT_DIR or --checkpoint RUN_DIR");
     eval::Encoder enc = eval::load_encoder(
         a->weights.empty() ? a->checkpoint : a->weights);
-    eval::LabelOptions lo;
+    data::LabelOptions lo;
     lo.path = a->data;
     lo.level = a->level;
-    lo.classes = eval::parse_class_list(a->classes);
+    lo.classes = data::parse_class_list(a->classes);
     lo.policy = data::parse_bad_sample_policy(a->on_bad);
     lo.draw_splits = false;  // splits are the probe's business; every item gets a feature
-    eval::LabelledSet set = eval::read_labelled(lo);
+    data::LabelledSet set = data::read_labelled(lo);
     a->fo.level = set.level;
     a->fo.policy = lo.policy;
     eval::Features f = eval::extract_features(enc, set.items, a->fo);

@@ -1,14 +1,14 @@
 // `retclip predict`: per-sample class probabilities of a manifest with a fine-tuned
-// classifier (train/classifier.hpp), written as CSV.
+// classifier (eval/predict.hpp), written as CSV.
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "retclip/train/classifier.hpp"
+#include "retclip/eval/predict.hpp"
 
 namespace {
 
 retclip::cli::RunFn add_predict(CLI::App& app) {
-  auto o = std::make_shared<retclip::train::PredictOptions>();
+  auto o = std::make_shared<retclip::eval::PredictOptions>();
   auto* sub = app.add_subcommand("predict", "Class probabilities of a manifest's images (CSV)");
   sub->add_option("--weights", o->weights, "classifier directory (<finetune log.dir>/classifier)")
       ->required();
@@ -23,7 +23,7 @@ retclip::cli::RunFn add_predict(CLI::App& app) {
   sub->add_option("--save-inputs", o->save_inputs,
                   "also write the preprocessed inputs and probabilities (.safetensors)");
   return [o] {
-    const int64_t n = retclip::train::predict_manifest(*o);
+    const int64_t n = retclip::eval::predict_manifest(*o);
     fmt::print("predict: {} rows -> {}\n", n, o->out);
     return 0;
   };

@@ -71,7 +71,7 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
                         "--random-baseline needs an encoder. HINT: --weights or --checkpoint");
     if (!a->c_grid.empty()) {
       a->po.c_grid.clear();
-      for (const auto& c : eval::parse_class_list(a->c_grid)) a->po.c_grid.push_back(std::stod(c));
+      for (const auto& c : data::parse_class_list(a->c_grid)) a->po.c_grid.push_back(std::stod(c));
     }
     // A features file was extracted at one level; the labelled set is read at that level
     // so that its item ids (patient or patient:eye) are the file's.
@@ -88,17 +88,17 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
         level = cached.level;
       }
     }
-    eval::LabelOptions lo;
+    data::LabelOptions lo;
     lo.path = a->data;
     lo.level = level;
-    lo.classes = eval::parse_class_list(a->classes);
+    lo.classes = data::parse_class_list(a->classes);
     lo.policy = data::parse_bad_sample_policy(a->on_bad);
     lo.val_fraction = a->val_fraction;
     lo.test_fraction = a->test_fraction;
     lo.seed = a->split_seed;
     lo.ignore_split = a->ignore_split;
-    eval::LabelledSet set = eval::read_labelled(lo);
-    eval::require_splits(set, lo, {"train", "val", "test"}, "the probe");
+    data::LabelledSet set = data::read_labelled(lo);
+    data::require_splits(set, lo, {"train", "val", "test"}, "the probe");
     eval::FeatureOptions fo;
     fo.level = set.level;
     fo.feature = a->feature;

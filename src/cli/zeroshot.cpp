@@ -39,14 +39,14 @@ retclip::cli::RunFn add_zeroshot(CLI::App& app) {
     RETCLIP_CHECK_USAGE(a->weights.empty() != a->checkpoint.empty(),
                         "give exactly one of --weights and --checkpoint");
     eval::PromptSet prompts = eval::load_prompts(a->prompts);
-    eval::LabelOptions lo;
+    data::LabelOptions lo;
     lo.path = a->data;
     lo.level = a->level;
     lo.classes = prompts.classes;
     lo.policy = data::parse_bad_sample_policy(a->on_bad);
     lo.draw_splits = false;
     lo.ignore_split = a->ignore_split;
-    eval::LabelledSet set = eval::read_labelled(lo);
+    data::LabelledSet set = data::read_labelled(lo);
     a->zo.features.policy = lo.policy;
     eval::Encoder enc = eval::load_encoder(
         a->weights.empty() ? a->checkpoint : a->weights);

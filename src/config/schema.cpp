@@ -69,6 +69,7 @@ Field finetune_section(FinetuneConfig& f) {
                               leaf("betas", f.betas),
                               leaf("eps", f.eps),
                               leaf("clip_norm", f.clip_norm),
+                              leaf("accum_steps", f.accum_steps),
                               leaf("drop_path", f.drop_path),
                               leaf("label_smoothing", f.label_smoothing),
                               leaf("mixup", f.mixup),

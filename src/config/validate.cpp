@@ -282,6 +282,7 @@ void validate_with(const Config& c, const Origins& origins) {
   k.half_open("finetune.betas", f.betas[1], 0.0, 1.0);
   k.gt("finetune.eps", f.eps, 0.0);
   k.ge("finetune.clip_norm", f.clip_norm, 0.0, "0 turns clipping off");
+  k.ge("finetune.accum_steps", f.accum_steps, 1);
   k.half_open("finetune.drop_path", f.drop_path, 0.0, 1.0);
   k.half_open("finetune.label_smoothing", f.label_smoothing, 0.0, 1.0);
   k.ge("finetune.mixup", f.mixup, 0.0, "0 turns mixup off");

@@ -9,6 +9,19 @@
 
 namespace retclip::data {
 
+const char* eye_name(Eye e) {
+  switch (e) {
+    case Eye::kLeft:
+      return "left";
+    case Eye::kRight:
+      return "right";
+    case Eye::kBoth:
+      return "both";
+    default:
+      return "unknown";
+  }
+}
+
 std::string ImageRef::describe() const {
   if (!path.empty()) return path;
   if (!origin.empty()) return origin;

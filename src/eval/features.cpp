@@ -57,13 +57,13 @@ int64_t vocab_of(const io::StateDict& sd) {
 
 }  // namespace
 
-std::shared_ptr<data::SampleSource> make_item_source(const std::vector<LabelledItem>& items,
+std::shared_ptr<data::SampleSource> make_item_source(const std::vector<data::LabelledItem>& items,
                                                      const std::string& level, int64_t image_size,
                                                      int64_t context_length, int64_t max_pixels,
                                                      data::Preprocess preprocess) {
   std::vector<data::Sample> samples;
   for (const auto& it : items) {
-    const bool eye_item = it.eye != Eye::kBoth;
+    const bool eye_item = it.eye != data::Eye::kBoth;
     RETCLIP_CHECK_USAGE(eye_item == (level == "eye"), it.origin, " is a ",
                         eye_item ? "single-eye" : "patient", " item but it was asked for at ",
                         level, " level. HINT: --level ", eye_item ? "eye" : "patient");
@@ -160,7 +160,7 @@ Encoder random_encoder(const Encoder& enc, uint64_t seed) {
   return r;
 }
 
-Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
+Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& items,
                           const FeatureOptions& o) {
   RETCLIP_CHECK_USAGE(o.level == "eye" || o.level == "patient", "--level '", o.level,
                       "' is not eye or patient");
@@ -172,7 +172,7 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
   RETCLIP_CHECK_USAGE(!items.empty(), "no items to extract features from");
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& it : items)
-    RETCLIP_CHECK_USAGE(!(o.mapping && it.eye == Eye::kUnknown), it.origin,
+    RETCLIP_CHECK_USAGE(!(o.mapping && it.eye == data::Eye::kUnknown), it.origin,
                         ": the eye's laterality is unknown, so no left/right mapping applies. "
                         "HINT: drop --mapping");
   const auto& dc = enc.cfg.data;
@@ -201,7 +201,7 @@ Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
         at::Tensor l = net.left_feature_mapping->forward(feats);
         at::Tensor r = net.right_feature_mapping->forward(feats);
         std::vector<int64_t> is_right;
-        for (int64_t idx : b->indices) is_right.push_back(items[idx].eye == Eye::kRight);
+        for (int64_t idx : b->indices) is_right.push_back(items[idx].eye == data::Eye::kRight);
         at::Tensor m = torch::tensor(is_right, torch::kBool).to(device).unsqueeze(1);
         feats = torch::where(m, r, l);
       }

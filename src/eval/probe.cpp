@@ -211,7 +211,8 @@ nlohmann::json finite_or_null(double v) {
 
 }  // namespace
 
-LabelledProbe probe_features(const LabelledSet& set, const Features& f, const ProbeOptions& o) {
+LabelledProbe probe_features(const data::LabelledSet& set, const Features& f,
+                             const ProbeOptions& o) {
   std::unordered_map<std::string, int64_t> row_of;
   for (size_t i = 0; i < f.ids.size(); ++i) row_of[f.ids[i]] = static_cast<int64_t>(i);
   const int64_t classes = static_cast<int64_t>(set.classes.size());
@@ -232,7 +233,7 @@ LabelledProbe probe_features(const LabelledSet& set, const Features& f, const Pr
       items.push_back(i);
     }
     RETCLIP_CHECK_USAGE(!set.indices(split).empty(), "the probe needs train, val and test items, "
-                        "but ", set.source, " has ", split_counts(set), " at ", set.level,
+                        "but ", set.source, " has ", data::split_counts(set), " at ", set.level,
                         " level. HINT: --ignore-split with --test-fraction 0.3 draws every "
                         "split from all rows");
     RETCLIP_CHECK_USAGE(
@@ -355,7 +356,7 @@ LabelledProbe probe_features(const LabelledSet& set, const Features& f, const Pr
   return out;
 }
 
-LabelledProbe run_probe(Encoder& encoder, const LabelledSet& set, const FeatureOptions& fo,
+LabelledProbe run_probe(Encoder& encoder, const data::LabelledSet& set, const FeatureOptions& fo,
                         const ProbeOptions& o) {
   FeatureOptions opts = fo;
   opts.level = set.level;
@@ -365,7 +366,7 @@ LabelledProbe run_probe(Encoder& encoder, const LabelledSet& set, const FeatureO
 
 ProbeSetup probe_setup(const config::Config& cfg) {
   const auto& p = cfg.eval.probe;
-  LabelOptions lo;
+  data::LabelOptions lo;
   lo.path = p.data;
   lo.level = p.level;
   lo.classes = p.classes;
@@ -376,8 +377,8 @@ ProbeSetup probe_setup(const config::Config& cfg) {
   lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
   lo.option_section = "eval.probe";
   ProbeSetup s;
-  s.set = read_labelled(lo);
-  require_splits(s.set, lo, {"train", "val", "test"}, "eval.probe");
+  s.set = data::read_labelled(lo);
+  data::require_splits(s.set, lo, {"train", "val", "test"}, "eval.probe");
   s.features.level = s.set.level;
   s.features.feature = p.feature;
   s.features.batch_size = cfg.train.batch_size;

@@ -78,7 +78,7 @@ ClassEmbeddings class_embeddings(Encoder& enc, const PromptSet& prompts, const a
   return out;
 }
 
-ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSet& prompts,
+ZeroShotResult run_zeroshot(Encoder& enc, const data::LabelledSet& set, const PromptSet& prompts,
                             const ZeroShotOptions& o) {
   RETCLIP_CHECK_USAGE(set.classes == prompts.classes, set.source, " has classes [",
                       fmt::format("{}", fmt::join(set.classes, ",")), "] but ", prompts.source,
@@ -87,7 +87,7 @@ ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSe
                       "--classes");
   const bool eye = set.level == "eye";
   for (const auto& it : set.items)
-    RETCLIP_CHECK_USAGE(!(eye && it.eye == Eye::kUnknown), it.origin,
+    RETCLIP_CHECK_USAGE(!(eye && it.eye == data::Eye::kUnknown), it.origin,
                         ": zero-shot at eye level needs the eye's laterality (left or right text "
                         "head). HINT: use a manifest with left_label/right_label columns");
   std::vector<int64_t> rows = set.indices("test");
@@ -102,7 +102,7 @@ ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSe
 
   std::vector<int64_t> all = rows;
   all.insert(all.end(), val.begin(), val.end());
-  std::vector<LabelledItem> items;
+  std::vector<data::LabelledItem> items;
   for (int64_t i : all) items.push_back(set.items[i]);
   FeatureOptions fo = o.features;
   fo.level = set.level;
@@ -123,8 +123,8 @@ ZeroShotResult run_zeroshot(Encoder& enc, const LabelledSet& set, const PromptSe
       const auto& it = set.items[i];
       auto r = row_of.find(it.id);
       if (r == row_of.end()) continue;
-      at::Tensor head = !eye ? tp : it.eye == Eye::kRight ? tr : tl;
-      const double s = !eye ? scale_p : it.eye == Eye::kRight ? scale_r : scale_l;
+      at::Tensor head = !eye ? tp : it.eye == data::Eye::kRight ? tr : tl;
+      const double s = !eye ? scale_p : it.eye == data::Eye::kRight ? scale_r : scale_l;
       at::Tensor cos = torch::matmul(img[r->second], head.t());  // [C]
       out.push_back(set.multi_label ? cos : torch::softmax(s * cos, 0));
       lab.push_back(set.multi_label ? torch::tensor(it.target, torch::kFloat)

@@ -1,5 +1,6 @@
-// run_bench: the trainer's step, timed phase by phase (see bench.hpp). Sections: device
-// and memory helpers, the batch, the step, the result's JSON and table.
+// run_bench: the training step, timed phase by phase (see bench.hpp). Sections: device
+// and memory helpers, the batch, the task (pretraining or fine-tuning), the run, the
+// result's JSON and table.
 #include "retclip/train/bench.hpp"
 
 #include <ATen/ATen.h>
@@ -25,14 +26,18 @@
 
 #include "retclip/dist/comm.hpp"
 #include "retclip/dist/env.hpp"
+#include "retclip/loss/classification.hpp"
 #include "retclip/loss/tripartite.hpp"
+#include "retclip/model/classifier.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/train/data_stream.hpp"
+#include "retclip/train/finetune.hpp"
 #include "retclip/train/flops.hpp"
 #include "retclip/train/optimizer.hpp"
 #include "retclip/train/schedule.hpp"
 #include "retclip/train/setup.hpp"
 #include "retclip/train/step.hpp"
+#include "retclip/train/task.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
@@ -168,6 +173,10 @@ void check_options(const BenchOptions& o) {
   RETCLIP_CHECK_USAGE(o.warmup >= 0, "--warmup: expected 0 or more steps but got ", o.warmup);
   RETCLIP_CHECK_USAGE(o.data == "synthetic" || o.data == "loader",
                       "--data: expected synthetic or loader but got '", o.data, "'");
+  RETCLIP_CHECK_USAGE(o.task == "pretrain" || o.task == "finetune",
+                      "--task: expected pretrain or finetune but got '", o.task, "'");
+  RETCLIP_CHECK_USAGE(o.task == "pretrain" || o.data == "synthetic",
+                      "--task finetune times synthetic batches only. HINT: --data synthetic");
 }
 
 // The batches of the run: the training loader (the same batches `retclip train` sees)
@@ -240,8 +249,120 @@ struct Timings {
   double data_ms = 0, total_ms = 0, comm_s = 0;
 };
 
+// ---- the task ------------------------------------------------------------------------
+
+/// What the timed loop runs: the step context (task, optimizer, gradient sync), the
+/// batches, the schedule, and what the result reports about the model.
+struct BenchTask {
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  StepContext ctx;
+  Precision precision = Precision::kFp32;
+  std::function<MicroBatch()> next;
+  double lr = 0;  ///< peak lr of the schedule (fine-tuning: constant)
+  std::function<double(int64_t)> lr_at_step;
+  double flop_per_step = 0;  ///< analytic training FLOPs of one step (all rows)
+  double flop_per_row = 0;
+  nlohmann::json setup;
+  std::string unit = "patients", vision, text;
+};
+
+/// Pretraining: the config's RetClip, AdamW and ContrastiveTask, on synthetic batches or
+/// the training loader (the same batches `retclip train` sees).
+BenchTask pretrain_task(const config::Config& cfg, const BenchOptions& o, BenchData& data,
+                        const dist::Env& env, const at::Device& device,
+                        std::shared_ptr<dist::Comm> comm, BenchResult& r) {
+  BenchTask t;
+  model::RetClip net = build_model(cfg, data.vocab, device, env.rank);
+  for (const auto& p : net->parameters()) r.params += p.numel();
+  BuiltOptimizer built = build_adamw(*net, cfg.optim);
+  t.optimizer = std::move(built.optimizer);
+  t.ctx = make_step_context(cfg, net, *t.optimizer, std::move(comm));
+  t.precision = parse_precision(cfg.train.precision);
+  r.image_size = net->options().vision().image_size();
+  r.tokens = cfg.data.context_length;
+  r.batch = cfg.train.batch_size;
+  r.accum_steps = cfg.optim.accum_steps;
+  if (!data.loader)
+    data.fixed = rank_synthetic_batch(cfg, data.vocab, r.image_size, env.rank, device);
+  t.next = [&data, device] { return data.next(device); };
+  // The learning rate follows the training schedule over train.steps (or the bench's own
+  // steps), so the first steps equal those of `retclip train` on the same config.
+  const int64_t total = cfg.train.steps > 0 ? cfg.train.steps : o.warmup + o.steps;
+  t.lr_at_step = [&cfg, total](int64_t i) { return lr_at(cfg.optim, i, total); };
+  const FlopCount f = count_flops(net->options(), r.tokens, r.batch);
+  t.flop_per_step = f.train_per_step();
+  t.flop_per_row = f.train_per_patient();
+  t.setup = setup_json(cfg, net);
+  t.vision = cfg.model.vision.preset;
+  t.text = cfg.model.text.preset;
+  return t;
+}
+
+/// Fine-tuning: a classifier on the config's vision tower (finetune.level, .feature,
+/// .classes or 2, drop-path), layer-decay AdamW and the ClassifierTask, on one synthetic
+/// batch of finetune.batch_size rows with smoothed one-hot targets, at the peak lr.
+BenchTask finetune_task(const config::Config& cfg, const dist::Env& env, const at::Device& device,
+                        std::shared_ptr<dist::Comm> comm, BenchResult& r) {
+  const auto& f = cfg.finetune;
+  BenchTask t;
+  const bool patient = f.level == "patient";
+  const int64_t classes = f.classes.size() >= 2 ? static_cast<int64_t>(f.classes.size()) : 2;
+  const model::RetClipOptions ro = model::retclip_options(cfg.model, 8);
+  model::VisionTransformerOptions vo = ro.vision();
+  vo.drop_path(f.drop_path).grad_checkpointing(false);
+  torch::manual_seed(cfg.train.seed);
+  model::Classifier net(
+      model::ClassifierOptions(vo, classes)
+          .level(patient ? model::ClassifierLevel::kPatient : model::ClassifierLevel::kEye)
+          .feature(model::parse_classifier_feature(f.feature, "finetune.feature")));
+  apply_classifier_freeze(net, f.freeze);
+  net->to(device);
+  net->train();
+  for (const auto& p : net->parameters()) r.params += p.numel();
+  LayerDecayOptimizer opt = finetune_optimizer(cfg, net);
+  t.optimizer = std::move(opt.optimizer);
+  t.precision = finetune_precision(f.precision, device);
+  auto task = std::make_shared<ClassifierTask>(net, at::Tensor(), t.precision);
+  StepOptions so;
+  so.accum_steps = f.accum_steps;
+  so.clip_norm = f.clip_norm;
+  so.bucket_mb = cfg.dist.bucket_mb;
+  so.lr_scale = opt.lr_scale;
+  t.ctx = make_step_context(task, *t.optimizer, std::move(comm), so);
+  r.image_size = ro.vision().image_size();
+  r.batch = f.batch_size;
+  r.accum_steps = f.accum_steps;
+  const int64_t b = f.batch_size, s = r.image_size;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1234 + env.rank);
+  MicroBatch m;
+  m.left = at::randn({b, 3, s, s}, gen, at::kFloat).to(device);
+  m.right = patient ? at::randn({b, 3, s, s}, gen, at::kFloat).to(device) : at::Tensor();
+  m.has_left = at::ones({b}, at::kBool).to(device);
+  m.has_right = at::ones({b}, at::kBool).to(device);
+  at::Tensor label = at::randint(0, classes, {b}, gen, at::TensorOptions().dtype(at::kLong));
+  m.targets =
+      loss::smooth_targets(at::one_hot(label, classes).to(at::kFloat), f.label_smoothing, false)
+          .to(device);
+  t.next = [m] { return m; };
+  const double lr = f.lr > 0 ? f.lr : f.blr * static_cast<double>(b * env.world) / 256.0;
+  t.lr_at_step = [lr](int64_t) { return lr; };
+  // Forward, backward (2x) of the image tower per image; the head is negligible.
+  const double images = patient ? 2.0 : 1.0;
+  t.flop_per_row = 3 * images * count_flops(ro, 1, 1).vision_per_image;
+  t.flop_per_step = t.flop_per_row * static_cast<double>(b);
+  t.setup = {{"task", "finetune"},   {"level", patient ? "patient" : "eye"},
+             {"feature", f.feature}, {"classes", classes},
+             {"freeze", f.freeze},   {"seed", cfg.train.seed}};
+  t.unit = patient ? "patients" : "images";
+  t.vision = cfg.model.vision.preset;
+  t.text = "-";
+  return t;
+}
+
+// ---- the run ---------------------------------------------------------------------------
+
 void fill_result(BenchResult& r, const config::Config& cfg, const BenchOptions& o,
-                 const model::RetClip& net, const Timings& t, const at::Device& device) {
+                 const BenchTask& task, const Timings& t, const at::Device& device) {
   const double n = static_cast<double>(o.steps);
   r.steps = o.steps;
   r.warmup = o.warmup;
@@ -254,11 +375,13 @@ void fill_result(BenchResult& r, const config::Config& cfg, const BenchOptions& 
   r.patients_per_s = r.step_ms > 0 ? 1000.0 * r.batch * r.world / r.step_ms : 0;
   r.final_loss = r.losses.empty() ? 0 : r.losses.back();
   r.device = device.str();
-  r.precision = cfg.train.precision;
+  r.precision = model::precision_name(task.precision);
   r.data = o.data;
-  r.vision = cfg.model.vision.preset;
-  r.text = cfg.model.text.preset;
-  r.grad_checkpointing = cfg.train.grad_checkpointing;
+  r.task = o.task;
+  r.unit = task.unit;
+  r.vision = task.vision;
+  r.text = task.text;
+  r.grad_checkpointing = o.task == "pretrain" && cfg.train.grad_checkpointing;
   if (device.is_cuda()) {
     for (const auto& d : util::system_info().cuda_devices)
       if (d.index == device.index()) r.device_name = d.name;
@@ -271,13 +394,46 @@ void fill_result(BenchResult& r, const config::Config& cfg, const BenchOptions& 
     r.peak_memory_gib = util::peak_rss_bytes() / kGiB;
     r.memory_kind = "rss";
   }
-  r.setup = setup_json(cfg, net);
-  const FlopCount f = count_flops(net->options(), r.tokens, r.batch);
-  r.gflop_per_patient = f.train_per_patient() / 1e9;
-  r.tflops_achieved = r.step_ms > 0 ? f.train_per_step() / (r.step_ms / 1000.0) / 1e12 : 0;
+  r.setup = task.setup;
+  r.gflop_per_patient = task.flop_per_row / 1e9;
+  r.tflops_achieved = r.step_ms > 0 ? task.flop_per_step / (r.step_ms / 1000.0) / 1e12 : 0;
   r.peak_tflops =
       o.peak_tflops > 0 ? o.peak_tflops : (device.is_cuda() ? peak_bf16_tflops(r.device_name) : 0);
   r.mfu = r.peak_tflops > 0 ? r.tflops_achieved / r.peak_tflops : -1;
+}
+
+/// W untimed then N timed steps of `task`; the phase sums of the timed ones.
+Timings time_steps(BenchTask& task, const BenchOptions& o, const at::Device& device,
+                   dist::Comm& comm, BenchResult& r) {
+  LossScaler scaler;
+  scaler.enabled = task.precision == Precision::kFp16;
+  Timings t;
+  for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
+    const bool timed = i >= o.warmup;
+    if (i == o.warmup) {
+      sync(device);
+      reset_peak_memory(device);
+      if (!o.profile_path.empty()) profiler_start(device);
+    }
+    const auto t0 = Clock::now();
+    MicroBatch batch = task.next();
+    sync(device);
+    const double data_ms = ms_since(t0);
+    StepPhases phases;
+    StepResult s = train_step(task.ctx, batch, task.lr_at_step(i), scaler, false, &phases);
+    r.losses.push_back(s.losses.total.item<double>());
+    const double c = (o.comm_seconds ? o.comm_seconds() : 0.0) + comm.comm_seconds();
+    comm.reset_comm_seconds();
+    if (!timed) continue;
+    t.data_ms += data_ms;
+    t.total_ms += ms_since(t0);
+    t.comm_s += c;
+    t.phases.forward_ms += phases.forward_ms;
+    t.phases.backward_ms += phases.backward_ms;
+    t.phases.optimizer_ms += phases.optimizer_ms;
+  }
+  if (!o.profile_path.empty()) torch::autograd::profiler::disableProfiler()->save(o.profile_path);
+  return t;
 }
 
 }  // namespace
@@ -292,56 +448,19 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   const dist::Env env = dist::Env::from_environment();
   const at::Device device = resolve_device(cfg.train.device, env.local_rank);
   auto comm = dist::Comm::from_env(env, device, {cfg.dist.backend, cfg.dist.timeout_s});
-  RETCLIP_CHECK_USAGE(parse_precision(cfg.train.precision) == Precision::kFp32 || device.is_cuda(),
-                      "train.precision=", cfg.train.precision,
-                      " needs a CUDA device; on CPU use train.precision=fp32");
-  BenchData data = open_data(cfg, o, env);  // first: the loader knows the vocabulary
-  model::RetClip net = build_model(cfg, data.vocab, device, env.rank);
-  for (const auto& p : net->parameters()) r.params += p.numel();
-  BuiltOptimizer built = build_adamw(*net, cfg.optim);
-  StepContext ctx = make_step_context(cfg, net, *built.optimizer, comm);
-  LossScaler scaler;
-  scaler.enabled = ctx.precision == Precision::kFp16;
-  r.image_size = net->options().vision().image_size();
-  r.tokens = cfg.data.context_length;
-  r.batch = cfg.train.batch_size;
-  r.accum_steps = cfg.optim.accum_steps;
-  r.split_forward_backward = r.accum_steps == 1;
+  const std::string& precision =
+      o.task == "finetune" ? cfg.finetune.precision : cfg.train.precision;
+  RETCLIP_CHECK_USAGE(precision == "fp32" || precision == "auto" || device.is_cuda(),
+                      o.task == "finetune" ? "finetune" : "train", ".precision=", precision,
+                      " needs a CUDA device; on CPU use fp32");
   r.world = env.world;
   r.rank = env.rank;
-  if (!data.loader)
-    data.fixed = rank_synthetic_batch(cfg, data.vocab, r.image_size, env.rank, device);
-  // The learning rate follows the training schedule over train.steps (or the bench's own
-  // steps), so the first steps equal those of `retclip train` on the same config.
-  const int64_t total = cfg.train.steps > 0 ? cfg.train.steps : o.warmup + o.steps;
-
-  Timings t;
-  for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
-    const bool timed = i >= o.warmup;
-    if (i == o.warmup) {
-      sync(device);
-      reset_peak_memory(device);
-      if (!o.profile_path.empty()) profiler_start(device);
-    }
-    const auto t0 = Clock::now();
-    MicroBatch batch = data.next(device);
-    sync(device);
-    const double data_ms = ms_since(t0);
-    StepPhases phases;
-    StepResult s = train_step(ctx, batch, lr_at(cfg.optim, i, total), scaler, false, &phases);
-    r.losses.push_back(s.losses.total.item<double>());
-    const double c = (o.comm_seconds ? o.comm_seconds() : 0.0) + comm->comm_seconds();
-    comm->reset_comm_seconds();
-    if (!timed) continue;
-    t.data_ms += data_ms;
-    t.total_ms += ms_since(t0);
-    t.comm_s += c;
-    t.phases.forward_ms += phases.forward_ms;
-    t.phases.backward_ms += phases.backward_ms;
-    t.phases.optimizer_ms += phases.optimizer_ms;
-  }
-  if (!o.profile_path.empty()) torch::autograd::profiler::disableProfiler()->save(o.profile_path);
-  fill_result(r, cfg, o, net, t, device);
+  BenchData data = open_data(cfg, o, env);  // first: the loader knows the vocabulary
+  BenchTask task = o.task == "finetune" ? finetune_task(cfg, env, device, comm, r)
+                                        : pretrain_task(cfg, o, data, env, device, comm, r);
+  r.split_forward_backward = r.accum_steps == 1;
+  const Timings t = time_steps(task, o, device, *comm, r);
+  fill_result(r, cfg, o, task, t, device);
   if (data.loader && data.loader->bad_samples() > 0)
     log::warn("bench: the loader replaced {} bad sample(s){}", data.loader->bad_samples(),
               o.bad_samples_dir.empty()
@@ -358,6 +477,7 @@ nlohmann::json BenchResult::to_json() const {
     return std::round(v * m) / m;
   };
   nlohmann::json j{{"impl", "retclip"},
+                   {"task", task},
                    {"device", device},
                    {"device_name", device_name},
                    {"vision", vision},
@@ -397,12 +517,12 @@ nlohmann::json BenchResult::to_json() const {
 
 std::string BenchResult::table() const {
   std::string s = fmt::format(
-      "retclip bench: {} + {}, batch {} patients{} ({} px, {} tokens), {}, {} on {} ({}), {} "
+      "retclip bench{}: {} + {}, batch {} {}{} ({} px, {} tokens), {}, {} on {} ({}), {} "
       "threads, {} data, {} timed steps after {} warm-up{}\n",
-      vision, text, batch, world > 1 ? fmt::format(" per rank x {} ranks", world) : "", image_size,
-      tokens, precision, device, device_name.empty() ? "?" : device_name,
-      device == "cpu" ? "CPU" : "CUDA", threads, data, steps, warmup,
-      grad_checkpointing ? ", activation checkpointing" : "");
+      task == "pretrain" ? "" : " (" + task + ")", vision, text, batch, unit,
+      world > 1 ? fmt::format(" per rank x {} ranks", world) : "", image_size, tokens, precision,
+      device, device_name.empty() ? "?" : device_name, device == "cpu" ? "CPU" : "CUDA", threads,
+      data, steps, warmup, grad_checkpointing ? ", activation checkpointing" : "");
   auto row = [&](const char* name, double v, const char* unit) {
     s += fmt::format("  {:<22} {:>12.2f} {}\n", name, v, unit);
   };
@@ -410,7 +530,7 @@ std::string BenchResult::table() const {
     s += fmt::format("  {:<22} {:>12.2f} ms  ({:4.1f}%)\n", name, ms,
                      step_ms > 0 ? 100 * ms / step_ms : 0.0);
   };
-  row("throughput", patients_per_s, "patients/s");
+  row("throughput", patients_per_s, (unit + "/s").c_str());
   row("step", step_ms, "ms");
   share("  data wait", data_ms);
   share(split_forward_backward ? "  forward (+loss)" : "  forward+backward", forward_ms);
@@ -420,7 +540,8 @@ std::string BenchResult::table() const {
   row(memory_kind == "rss" ? "peak memory (RSS)" : "peak memory (allocated)", peak_memory_gib,
       "GiB");
   if (memory_kind == "cuda_allocated") row("peak memory (reserved)", peak_reserved_gib, "GiB");
-  row("model FLOPs", gflop_per_patient, "GFLOP/patient/step");
+  row("model FLOPs", gflop_per_patient,
+      (unit == "images" ? "GFLOP/image/step" : "GFLOP/patient/step"));
   row("achieved", tflops_achieved, "TFLOP/s");
   if (mfu >= 0)
     s += fmt::format("  {:<22} {:>12.1f} %  (of {:.0f} TFLOP/s peak bf16)\n", "MFU", 100 * mfu,

@@ -1,6 +1,7 @@
-// The fine-tuning loop (see finetune.hpp). Sections: the labelled data, the model and its
-// initialisation, scoring a split, the selection record, the loop, the end (test once,
-// export).
+// Fine-tuning (see finetune.hpp): what `retclip finetune` brings to the one loop
+// (loop.hpp) besides its ClassifierTask. Sections: the labelled data, the model and its
+// initialisation, the selection record, the recipe, the end (test once, export), the
+// command.
 #include "retclip/train/finetune.hpp"
 
 #include <fmt/format.h>
@@ -14,22 +15,19 @@
 #include "retclip/data/loader.hpp"
 #include "retclip/data/sampler.hpp"
 #include "retclip/dist/comm.hpp"
-#include "retclip/dist/grad_sync.hpp"
 #include "retclip/eval/features.hpp"
-#include "retclip/eval/labels.hpp"
 #include "retclip/eval/metrics.hpp"
+#include "retclip/eval/predict.hpp"
 #include "retclip/eval/zeroshot.hpp"
 #include "retclip/io/checkpoint_store.hpp"
 #include "retclip/io/state_dict.hpp"
+#include "retclip/loss/classification.hpp"
 #include "retclip/model/presets.hpp"
-#include "retclip/train/classifier.hpp"
 #include "retclip/train/metrics.hpp"
 #include "retclip/train/optimizer.hpp"
 #include "retclip/train/schedule.hpp"
 #include "retclip/train/setup.hpp"
-#include "retclip/train/state.hpp"
-#include "retclip/train/step.hpp"
-#include "retclip/train/tensorboard.hpp"
+#include "retclip/train/task.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
@@ -54,10 +52,6 @@ double selection_score(const std::string& select, const std::map<std::string, do
 
 namespace {
 
-double seconds_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
 json num(double v) {
   return std::isfinite(v) ? json(v) : json(nullptr);
 }
@@ -73,13 +67,13 @@ json scalars_json(const std::map<std::string, double>& m) {
 /// One split: its items and their 0/1 targets [N, C].
 struct Split {
   std::string name;
-  std::vector<eval::LabelledItem> items;
+  std::vector<data::LabelledItem> items;
   at::Tensor targets;  ///< [N, C] float
   at::Tensor labels;   ///< [N] int64 (single-label)
   int64_t size() const { return static_cast<int64_t>(items.size()); }
 };
 
-Split split_of(const eval::LabelledSet& set, const std::string& name) {
+Split split_of(const data::LabelledSet& set, const std::string& name) {
   Split s;
   s.name = name;
   std::vector<at::Tensor> t;
@@ -96,15 +90,66 @@ Split split_of(const eval::LabelledSet& set, const std::string& name) {
   return s;
 }
 
+/// The training loader: finetune.batch_size rows per rank, shuffled, the last partial
+/// batch dropped, finetune.augment, bad rows as data.on_bad_sample says.
+data::LoaderOptions train_loader_options(const config::Config& cfg, int64_t rank, int64_t world) {
+  data::LoaderOptions lo;
+  lo.batch_size = cfg.finetune.batch_size;
+  lo.image_size = cfg.data.image_size;
+  lo.context_length = 4;
+  lo.workers = cfg.data.workers;
+  lo.prefetch = cfg.data.prefetch;
+  lo.mean = cfg.data.mean;
+  lo.std = cfg.data.std;
+  lo.seed = cfg.train.seed;
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.rank = rank;
+  lo.world = world;
+  lo.pin_memory = torch::cuda::is_available() && cfg.train.device != "cpu";
+  lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  const auto& a = cfg.finetune.augment;
+  lo.augment = {a.enabled,
+                a.crop_scale,
+                a.color_jitter,
+                a.random_erasing,
+                a.hflip,
+                a.interpolation == "bicubic",
+                a.jitter_order == "random"};
+  return lo;
+}
+
+/// Probabilities [N, C] of a split's items through the one inference loop (eval mode,
+/// no gradient, autocast; validation and test rows are never replaced: a bad one fails).
+at::Tensor predict_split(model::Classifier& net, const config::Config& cfg, const Split& s,
+                         const at::Device& device, Precision precision) {
+  eval::InferenceOptions o;
+  o.data = cfg.data;
+  o.batch_size = cfg.finetune.batch_size;
+  o.workers = cfg.data.workers;
+  o.device = device;
+  o.precision = precision;
+  return eval::classify_items(net, s.items, o).probs;
+}
+
+/// A split's metric scalars; multi-label F1 at `thresholds` (tuned on this split when
+/// empty, and returned through it).
+std::map<std::string, double> score_split(const at::Tensor& probs, const Split& s, bool multi_label,
+                                          std::vector<double>* thresholds) {
+  if (!multi_label) return eval::single_label_metrics(probs, s.labels).scalars();
+  if (thresholds->empty()) *thresholds = eval::tune_f1_thresholds(probs, s.targets);
+  return eval::multi_label_metrics(probs, s.targets, *thresholds).scalars();
+}
+
 }  // namespace
 
-eval::LabelledSet read_finetune_set(const config::Config& cfg) {
+data::LabelledSet read_finetune_set(const config::Config& cfg) {
   const auto& f = cfg.finetune;
   RETCLIP_CHECK_USAGE(!f.data.empty(),
                       "finetune.data is empty: fine-tuning needs a labelled set. HINT: "
                       "--set finetune.data=labels.csv (a manifest with label columns or a "
                       "<root>/{train,val,test}/<class>/ folder; docs/FINETUNE.md)");
-  eval::LabelOptions lo;
+  data::LabelOptions lo;
   lo.path = f.data;
   lo.level = f.level;
   lo.classes = f.classes;
@@ -114,8 +159,8 @@ eval::LabelledSet read_finetune_set(const config::Config& cfg) {
   lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
   lo.option_section = "finetune";  // hints name finetune.* keys, not probe flags
   lo.can_ignore_split = false;
-  eval::LabelledSet set = eval::read_labelled(lo);
-  eval::require_splits(set, lo, {"train", "val"}, "fine-tuning");
+  data::LabelledSet set = data::read_labelled(lo);
+  data::require_splits(set, lo, {"train", "val"}, "fine-tuning");
   RETCLIP_CHECK_USAGE(
       !(set.multi_label && (f.select.rfind("kappa", 0) == 0 || f.select == "accuracy" ||
                             f.select == "balanced_accuracy")),
@@ -172,7 +217,7 @@ config::ModelConfig init_model_config(const config::Config& cfg, io::StateDict* 
 /// finetune.init's text tower times that level's logit scale: with the normalised feature
 /// and bias 0 the logits are eval::run_zeroshot's scale x cosine. Checked before any tower
 /// weight is read.
-at::Tensor zeroshot_head_weight(const config::Config& cfg, const eval::LabelledSet& set) {
+at::Tensor zeroshot_head_weight(const config::Config& cfg, const data::LabelledSet& set) {
   const auto& f = cfg.finetune;
   RETCLIP_CHECK_USAGE(fs::exists(f.init), "finetune.init: ", f.init,
                       " does not exist. HINT: finetune.head_init=zeroshot needs a retclip export "
@@ -186,7 +231,7 @@ at::Tensor zeroshot_head_weight(const config::Config& cfg, const eval::LabelledS
                       "(finetune.classes)");
   if (set.level == "eye")
     for (const auto& it : set.items)
-      RETCLIP_CHECK_USAGE(it.eye != eval::Eye::kUnknown, it.origin,
+      RETCLIP_CHECK_USAGE(it.eye != data::Eye::kUnknown, it.origin,
                           ": finetune.head_init=zeroshot at eye level scores each eye with its "
                           "left or right text head, but this eye's laterality is unknown. HINT: "
                           "a manifest with left/right label columns, or finetune.head_init=random");
@@ -206,8 +251,8 @@ at::Tensor zeroshot_head_weight(const config::Config& cfg, const eval::LabelledS
 
 }  // namespace
 
-Classifier build_finetune_classifier(const config::Config& cfg, const eval::LabelledSet& set,
-                                     std::string* init_kind_out) {
+model::Classifier build_finetune_classifier(const config::Config& cfg, const data::LabelledSet& set,
+                                            std::string* init_kind_out) {
   const auto& f = cfg.finetune;
   const bool zeroshot = f.head_init == "zeroshot";
   const at::Tensor zs_weight = zeroshot ? zeroshot_head_weight(cfg, set) : at::Tensor();
@@ -220,16 +265,14 @@ Classifier build_finetune_classifier(const config::Config& cfg, const eval::Labe
   RETCLIP_CHECK_USAGE(vo.image_size() == cfg.data.image_size, "data.image_size (",
                       cfg.data.image_size, ") differs from the vision tower's image size (",
                       vo.image_size(), "). HINT: --set data.image_size=", vo.image_size());
-  ClassifierOptions co;
-  co.vision = vo;
-  co.classes = static_cast<int64_t>(set.classes.size());
-  co.multi_label = set.multi_label;
-  co.level = set.level;
-  co.feature = f.feature;
-  co.normalize = zeroshot;
-  co.per_eye = zeroshot && set.level == "eye";
+  const auto co = model::ClassifierOptions(vo, static_cast<int64_t>(set.classes.size()))
+                      .multi_label(set.multi_label)
+                      .level(model::parse_classifier_level(set.level, "finetune.level"))
+                      .feature(model::parse_classifier_feature(f.feature, "finetune.feature"))
+                      .normalize(zeroshot)
+                      .per_eye(zeroshot && set.level == "eye");
   torch::manual_seed(cfg.train.seed);
-  Classifier net(co);
+  model::Classifier net(co);
   if (*init_kind == "clip") {
     auto rep = io::load_pretrained(*net, cfg.model.init.vision, io::Pretrained::kVision,
                                    "model.init.vision", vo.grid());
@@ -239,7 +282,7 @@ Classifier build_finetune_classifier(const config::Config& cfg, const eval::Labe
     for (const auto& [k, v] : init)
       if (k.rfind("visual.", 0) == 0 ||
           (net->global_feature_mapping && k == "global_feature_mapping.weight") ||
-          (co.per_eye &&
+          (co.per_eye() &&
            (k == "left_feature_mapping.weight" || k == "right_feature_mapping.weight")))
         keep.emplace_back(k, v);
     auto rep = io::apply_state_dict(*net, keep, /*strict=*/false);
@@ -259,91 +302,44 @@ Classifier build_finetune_classifier(const config::Config& cfg, const eval::Labe
   return net;
 }
 
+void apply_classifier_freeze(model::Classifier& net, const std::string& freeze) {
+  if (freeze == "none") return;
+  if (freeze == "head-only") {
+    for (auto& p : net->named_parameters())
+      if (p.key().rfind("head.", 0) != 0) p.value().set_requires_grad(false);
+    return;
+  }
+  int64_t n = -1;
+  if (freeze.rfind("first-", 0) == 0 && freeze.size() > 13)
+    n = std::atoll(freeze.substr(6, freeze.size() - 13).c_str());
+  RETCLIP_CHECK_USAGE(
+      n >= 1 && freeze.size() > 13 && freeze.compare(freeze.size() - 7, 7, "-blocks") == 0,
+      "finetune.freeze: expected none, head-only or first-N-blocks but got '", freeze,
+      "'. HINT: finetune.freeze=first-4-blocks");
+  const int64_t layers = net->options().vision().layers();
+  RETCLIP_CHECK_USAGE(n <= layers, "finetune.freeze=", freeze, " but the ViT has ", layers,
+                      " blocks. HINT: finetune.freeze=first-", layers, "-blocks at most");
+  freeze_vision_blocks(*net, n);
+}
+
+Precision finetune_precision(const std::string& p, const at::Device& device) {
+  if (p == "auto") return device.is_cuda() ? Precision::kBf16 : Precision::kFp32;
+  return parse_precision(p);
+}
+
+LayerDecayOptimizer finetune_optimizer(const config::Config& cfg, model::Classifier& net) {
+  const auto& f = cfg.finetune;
+  LayerDecayOptions ldo;
+  ldo.layers = net->options().vision().layers();
+  ldo.layer_decay = f.layer_decay;
+  ldo.weight_decay = f.weight_decay;
+  ldo.no_decay = cfg.optim.no_decay;
+  ldo.betas = f.betas;
+  ldo.eps = f.eps;
+  return build_layer_decay_adamw(*net, ldo);
+}
+
 namespace {
-
-// ---- scoring a split ----------------------------------------------------------------
-
-data::LoaderOptions loader_options(const config::Config& cfg, int64_t batch, bool train) {
-  data::LoaderOptions lo;
-  lo.batch_size = batch;
-  lo.image_size = cfg.data.image_size;
-  lo.context_length = 4;
-  lo.workers = cfg.data.workers;
-  lo.prefetch = cfg.data.prefetch;
-  lo.mean = cfg.data.mean;
-  lo.std = cfg.data.std;
-  lo.seed = cfg.train.seed;
-  lo.shuffle = train;
-  lo.drop_last = train;
-  lo.pin_memory = torch::cuda::is_available() && cfg.train.device != "cpu";
-  // Validation and test rows are never replaced by others: a bad one fails the run.
-  lo.policy =
-      train ? data::parse_bad_sample_policy(cfg.data.on_bad_sample) : data::BadSamplePolicy::kFail;
-  if (train) {
-    const auto& a = cfg.finetune.augment;
-    lo.augment = {a.enabled,
-                  a.crop_scale,
-                  a.color_jitter,
-                  a.random_erasing,
-                  a.hflip,
-                  a.interpolation == "bicubic",
-                  a.jitter_order == "random"};
-  }
-  return lo;
-}
-
-/// Probabilities [N, C] of a split's items, in item order (eval mode, no gradient; the
-/// module's mode is restored).
-at::Tensor predict_split(Classifier& net, const config::Config& cfg, const Split& s,
-                         const at::Device& device, Precision precision) {
-  const bool was_training = net->is_training();
-  net->eval();
-  data::Loader loader(eval::make_item_source(s.items, net->options().level, cfg.data.image_size, 4,
-                                             cfg.data.max_image_pixels,
-                                             data::parse_preprocess(cfg.data.preprocess)),
-                      nullptr, loader_options(cfg, cfg.finetune.batch_size, false));
-  torch::NoGradGuard ng;
-  std::vector<at::Tensor> rows(s.items.size());
-  while (auto b = loader.next()) {
-    at::Tensor logits;
-    {
-      AutocastScope scope(precision, device);
-      logits = net->forward(b->left.to(device), b->right.to(device), b->has_left.to(device),
-                            b->has_right.to(device), right_eye_rows(s.items, b->indices));
-    }
-    at::Tensor p = net->probabilities(logits).to(torch::kCPU);
-    for (size_t j = 0; j < b->indices.size(); ++j) rows[b->indices[j]] = p[static_cast<int64_t>(j)];
-  }
-  if (was_training) net->train();
-  return torch::stack(rows);
-}
-
-/// A split's metric scalars; multi-label F1 at `thresholds` (tuned on this split when
-/// empty, and returned through it).
-std::map<std::string, double> score_split(const at::Tensor& probs, const Split& s, bool multi_label,
-                                          std::vector<double>* thresholds) {
-  if (!multi_label) return eval::single_label_metrics(probs, s.labels).scalars();
-  if (thresholds->empty()) *thresholds = eval::tune_f1_thresholds(probs, s.targets);
-  return eval::multi_label_metrics(probs, s.targets, *thresholds).scalars();
-}
-
-std::string predictions_csv(const Split& s, const at::Tensor& probs,
-                            const std::vector<std::string>& classes) {
-  std::string csv = "id,patient_id,eye";
-  for (const auto& c : classes) csv += ",p_" + c;
-  for (const auto& c : classes) csv += ",true_" + c;
-  csv += "\n";
-  auto p = probs.accessor<float, 2>();
-  auto t = s.targets.accessor<float, 2>();
-  for (int64_t i = 0; i < s.size(); ++i) {
-    const auto& it = s.items[static_cast<size_t>(i)];
-    csv += fmt::format("{},{},{}", it.id, it.patient_id, eval::eye_name(it.eye));
-    for (int64_t k = 0; k < p.size(1); ++k) csv += fmt::format(",{:.9g}", p[i][k]);
-    for (int64_t k = 0; k < t.size(1); ++k) csv += fmt::format(",{:g}", t[i][k]);
-    csv += "\n";
-  }
-  return csv;
-}
 
 // ---- the selection record -----------------------------------------------------------
 
@@ -399,11 +395,6 @@ void loader_restore(data::Loader& l, const json& j) {
   l.restore(s);
 }
 
-Precision finetune_precision(const std::string& p, const at::Device& device) {
-  if (p == "auto") return device.is_cuda() ? Precision::kBf16 : Precision::kFp32;
-  return parse_precision(p);
-}
-
 json recipe_json(const config::FinetuneConfig& f, double lr, int64_t warmup, int64_t batch) {
   return {{"lr", lr},
           {"blr", f.blr},
@@ -430,343 +421,369 @@ json recipe_json(const config::FinetuneConfig& f, double lr, int64_t warmup, int
             {"hflip", f.augment.hflip}}}};
 }
 
-// ---- the loop -----------------------------------------------------------------------
+// ---- the recipe -----------------------------------------------------------------------
 
-FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions& options,
-                                  NewRunDir& new_dir) {
-  const auto t_start = Clock::now();
-  const auto& f = cfg.finetune;
-  Run run = open_run(cfg, "finetune", f.precision);
-  const int rank = run.env.rank, world = run.env.world;
-  const Precision precision = finetune_precision(f.precision, run.device);
+/// The labelled set of a run and its splits.
+struct FinetuneData {
+  data::LabelledSet set;
+  Split train, val, test;
+  bool multi = false;
+  const char* unit() const { return set.level == "eye" ? "images" : "patients"; }
+};
 
-  const eval::LabelledSet set = read_finetune_set(cfg);
-  const Split train_split = split_of(set, "train"), val = split_of(set, "val"),
-              test = split_of(set, "test");
-  const bool multi = set.multi_label;
-  log::info("finetune: {} ({} level, {}, {} classes) | train {} / val {} / test {} {}", f.data,
-            set.level, multi ? "multi-label" : "single-label", set.classes.size(),
-            train_split.size(), val.size(), test.size(),
-            set.level == "eye" ? "images" : "patients");
-
-  std::string init_kind;
-  Classifier net = build_finetune_classifier(cfg, set, &init_kind);
-  net->to(run.device);
-  net->train();
-  if (rank > 0) torch::manual_seed(cfg.train.seed + static_cast<uint64_t>(rank));
-  const int64_t layers = net->options().vision.layers();
-  LayerDecayOptions ldo;
-  ldo.layers = layers;
-  ldo.layer_decay = f.layer_decay;
-  ldo.weight_decay = f.weight_decay;
-  ldo.no_decay = cfg.optim.no_decay;
-  ldo.betas = f.betas;
-  ldo.eps = f.eps;
-  LayerDecayOptimizer opt = build_layer_decay_adamw(*net, ldo);
-  log::info(
-      "init: {}{} | head {} | freeze {} | {}", init_kind,
-      f.init.empty() ? (init_kind == "clip" ? " " + cfg.model.init.vision : "") : " " + f.init,
-      f.head_init, f.freeze, opt.summary.to_string());
-
-  data::LoaderOptions tlo = loader_options(cfg, f.batch_size, true);
-  tlo.rank = rank;
-  tlo.world = world;
-  data::Loader loader(eval::make_item_source(train_split.items, set.level, cfg.data.image_size, 4,
-                                             cfg.data.max_image_pixels,
-                                             data::parse_preprocess(cfg.data.preprocess)),
-                      nullptr, tlo);
-  const int64_t per_epoch = loader.steps_per_epoch();
-  RETCLIP_CHECK_USAGE(per_epoch > 0, "the training split (", train_split.size(),
-                      " rows) does not fill one global batch of ", f.batch_size * world,
-                      " (finetune.batch_size x ranks). HINT: lower finetune.batch_size");
-  const int64_t total = f.steps > 0 ? f.steps : f.epochs * per_epoch;
-  const int64_t global_batch = f.batch_size * world;
-  config::OptimConfig sched;  // the schedule of lr_at (schedule.hpp)
+/// The schedule of lr_at (schedule.hpp): lr = finetune.lr, or blr x global batch / 256;
+/// warmup over finetune.warmup_epochs, then cosine to finetune.min_lr.
+config::OptimConfig finetune_schedule(const config::FinetuneConfig& f, int64_t global_batch,
+                                      int64_t per_epoch) {
+  config::OptimConfig sched;
   sched.lr = f.lr > 0 ? f.lr : f.blr * static_cast<double>(global_batch) / 256.0;
   sched.min_lr = std::min(f.min_lr, sched.lr);
   sched.warmup_steps = static_cast<int64_t>(std::llround(f.warmup_epochs * per_epoch));
   sched.schedule = "cosine";
-  const at::Tensor class_weight =
-      f.class_weights == "balanced"
-          ? balanced_class_weights(train_split.targets, multi).to(run.device)
-          : at::Tensor();
+  return sched;
+}
 
-  // Resume: weights, AdamW moments, RNG, loader cursor and the selection so far.
-  const fs::path ckpt_dir = checkpoint_dir(cfg);
-  io::CheckpointStore store(ckpt_dir,
-                            io::CheckpointStore::options_from(cfg.checkpoint, run.config_hash));
-  const CheckpointParts parts{*net, *opt.optimizer, run.device, run.config_yaml};
-  TrainState st;
-  st.world_size = world;
-  st.config_hash = run.config_hash;
-  st.scaler.enabled = precision == Precision::kFp16;
-  Selection sel;
-  if (auto ck = store.resolve(cfg.checkpoint.resume)) {
-    st = load_checkpoint(*ck, parts, *run.comm, cfg.train.seed);
-    st.scaler.enabled = precision == Precision::kFp16;
-    loader_restore(loader, st.data.at("loader"));
-    sel = Selection::from_json(st.data.value("selection", json()));
-    for (const auto& change :
-         resume_config_changes(util::read_file(ck->path / io::CheckpointLayout::kConfig), cfg))
-      log::warn("config differs from the checkpoint, resume is not exact: {}", change);
-    st.world_size = world;
-    st.config_hash = run.config_hash;
+/// Fine-tuning: the training split's batches (targets smoothed, mixed), the finetune/*
+/// metrics, validation and epoch selection at every epoch end, a checkpoint at every
+/// epoch end and every checkpoint.every_steps steps.
+class FinetuneRecipe : public Recipe {
+ public:
+  FinetuneRecipe(const config::Config& cfg, const Run& run, const FinetuneData& d,
+                 model::Classifier net, Precision precision)
+      : cfg_(cfg),
+        f_(cfg.finetune),
+        run_(run),
+        d_(d),
+        net_(std::move(net)),
+        precision_(precision),
+        loader_(eval::make_item_source(d.train.items, d.set.level, cfg.data.image_size, 4,
+                                       cfg.data.max_image_pixels,
+                                       data::parse_preprocess(cfg.data.preprocess)),
+                nullptr, train_loader_options(cfg, run.env.rank, run.env.world)) {
+    per_epoch_ = loader_.steps_per_epoch();
+    RETCLIP_CHECK_USAGE(per_epoch_ > 0, "the training split (", d.train.size(),
+                        " rows) does not fill one global batch of ", f_.batch_size * run.env.world,
+                        " (finetune.batch_size x ranks). HINT: lower finetune.batch_size");
+    total_ = f_.steps > 0 ? f_.steps : f_.epochs * per_epoch_;
+    sched_ = finetune_schedule(f_, global_batch(), per_epoch_);
   }
 
-  // Rank 0's weights everywhere, then the gradient all-reduce buckets.
-  {
-    std::vector<at::Tensor> state;
-    for (const auto& p : net->parameters()) state.push_back(p.data());
-    for (const auto& b : net->buffers()) state.push_back(b);
-    run.comm->broadcast_(state, 0);
-  }
-  dist::GradSync grad_sync(run.comm, net->parameters(), cfg.dist.bucket_mb);
-  const std::vector<at::Tensor> params = optimizer_params(*opt.optimizer);
+  int64_t global_batch() const { return f_.batch_size * run_.env.world; }
+  const config::OptimConfig& schedule() const { return sched_; }
+  const Selection& selection() const { return sel_; }
 
-  MultiSink sinks;
-  if (run.primary()) {
-    sinks.add(std::make_shared<JsonlSink>(run.dir / "metrics.jsonl", st.step));
-    if (cfg.log.tensorboard)
-      sinks.add(std::make_shared<TensorBoardSink>(run.dir / "tensorboard", st.step));
+  std::string describe() const override {
+    return fmt::format(
+        "fine-tuning {} steps ({} per epoch, batch {} {} per rank x {} ranks, lr {:.3e}, "
+        "precision {})",
+        total_, per_epoch_, f_.batch_size, d_.unit(), run_.env.world, sched_.lr,
+        model::precision_name(precision_));
   }
-  auto save = [&] {
-    st.data = {{"loader", loader_state(loader)}, {"selection", sel.to_json()}};
-    return save_checkpoint(store, st, parts, *run.comm, (st.step - 1) / per_epoch + 1).string();
-  };
-  auto out_of_time = [&] {
-    return options.max_minutes > 0 &&
-           seconds_between(t_start, Clock::now()) >= 60 * options.max_minutes;
-  };
-  // Rank 0 scores the validation split at the end of an epoch and keeps the best weights.
-  auto validate = [&](int64_t epoch) {
-    if (!run.primary()) return;
-    at::Tensor probs = predict_split(net, cfg, val, run.device, precision);
-    std::vector<double> th;
-    const auto scalars = score_split(probs, val, multi, &th);
-    const double score = selection_score(f.select, scalars, multi);
-    const bool best = sel.add(epoch, st.step, score, scalars_json(scalars));
-    std::map<std::string, double> m;
-    for (const auto& [k, v] : scalars) m["val/" + k] = v;
-    m["val/score"] = score;
-    sinks.write(st.step, m, wall_time_s());
-    log::info("epoch {} (step {}): val {} {:.4f} | auroc_macro {:.4f} | f1_macro {:.4f}{}", epoch,
-              st.step, f.select, score, scalars.at("auroc_macro"), scalars.at("f1_macro"),
-              best ? " | best so far" : "");
-    if (best) {
-      const std::string name = fmt::format("best/epoch-{:04d}.safetensors", epoch);
-      fs::create_directories(run.dir / "best");
-      io::save_weights(run.dir / name, io::module_state_dict(*net),
-                       {{"epoch", std::to_string(epoch)}});
-      sel.best_file = name;
-    }
-  };
+  int64_t steps_per_epoch() const override { return per_epoch_; }
+  int64_t total_steps() const override { return total_; }
+  double lr(int64_t step) const override { return lr_at(sched_, step, total_); }
+  MicroBatch next_batch(int64_t step) override;
+  json state() const override {
+    return {{"loader", loader_state(loader_)}, {"selection", sel_.to_json()}};
+  }
+  void restore(const json& s) override {
+    loader_restore(loader_, s.at("loader"));
+    sel_ = Selection::from_json(s.value("selection", json()));
+  }
+  void log(int64_t step, const StepResult& r, double lr, const StepWindow& w,
+           MetricsSink& sinks) override;
+  void after_step(int64_t step, MetricsSink& sinks) override {
+    if (epoch_end(step)) validate(step, sinks);
+  }
+  bool checkpoint_due(int64_t step) const override {
+    return epoch_end(step) || step % cfg_.checkpoint.every_steps == 0;
+  }
+  void after_loop(int64_t, bool, MetricsSink&) override {}
 
-  install_stop_handlers();
-  FinetuneSummary summary;
-  summary.rank = rank;
-  summary.start_step = st.step;
-  summary.total_steps = total;
+ private:
+  bool epoch_end(int64_t step) const { return step % per_epoch_ == 0 || step == total_; }
+  void validate(int64_t step, MetricsSink& sinks);
+
+  const config::Config& cfg_;
+  const config::FinetuneConfig& f_;
+  const Run& run_;
+  const FinetuneData& d_;
+  model::Classifier net_;
+  Precision precision_;
+  data::Loader loader_;
+  int64_t per_epoch_ = 0, total_ = 0;
+  config::OptimConfig sched_;
+  Selection sel_;
+};
+
+MicroBatch FinetuneRecipe::next_batch(int64_t step) {
+  auto b = loader_.next();
+  if (!b) b = loader_.next();  // the end of an epoch: the next call starts the next one
+  RETCLIP_CHECK(b.has_value(), "the fine-tuning loader produced no batch for a new epoch");
+  const at::Device dev = run_.device;
+  const bool patient = d_.set.level == "patient";
+  at::Tensor idx = torch::tensor(b->indices, torch::kLong);
+  at::Tensor target =
+      loss::smooth_targets(d_.train.targets.index_select(0, idx), f_.label_smoothing, d_.multi);
+  at::Tensor left = b->left.to(dev), right = b->right.to(dev);
+  if (f_.mixup > 0 || f_.cutmix > 0) {
+    loss::MixedBatch m =
+        loss::mix_batch(left, patient ? right : at::Tensor(), target.to(dev), f_.mixup, f_.cutmix,
+                        data::mix_seed(cfg_.train.seed, 7717 + step));
+    left = m.left;
+    if (patient) right = m.right;
+    target = m.targets;
+  }
+  MicroBatch mb;
+  mb.left = left;
+  mb.right = right;
+  mb.has_left = b->has_left.to(dev);
+  mb.has_right = b->has_right.to(dev);
+  mb.targets = target.to(dev);
+  mb.is_right = eval::right_eye_rows(d_.train.items, b->indices);
+  return mb;
+}
+
+void FinetuneRecipe::log(int64_t step, const StepResult& r, double lr, const StepWindow& w,
+                         MetricsSink& sinks) {
+  const double rate = w.seconds > 0 ? w.rows / w.seconds : 0;
+  const double step_rate = w.busy_s > 0 ? w.rows / w.busy_s : 0;
+  sinks.write(step,
+              {{"finetune/loss", r.loss},
+               {"finetune/lr", lr},
+               {"finetune/grad_norm", r.grad_norm},
+               {"finetune/rows_per_s", rate},
+               {"finetune/step_rows_per_s", step_rate}},
+              wall_time_s());
   log::info(
-      "fine-tuning {} steps ({} per epoch, batch {} {} per rank x {} ranks, lr {:.3e}, "
-      "precision {}) from step {}",
-      total, per_epoch, f.batch_size, set.level == "eye" ? "images" : "patients", world, sched.lr,
-      f.precision == "auto" ? (run.device.is_cuda() ? "bf16" : "fp32") : f.precision, st.step);
-  int64_t window_rows = 0, last_ckpt = -1;
-  double window_busy_s = 0;  // forward + backward + update, without waiting for data
-  auto window_start = Clock::now();
-  new_dir.keep();  // from here on the run directory holds a run worth keeping
-  while (st.step < total) {
-    auto b = loader.next();
-    if (!b) b = loader.next();  // the end of an epoch: the next call starts the next one
-    RETCLIP_CHECK(b.has_value(), "the fine-tuning loader produced no batch for a new epoch");
-    const auto t_busy = Clock::now();
-    const double lr = lr_at(sched, st.step, total);
-    set_lr(*opt.optimizer, lr, opt.lr_scale);
-    opt.optimizer->zero_grad(true);
+      "step {}/{} (epoch {}) | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} {}/s "
+      "({:.1f} {}/s in the step)",
+      step, total_, (step - 1) / per_epoch_ + 1, r.loss, lr, r.grad_norm, rate, d_.unit(),
+      step_rate, d_.unit());
+}
 
-    at::Tensor idx = torch::tensor(b->indices, torch::kLong);
-    at::Tensor target =
-        smooth_targets(train_split.targets.index_select(0, idx), f.label_smoothing, multi);
-    at::Tensor left = b->left.to(run.device), right = b->right.to(run.device);
-    if (f.mixup > 0 || f.cutmix > 0) {
-      MixedBatch m =
-          mix_batch(left, set.level == "patient" ? right : at::Tensor(), target.to(run.device),
-                    f.mixup, f.cutmix, data::mix_seed(cfg.train.seed, 7717 + st.step));
-      left = m.left;
-      if (set.level == "patient") right = m.right;
-      target = m.targets;
-    }
-    at::Tensor logits;
-    {
-      AutocastScope scope(precision, run.device);
-      logits = net->forward(left, right, b->has_left.to(run.device), b->has_right.to(run.device),
-                            right_eye_rows(train_split.items, b->indices));
-    }
-    at::Tensor loss = classification_loss(logits, target.to(run.device), multi, class_weight);
-    grad_sync.arm(true);
-    (st.scaler.factor() == 1.0 ? loss : loss * st.scaler.factor()).backward();
-    grad_sync.finish();
-    // The loss averaged over ranks, with whether any rank wants to stop.
-    const bool stop_here = stop_requested() || out_of_time();
-    at::Tensor red =
-        torch::stack({loss.detach().to(torch::kDouble),
-                      torch::tensor(stop_here ? 1.0 : 0.0, torch::kDouble).to(run.device)});
-    run.comm->all_reduce_(red);
-    red = red.cpu();
-    const double mean_loss = red[0].item<double>() / world;
-    const bool stop = red[1].item<double>() > 0;
-    const StepUpdate u =
-        optimizer_update(*opt.optimizer, params, mean_loss, f.clip_norm, st.scaler);
-    StepResult r;
-    r.grad_norm = u.grad_norm;
-    r.skipped = u.skipped;
-    st.count(r, cfg.train.max_skipped_steps);
-    fault_point("RETCLIP_FAULT_KILL_AFTER_STEP", st.step);
-    if (run.device.is_cuda()) torch::cuda::synchronize(run.device.index());
-    window_busy_s += seconds_between(t_busy, Clock::now());
-    window_rows += b->left.size(0) * world;
+// Rank 0 scores the validation split at the end of an epoch and keeps the best weights.
+void FinetuneRecipe::validate(int64_t step, MetricsSink& sinks) {
+  if (!run_.primary()) return;
+  const int64_t epoch = (step - 1) / per_epoch_ + 1;
+  at::Tensor probs = predict_split(net_, cfg_, d_.val, run_.device, precision_);
+  std::vector<double> th;
+  const auto scalars = score_split(probs, d_.val, d_.multi, &th);
+  const double score = selection_score(f_.select, scalars, d_.multi);
+  const bool best = sel_.add(epoch, step, score, scalars_json(scalars));
+  std::map<std::string, double> m;
+  for (const auto& [k, v] : scalars) m["val/" + k] = v;
+  m["val/score"] = score;
+  sinks.write(step, m, wall_time_s());
+  log::info("epoch {} (step {}): val {} {:.4f} | auroc_macro {:.4f} | f1_macro {:.4f}{}", epoch,
+            step, f_.select, score, scalars.at("auroc_macro"), scalars.at("f1_macro"),
+            best ? " | best so far" : "");
+  if (!best) return;
+  const std::string name = fmt::format("best/epoch-{:04d}.safetensors", epoch);
+  fs::create_directories(run_.dir / "best");
+  io::save_weights(run_.dir / name, io::module_state_dict(*net_),
+                   {{"epoch", std::to_string(epoch)}});
+  sel_.best_file = name;
+}
 
-    if (st.step % cfg.log.interval == 0 || st.step == total) {
-      const double secs = seconds_between(window_start, Clock::now());
-      const double rate = secs > 0 ? window_rows / secs : 0;
-      const double step_rate = window_busy_s > 0 ? window_rows / window_busy_s : 0;
-      sinks.write(st.step,
-                  {{"finetune/loss", mean_loss},
-                   {"finetune/lr", lr},
-                   {"finetune/grad_norm", u.grad_norm},
-                   {"finetune/rows_per_s", rate},
-                   {"finetune/step_rows_per_s", step_rate}},
-                  wall_time_s());
-      const char* unit = set.level == "eye" ? "images" : "patients";
-      log::info(
-          "step {}/{} (epoch {}) | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} {}/s "
-          "({:.1f} {}/s in the step)",
-          st.step, total, (st.step - 1) / per_epoch + 1, mean_loss, lr, u.grad_norm, rate, unit,
-          step_rate, unit);
-      window_rows = 0;
-      window_busy_s = 0;
-      window_start = Clock::now();
-    }
-    const bool epoch_end = st.step % per_epoch == 0 || st.step == total;
-    if (epoch_end) validate((st.step - 1) / per_epoch + 1);
-    if (stop || epoch_end || st.step % cfg.checkpoint.every_steps == 0) {
-      summary.checkpoint = save();
-      last_ckpt = st.step;
-    }
-    if (stop) {
-      summary.interrupted = true;
-      log::info("stop requested at step {}: checkpoint written; resume with checkpoint.resume=auto",
-                st.step);
-      break;
-    }
-  }
-  if (!summary.interrupted && last_ckpt != st.step && st.step > summary.start_step)
-    summary.checkpoint = save();
-  summary.end_step = st.step;
-  summary.best_epoch = sel.best_epoch;
-  summary.best_score = sel.best_score;
-  sinks.flush();
-  if (summary.interrupted || !run.primary()) {
-    run.comm->barrier();
-    return summary;
-  }
+// ---- the end: the chosen epoch's weights score the test split once, then export ---------
 
-  // ---- the end: the chosen epoch's weights score the test split once, then export ----
-  RETCLIP_CHECK(!sel.best_file.empty(), "fine-tuning finished without a validated epoch");
-  io::apply_state_dict(*net, io::load_weights(run.dir / sel.best_file), /*strict=*/true);
+/// What the end reports besides the selection: the chosen weights' validation scalars,
+/// the thresholds tuned on them, the test split's metrics (null without one).
+struct Scored {
+  std::map<std::string, double> val;
   std::vector<double> thresholds;
-  const at::Tensor val_probs = predict_split(net, cfg, val, run.device, precision);
-  const auto val_scalars = score_split(val_probs, val, multi, &thresholds);
-  json test_json = nullptr;
-  if (test.size() > 0) {
-    const at::Tensor probs = predict_split(net, cfg, test, run.device, precision);
-    std::vector<double> th = thresholds;
-    test_json = multi
-                    ? eval::to_json(eval::multi_label_metrics(probs, test.targets, th), set.classes)
-                    : eval::to_json(eval::single_label_metrics(probs, test.labels), set.classes);
-    test_json["score"] =
-        num(selection_score(f.select, score_split(probs, test, multi, &th), multi));
-    util::write_file_atomic(run.dir / "test_predictions.csv",
-                            predictions_csv(test, probs, set.classes));
-  } else {
+  json test = nullptr;
+};
+
+Scored score_chosen(model::Classifier& net, const config::Config& cfg, const Run& run,
+                    const FinetuneData& d, Precision precision) {
+  Scored s;
+  const at::Tensor val_probs = predict_split(net, cfg, d.val, run.device, precision);
+  s.val = score_split(val_probs, d.val, d.multi, &s.thresholds);
+  if (d.test.size() == 0) {
     log::warn(
         "{} has no test split: nothing scored after selection. HINT: set "
         "finetune.test_fraction or add a test split",
-        f.data);
+        cfg.finetune.data);
+    return s;
   }
+  const at::Tensor probs = predict_split(net, cfg, d.test, run.device, precision);
+  std::vector<double> th = s.thresholds;
+  s.test = d.multi
+               ? eval::to_json(eval::multi_label_metrics(probs, d.test.targets, th), d.set.classes)
+               : eval::to_json(eval::single_label_metrics(probs, d.test.labels), d.set.classes);
+  s.test["score"] =
+      num(selection_score(cfg.finetune.select, score_split(probs, d.test, d.multi, &th), d.multi));
+  util::write_file_atomic(
+      run.dir / "test_predictions.csv",
+      eval::predictions_csv(d.test.items, probs, d.set.classes, "p_", d.test.targets));
+  return s;
+}
+
+json selection_json(const config::FinetuneConfig& f, const Selection& sel, bool multi) {
   const std::string formula = f.select != "retfound" ? f.select
                               : multi                ? "(f1_macro + auroc_macro) / 2"
                                                      : "(f1_macro + auroc_macro + kappa) / 3";
-  json results = {
-      {"protocol", "finetune"},
-      {"retclip_version", kVersion},
-      {"task", multi ? "multi-label" : "single-label"},
-      {"level", set.level},
-      {"feature", f.feature},
-      {"classes", set.classes},
-      {"data", f.data},
-      {"init",
-       {{"kind", init_kind},
-        {"path", init_kind == "clip" ? cfg.model.init.vision : f.init},
-        {"head", f.head_init},
-        {"prompts", f.head_init == "zeroshot" ? json(f.prompts) : json(nullptr)}}},
-      {"recipe", recipe_json(f, sched.lr, sched.warmup_steps, global_batch)},
-      {"steps", st.step},
-      {"steps_per_epoch", per_epoch},
-      {"world_size", world},
-      {"selection",
-       {{"criterion", f.select},
-        {"formula", formula},
-        {"split", "val"},
-        {"chosen_epoch", sel.best_epoch},
-        {"chosen_step", sel.best_step},
-        {"score", num(sel.best_score)},
-        {"reason", fmt::format("epoch {} has the highest validation {} ({}) of the {} epochs "
-                               "scored (ties keep the earliest)",
-                               sel.best_epoch, f.select, formula, sel.history.size())},
-        {"history", sel.history}}},
-      {"val", scalars_json(val_scalars)},
-      {"thresholds", multi ? json(thresholds) : json(nullptr)},
-      {"test", test_json},
-      {"test_scored_once", test.size() > 0},
-      {"splits",
-       {{"train", {{"n", train_split.size()}, {"hash", set.split_hash("train")}}},
-        {"val", {{"n", val.size()}, {"hash", set.split_hash("val")}}},
-        {"test", {{"n", test.size()}, {"hash", set.split_hash("test")}}},
-        {"val_drawn", set.val_drawn},
-        {"test_drawn", set.test_drawn},
-        {"split_seed", set.split_seed}}},
-      {"config_hash", run.config_hash}};
+  return {{"criterion", f.select},
+          {"formula", formula},
+          {"split", "val"},
+          {"chosen_epoch", sel.best_epoch},
+          {"chosen_step", sel.best_step},
+          {"score", num(sel.best_score)},
+          {"reason", fmt::format("epoch {} has the highest validation {} ({}) of the {} epochs "
+                                 "scored (ties keep the earliest)",
+                                 sel.best_epoch, f.select, formula, sel.history.size())},
+          {"history", sel.history}};
+}
+
+/// results.json (without "export", which the caller adds).
+json results_json(const config::Config& cfg, const Run& run, const FinetuneData& d,
+                  const FinetuneRecipe& recipe, const Scored& s, const std::string& init_kind,
+                  int64_t steps) {
+  const auto& f = cfg.finetune;
+  const auto& set = d.set;
+  auto split = [&](const std::string& name, int64_t n) {
+    return json{{"n", n}, {"hash", set.split_hash(name)}};
+  };
+  return {{"protocol", "finetune"},
+          {"retclip_version", kVersion},
+          {"task", d.multi ? "multi-label" : "single-label"},
+          {"level", set.level},
+          {"feature", f.feature},
+          {"classes", set.classes},
+          {"data", f.data},
+          {"init",
+           {{"kind", init_kind},
+            {"path", init_kind == "clip" ? cfg.model.init.vision : f.init},
+            {"head", f.head_init},
+            {"prompts", f.head_init == "zeroshot" ? json(f.prompts) : json(nullptr)}}},
+          {"recipe", recipe_json(f, recipe.schedule().lr, recipe.schedule().warmup_steps,
+                                 recipe.global_batch())},
+          {"steps", steps},
+          {"steps_per_epoch", recipe.steps_per_epoch()},
+          {"world_size", run.env.world},
+          {"selection", selection_json(f, recipe.selection(), d.multi)},
+          {"val", scalars_json(s.val)},
+          {"thresholds", d.multi ? json(s.thresholds) : json(nullptr)},
+          {"test", s.test},
+          {"test_scored_once", d.test.size() > 0},
+          {"splits",
+           {{"train", split("train", d.train.size())},
+            {"val", split("val", d.val.size())},
+            {"test", split("test", d.test.size())},
+            {"val_drawn", set.val_drawn},
+            {"test_drawn", set.test_drawn},
+            {"split_seed", set.split_seed}}},
+          {"config_hash", run.config_hash}};
+}
+
+/// The export's sidecar: what `retclip predict` needs to read and score images as the
+/// run did (classes, decision rule, preprocessing, precision) and where they came from.
+json export_sidecar(const config::Config& cfg, const Run& run, const FinetuneData& d,
+                    const json& results, Precision precision) {
+  const auto& dc = cfg.data;
+  const bool crop = dc.preprocess == "fundus_crop";
+  return {{"classes", d.set.classes},
+          {"task", d.multi ? "multi-label" : "single-label"},
+          {"decision", d.multi ? "probability >= thresholds[c] (tuned for F1 on val)"
+                               : "argmax of the probabilities"},
+          {"thresholds", results.at("thresholds")},
+          {"preprocessing",
+           {{"preprocess", dc.preprocess},
+            {"fundus_crop", crop},
+            {"resize", crop ? "field of view, pad to square, INTER_AREA"
+                            : "whole photo to a square, INTER_AREA (bicubic when enlarging)"},
+            {"image_size", dc.image_size},
+            {"mean", dc.mean},
+            {"std", dc.std}}},
+          {"precision", model::precision_name(precision)},
+          {"init", results.at("init")},
+          {"selection", results.at("selection")},
+          {"test", results.at("test")},
+          {"config", run.config_yaml}};
+}
+
+/// Rank 0 after a finished run: the chosen epoch's weights, the test split scored once,
+/// results.json and the classifier export.
+void finish(FinetuneSummary& summary, model::Classifier& net, const config::Config& cfg,
+            const Run& run, const FinetuneData& d, const FinetuneRecipe& recipe,
+            const std::string& init_kind, Precision precision) {
+  const Selection& sel = recipe.selection();
+  RETCLIP_CHECK(!sel.best_file.empty(), "fine-tuning finished without a validated epoch");
+  io::apply_state_dict(*net, io::load_weights(run.dir / sel.best_file), /*strict=*/true);
+  const Scored s = score_chosen(net, cfg, run, d, precision);
+  json results = results_json(cfg, run, d, recipe, s, init_kind, summary.end_step);
   const fs::path export_dir = run.dir / "classifier";
-  json side = {{"classes", set.classes},
-               {"task", multi ? "multi-label" : "single-label"},
-               {"decision", multi ? "probability >= thresholds[c] (tuned for F1 on val)"
-                                  : "argmax of the probabilities"},
-               {"thresholds", multi ? json(thresholds) : json(nullptr)},
-               {"preprocessing",
-                {{"preprocess", cfg.data.preprocess},
-                 {"fundus_crop", cfg.data.preprocess == "fundus_crop"},
-                 {"resize", cfg.data.preprocess == "fundus_crop"
-                                ? "field of view, pad to square, INTER_AREA"
-                                : "whole photo to a square, INTER_AREA (bicubic when enlarging)"},
-                 {"image_size", cfg.data.image_size},
-                 {"mean", cfg.data.mean},
-                 {"std", cfg.data.std}}},
-               {"init", results.at("init")},
-               {"selection", results.at("selection")},
-               {"test", test_json},
-               {"config", run.config_yaml}};
-  save_classifier(export_dir, net, side);
+  eval::save_classifier(export_dir, net, export_sidecar(cfg, run, d, results, precision));
   results["export"] = export_dir.string();
   util::write_file_atomic(run.dir / "results.json", results.dump(2));
   std::string test_line = "not scored (no test split)";
-  if (!test_json.is_null() && test_json.contains("auroc_macro") &&
-      test_json.at("auroc_macro").is_number())
-    test_line = fmt::format("macro AUROC {:.4f}", test_json.at("auroc_macro").get<double>());
+  if (!s.test.is_null() && s.test.contains("auroc_macro") && s.test.at("auroc_macro").is_number())
+    test_line = fmt::format("macro AUROC {:.4f}", s.test.at("auroc_macro").get<double>());
   log::info("chosen: epoch {} (val {} {:.4f}); test {}; classifier exported to {}", sel.best_epoch,
-            f.select, sel.best_score, test_line, export_dir.string());
+            cfg.finetune.select, sel.best_score, test_line, export_dir.string());
   summary.results = results;
   summary.export_dir = export_dir.string();
+}
+
+// ---- the command ----------------------------------------------------------------------
+
+FinetuneData finetune_data(const config::Config& cfg) {
+  FinetuneData d;
+  d.set = read_finetune_set(cfg);
+  d.train = split_of(d.set, "train");
+  d.val = split_of(d.set, "val");
+  d.test = split_of(d.set, "test");
+  d.multi = d.set.multi_label;
+  log::info("finetune: {} ({} level, {}, {} classes) | train {} / val {} / test {} {}",
+            cfg.finetune.data, d.set.level, d.multi ? "multi-label" : "single-label",
+            d.set.classes.size(), d.train.size(), d.val.size(), d.test.size(), d.unit());
+  return d;
+}
+
+FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions& options,
+                                  NewRunDir& new_dir) {
+  const auto started = Clock::now();
+  const auto& f = cfg.finetune;
+  Run run = open_run(cfg, "finetune", f.precision);
+  const Precision precision = finetune_precision(f.precision, run.device);
+  const FinetuneData d = finetune_data(cfg);
+  std::string init_kind;
+  model::Classifier net = build_finetune_classifier(cfg, d.set, &init_kind);
+  net->to(run.device);
+  net->train();
+  if (run.env.rank > 0) torch::manual_seed(cfg.train.seed + static_cast<uint64_t>(run.env.rank));
+  LayerDecayOptimizer opt = finetune_optimizer(cfg, net);
+  log::info(
+      "init: {}{} | head {} | freeze {} | {}", init_kind,
+      f.init.empty() ? (init_kind == "clip" ? " " + cfg.model.init.vision : "") : " " + f.init,
+      f.head_init, f.freeze, opt.summary.to_string());
+  FinetuneRecipe recipe(cfg, run, d, net, precision);
+  const at::Tensor class_weight =
+      f.class_weights == "balanced"
+          ? loss::balanced_class_weights(d.train.targets, d.multi).to(run.device)
+          : at::Tensor();
+  auto task = std::make_shared<ClassifierTask>(net, class_weight, precision);
+  StepOptions so;
+  so.accum_steps = f.accum_steps;
+  so.clip_norm = f.clip_norm;
+  so.bucket_mb = cfg.dist.bucket_mb;
+  so.lr_scale = opt.lr_scale;
+  const LoopSummary l = run_loop(
+      {cfg, run, recipe, task, *opt.optimizer, so, precision, started, /*sync_after_step=*/true},
+      options, new_dir);
+  FinetuneSummary summary;
+  summary.rank = run.env.rank;
+  summary.start_step = l.start_step;
+  summary.end_step = l.end_step;
+  summary.total_steps = recipe.total_steps();
+  summary.interrupted = l.interrupted;
+  summary.checkpoint = l.checkpoint;
+  summary.best_epoch = recipe.selection().best_epoch;
+  summary.best_score = recipe.selection().best_score;
+  if (!summary.interrupted && run.primary())
+    finish(summary, net, cfg, run, d, recipe, init_kind, precision);
   run.comm->barrier();
   return summary;
 }

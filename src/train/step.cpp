@@ -3,7 +3,6 @@
 // fp16 scaler, and the optimizer half of the step.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -15,16 +14,10 @@
 #include "retclip/dist/grad_sync.hpp"
 #include "retclip/train/optimizer.hpp"
 #include "retclip/train/step.hpp"
+#include "retclip/train/task.hpp"
 #include "retclip/util/error.hpp"
 
 namespace retclip::train {
-
-Precision parse_precision(const std::string& s) {
-  if (s == "fp32") return Precision::kFp32;
-  if (s == "bf16") return Precision::kBf16;
-  if (s == "fp16") return Precision::kFp16;
-  throw UsageError(str_cat("train.precision: expected fp32, bf16 or fp16 but got '", s, "'"));
-}
 
 loss::TripartiteLossOptions loss_options(const config::Config& cfg, int64_t world) {
   return loss::TripartiteLossOptions()
@@ -85,23 +78,6 @@ at::Device resolve_device(const std::string& want, int64_t local_rank) {
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 }
 
-AutocastScope::AutocastScope(Precision p, const at::Device& device) {
-  if (p == Precision::kFp32 || !device.is_cuda()) return;
-  active_ = true;
-  prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-  prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-  at::autocast::set_autocast_enabled(at::kCUDA, true);
-  at::autocast::set_autocast_dtype(at::kCUDA, p == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
-  at::autocast::increment_nesting();
-}
-
-AutocastScope::~AutocastScope() {
-  if (!active_) return;
-  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
-  at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
-}
-
 model::Embeddings to_float(model::Embeddings e) {
   for (model::Level l : model::kLevels)
     for (at::Tensor* t : {&e.img[l], &e.txt[l], &e.logit_scale[l]}) *t = t->to(at::kFloat);
@@ -109,16 +85,23 @@ model::Embeddings to_float(model::Embeddings e) {
 }
 
 std::vector<MicroBatch> split_batch(const MicroBatch& b, int64_t k) {
-  RETCLIP_CHECK(k >= 1 && k <= b.size(), "cannot split a batch of ", b.size(), " patients into ", k,
+  RETCLIP_CHECK(k >= 1 && k <= b.size(), "cannot split a batch of ", b.size(), " rows into ", k,
                 " micro-batches (optim.accum_steps)");
   if (k == 1) return {b};
-  auto l = b.left.chunk(k), r = b.right.chunk(k), t = b.tokens.chunk(k), hl = b.has_left.chunk(k),
-       hr = b.has_right.chunk(k);
-  std::vector<at::Tensor> er;
-  if (b.eye_report_id.defined()) er = b.eye_report_id.chunk(k);
-  std::vector<MicroBatch> out;
-  for (size_t i = 0; i < t.size(); ++i)
-    out.push_back({l[i], r[i], t[i], hl[i], hr[i], er.empty() ? at::Tensor() : er[i]});
+  std::vector<MicroBatch> out(b.left.chunk(k).size());
+  auto split = [&](const at::Tensor& t, at::Tensor MicroBatch::*field) {
+    if (!t.defined()) return;
+    auto parts = t.chunk(k);
+    for (size_t i = 0; i < out.size(); ++i) out[i].*field = parts[i];
+  };
+  split(b.left, &MicroBatch::left);
+  split(b.right, &MicroBatch::right);
+  split(b.tokens, &MicroBatch::tokens);
+  split(b.has_left, &MicroBatch::has_left);
+  split(b.has_right, &MicroBatch::has_right);
+  split(b.eye_report_id, &MicroBatch::eye_report_id);
+  split(b.targets, &MicroBatch::targets);
+  split(b.is_right, &MicroBatch::is_right);
   return out;
 }
 
@@ -233,14 +216,36 @@ double phase_ms(std::chrono::steady_clock::time_point& t0, const at::Device& dev
   return ms;
 }
 
-// Backward of one micro-batch; the gradient all-reduce is armed for the last one only.
-void backward(const at::Tensor& total, double loss_scale, const StepComm& sc, bool last) {
+}  // namespace
+
+void backward_micro(const at::Tensor& loss, double loss_scale, const StepComm& sc, bool last) {
   sc.grad_sync.arm(last);
-  (loss_scale == 1.0 ? total : total * loss_scale).backward();
+  (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
   if (last) sc.grad_sync.finish();
 }
 
-}  // namespace
+StepLosses accumulate_micro_batches(Task& task, const std::vector<MicroBatch>& micro,
+                                    double loss_scale, const StepComm& sc, StepPhases* phases) {
+  RETCLIP_CHECK(!micro.empty(), "a step needs at least one micro-batch");
+  const at::Device device = micro[0].left.device();
+  const bool one = micro.size() == 1;
+  int64_t rows = 0;
+  for (const auto& mb : micro) rows += mb.size();
+  auto t0 = std::chrono::steady_clock::now();
+  StepLosses sum;
+  for (size_t j = 0; j < micro.size(); ++j) {
+    const StepLosses l = task.forward_loss(micro[j], sc.comm);
+    // One micro-batch keeps its loss as it is (bit for bit the unaccumulated step).
+    const at::Tensor loss =
+        one ? l.total
+            : l.total * (static_cast<double>(micro[j].size()) / static_cast<double>(rows));
+    if (phases && one) phases->forward_ms += phase_ms(t0, device);
+    backward_micro(loss, loss_scale, sc, j + 1 == micro.size());
+    sum.total = sum.total.defined() ? sum.total + loss.detach() : loss.detach();
+  }
+  if (phases) (one ? phases->backward_ms : phases->forward_ms) += phase_ms(t0, device);
+  return sum;
+}
 
 model::Embeddings forward_no_grad(model::RetClip& net, const MicroBatch& mb, Precision precision) {
   torch::NoGradGuard no_grad;
@@ -257,7 +262,7 @@ StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& 
     model::Embeddings e = forward_for_loss(net, micro[0], precision, options);
     loss::LossOutput out = step_loss(e, options, sc.comm);
     if (phases) phases->forward_ms += phase_ms(t0, device);
-    backward(out.total, loss_scale, sc, /*last=*/true);
+    backward_micro(out.total, loss_scale, sc, /*last=*/true);
     if (phases) phases->backward_ms += phase_ms(t0, device);
     return losses_of(out);
   }
@@ -287,7 +292,7 @@ StepLosses forward_backward(model::RetClip& net, const std::vector<MicroBatch>& 
     for (model::Level l : model::kLevels)
       scales[l] = j == 0 ? live.logit_scale[l] : live.logit_scale[l].detach();
     loss::LossOutput out = step_loss(concat(parts, scales), options, sc.comm);
-    backward(out.total, loss_scale, sc, j + 1 == micro.size());
+    backward_micro(out.total, loss_scale, sc, j + 1 == micro.size());
     if (j + 1 == micro.size()) result = losses_of(out);
   }
   set_rng_state(device, after);
@@ -320,12 +325,13 @@ namespace {
 
 // Losses and accuracies averaged over ranks (all ranks then take the same decisions:
 // skip a non-finite step, log the same numbers); the same all-reduce carries whether any
-// rank wants to stop, which it returns.
-bool reduce_losses(dist::Comm& comm, StepLosses& l, bool stop_here) {
+// rank wants to stop, which it returns. Levels the task does not report stay undefined.
+// `mean_total` receives the averaged total in double.
+bool reduce_losses(dist::Comm& comm, StepLosses& l, bool stop_here, double* mean_total) {
   std::vector<at::Tensor> parts{l.total.reshape({1})};
   std::vector<double> host;
   for (model::Level lv : model::kLevels) {
-    parts.push_back(l.loss[lv].reshape({1}));
+    if (l.loss[lv].defined()) parts.push_back(l.loss[lv].reshape({1}));
     host.push_back(l.acc_i2t[lv]);
     host.push_back(l.acc_t2i[lv]);
   }
@@ -336,8 +342,10 @@ bool reduce_losses(dist::Comm& comm, StepLosses& l, bool stop_here) {
   all = (all / comm.world()).cpu();
   auto a = all.accessor<double, 1>();
   int i = 0;
+  *mean_total = a[i];
   l.total = at::tensor(a[i++], l.total.options());
-  for (model::Level lv : model::kLevels) l.loss[lv] = at::tensor(a[i++], l.total.options());
+  for (model::Level lv : model::kLevels)
+    if (l.loss[lv].defined()) l.loss[lv] = at::tensor(a[i++], l.total.options());
   for (model::Level lv : model::kLevels) {
     l.acc_i2t[lv] = a[i++];
     l.acc_t2i[lv] = a[i++];
@@ -354,31 +362,35 @@ void unscale_grads(const std::vector<at::Tensor>& params, double scale) {
   at::_foreach_div_(grads, at::Scalar(scale));
 }
 
-void clamp_logit_scales(model::RetClip& net, double max) {
-  torch::NoGradGuard ng;
-  for (model::Level l : model::kLevels) net->logit_scale_of(l).clamp_(0, max);
-}
-
 }  // namespace
+
+StepContext make_step_context(std::shared_ptr<Task> task, torch::optim::Optimizer& optimizer,
+                              std::shared_ptr<dist::Comm> comm, StepOptions options) {
+  torch::nn::Module& module = task->module();
+  std::vector<at::Tensor> state;
+  for (const auto& p : module.parameters()) state.push_back(p.data());
+  for (const auto& b : module.buffers()) state.push_back(b);
+  comm->broadcast_(state, 0);
+  StepContext c;
+  c.task = std::move(task);
+  c.optimizer = &optimizer;
+  c.params = optimizer_params(optimizer);
+  c.grad_sync = std::make_shared<dist::GradSync>(comm, module.parameters(), options.bucket_mb);
+  c.comm = std::move(comm);
+  c.options = std::move(options);
+  return c;
+}
 
 StepContext make_step_context(const config::Config& cfg, model::RetClip net,
                               torch::optim::AdamW& optimizer, std::shared_ptr<dist::Comm> comm) {
-  std::vector<at::Tensor> state;
-  for (const auto& p : net->parameters()) state.push_back(p.data());
-  for (const auto& b : net->buffers()) state.push_back(b);
-  comm->broadcast_(state, 0);
-  StepContext c;
-  c.net = net;
-  c.optimizer = &optimizer;
-  c.params = optimizer_params(optimizer);
-  c.grad_sync = std::make_shared<dist::GradSync>(comm, net->parameters(), cfg.dist.bucket_mb);
-  c.comm = std::move(comm);
-  c.loss = loss_options(cfg, c.comm->world());
-  c.precision = parse_precision(cfg.train.precision);
-  c.accum_steps = cfg.optim.accum_steps;
-  c.clip_norm = cfg.optim.clip_norm;
-  c.logit_scale_max = cfg.loss.logit_scale_max;
-  return c;
+  auto task = std::make_shared<ContrastiveTask>(net, loss_options(cfg, comm->world()),
+                                                parse_precision(cfg.train.precision),
+                                                cfg.loss.logit_scale_max);
+  StepOptions o;
+  o.accum_steps = cfg.optim.accum_steps;
+  o.clip_norm = cfg.optim.clip_norm;
+  o.bucket_mb = cfg.dist.bucket_mb;
+  return make_step_context(std::move(task), optimizer, std::move(comm), o);
 }
 
 StepUpdate optimizer_update(torch::optim::Optimizer& optimizer,
@@ -398,19 +410,22 @@ StepUpdate optimizer_update(torch::optim::Optimizer& optimizer,
 
 StepResult train_step(StepContext& c, const MicroBatch& batch, double lr, LossScaler& scaler,
                       bool stop_here, StepPhases* phases) {
-  set_lr(*c.optimizer, lr);
+  if (c.options.lr_scale.empty())
+    set_lr(*c.optimizer, lr);
+  else
+    set_lr(*c.optimizer, lr, c.options.lr_scale);
   c.optimizer->zero_grad(true);
   StepResult r;
-  r.losses = forward_backward(c.net, split_batch(batch, c.accum_steps), c.loss, c.precision,
-                              scaler.factor(), {*c.comm, *c.grad_sync}, phases);
+  r.losses = c.task->forward_backward(split_batch(batch, c.options.accum_steps), scaler.factor(),
+                                      {*c.comm, *c.grad_sync}, phases);
   auto t0 = std::chrono::steady_clock::now();
-  r.stop = reduce_losses(*c.comm, r.losses, stop_here);
+  r.stop = reduce_losses(*c.comm, r.losses, stop_here, &r.loss);
   const StepUpdate u =
-      optimizer_update(*c.optimizer, c.params, r.losses.total.item<double>(), c.clip_norm, scaler);
+      optimizer_update(*c.optimizer, c.params, r.loss, c.options.clip_norm, scaler);
   r.grad_norm = u.grad_norm;
   r.skipped = u.skipped;
-  if (!r.skipped) clamp_logit_scales(c.net, c.logit_scale_max);
-  if (phases) phases->optimizer_ms += phase_ms(t0, batch.tokens.device());
+  if (!r.skipped) c.task->after_update();
+  if (phases) phases->optimizer_ms += phase_ms(t0, batch.left.device());
   return r;
 }
 

@@ -1,5 +1,6 @@
 // retclip bench: the analytic FLOP count against a hand count (tiny preset) and the
-// issue's ViT-B-16 + BERT-base figure, the peak-rate table, and a 2-step run.
+// issue's ViT-B-16 + BERT-base figure, the peak-rate table, a 2-step run, and a
+// fine-tuning step (--task finetune).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -126,6 +127,38 @@ TEST(Bench, AccumulationReportsForwardBackwardTogether) {
   EXPECT_FALSE(r.split_forward_backward);
   EXPECT_GT(r.forward_ms, 0);
   EXPECT_EQ(r.backward_ms, 0);
+}
+
+// `--task finetune`: the fine-tuning step (ClassifierTask through train_step), here with
+// gradient accumulation, on one synthetic batch of finetune.batch_size images.
+TEST(Bench, TimesAFineTuningStep) {
+  train::BenchOptions o;
+  o.steps = 2;
+  o.warmup = 1;
+  o.task = "finetune";
+  auto cfg = tiny_config({"finetune.batch_size=4", "finetune.accum_steps=2"});
+  train::BenchResult r = train::run_bench(cfg, o);
+  auto j = r.to_json();
+  EXPECT_EQ(j["task"], "finetune");
+  EXPECT_EQ(j["batch"], 4);
+  EXPECT_EQ(j["precision"], "fp32");  // finetune.precision auto on CPU
+  EXPECT_EQ(r.unit, "images");
+  EXPECT_EQ(r.accum_steps, 2);
+  EXPECT_FALSE(r.split_forward_backward);
+  EXPECT_GT(r.step_ms, 0);
+  EXPECT_GT(r.forward_ms, 0);
+  EXPECT_GT(r.optimizer_ms, 0);
+  ASSERT_EQ(r.losses.size(), 3u);  // warm-up included
+  EXPECT_TRUE(std::isfinite(r.final_loss));
+  EXPECT_GT(r.final_loss, 0);
+  EXPECT_GT(r.gflop_per_patient, 0);
+  EXPECT_NEAR(r.patients_per_s, 1000.0 * 4 / r.step_ms, 1e-6 * r.patients_per_s);
+  EXPECT_NE(r.table().find("images/s"), std::string::npos);
+  o.data = "loader";
+  EXPECT_THROW(train::run_bench(cfg, o), UsageError);
+  o.data = "synthetic";
+  o.task = "nope";
+  EXPECT_THROW(train::run_bench(cfg, o), UsageError);
 }
 
 TEST(Bench, RejectsBadOptions) {

@@ -19,6 +19,7 @@
 #include "../support/finetune.hpp"
 #include "retclip/data/loader.hpp"
 #include "retclip/eval/features.hpp"
+#include "retclip/eval/predict.hpp"
 #include "retclip/eval/zeroshot.hpp"
 #include "retclip/train/finetune.hpp"
 #include "retclip/util/error.hpp"
@@ -200,8 +201,8 @@ std::vector<std::string> prompt_classes(const std::string& path) {
 }
 
 /// Logits [N, C] of every item of `set` through the loader that zero-shot's features use.
-at::Tensor classifier_logits(retclip::train::Classifier& net, const retclip::config::Config& cfg,
-                             const retclip::eval::LabelledSet& set) {
+at::Tensor classifier_logits(retclip::model::Classifier& net, const retclip::config::Config& cfg,
+                             const retclip::data::LabelledSet& set) {
   using namespace retclip;
   const auto& dc = cfg.data;
   data::Loader loader(eval::make_item_source(set.items, set.level, dc.image_size, dc.context_length,
@@ -214,7 +215,7 @@ at::Tensor classifier_logits(retclip::train::Classifier& net, const retclip::con
   std::vector<at::Tensor> rows(set.items.size());
   while (auto b = loader.next()) {
     at::Tensor z = net->forward(b->left, b->right, b->has_left, b->has_right,
-                                train::right_eye_rows(set.items, b->indices));
+                                eval::right_eye_rows(set.items, b->indices));
     for (size_t j = 0; j < b->indices.size(); ++j) rows[b->indices[j]] = z[static_cast<int64_t>(j)];
   }
   return torch::stack(rows);
@@ -224,10 +225,10 @@ at::Tensor classifier_logits(retclip::train::Classifier& net, const retclip::con
 /// test split): single-label probabilities, multi-label logit / logit scale = cosine.
 double step_zero_difference(const retclip::config::Config& cfg, const fs::path& export_dir) {
   using namespace retclip;
-  const eval::LabelledSet set = train::read_finetune_set(cfg);
-  train::Classifier net = train::build_finetune_classifier(cfg, set);
-  EXPECT_TRUE(net->options().normalize);
-  EXPECT_EQ(net->options().per_eye, set.level == "eye");
+  const data::LabelledSet set = train::read_finetune_set(cfg);
+  model::Classifier net = train::build_finetune_classifier(cfg, set);
+  EXPECT_TRUE(net->options().normalize());
+  EXPECT_EQ(net->options().per_eye(), set.level == "eye");
   const at::Tensor logits = classifier_logits(net, cfg, set);
   eval::Encoder enc = eval::load_encoder(export_dir);
   eval::ZeroShotOptions zo;
@@ -241,7 +242,7 @@ double step_zero_difference(const retclip::config::Config& cfg, const fs::path& 
   for (int64_t i : test) {
     const auto& it = set.items[static_cast<size_t>(i)];
     const model::Level l = set.level == "patient"        ? model::Level::kPatient
-                           : it.eye == eval::Eye::kRight ? model::Level::kRight
+                           : it.eye == data::Eye::kRight ? model::Level::kRight
                                                          : model::Level::kLeft;
     at::Tensor z = logits[i];
     mine.push_back(set.multi_label ? z / enc.net->logit_scale_of(l).exp().item<double>()

@@ -8,11 +8,14 @@
 
 #include <cmath>
 #include <filesystem>
+#include <set>
 
 #include "../support/e2e.hpp"
 #include "../support/finetune.hpp"
 #include "retclip/data/manifest.hpp"
-#include "retclip/train/classifier.hpp"
+#include "retclip/eval/predict.hpp"
+#include "retclip/model/classifier.hpp"
+#include "retclip/model/presets.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 
@@ -22,7 +25,7 @@ using nlohmann::json;
 
 namespace {
 
-config::Config tiny_config(const fs::path& root, const fs::path& data) {
+config::Config finetune_config(const fs::path& root, const fs::path& data) {
   return config::load(
       "", {"model.vision.preset=vit-micro", "model.text.preset=bert-micro", "data.image_size=32",
            "finetune.data=" + data.string(), "finetune.level=eye", "finetune.epochs=2",
@@ -31,7 +34,47 @@ config::Config tiny_config(const fs::path& root, const fs::path& data) {
            "log.interval=1", "log.dir=" + (root / "run").string()});
 }
 
+std::set<std::string> trainable(model::Classifier& net) {
+  std::set<std::string> out;
+  for (const auto& p : net->named_parameters())
+    if (p.value().requires_grad()) out.insert(p.key());
+  return out;
+}
+
+model::ClassifierOptions micro_classifier(const std::string& feature) {
+  return model::ClassifierOptions(model::vision_preset("vit-micro"), 3)
+      .feature(model::parse_classifier_feature(feature, "feature"));
+}
+
 }  // namespace
+
+TEST(Classifier, FreezeModes) {
+  model::Classifier net(micro_classifier("pre_proj"));
+  train::apply_classifier_freeze(net, "head-only");
+  EXPECT_EQ(trainable(net), (std::set<std::string>{"head.weight", "head.bias"}));
+
+  model::Classifier blocks(micro_classifier("pre_proj"));
+  train::apply_classifier_freeze(blocks, "first-1-blocks");
+  auto t = trainable(blocks);
+  EXPECT_FALSE(t.count("visual.conv1.weight"));
+  EXPECT_FALSE(t.count("visual.positional_embedding"));
+  EXPECT_FALSE(t.count("visual.transformer.resblocks.0.attn.in_proj_weight"));
+  EXPECT_TRUE(t.count("visual.transformer.resblocks.1.attn.in_proj_weight"));
+  EXPECT_TRUE(t.count("visual.ln_post.weight"));
+  EXPECT_TRUE(t.count("head.weight"));
+
+  // pre_proj never uses visual.proj: it is not trained; post_proj trains everything.
+  model::Classifier none(micro_classifier("pre_proj"));
+  train::apply_classifier_freeze(none, "none");
+  EXPECT_EQ(trainable(none).size(), none->named_parameters().size() - 1);
+  EXPECT_FALSE(trainable(none).count("visual.proj"));
+  model::Classifier post(micro_classifier("post_proj"));
+  EXPECT_EQ(trainable(post).size(), post->named_parameters().size());
+
+  model::Classifier bad(micro_classifier("pre_proj"));
+  EXPECT_THROW(train::apply_classifier_freeze(bad, "first-99-blocks"), UsageError);
+  EXPECT_THROW(train::apply_classifier_freeze(bad, "last-2-blocks"), UsageError);
+}
 
 TEST(Finetune, SelectionScore) {
   std::map<std::string, double> m{{"f1_macro", 0.5}, {"auroc_macro", 0.8}, {"kappa", 0.2}};
@@ -53,7 +96,7 @@ TEST(Finetune, NeedsLabelledData) {
 TEST(Finetune, SelectsOnValidationScoresTestOnceAndExports) {
   const fs::path root = test::fresh_dir("finetune", "run");
   const fs::path data = test::synth_labelled(root, 60);
-  config::Config cfg = tiny_config(root, data);
+  config::Config cfg = finetune_config(root, data);
   train::FinetuneSummary s = train::run_finetune(cfg, {});
   ASSERT_FALSE(s.interrupted);
   const json r = json::parse(util::read_file(root / "run" / "results.json"));
@@ -82,13 +125,13 @@ TEST(Finetune, SelectsOnValidationScoresTestOnceAndExports) {
   EXPECT_TRUE(fs::exists(root / "run" / "checkpoints"));
 
   // The export predicts every present eye of the manifest.
-  train::PredictOptions po;
+  eval::PredictOptions po;
   po.weights = (root / "run" / "classifier").string();
   po.manifest = data.string();
   po.out = (root / "probs.csv").string();
   po.workers = 1;
   po.device = "cpu";
-  const int64_t n = train::predict_manifest(po);
+  const int64_t n = eval::predict_manifest(po);
   auto rows = data::parse_csv(util::read_file(root / "probs.csv"));
   EXPECT_EQ(static_cast<int64_t>(rows.size()), n + 1);
   EXPECT_GT(n, 100);  // ~2 eyes x 60 patients

@@ -227,6 +227,7 @@ struct FinetuneConfig {
   std::array<double, 2> betas{0.9, 0.999};
   double eps = 1e-8;
   double clip_norm = 0;          ///< 0 = no clipping
+  int64_t accum_steps = 1;       ///< micro-batches per step (gradient accumulation)
   double drop_path = 0.2;        ///< stochastic depth rate of the last ViT block
   double label_smoothing = 0.1;  ///< targets (1 - e) y + e / C (multi-label: e / 2)
   double mixup = 0;              ///< mixup Beta(a, a) alpha; 0 = off

@@ -10,6 +10,12 @@
 
 namespace retclip::data {
 
+/// Which eye an image is: a labelled item's (kBoth for a patient-level item, kUnknown
+/// where the source does not say) or a synthetic eye's.
+enum class Eye { kUnknown, kLeft, kRight, kBoth };
+/// "left", "right", "both" or "unknown".
+const char* eye_name(Eye e);
+
 /// One eye's image: a file path or the encoded bytes (RET-CLIP tsv), or nothing.
 struct ImageRef {
   std::string path;    ///< absolute or relative to the process cwd (readers resolve)

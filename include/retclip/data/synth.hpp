@@ -17,9 +17,10 @@
 #include <string>
 #include <vector>
 
+#include "retclip/data/sample.hpp"  // Eye
+
 namespace retclip::data {
 
-enum class Eye { kLeft, kRight };
 /// Anatomical quadrants (temporal = towards the macula, away from the disc).
 enum class Quadrant { kSuperiorTemporal, kInferiorTemporal, kSuperiorNasal, kInferiorNasal };
 /// Number class of lesions: few (3-5), several (7-12), many (18+).

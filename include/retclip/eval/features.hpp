@@ -27,7 +27,7 @@
 
 #include "retclip/config/config.hpp"
 #include "retclip/data/image.hpp"
-#include "retclip/eval/labels.hpp"
+#include "retclip/data/labels.hpp"
 #include "retclip/model/retclip.hpp"
 
 namespace retclip::data {
@@ -79,12 +79,12 @@ struct Features {
 /// naming the item's origin when an item is not of `level`. Images are preprocessed as
 /// `preprocess` (data.preprocess of the encoder's config).
 std::shared_ptr<data::SampleSource> make_item_source(
-    const std::vector<LabelledItem>& items, const std::string& level, int64_t image_size,
+    const std::vector<data::LabelledItem>& items, const std::string& level, int64_t image_size,
     int64_t context_length, int64_t max_pixels,
     data::Preprocess preprocess = data::Preprocess::kFundusCrop);
 
 /// Items must be of the requested level (eye items for "eye", patient items for "patient").
-Features extract_features(Encoder& enc, const std::vector<LabelledItem>& items,
+Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& items,
                           const FeatureOptions& options);
 
 void save_features(const std::filesystem::path& path, const Features& f, const std::string& source);

@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "retclip/data/labels.hpp"
 #include "retclip/eval/features.hpp"
-#include "retclip/eval/labels.hpp"
 #include "retclip/eval/metrics.hpp"
 
 namespace retclip::eval {
@@ -98,17 +98,17 @@ struct LabelledProbe {
 
 /// Joins `features` to the set's items by id (items without a feature are left out and
 /// counted), then run_probe on the set's train / val / test splits.
-LabelledProbe probe_features(const LabelledSet& set, const Features& features,
+LabelledProbe probe_features(const data::LabelledSet& set, const Features& features,
                              const ProbeOptions& options);
 
 /// The library call for probing during pretraining: features of `set` with `encoder`,
 /// then probe_features. Returns the test macro AUROC (and the rest in the result).
-LabelledProbe run_probe(Encoder& encoder, const LabelledSet& set, const FeatureOptions& features,
-                        const ProbeOptions& options);
+LabelledProbe run_probe(Encoder& encoder, const data::LabelledSet& set,
+                        const FeatureOptions& features, const ProbeOptions& options);
 
 /// What the eval.probe config block asks for, with its labelled set read once.
 struct ProbeSetup {
-  LabelledSet set;
+  data::LabelledSet set;
   FeatureOptions features;
   ProbeOptions probe;
 };

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "retclip/data/labels.hpp"
 #include "retclip/eval/features.hpp"
-#include "retclip/eval/labels.hpp"
 #include "retclip/eval/metrics.hpp"
 #include "retclip/model/level.hpp"
 
@@ -61,7 +61,7 @@ struct ZeroShotResult {
 
 /// Scores the test split (multi-label F1 thresholds are tuned on the val split when it
 /// has rows, else 0 cosine). The set's classes must be the prompt file's classes.
-ZeroShotResult run_zeroshot(Encoder& encoder, const LabelledSet& set, const PromptSet& prompts,
-                            const ZeroShotOptions& options);
+ZeroShotResult run_zeroshot(Encoder& encoder, const data::LabelledSet& set,
+                            const PromptSet& prompts, const ZeroShotOptions& options);
 
 }  // namespace retclip::eval

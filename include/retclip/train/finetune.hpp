@@ -1,20 +1,20 @@
-// The fine-tuning loop: `retclip finetune`. Supervised training of the image tower with
-// a linear head (train/classifier.hpp) on a labelled set (eval::read_labelled), with
-// RETFound's recipe as the defaults of the `finetune` config section: AdamW with
-// layer-wise lr decay, lr = blr x batch / 256, warmup then cosine to a floor, drop-path,
-// augmentation, label smoothing, optional mixup / cutmix, bf16 on CUDA.
+// Fine-tuning: `retclip finetune`. Supervised training of the image tower with a linear
+// head (model/classifier.hpp) on a labelled set (data::read_labelled), with RETFound's
+// recipe as the defaults of the `finetune` config section: AdamW with layer-wise lr
+// decay, lr = blr x batch / 256, warmup then cosine to a floor, drop-path, augmentation,
+// label smoothing, optional mixup / cutmix, bf16 on CUDA, gradient accumulation.
 //
 //   config::Config cfg = config::load("configs/finetune-synth-dr.yaml");
 //   train::FinetuneSummary s = train::run_finetune(cfg, {});
 //   s.best_epoch, s.results  (also <log.dir>/results.json, <log.dir>/classifier/)
 //
-// Per step: loader batch ▸ targets (smoothed, mixed) ▸ forward under autocast ▸ CE / BCE
-// on logits ▸ backward with the gradient all-reduce (dist::GradSync) ▸ loss averaged
-// over ranks ▸ train::optimizer_update (the optimizer half pretraining uses too). At the
-// end of every epoch rank 0 scores the validation split, keeps the best epoch's weights
-// (finetune.select), and a checkpoint is written (TrainState + save_checkpoint: the same
-// format and exact resume as pretraining). After the last epoch the chosen weights score
-// the test split once and are exported. finetune.head_init=zeroshot starts the head from
+// It runs the one loop (train/loop.hpp) with a ClassifierTask (forward under autocast ▸
+// CE / BCE on logits against smoothed, mixed targets) and the fine-tuning recipe: at the
+// end of every epoch rank 0 scores the validation split (eval::classify_items, the
+// inference loop `retclip predict` uses), keeps the best epoch's weights
+// (finetune.select), and a checkpoint is written (the same format and exact resume as
+// pretraining). After the last epoch the chosen weights score the test split once and
+// are exported (eval::save_classifier). finetune.head_init=zeroshot starts the head from
 // the prompts' class text embeddings, so step 0 predicts what `retclip zeroshot` scores.
 #pragma once
 
@@ -24,9 +24,10 @@
 #include <string>
 
 #include "retclip/config/config.hpp"
-#include "retclip/eval/labels.hpp"
-#include "retclip/train/classifier.hpp"
-#include "retclip/train/trainer.hpp"
+#include "retclip/data/labels.hpp"
+#include "retclip/model/classifier.hpp"
+#include "retclip/train/loop.hpp"
+#include "retclip/train/optimizer.hpp"
 
 namespace retclip::train {
 
@@ -47,7 +48,7 @@ FinetuneSummary run_finetune(const config::Config& cfg, const TrainOptions& opti
 
 /// The labelled set of finetune.data with the finetune split keys; UsageError when it has
 /// no training or validation rows, or finetune.select has no value for its task.
-eval::LabelledSet read_finetune_set(const config::Config& cfg);
+data::LabelledSet read_finetune_set(const config::Config& cfg);
 
 /// The classifier run_finetune starts from (its step 0): the tower from finetune.init,
 /// model.init.vision or random, the head as finetune.head_init says (zeroshot: the class
@@ -55,8 +56,20 @@ eval::LabelledSet read_finetune_set(const config::Config& cfg);
 /// post_proj feature, per eye at eye level), finetune.freeze applied. `init_kind`, when
 /// given, receives results.json's init.kind. UsageError for a prompt file whose classes
 /// are not the set's, an init without a text tower, or eyes of unknown laterality.
-Classifier build_finetune_classifier(const config::Config& cfg, const eval::LabelledSet& set,
-                                     std::string* init_kind = nullptr);
+model::Classifier build_finetune_classifier(const config::Config& cfg, const data::LabelledSet& set,
+                                            std::string* init_kind = nullptr);
+
+/// finetune.freeze: "none"; "head-only" (everything but `head.*`); "first-N-blocks"
+/// (patch/position embeddings, ln_pre and blocks 0..N-1). Throws UsageError naming
+/// finetune.freeze for another value or N above the ViT's depth.
+void apply_classifier_freeze(model::Classifier& net, const std::string& freeze);
+
+/// finetune.precision on `device`: auto is bf16 on CUDA and fp32 on CPU.
+Precision finetune_precision(const std::string& precision, const at::Device& device);
+
+/// AdamW over the classifier with finetune.layer_decay, .weight_decay, .betas, .eps (no
+/// decay on optim.no_decay names); its lr_scale goes into StepOptions.
+LayerDecayOptimizer finetune_optimizer(const config::Config& cfg, model::Classifier& net);
 
 /// The value finetune.select picks epochs by, from a split's metric scalars: "retfound" =
 /// (f1_macro + auroc_macro + kappa) / 3, multi-label (f1_macro + auroc_macro) / 2; other

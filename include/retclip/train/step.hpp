@@ -1,12 +1,11 @@
-// One optimizer step of pretraining, the same function for `retclip train` and
-// `retclip bench`:
+// One optimizer step, the same function for pretraining, fine-tuning and `retclip bench`;
+// what runs per micro-batch is the step's Task (train/task.hpp):
 //
-//   zero grads ▸ forward/backward over the micro-batches (full-batch negatives, gathered
-//   over ranks) ▸ gradient all-reduce ▸ losses averaged over ranks ▸ optimizer_update
-//   (fp16 unscale ▸ clip ▸ non-finite check ▸ AdamW ▸ loss-scaler update) ▸ logit-scale
-//   clamp
-//
-// optimizer_update is the part every training step shares (fine-tuning too).
+//   zero grads ▸ task: forward/backward over the micro-batches (contrastive: full-batch
+//   negatives gathered over ranks; classifier: each micro-batch's loss by its share of
+//   the rows) ▸ gradient all-reduce ▸ losses averaged over ranks ▸ optimizer_update
+//   (fp16 unscale ▸ clip ▸ non-finite check ▸ AdamW ▸ loss-scaler update) ▸ task's
+//   after_update (contrastive: logit-scale clamp)
 //
 //   train::StepContext ctx = train::make_step_context(cfg, net, optimizer, comm);
 //   train::StepResult r = train::train_step(ctx, batch, lr, state.scaler);
@@ -15,7 +14,8 @@
 // Accumulation (k micro-batches): the contrastive problem still spans all k·B patients,
 // as OpenCLIP's accum_freq: every micro-batch's features are first computed without
 // gradient and cached, then each micro-batch is recomputed with gradient against the
-// cached rest. The summed gradients equal one pass over the full batch (step_test).
+// cached rest. The summed gradients equal one pass over the full batch (step_test). A
+// classifier's loss is a mean over rows, so its micro-batches simply accumulate.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -27,6 +27,7 @@
 
 #include "retclip/config/config.hpp"
 #include "retclip/loss/tripartite.hpp"
+#include "retclip/model/autocast.hpp"
 #include "retclip/model/level.hpp"
 #include "retclip/model/retclip.hpp"
 
@@ -42,40 +43,31 @@ class GradSync;
 
 namespace retclip::train {
 
-/// Legend: B patients, S image side, T tokens.
+/// The batch of a step, or one micro-batch of it. Legend: B patients (classifier: images
+/// or patients), S image side, T tokens, C classes.
 struct MicroBatch {
-  at::Tensor left, right;          ///< [B,3,S,S] float
-  at::Tensor tokens;               ///< [B,T] int64
+  at::Tensor left, right;          ///< [B,3,S,S] float (classifier at eye level: left only)
+  at::Tensor tokens;               ///< [B,T] int64 (contrastive)
   at::Tensor has_left, has_right;  ///< [B] bool
   /// [B,2] int64 per-eye report ids (data::Batch::eye_report_id; -1 = none) or undefined.
-  at::Tensor eye_report_id;
-  int64_t size() const { return tokens.size(0); }
+  at::Tensor eye_report_id{};
+  at::Tensor targets{};   ///< [B,C] float (soft) targets (classifier)
+  at::Tensor is_right{};  ///< [B] bool laterality of each row (per-eye classifier)
+  int64_t size() const { return left.size(0); }
 };
 
-/// Splits a batch into k micro-batches of (nearly) equal size along dim 0.
+/// Splits a batch into k micro-batches of (nearly) equal size along dim 0 (every defined
+/// field).
 std::vector<MicroBatch> split_batch(const MicroBatch& batch, int64_t k);
 
-/// Numeric precision of the forward pass: fp32, or autocast to bf16 / fp16 (CUDA only).
-enum class Precision { kFp32, kBf16, kFp16 };
-Precision parse_precision(const std::string& s);
+/// The forward's precision and autocast scope (model/autocast.hpp), by their training names.
+using model::AutocastScope;
+using model::parse_precision;
+using model::Precision;
 
 /// The device train.device names: cpu, cuda (GPU `local_rank`; UsageError without CUDA),
 /// or auto (CUDA when usable).
 at::Device resolve_device(const std::string& want, int64_t local_rank = 0);
-
-/// Enables autocast for CUDA forward passes in bf16 / fp16 for its lifetime (a no-op for
-/// fp32 or on CPU) and restores the previous state.
-class AutocastScope {
- public:
-  AutocastScope(Precision p, const at::Device& device);
-  ~AutocastScope();
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool active_ = false, prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kFloat;
-};
 
 /// The embeddings and logit scales converted to fp32 (after an autocast forward).
 model::Embeddings to_float(model::Embeddings e);
@@ -96,6 +88,7 @@ at::Tensor report_ids(const at::Tensor& tokens);
 model::PerLevel<at::Tensor> level_report_ids(const MicroBatch& mb);
 
 /// Loss values of a step: the full-batch loss (identical in every micro pass), per level.
+/// A classifier's step has only `total` (the levels stay undefined, the accuracies 0).
 struct StepLosses {
   at::Tensor total;                          ///< detached scalar (stays on the device)
   model::PerLevel<at::Tensor> loss;          ///< detached scalars
@@ -159,27 +152,50 @@ StepUpdate optimizer_update(torch::optim::Optimizer& optimizer,
                             const std::vector<at::Tensor>& params, double loss, double clip_norm,
                             LossScaler& scaler);
 
+class Task;  // train/task.hpp
+
+/// Backward of one micro-batch's loss (times the fp16 `loss_scale`); the gradient
+/// all-reduce is armed for the last micro-batch only. Tasks call it from forward_backward.
+void backward_micro(const at::Tensor& loss, double loss_scale, const StepComm& comm, bool last);
+
+/// Plain gradient accumulation, for tasks whose loss is a mean over independent rows:
+/// micro-batch j's loss weighted by its share of the rows, backward one by one; returns
+/// the step's (detached) loss, the weighted sum.
+StepLosses accumulate_micro_batches(Task& task, const std::vector<MicroBatch>& micro,
+                                    double loss_scale, const StepComm& comm,
+                                    StepPhases* phases = nullptr);
+
+/// The step's settings besides the task.
+struct StepOptions {
+  int64_t accum_steps = 1;       ///< micro-batches per step (optim.accum_steps)
+  double clip_norm = 0;          ///< gradient norm clip (0 = off)
+  double bucket_mb = 25;         ///< gradient all-reduce bucket size (dist.bucket_mb)
+  std::vector<double> lr_scale;  ///< per parameter group (layer-wise decay); empty: all 1
+};
+
 /// What a step needs besides the batch; built once per run by make_step_context.
 struct StepContext {
-  model::RetClip net{nullptr};
-  torch::optim::AdamW* optimizer = nullptr;
+  std::shared_ptr<Task> task;
+  torch::optim::Optimizer* optimizer = nullptr;
   std::vector<at::Tensor> params;  ///< the optimizer's parameters (clipping, unscale)
   std::shared_ptr<dist::Comm> comm;
   std::shared_ptr<dist::GradSync> grad_sync;
-  loss::TripartiteLossOptions loss;
-  Precision precision = Precision::kFp32;
-  int64_t accum_steps = 1;
-  double clip_norm = 0;        ///< optim.clip_norm (0 = off)
-  double logit_scale_max = 0;  ///< loss.logit_scale_max
+  StepOptions options;
 };
 
-/// Broadcasts rank 0's parameters and buffers to every rank (identity in one process)
-/// and sets up the gradient sync: call after the weights are final (init, resume).
+/// Broadcasts rank 0's parameters and buffers of the task's module to every rank
+/// (identity in one process) and sets up the gradient sync: call after the weights are
+/// final (init, resume).
+StepContext make_step_context(std::shared_ptr<Task> task, torch::optim::Optimizer& optimizer,
+                              std::shared_ptr<dist::Comm> comm, StepOptions options);
+/// Pretraining's: a ContrastiveTask of `net` with the config's loss, precision,
+/// accumulation, clipping and buckets.
 StepContext make_step_context(const config::Config& cfg, model::RetClip net,
                               torch::optim::AdamW& optimizer, std::shared_ptr<dist::Comm> comm);
 
 struct StepResult {
   StepLosses losses;     ///< averaged over ranks
+  double loss = 0;       ///< losses.total averaged over ranks, in double
   double grad_norm = 0;  ///< total norm before clipping (after unscaling)
   bool skipped = false;  ///< non-finite loss or gradient: no update was made
   bool stop = false;     ///< some rank asked to stop (agreed in the loss all-reduce)

@@ -1,6 +1,7 @@
-// The pretraining loop: `retclip train`. Reads top to bottom as llm.c's: build data,
-// model and optimizer; resume if asked; loop (schedule, forward/backward with
-// full-batch negatives, clip, step, log, validate, checkpoint); final checkpoint.
+// Pretraining: `retclip train`. Builds data, model and optimizer, then runs the one loop
+// (train/loop.hpp) with a ContrastiveTask (forward/backward with full-batch negatives)
+// and the pretraining recipe (optim.* schedule, train/* metrics, validation, the probe,
+// checkpoint cadence); the final validation follows the loop.
 //
 //   config::Config cfg = config::load("configs/tiny-cpu.yaml", {"train.steps=100"});
 //   train::TrainSummary s = train::run_training(cfg, {});
@@ -17,17 +18,10 @@
 #include <vector>
 
 #include "retclip/config/config.hpp"
+#include "retclip/train/loop.hpp"
 #include "retclip/train/validate.hpp"
 
 namespace retclip::train {
-
-struct TrainOptions {
-  double max_minutes = 0;  ///< stop cleanly (checkpoint + validation) after this; 0 = off
-  /// Start over in a log.dir that already holds a run: its checkpoints, metrics.jsonl and
-  /// TensorBoard events are removed first. Without it (and without checkpoint.resume) such
-  /// a directory is refused, so that two runs never mix.
-  bool overwrite = false;
-};
 
 struct TrainSummary {
   int64_t start_step = 0;  ///< step the run started from (0, or the checkpoint's)
@@ -42,11 +36,5 @@ struct TrainSummary {
 /// Runs (or resumes) pretraining as configured. Throws UsageError for bad inputs
 /// detected before the first step and Error for failures during training.
 TrainSummary run_training(const config::Config& cfg, const TrainOptions& options);
-
-/// Installs SIGINT/SIGTERM handlers: the first asks the loop to stop after the current
-/// step (checkpoint, exit 0), the second exits at once (status 130).
-void install_stop_handlers();
-/// True once a stop was requested.
-bool stop_requested();
 
 }  // namespace retclip::train

@@ -7,13 +7,13 @@
 #include <map>
 #include <set>
 
-#include "retclip/eval/labels.hpp"
+#include "retclip/data/labels.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 
 namespace fs = std::filesystem;
 using namespace retclip;
-using namespace retclip::eval;
+using namespace retclip::data;
 
 namespace {
 
@@ -213,7 +213,9 @@ TEST_F(Labels, MissingSplitsNameTheCountsAndTheFlagThatDrawsThem) {
   o.path = write("held_out.csv", csv);
   o.test_fraction = 0.3;
   LabelledSet s = read_labelled(o);
-  std::string m = usage_message([&] { require_splits(s, o, {"train", "val", "test"}, "the probe"); });
+  std::string m = usage_message([&] {
+    require_splits(s, o, {"train", "val", "test"}, "the probe");
+  });
   EXPECT_NE(m.find("the probe needs train, val, test items"), std::string::npos) << m;
   EXPECT_NE(m.find("train 0, val 20, test 0"), std::string::npos) << m;
   EXPECT_NE(m.find("no train, test items"), std::string::npos) << m;

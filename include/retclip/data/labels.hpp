@@ -1,8 +1,8 @@
 // Labelled downstream sets for the probe, zero-shot and fine-tuning: the native manifest
 // with label columns, and RETFound's folder layout; with train/val/test splits.
 //
-//   eval::LabelOptions o;  o.path = "odir/labels.csv";  o.classes = {"N","D",...};
-//   eval::LabelledSet set = eval::read_labelled(o);
+//   data::LabelOptions o;  o.path = "odir/labels.csv";  o.classes = {"N","D",...};
+//   data::LabelledSet set = data::read_labelled(o);
 //   auto train = set.indices("train");   // items of a split
 //
 // Sources (docs/EVALUATION.md):
@@ -26,11 +26,7 @@
 
 #include "retclip/data/sample.hpp"
 
-namespace retclip::eval {
-
-/// Which eye an item's image is (eye level), or kBoth for a patient-level item.
-enum class Eye { kUnknown, kLeft, kRight, kBoth };
-const char* eye_name(Eye e);
+namespace retclip::data {
 
 struct LabelledItem {
   std::string id;  ///< patient id (patient level) or "<patient>:left" / folder path
@@ -98,4 +94,4 @@ LabelledSet read_labelled(const LabelOptions& options);
 /// Splits "a,b , c" into trimmed non-empty names.
 std::vector<std::string> parse_class_list(const std::string& s);
 
-}  // namespace retclip::eval
+}  // namespace retclip::data

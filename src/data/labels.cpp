@@ -1,6 +1,6 @@
 // Readers for labelled downstream sets (manifest label columns, RETFound folders) and
 // the stratified split draw; rows that cannot be used follow data.on_bad_sample.
-#include "retclip/eval/labels.hpp"
+#include "retclip/data/labels.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -18,22 +18,9 @@
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
 
-namespace retclip::eval {
+namespace retclip::data {
 
 namespace fs = std::filesystem;
-
-const char* eye_name(Eye e) {
-  switch (e) {
-    case Eye::kLeft:
-      return "left";
-    case Eye::kRight:
-      return "right";
-    case Eye::kBoth:
-      return "both";
-    default:
-      return "unknown";
-  }
-}
 
 std::vector<int64_t> LabelledSet::indices(const std::string& split) const {
   std::vector<int64_t> out;
@@ -244,8 +231,9 @@ LabelledSet read_manifest_set(const LabelOptions& o) {
   const bool patient_cols = has_flags || has_list || has_name || per_class;
   std::string level = o.level;
   if (level == "auto") level = patient_cols ? "patient" : "eye";
-  RETCLIP_CHECK_USAGE(level == "patient" || level == "eye", "level '", o.level,
-                      "' is not patient, eye or auto. HINT: ", label_option(o, "level", "patient|eye"));
+  RETCLIP_CHECK_USAGE(
+      level == "patient" || level == "eye", "level '", o.level,
+      "' is not patient, eye or auto. HINT: ", label_option(o, "level", "patient|eye"));
   RETCLIP_CHECK_USAGE(level == "eye" ? eye_cols : patient_cols, o.path, " has no ", level,
                       "-level label column (looked for ",
                       level == "eye" ? "left_label, right_label, left_labels, right_labels"
@@ -540,8 +528,8 @@ void require_splits(const LabelledSet& set, const LabelOptions& o,
   std::string hint;
   const bool only_val_missing = missing.size() == 1 && missing[0] == "val";
   if (only_val_missing) {
-    hint = str_cat("draw a validation split from train with ",
-                   label_option(o, "val_fraction", "0.2"));
+    hint =
+        str_cat("draw a validation split from train with ", label_option(o, "val_fraction", "0.2"));
   } else if (o.ignore_split || set.test_drawn) {
     hint = str_cat("the set is too small to draw every split; raise ",
                    label_option(o, "test_fraction", "0.3"), " / ",
@@ -559,23 +547,23 @@ void require_splits(const LabelledSet& set, const LabelOptions& o,
                    label_option(o, "val_fraction", "0.2"));
   }
   const bool drawn = set.test_drawn || set.val_drawn || o.ignore_split;
-  throw UsageError(str_cat(who, " needs ", need, " items, but ", set.source, " has ",
-                           split_counts(set), " at ", set.level, " level (no ", miss, " item",
-                           missing.size() > 1 ? "s" : "", "; splits ",
-                           drawn ? "drawn by patient" : "as its split column gives them",
-                           "). HINT: ", hint));
+  throw UsageError(
+      str_cat(who, " needs ", need, " items, but ", set.source, " has ", split_counts(set), " at ",
+              set.level, " level (no ", miss, " item", missing.size() > 1 ? "s" : "", "; splits ",
+              drawn ? "drawn by patient" : "as its split column gives them", "). HINT: ", hint));
 }
 
 LabelledSet read_labelled(const LabelOptions& o) {
   RETCLIP_CHECK_USAGE(!o.path.empty(), "no labelled set given. HINT: pass ",
                       label_option(o, "data", "PATH"));
-  RETCLIP_CHECK_USAGE(fs::exists(o.path), "labelled set '", o.path, "' (",
-                      label_option(o, "data"), ") does not exist. HINT: check the path (relative ",
+  RETCLIP_CHECK_USAGE(fs::exists(o.path), "labelled set '", o.path, "' (", label_option(o, "data"),
+                      ") does not exist. HINT: check the path (relative ",
                       "paths start in the current directory, ", fs::current_path().string(), ")");
   RETCLIP_CHECK_USAGE(
       o.val_fraction >= 0 && o.val_fraction < 1 && o.test_fraction >= 0 && o.test_fraction < 1,
       "split fractions must lie in [0, 1) but got val ", o.val_fraction, ", test ", o.test_fraction,
-      ". HINT: ", label_option(o, "val_fraction", "0.2"), ", ", label_option(o, "test_fraction", "0.3"));
+      ". HINT: ", label_option(o, "val_fraction", "0.2"), ", ",
+      label_option(o, "test_fraction", "0.3"));
   LabelledSet set = fs::is_directory(o.path) ? read_folder_set(o) : read_manifest_set(o);
   RETCLIP_CHECK_USAGE(!set.items.empty(), o.path, " yields no labelled item (", set.bad.size(),
                       " bad rows). HINT: check the label columns and image paths");
@@ -609,4 +597,4 @@ LabelledSet read_labelled(const LabelOptions& o) {
   return set;
 }
 
-}  // namespace retclip::eval
+}  // namespace retclip::data

@@ -1,0 +1,38 @@
+// Precision names and the autocast scope (see autocast.hpp).
+#include "retclip/model/autocast.hpp"
+
+#include <ATen/autocast_mode.h>
+
+#include "retclip/util/error.hpp"
+
+namespace retclip::model {
+
+Precision parse_precision(const std::string& s) {
+  if (s == "fp32") return Precision::kFp32;
+  if (s == "bf16") return Precision::kBf16;
+  if (s == "fp16") return Precision::kFp16;
+  throw UsageError(str_cat("train.precision: expected fp32, bf16 or fp16 but got '", s, "'"));
+}
+
+const char* precision_name(Precision p) {
+  return p == Precision::kBf16 ? "bf16" : p == Precision::kFp16 ? "fp16" : "fp32";
+}
+
+AutocastScope::AutocastScope(Precision p, const c10::Device& device) {
+  if (p == Precision::kFp32 || !device.is_cuda()) return;
+  active_ = true;
+  prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+  prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, p == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+  at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+}
+
+}  // namespace retclip::model
