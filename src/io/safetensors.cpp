@@ -80,7 +80,7 @@ void check_header_length(uint64_t n, uint64_t file_size, const std::string& wher
         kHintCorrupt);
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
+std::string header_shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
   return r + "]";
@@ -181,7 +181,7 @@ std::vector<SafetensorsEntry> parse_safetensors_header(std::string_view header_j
       bad(where, str_cat(at_key, ": data_offsets [", e.begin, ", ", e.end, "] end before they begin"),
           kHintCorrupt);
     if (e.end - e.begin != nbytes)
-      bad(where, str_cat(at_key, ": shape ", shape_str(e.shape), " of ", d->name, " needs ", nbytes,
+      bad(where, str_cat(at_key, ": shape ", header_shape_str(e.shape), " of ", d->name, " needs ", nbytes,
                          " bytes but data_offsets [", e.begin, ", ", e.end, "] hold ", e.end - e.begin),
           kHintCorrupt);
     entries.push_back(std::move(e));

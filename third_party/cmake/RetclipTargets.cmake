@@ -2,7 +2,10 @@
 # header and (for tests) ctest registration with labels. docs/BUILD.md ("Compile time")
 # says why the build is arranged this way and what each choice saves.
 
-set(RETCLIP_WARNINGS -Wall -Wextra)
+# -Werror=unused-function: in a unity batch an anonymous-namespace overload from another
+# file can win overload resolution and leave this file's own function unused (and the
+# output silently different); that must stop the build.
+set(RETCLIP_WARNINGS -Wall -Wextra -Werror=unused-function)
 
 # Unity build of the files that include LibTorch: up to RETCLIP_UNITY_BATCH of a target's
 # tensor files compile as one translation unit, so the precompiled header is loaded and
