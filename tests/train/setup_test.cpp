@@ -87,7 +87,9 @@ TEST(Setup, ClipInitImportsThePatientLogitScale) {
   EXPECT_NEAR(net->logit_scale_left.item<double>(), cfg.model.logit_scale_init, 1e-6);
   auto p = net->named_parameters();
   for (const auto& [k, v] : clip)
-    if (k != "logit_scale") EXPECT_TRUE(p[k].equal(v)) << k;
+    if (k != "logit_scale") {
+      EXPECT_TRUE(p[k].equal(v)) << k;
+    }
 }
 
 namespace {
