@@ -11,6 +11,7 @@
 
 #include "retclip/data/manifest.hpp"
 #include "retclip/model/presets.hpp"
+#include "../support/model.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 
@@ -19,21 +20,10 @@ using namespace retclip;
 using model::Classifier;
 using model::ClassifierOptions;
 
-namespace {
-
-ClassifierOptions micro(const std::string& level, const std::string& feature, int64_t classes = 3,
-                        bool multi = false) {
-  return ClassifierOptions(model::vision_preset("vit-micro"), classes)
-      .multi_label(multi)
-      .level(model::parse_classifier_level(level, "level"))
-      .feature(model::parse_classifier_feature(feature, "feature"));
-}
-
-}  // namespace
 
 TEST(Classifier, ExportRoundTrip) {
   torch::manual_seed(4);
-  Classifier net(micro("patient", "post_proj", 4, true));
+  Classifier net(test::micro_classifier("patient", "post_proj", 4, true));
   net->eval();
   const fs::path dir =
       fs::temp_directory_path() / ("classifier-test-" + std::to_string(::getpid()));
@@ -61,7 +51,7 @@ TEST(Classifier, ExportRoundTrip) {
 
 TEST(Classifier, PerEyeFlagsTravelWithTheExport) {
   torch::manual_seed(5);
-  ClassifierOptions o = micro("eye", "post_proj", 3);
+  ClassifierOptions o = test::micro_classifier("eye", "post_proj", 3);
   o.normalize(true).per_eye(true);
   Classifier net(o);
   net->eval();

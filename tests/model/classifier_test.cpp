@@ -6,23 +6,13 @@
 #include <torch/torch.h>
 
 #include "retclip/model/presets.hpp"
+#include "../support/model.hpp"
 #include "retclip/util/error.hpp"
 
 using namespace retclip;
 using model::Classifier;
 using model::ClassifierOptions;
 
-namespace {
-
-ClassifierOptions micro(const std::string& level, const std::string& feature, int64_t classes = 3,
-                        bool multi = false) {
-  return ClassifierOptions(model::vision_preset("vit-micro"), classes)
-      .multi_label(multi)
-      .level(model::parse_classifier_level(level, "level"))
-      .feature(model::parse_classifier_feature(feature, "feature"));
-}
-
-}  // namespace
 
 TEST(Classifier, ShapesAndKeysPerLevelAndFeature) {
   torch::manual_seed(0);
@@ -39,7 +29,7 @@ TEST(Classifier, ShapesAndKeysPerLevelAndFeature) {
   for (const Case& c :
        {Case{"eye", "pre_proj", d, false}, Case{"eye", "post_proj", e, false},
         Case{"patient", "pre_proj", 2 * d, false}, Case{"patient", "post_proj", e, true}}) {
-    Classifier net(micro(c.level, c.feature));
+    Classifier net(test::micro_classifier(c.level, c.feature));
     EXPECT_EQ(net->options().feature_dim(), c.dim) << c.level << " " << c.feature;
     EXPECT_EQ(net->head->weight.size(1), c.dim);
     at::Tensor logits = c.level == "eye" ? net->forward(x) : net->forward(x, y, hl, hr);
@@ -51,7 +41,7 @@ TEST(Classifier, ShapesAndKeysPerLevelAndFeature) {
   }
   // A missing eye takes the present eye's feature: patient 1 (no left) equals a patient
   // whose both eyes are its right image.
-  Classifier net(micro("patient", "pre_proj"));
+  Classifier net(test::micro_classifier("patient", "pre_proj"));
   net->eval();
   at::Tensor f = net->features(x, y, hl, hr);
   at::Tensor g = net->features(y.narrow(0, 1, 1), y.narrow(0, 1, 1), torch::tensor({true}),
@@ -82,7 +72,7 @@ TEST(Classifier, DropPathOnlyInTraining) {
 
 TEST(Classifier, NormalisedPerEyeHeadScoresEachEyeWithItsHalf) {
   torch::manual_seed(5);
-  ClassifierOptions o = micro("eye", "post_proj", 3);
+  ClassifierOptions o = test::micro_classifier("eye", "post_proj", 3);
   o.normalize(true).per_eye(true);
   Classifier net(o);
   net->eval();
@@ -108,7 +98,7 @@ TEST(Classifier, NormalisedPerEyeHeadScoresEachEyeWithItsHalf) {
   EXPECT_NEAR(net->features(x, {}, {}, {}, is_right).norm(2, {1}).sub(1).abs().max().item<double>(),
               0.0, 1e-5);
   EXPECT_THROW(net->forward(x), c10::Error);  // laterality is required
-  ClassifierOptions bad = micro("patient", "post_proj");
+  ClassifierOptions bad = test::micro_classifier("patient", "post_proj");
   bad.per_eye(true);
   EXPECT_THROW(Classifier{bad}, UsageError);
 }

@@ -1,11 +1,13 @@
-// Shared pieces of the model tests: the micro model's options, padded random token ids,
-// and the largest elementwise difference of two tensors.
+// Shared pieces of the model tests: the micro model's options, the micro classifier's,
+// padded random token ids, and the largest elementwise difference of two tensors.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <string>
 
+#include "retclip/model/classifier.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/model/retclip.hpp"
 
@@ -17,6 +19,16 @@ inline model::RetClipOptions micro_options(int64_t vocab = 100) {
       .vision(model::vision_preset("vit-micro"))
       .text(model::text_preset("bert-micro", vocab))
       .embed_dim(32);
+}
+
+/// A classifier head on vit-micro: `level` and `feature` as the finetune.* keys spell them.
+inline model::ClassifierOptions micro_classifier(const std::string& level,
+                                                 const std::string& feature, int64_t classes = 3,
+                                                 bool multi = false) {
+  return model::ClassifierOptions(model::vision_preset("vit-micro"), classes)
+      .multi_label(multi)
+      .level(model::parse_classifier_level(level, "level"))
+      .feature(model::parse_classifier_feature(feature, "feature"));
 }
 
 /// Random ids in [1, vocab) with row i padded (id 0) from position 2 + i % (t - 2).
