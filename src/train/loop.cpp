@@ -33,9 +33,6 @@ void on_stop_signal(int) {
   if (g_stop_signals.fetch_add(1) >= 1) _exit(130);  // second signal: leave at once
 }
 
-double elapsed_s(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
 }  // namespace
 
 void install_stop_handlers() {
@@ -121,7 +118,7 @@ struct Loop {
 
   bool out_of_time() const {
     return options.max_minutes > 0 &&
-           elapsed_s(in.started, Clock::now()) >= 60 * options.max_minutes;
+           seconds_between(in.started, Clock::now()) >= 60 * options.max_minutes;
   }
 
   std::string save() {
@@ -143,11 +140,11 @@ struct Loop {
     if (in.sync_after_step && in.run.device.is_cuda())
       torch::cuda::synchronize(in.run.device.index());
     window.rows += batch.size() * in.run.env.world;
-    window.wait_s += elapsed_s(t0, t1);
-    window.busy_s += elapsed_s(t1, Clock::now());
+    window.wait_s += seconds_between(t0, t1);
+    window.busy_s += seconds_between(t1, Clock::now());
     window.skipped = st.skipped;
     if (st.step % in.cfg.log.interval == 0 || st.step == total) {
-      window.seconds = elapsed_s(window_start, Clock::now());
+      window.seconds = seconds_between(window_start, Clock::now());
       window.comm_s = in.run.comm->comm_seconds();
       in.recipe.log(st.step, r, lr, window, sinks);
       in.run.comm->reset_comm_seconds();

@@ -22,6 +22,11 @@ double wall_time_s() {
       .count();
 }
 
+double seconds_between(std::chrono::steady_clock::time_point a,
+                       std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
 namespace {
 
 // Keeps the lines of `text` whose "step" is <= resume_step; stops at the first line

@@ -33,9 +33,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
 
 // ---- the progress line -------------------------------------------------------------
 

@@ -122,4 +122,10 @@ TEST_F(Metrics, MultiSinkFansOut) {
   EXPECT_GT(train::wall_time_s(), 1.6e9);
 }
 
+TEST(StepTiming, SecondsBetweenTwoInstants) {
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_DOUBLE_EQ(train::seconds_between(t0, t0 + std::chrono::milliseconds(1500)), 1.5);
+  EXPECT_DOUBLE_EQ(train::seconds_between(t0 + std::chrono::seconds(2), t0), -2.0);
+}
+
 }  // namespace

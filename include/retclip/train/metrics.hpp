@@ -7,6 +7,7 @@
 //   sinks.write(step, {{"train/loss", loss}, {"train/lr", lr}}, train::wall_time_s());
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -18,6 +19,10 @@ namespace retclip::train {
 
 /// Seconds since the Unix epoch (the `time` field of every sink).
 double wall_time_s();
+
+/// Seconds from `a` to `b` (phase and progress timings).
+double seconds_between(std::chrono::steady_clock::time_point a,
+                       std::chrono::steady_clock::time_point b);
 
 class MetricsSink {
  public:
