@@ -52,7 +52,7 @@ retclip::cli::RunFn add_eval(CLI::App& app) {
     net->to(device);
     auto opts = train::loss_options(cfg);
     auto r = train::evaluate(net, data.val_source(device), data.val_size(), opts,
-                             train::parse_precision(cfg.train.precision));
+                             cfg.train.precision);
     fmt::print("checkpoint {}\n{}", ck.dir.string(), r.to_string());
     // Recall is tie-aware: identical reports are one target (docs/EVALUATION.md).
     for (model::Level l : model::kLevels) {

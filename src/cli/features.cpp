@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
+#include "retclip/config/enums.hpp"
 #include "retclip/eval/features.hpp"
 #include "retclip/util/error.hpp"
 
@@ -10,6 +11,7 @@ namespace {
 
 struct FeaturesArgs {
   std::string weights, checkpoint, data, classes, out, on_bad = "fail", level = "eye";
+  std::string feature = "post_proj";
   retclip::eval::FeatureOptions fo;
 };
 
@@ -23,7 +25,7 @@ retclip::cli::RunFn add_features(CLI::App& app) {
   sub->add_option("--classes", a->classes, "class order, comma-separated (flag-string labels)");
   sub->add_option("--out", a->out, "output .safetensors file")->required();
   sub->add_option("--level", a->level, "eye | patient");
-  sub->add_option("--feature", a->fo.feature, "pre_proj | post_proj");
+  sub->add_option("--feature", a->feature, "pre_proj | post_proj");
   sub->add_flag("--mapping", a->fo.mapping, "eye level: apply the left/right feature mappings");
   sub->add_option("--batch", a->fo.batch_size, "images (eye) or patients per forward pass");
   sub->add_option("--workers", a->fo.workers, "loader worker threads");
@@ -38,12 +40,13 @@ retclip::cli::RunFn add_features(CLI::App& app) {
         a->weights.empty() ? a->checkpoint : a->weights);
     data::LabelOptions lo;
     lo.path = a->data;
-    lo.level = a->level;
+    lo.level = config::parse<config::Level>(a->level, "--level");
     lo.classes = data::parse_class_list(a->classes);
-    lo.policy = data::parse_bad_sample_policy(a->on_bad);
+    lo.policy = config::parse<data::BadSamplePolicy>(a->on_bad, "--on-bad-sample");
     lo.draw_splits = false;  // splits are the probe's business; every item gets a feature
     data::LabelledSet set = data::read_labelled(lo);
     a->fo.level = set.level;
+    a->fo.feature = config::parse<config::Feature>(a->feature, "--feature");
     a->fo.policy = lo.policy;
     eval::Features f = eval::extract_features(enc, set.items, a->fo);
     eval::save_features(a->out, f, enc.source);

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "command.hpp"
+#include "retclip/config/enums.hpp"
 #include "retclip/data/shards.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/log.hpp"
@@ -67,8 +68,8 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
     RETCLIP_CHECK_USAGE(!a->opts.manifest.empty() && !a->opts.out.empty(),
                         "retclip pack needs --manifest and --out (or --verify DIR). HINT: "
                         "retclip pack --manifest data/manifest.csv --out shards --size 224");
-    a->opts.on_bad_sample = data::parse_bad_sample_policy(a->on_bad);
-    a->opts.preprocess = data::parse_preprocess(a->preprocess);
+    a->opts.on_bad_sample = config::parse<data::BadSamplePolicy>(a->on_bad, "--on-bad-sample");
+    a->opts.preprocess = config::parse<data::Preprocess>(a->preprocess, "--preprocess");
     auto rep = data::pack_dataset(a->opts);
     log::info("packed {} patients into {} shards in {} ({} kept from an earlier run) -> {}",
               rep.records, rep.shards, util::format_duration(rep.seconds), rep.shards_reused,

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "command.hpp"
+#include "retclip/config/enums.hpp"
 #include "retclip/eval/probe.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
@@ -76,23 +77,23 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
     // A features file was extracted at one level; the labelled set is read at that level
     // so that its item ids (patient or patient:eye) are the file's.
     eval::Features cached;
-    std::string level = a->level;
+    config::Level level = config::parse<config::Level>(a->level, "--level");
     if (!a->features.empty()) {
       cached = eval::load_features(a->features);
       if (!cached.level.empty()) {
-        RETCLIP_CHECK_USAGE(level == "auto" || level == cached.level, "--level ", level,
-                            " differs from the level of ", a->features, " (", cached.level,
-                            "; retclip features --level ", cached.level,
+        RETCLIP_CHECK_USAGE(level == config::Level::kAuto || a->level == cached.level, "--level ",
+                            a->level, " differs from the level of ", a->features, " (",
+                            cached.level, "; retclip features --level ", cached.level,
                             "). HINT: drop --level (the file's level is used), or extract ",
-                            "features at --level ", level);
-        level = cached.level;
+                            "features at --level ", a->level);
+        level = config::parse<config::Level>(cached.level, a->features + " level");
       }
     }
     data::LabelOptions lo;
     lo.path = a->data;
     lo.level = level;
     lo.classes = data::parse_class_list(a->classes);
-    lo.policy = data::parse_bad_sample_policy(a->on_bad);
+    lo.policy = config::parse<data::BadSamplePolicy>(a->on_bad, "--on-bad-sample");
     lo.val_fraction = a->val_fraction;
     lo.test_fraction = a->test_fraction;
     lo.seed = a->split_seed;
@@ -101,7 +102,7 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
     data::require_splits(set, lo, {"train", "val", "test"}, "the probe");
     eval::FeatureOptions fo;
     fo.level = set.level;
-    fo.feature = a->feature;
+    fo.feature = config::parse<config::Feature>(a->feature, "--feature");
     fo.mapping = a->mapping;
     fo.batch_size = a->batch;
     fo.workers = a->workers;

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "command.hpp"
+#include "retclip/config/enums.hpp"
 #include "retclip/eval/zeroshot.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
@@ -41,9 +42,9 @@ retclip::cli::RunFn add_zeroshot(CLI::App& app) {
     eval::PromptSet prompts = eval::load_prompts(a->prompts);
     data::LabelOptions lo;
     lo.path = a->data;
-    lo.level = a->level;
+    lo.level = config::parse<config::Level>(a->level, "--level");
     lo.classes = prompts.classes;
-    lo.policy = data::parse_bad_sample_policy(a->on_bad);
+    lo.policy = config::parse<data::BadSamplePolicy>(a->on_bad, "--on-bad-sample");
     lo.draw_splits = false;
     lo.ignore_split = a->ignore_split;
     data::LabelledSet set = data::read_labelled(lo);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -43,6 +44,11 @@ std::string describe(const Raw& v) {
   return "?";
 }
 
+/// The names a kChoice key accepts.
+std::vector<std::string> choice_names(const Field& f) {
+  return f.allowed.empty() ? f.choice->names() : f.allowed;
+}
+
 std::string expected(const Field& f) {
   switch (f.kind) {
     case Kind::kInt:
@@ -60,6 +66,11 @@ std::string expected(const Field& f) {
                          : fmt::format("a list of {} numbers like [0.5, 0.5, 0.5]", f.size);
     case Kind::kStringList:
       return "a list of strings like [bias, ln_]";
+    case Kind::kChoice: {
+      std::string list;
+      for (const auto& n : choice_names(f)) list += (list.empty() ? "" : ", ") + n;
+      return "one of " + list;
+    }
     case Kind::kSection:
       break;
   }
@@ -84,6 +95,10 @@ std::string child_names(const std::vector<Field>& fields) {
 void assign(const Field& f, const std::string& path, const std::string& where, const Raw& v) {
   auto need_scalar = [&]() {
     if (v.type != Raw::kScalar || v.quoted) type_error(f, path, where, describe(v));
+  };
+  // A name may be quoted ("bf16"), as a string key's value may.
+  auto need_name = [&]() {
+    if (v.type != Raw::kScalar) type_error(f, path, where, describe(v));
   };
   switch (f.kind) {
     case Kind::kInt:
@@ -135,6 +150,17 @@ void assign(const Field& f, const std::string& path, const std::string& where, c
       if (!v.bad_item.empty()) type_error(f, path, where, v.bad_item);
       *out = v.items;
       return;
+    }
+    case Kind::kChoice: {
+      need_name();
+      const auto names = choice_names(f);
+      const bool listed =
+          f.allowed.empty() || std::find(names.begin(), names.end(), v.scalar) != names.end();
+      if (listed && f.choice->set(v.scalar, f.ptr)) return;
+      const std::string guess = nearest(v.scalar, names);
+      throw UsageError(fmt::format("`{}` in {}: expected {}, found `{}`{}", path, where,
+                                   expected(f), v.scalar,
+                                   guess.empty() ? "" : fmt::format(". HINT: did you mean `{}`?", guess)));
     }
     case Kind::kSection:
       break;
@@ -478,6 +504,8 @@ std::string value_text(const Field& f) {
       return *static_cast<const bool*>(f.ptr) ? "true" : "false";
     case Kind::kString:
       return quote(*static_cast<const std::string*>(f.ptr));
+    case Kind::kChoice:
+      return f.choice->get(f.ptr);
     case Kind::kDoubleArray: {
       const auto* a = static_cast<const double*>(f.ptr);
       std::string out = "[";

@@ -9,35 +9,51 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <type_traits>
 
 namespace retclip::config::detail {
 
 namespace {
 
 Field leaf(const char* name, int64_t& v) {
-  return {name, Kind::kInt, &v, 0, {}};
+  return {name, Kind::kInt, &v, 0, nullptr, {}, {}};
 }
 Field leaf(const char* name, uint64_t& v) {
-  return {name, Kind::kUInt, &v, 0, {}};
+  return {name, Kind::kUInt, &v, 0, nullptr, {}, {}};
 }
 Field leaf(const char* name, double& v) {
-  return {name, Kind::kDouble, &v, 0, {}};
+  return {name, Kind::kDouble, &v, 0, nullptr, {}, {}};
 }
 Field leaf(const char* name, bool& v) {
-  return {name, Kind::kBool, &v, 0, {}};
+  return {name, Kind::kBool, &v, 0, nullptr, {}, {}};
 }
 Field leaf(const char* name, std::string& v) {
-  return {name, Kind::kString, &v, 0, {}};
+  return {name, Kind::kString, &v, 0, nullptr, {}, {}};
 }
 Field leaf(const char* name, std::vector<std::string>& v) {
-  return {name, Kind::kStringList, &v, 0, {}};
+  return {name, Kind::kStringList, &v, 0, nullptr, {}, {}};
 }
 template <size_t N>
 Field leaf(const char* name, std::array<double, N>& v) {
-  return {name, Kind::kDoubleArray, v.data(), N, {}};
+  return {name, Kind::kDoubleArray, v.data(), N, nullptr, {}, {}};
+}
+template <class E, class = std::enable_if_t<std::is_enum_v<E>>>
+Field leaf(const char* name, E& v, std::vector<std::string> allowed = {}) {
+  static const Choice choice = {
+      [](const std::string& n, void* p) { return from_name(n, *static_cast<E*>(p)); },
+      [](const void* p) { return std::string(config::name(*static_cast<const E*>(p))); },
+      &names<E>};
+  return {name, Kind::kChoice, &v, 0, &choice, std::move(allowed), {}};
+}
+Field leaf(const char* name, Freeze& v) {
+  static const Choice choice = {
+      [](const std::string& n, void* p) { return from_name(n, *static_cast<Freeze*>(p)); },
+      [](const void* p) { return config::name(*static_cast<const Freeze*>(p)); },
+      &freeze_forms};
+  return {name, Kind::kChoice, &v, 0, &choice, {}, {}};
 }
 Field section(const char* name, std::vector<Field> children) {
-  return {name, Kind::kSection, nullptr, 0, std::move(children)};
+  return {name, Kind::kSection, nullptr, 0, nullptr, {}, std::move(children)};
 }
 
 Field augment_section(AugmentConfig& a) {
@@ -130,7 +146,8 @@ std::vector<Field> schema(Config& c) {
                         leaf("clip_norm", o.clip_norm), leaf("accum_steps", o.accum_steps)}),
       section("train",
               {leaf("steps", t.steps), leaf("epochs", t.epochs), leaf("batch_size", t.batch_size),
-               leaf("precision", t.precision), leaf("device", t.device), leaf("threads", t.threads),
+               leaf("precision", t.precision, {"fp32", "bf16", "fp16"}),
+               leaf("device", t.device), leaf("threads", t.threads),
                leaf("seed", t.seed), leaf("grad_checkpointing", t.grad_checkpointing),
                section("freeze", {leaf("vision", t.freeze.vision), leaf("text", t.freeze.text),
                                   leaf("vision_blocks", t.freeze.vision_blocks),

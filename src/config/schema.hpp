@@ -12,7 +12,16 @@
 
 namespace retclip::config::detail {
 
-enum class Kind { kInt, kUInt, kDouble, kBool, kString, kDoubleArray, kStringList, kSection };
+enum class Kind {
+  kInt, kUInt, kDouble, kBool, kString, kDoubleArray, kStringList, kChoice, kSection
+};
+
+/// How a kChoice leaf (an enum of enums.hpp, or Freeze) reads and writes its name.
+struct Choice {
+  bool (*set)(const std::string& name, void* value);
+  std::string (*get)(const void* value);
+  std::vector<std::string> (*names)();  ///< the names (forms) an error lists
+};
 
 /// One key of the config tree. Leaves point into a Config; sections hold children.
 struct Field {
@@ -20,6 +29,10 @@ struct Field {
   Kind kind = Kind::kSection;
   void* ptr = nullptr;
   size_t size = 0;  ///< element count of a kDoubleArray
+  const Choice* choice = nullptr;  ///< kChoice only
+  /// kChoice: the names this key accepts when fewer than the enum's (train.precision
+  /// has no auto); empty = all of choice->names().
+  std::vector<std::string> allowed;
   std::vector<Field> children;
 };
 

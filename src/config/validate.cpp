@@ -135,7 +135,6 @@ void validate_with(const Config& c, const Origins& origins) {
            fmt::format("a multiple of model.vision.patch_size ({})", v.patch_size),
            fmt::format("{}", d.image_size),
            fmt::format("try {}", (d.image_size / v.patch_size) * v.patch_size));
-  k.one_of("data.preprocess", d.preprocess, {"fundus_crop", "resize"});
   if (d.source_size != 0 && (d.source_size < d.image_size || d.source_size > 8192))
     k.fail("data.source_size",
            fmt::format("0 (= data.image_size) or a size in [data.image_size ({}), 8192]",
@@ -153,7 +152,6 @@ void validate_with(const Config& c, const Origins& origins) {
   for (double s : d.std) k.gt("data.std", s, 0.0, "every channel's std divides the pixel values");
   k.ge("data.workers", d.workers, 0);
   k.ge("data.prefetch", d.prefetch, 1);
-  k.one_of("data.on_bad_sample", d.on_bad_sample, {"skip", "fail"});
   if (d.max_image_pixels != 0 && d.max_image_pixels < 256 * 256)
     k.fail("data.max_image_pixels", "0 (no limit) or at least 65536 (256 x 256)",
            fmt::format("{}", d.max_image_pixels),
@@ -196,7 +194,6 @@ void validate_with(const Config& c, const Origins& origins) {
   else
     k.ge("train.epochs", tr.epochs, 0);
   k.ge("train.batch_size", tr.batch_size, 1);
-  k.one_of("train.precision", tr.precision, {"fp32", "bf16", "fp16"});
   k.one_of("train.device", tr.device, {"auto", "cpu", "cuda"});
   k.ge("train.threads", tr.threads, 0, "0 uses every core available");
   k.ge("train.freeze.vision_blocks", tr.freeze.vision_blocks, 0);
@@ -228,8 +225,6 @@ void validate_with(const Config& c, const Origins& origins) {
   if (pr.every_steps > 0 && pr.data.empty())
     k.fail("eval.probe.data", "a labelled manifest or class folder when eval.probe.every_steps > 0",
            "nothing", "set eval.probe.data, or eval.probe.every_steps: 0");
-  k.one_of("eval.probe.level", pr.level, {"auto", "eye", "patient"});
-  k.one_of("eval.probe.feature", pr.feature, {"pre_proj", "post_proj"});
   k.ge("eval.probe.shots", pr.shots, 0, "0 trains on all of train");
   k.half_open("eval.probe.val_fraction", pr.val_fraction, 0.0, 1.0);
   k.half_open("eval.probe.test_fraction", pr.test_fraction, 0.0, 1.0);
@@ -240,15 +235,13 @@ void validate_with(const Config& c, const Origins& origins) {
 
   // finetune (finetune.data is checked by `retclip finetune`, which needs it)
   const auto& f = c.finetune;
-  k.one_of("finetune.level", f.level, {"auto", "eye", "patient"});
-  k.one_of("finetune.feature", f.feature, {"pre_proj", "post_proj"});
   k.one_of("finetune.head_init", f.head_init, {"random", "zeroshot"});
   if (f.head_init == "zeroshot") {
     // The head's rows are text embeddings: they score the projected, normalised image
     // embedding, from a model that has the text tower and the prompts of every class.
-    if (f.feature != "post_proj")
+    if (f.feature != Feature::kPostProj)
       k.fail("finetune.feature", "post_proj with finetune.head_init=zeroshot",
-             fmt::format("`{}`", f.feature),
+             fmt::format("`{}`", name(f.feature)),
              "--set finetune.feature=post_proj (text embeddings live in the projected space)");
     if (f.prompts.empty())
       k.fail("finetune.prompts", "a prompt file with finetune.head_init=zeroshot", "nothing",
@@ -259,15 +252,6 @@ void validate_with(const Config& c, const Origins& origins) {
              "a retclip export with the text tower or a pretraining "
              "checkpoint with finetune.head_init=zeroshot",
              "nothing", "--set finetune.init=runs/demo/export (retclip export --parts full)");
-  }
-  if (f.freeze != "none" && f.freeze != "head-only") {
-    int64_t n = 0;
-    const bool form = f.freeze.size() > 13 && f.freeze.rfind("first-", 0) == 0 &&
-                      f.freeze.compare(f.freeze.size() - 7, 7, "-blocks") == 0 &&
-                      parse_int(f.freeze.substr(6, f.freeze.size() - 13), n) && n >= 1;
-    if (!form)
-      k.fail("finetune.freeze", "none, head-only or first-N-blocks (N >= 1)",
-             fmt::format("`{}`", f.freeze), "e.g. finetune.freeze=first-4-blocks");
   }
   k.ge("finetune.epochs", f.epochs, 1);
   k.ge("finetune.steps", f.steps, 0, "0 runs finetune.epochs epochs");
@@ -288,7 +272,6 @@ void validate_with(const Config& c, const Origins& origins) {
   k.ge("finetune.mixup", f.mixup, 0.0, "0 turns mixup off");
   k.ge("finetune.cutmix", f.cutmix, 0.0, "0 turns cutmix off");
   k.one_of("finetune.class_weights", f.class_weights, {"none", "balanced"});
-  k.one_of("finetune.precision", f.precision, {"auto", "fp32", "bf16", "fp16"});
   k.one_of("finetune.select", f.select,
            {"retfound", "auroc_macro", "aupr_macro", "f1_macro", "kappa", "kappa_linear",
             "kappa_quadratic", "accuracy", "balanced_accuracy"});

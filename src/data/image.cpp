@@ -361,17 +361,6 @@ cv::Mat resize_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
   return out;
 }
 
-Preprocess parse_preprocess(const std::string& s) {
-  if (s == "fundus_crop") return Preprocess::kFundusCrop;
-  if (s == "resize") return Preprocess::kResize;
-  throw UsageError(str_cat("unknown image preprocessing '", s,
-                           "'; expected fundus_crop or resize (key data.preprocess)"));
-}
-
-const char* preprocess_name(Preprocess p) {
-  return p == Preprocess::kResize ? "resize" : "fundus_crop";
-}
-
 cv::Mat preprocess_image(const cv::Mat& rgb, int64_t size, Preprocess p, const std::string& where) {
   return p == Preprocess::kResize ? resize_preprocess(rgb, size, where)
                                   : fundus_preprocess(rgb, size, where);

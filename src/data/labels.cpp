@@ -229,19 +229,18 @@ LabelledSet read_manifest_set(const LabelOptions& o) {
   bool per_class = !o.classes.empty();
   for (const auto& c : o.classes) per_class = per_class && cols.count(c);
   const bool patient_cols = has_flags || has_list || has_name || per_class;
-  std::string level = o.level;
-  if (level == "auto") level = patient_cols ? "patient" : "eye";
-  RETCLIP_CHECK_USAGE(
-      level == "patient" || level == "eye", "level '", o.level,
-      "' is not patient, eye or auto. HINT: ", label_option(o, "level", "patient|eye"));
-  RETCLIP_CHECK_USAGE(level == "eye" ? eye_cols : patient_cols, o.path, " has no ", level,
-                      "-level label column (looked for ",
-                      level == "eye" ? "left_label, right_label, left_labels, right_labels"
+  config::Level level = o.level;
+  if (level == config::Level::kAuto)
+    level = patient_cols ? config::Level::kPatient : config::Level::kEye;
+  const bool eye_level = level == config::Level::kEye;
+  RETCLIP_CHECK_USAGE(eye_level ? eye_cols : patient_cols, o.path, " has no ",
+                      config::name(level), "-level label column (looked for ",
+                      eye_level ? "left_label, right_label, left_labels, right_labels"
                                      : "labels (flags), patient_labels (names joined by ';'), "
                                        "label (class name), or one column per class of " +
                                            label_option(o, "classes"),
                       "). HINT: add the column, or choose ",
-                      label_option(o, "level", level == "eye" ? "patient" : "eye"));
+                      label_option(o, "level", eye_level ? "patient" : "eye"));
   RETCLIP_CHECK_USAGE(cols.count("left_image") || cols.count("right_image"), o.path,
                       " has neither a left_image nor a right_image column. HINT: the native "
                       "manifest names the eyes' images in left_image, right_image");
@@ -251,7 +250,7 @@ LabelledSet read_manifest_set(const LabelOptions& o) {
   // Value kind and class order.
   std::vector<std::string> label_cols;
   bool flags = false, columns_per_class = false, list = false;
-  if (level == "patient") {
+  if (!eye_level) {
     if (has_flags)
       label_cols = {"labels"}, flags = true;
     else if (has_list)
@@ -339,7 +338,7 @@ LabelledSet read_manifest_set(const LabelOptions& o) {
     proto.origin = r.origin;
     proto.left.path = resolve(base, get("left_image"));
     proto.right.path = resolve(base, get("right_image"));
-    if (level == "patient") {
+    if (!eye_level) {
       LabelledItem it = proto;
       it.id = pid;
       it.eye = Eye::kBoth;
@@ -398,9 +397,9 @@ bool is_image_file(const fs::path& p) {
 LabelledSet read_folder_set(const LabelOptions& o) {
   LabelledSet set;
   set.source = o.path;
-  set.level = "eye";
+  set.level = config::Level::kEye;
   BadRows bad(o.policy, &set.bad);
-  RETCLIP_CHECK_USAGE(o.level != "patient", o.path,
+  RETCLIP_CHECK_USAGE(o.level != config::Level::kPatient, o.path,
                       " is a class folder layout, whose images are single eyes. HINT: use "
                       "--level eye (or auto)");
   std::map<std::string, fs::path> splits;  // normalised name -> folder
@@ -549,7 +548,7 @@ void require_splits(const LabelledSet& set, const LabelOptions& o,
   const bool drawn = set.test_drawn || set.val_drawn || o.ignore_split;
   throw UsageError(
       str_cat(who, " needs ", need, " items, but ", set.source, " has ", split_counts(set), " at ",
-              set.level, " level (no ", miss, " item", missing.size() > 1 ? "s" : "", "; splits ",
+              config::name(set.level), " level (no ", miss, " item", missing.size() > 1 ? "s" : "", "; splits ",
               drawn ? "drawn by patient" : "as its split column gives them", "). HINT: ", hint));
 }
 

@@ -436,7 +436,11 @@ static ShardSetInfo read_index_json(const std::string& dir) {
     info.context_length = j.at("context_length").get<int64_t>();
     info.tokenizer = j.value("tokenizer", "");
     info.source_manifest = j.value("source_manifest", "");
-    info.preprocess = parse_preprocess(j.value("preprocess", "fundus_crop"));
+    const std::string preprocess = j.value("preprocess", "fundus_crop");
+    RETCLIP_CHECK_USAGE(config::from_name(preprocess, info.preprocess), p.string(),
+                        ": \"preprocess\" is '", preprocess,
+                        "', expected fundus_crop or resize. HINT: rerun `retclip pack` to "
+                        "rewrite it");
     info.preprocess_version = j.value("preprocess_version", int64_t{1});
     for (const auto& s : j.at("shards")) {
       info.files.push_back(s.at("file").get<std::string>());
@@ -451,7 +455,7 @@ static ShardSetInfo read_index_json(const std::string& dir) {
     std::string cmd = str_cat("retclip pack --manifest ",
                               info.source_manifest.empty() ? "M" : info.source_manifest,
                               " --out NEW_DIR --size ", info.image_size, " --preprocess ",
-                              preprocess_name(info.preprocess));
+                              config::name(info.preprocess));
     if (info.has_tokens)
       cmd += str_cat(" --tokenizer FILE --context ", info.context_length);
     throw UsageError(str_cat(
@@ -633,7 +637,7 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
       fmt::format("{}:{}:{}:{}:{}:{}", util::hex32(fp), samples.size(), o.image_size, o.shard_size,
                   hooks.encode_text ? o.context_length : 0, hooks.tokenizer_description);
   if (o.preprocess != Preprocess::kFundusCrop)
-    fingerprint += std::string(":") + preprocess_name(o.preprocess);
+    fingerprint += std::string(":") + config::name(o.preprocess);
   fingerprint += fmt::format(":pv{}", kPreprocessVersion);
   if (!hooks.tokenizer_digest.empty()) fingerprint += ":tok-" + hooks.tokenizer_digest;
   const fs::path pack_json = fs::path(o.out) / "pack.json";
@@ -747,7 +751,7 @@ PackReport pack_samples(const std::vector<Sample>& samples, const PackOptions& o
   j["format"] = "RCSHARD1";
   j["version"] = kShardVersion;
   j["image_size"] = o.image_size;
-  j["preprocess"] = preprocess_name(o.preprocess);
+  j["preprocess"] = config::name(o.preprocess);
   j["preprocess_version"] = kPreprocessVersion;
   j["channels"] = 3;
   j["records"] = rep.records;

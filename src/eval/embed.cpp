@@ -60,7 +60,7 @@ int64_t embed_manifest(const EmbedOptions& o) {
   // The loader's workers decode, crop and tokenise while this thread runs the model.
   data::Loader loader(data::make_manifest_source(std::move(samples), cfg.data.image_size,
                                                  cfg.data.max_image_pixels,
-                                                 data::parse_preprocess(cfg.data.preprocess)),
+                                                 cfg.data.preprocess),
                       std::shared_ptr<const data::Tokenizer>(std::move(tok)),
                       inference_loader_options(cfg.data, o.batch_size, o.workers, device,
                                                data::BadSamplePolicy::kFail));

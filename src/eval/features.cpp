@@ -58,19 +58,21 @@ int64_t vocab_of(const io::StateDict& sd) {
 }  // namespace
 
 std::shared_ptr<data::SampleSource> make_item_source(const std::vector<data::LabelledItem>& items,
-                                                     const std::string& level, int64_t image_size,
+                                                     config::Level level, int64_t image_size,
                                                      int64_t context_length, int64_t max_pixels,
                                                      data::Preprocess preprocess) {
+  RETCLIP_CHECK(level != config::Level::kAuto, "make_item_source: level auto is not resolved");
+  const bool eye_level = level == config::Level::kEye;
   std::vector<data::Sample> samples;
   for (const auto& it : items) {
     const bool eye_item = it.eye != data::Eye::kBoth;
-    RETCLIP_CHECK_USAGE(eye_item == (level == "eye"), it.origin, " is a ",
+    RETCLIP_CHECK_USAGE(eye_item == eye_level, it.origin, " is a ",
                         eye_item ? "single-eye" : "patient", " item but it was asked for at ",
-                        level, " level. HINT: --level ", eye_item ? "eye" : "patient");
+                        config::name(level), " level. HINT: --level ", eye_item ? "eye" : "patient");
     data::Sample s;
     s.patient_id = it.id;
     s.origin = it.origin;
-    if (level == "eye")
+    if (eye_level)
       s.left = it.image();  // one image per sample, in the left slot
     else
       s.left = it.left, s.right = it.right;
@@ -162,11 +164,11 @@ Encoder random_encoder(const Encoder& enc, uint64_t seed) {
 
 Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& items,
                           const FeatureOptions& o) {
-  RETCLIP_CHECK_USAGE(o.level == "eye" || o.level == "patient", "--level '", o.level,
-                      "' is not eye or patient");
-  RETCLIP_CHECK_USAGE(o.feature == "pre_proj" || o.feature == "post_proj", "--feature '", o.feature,
-                      "' is not pre_proj or post_proj");
-  RETCLIP_CHECK_USAGE(!(o.mapping && (o.level != "eye" || o.feature != "post_proj")),
+  RETCLIP_CHECK_USAGE(o.level != config::Level::kAuto,
+                      "features are extracted at eye or patient level, not auto. HINT: --level eye");
+  const bool eye_level = o.level == config::Level::kEye;
+  const bool pre_proj = o.feature == config::Feature::kPreProj;
+  RETCLIP_CHECK_USAGE(!(o.mapping && (!eye_level || pre_proj)),
                       "--mapping applies the left/right feature mappings to eye-level "
                       "post_proj features only. HINT: --level eye --feature post_proj");
   RETCLIP_CHECK_USAGE(!items.empty(), "no items to extract features from");
@@ -180,7 +182,7 @@ Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& i
   const data::LoaderOptions lo =
       inference_loader_options(dc, o.batch_size, o.workers, device, o.policy);
   auto src = make_item_source(items, o.level, dc.image_size, dc.context_length, dc.max_image_pixels,
-                              data::parse_preprocess(dc.preprocess));
+                              dc.preprocess);
   data::Loader loader(src, nullptr, lo);
   enc.net->to(device);
   enc.net->eval();
@@ -188,14 +190,14 @@ Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& i
   auto& net = *enc.net;
   std::vector<at::Tensor> rows(items.size());
   util::Progress bar("features", static_cast<int64_t>(items.size()),
-                     o.level == "eye" ? "images" : "patients");
+                     eye_level ? "images" : "patients");
   while (auto b = loader.next()) {
     at::Tensor left = b->left.to(device, b->left.scalar_type(), /*non_blocking=*/true);
     at::Tensor feats;
     auto vit = [&](const at::Tensor& x) {
-      return o.feature == "pre_proj" ? net.visual->forward_cls(x) : net.visual->forward(x);
+      return pre_proj ? net.visual->forward_cls(x) : net.visual->forward(x);
     };
-    if (o.level == "eye") {
+    if (eye_level) {
       feats = vit(left);
       if (o.mapping) {
         at::Tensor l = net.left_feature_mapping->forward(feats);
@@ -212,7 +214,7 @@ Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& i
       // A missing eye takes the present eye's feature (as the training forward does).
       at::Tensor l = torch::where(hl.unsqueeze(1), fl, fr),
                  r = torch::where(hr.unsqueeze(1), fr, fl);
-      feats = o.feature == "pre_proj" ? torch::cat({l, r}, 1)
+      feats = pre_proj ? torch::cat({l, r}, 1)
                                       : net.global_feature_mapping->forward(torch::cat({l, r}, 1));
     }
     feats = feats.to(torch::kCPU, torch::kFloat);
@@ -226,8 +228,8 @@ Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& i
   }
   bar.finish();
   Features f;
-  f.level = o.level;
-  f.feature = o.feature;
+  f.level = config::name(o.level);
+  f.feature = config::name(o.feature);
   f.mapping = o.mapping;
   std::vector<at::Tensor> kept;
   for (size_t i = 0; i < items.size(); ++i) {

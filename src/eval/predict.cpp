@@ -60,8 +60,8 @@ Classified classify_items(model::Classifier& net, const std::vector<data::Labell
   const auto level = net->options().level();
   const auto& dc = o.data;
   data::Loader loader(
-      make_item_source(items, model::classifier_level_name(level), dc.image_size, dc.context_length,
-                       dc.max_image_pixels, data::parse_preprocess(dc.preprocess)),
+      make_item_source(items, level, dc.image_size, dc.context_length, dc.max_image_pixels,
+                       dc.preprocess),
       nullptr,
       inference_loader_options(dc, o.batch_size, o.workers, o.device,
                                data::BadSamplePolicy::kFail));
@@ -127,7 +127,16 @@ namespace {
 constexpr const char* kWeightsFile = "classifier.safetensors";
 constexpr const char* kFormat = "retclip-classifier";
 
-model::ClassifierOptions options_from_sidecar(const json& m) {
+// A name the sidecar records, as the enum E; `key` names it in the error.
+template <class E>
+E sidecar_name(const json& j, const std::string& key, const fs::path& side) {
+  const std::string s = j.get<std::string>();
+  E e{};
+  if (!config::from_name(s, e)) config::throw_unknown_name(side.string() + ": " + key, s, config::names<E>());
+  return e;
+}
+
+model::ClassifierOptions options_from_sidecar(const json& m, const fs::path& side) {
   return model::ClassifierOptions(model::VisionTransformerOptions()
                                       .image_size(m.at("image_size").get<int64_t>())
                                       .patch_size(m.at("patch_size").get<int64_t>())
@@ -138,8 +147,8 @@ model::ClassifierOptions options_from_sidecar(const json& m) {
                                       .embed_dim(m.at("embed_dim").get<int64_t>()),
                                   m.at("classes").get<int64_t>())
       .multi_label(m.at("multi_label").get<bool>())
-      .level(model::parse_classifier_level(m.at("level").get<std::string>(), "model.level"))
-      .feature(model::parse_classifier_feature(m.at("feature").get<std::string>(), "model.feature"))
+      .level(sidecar_name<model::ClassifierLevel>(m.at("level"), "model.level", side))
+      .feature(sidecar_name<model::ClassifierFeature>(m.at("feature"), "model.feature", side))
       .normalize(m.value("normalize", false))  // absent in exports without zero-shot heads
       .per_eye(m.value("per_eye", false));
 }
@@ -161,8 +170,8 @@ void save_classifier(const fs::path& dir, model::Classifier& net, json side) {
                    {"embed_dim", v.embed_dim()},
                    {"classes", o.classes()},
                    {"multi_label", o.multi_label()},
-                   {"level", model::classifier_level_name(o.level())},
-                   {"feature", model::classifier_feature_name(o.feature())},
+                   {"level", config::name(o.level())},
+                   {"feature", config::name(o.feature())},
                    {"normalize", o.normalize()},
                    {"per_eye", o.per_eye()},
                    {"activation", "quick_gelu"}};
@@ -181,14 +190,16 @@ LoadedClassifier load_classifier(const fs::path& dir) {
                       " is not a fine-tuned classifier (format '", out.sidecar.value("format", ""),
                       "'). HINT: retclip predict takes <log.dir>/classifier of retclip finetune");
   try {
-    out.net = model::Classifier(options_from_sidecar(out.sidecar.at("model")));
+    out.net = model::Classifier(options_from_sidecar(out.sidecar.at("model"), side_path));
     out.classes = out.sidecar.at("classes").get<std::vector<std::string>>();
     const auto& pre = out.sidecar.at("preprocessing");
     out.image_size = pre.at("image_size").get<int64_t>();
-    out.preprocess = pre.value("preprocess", "fundus_crop");  // absent in older exports
+    if (pre.contains("preprocess"))  // absent in older exports: fundus_crop
+      out.preprocess = sidecar_name<config::Preprocess>(pre.at("preprocess"), "preprocessing.preprocess", side_path);
     out.mean = pre.at("mean").get<std::array<double, 3>>();
     out.std = pre.at("std").get<std::array<double, 3>>();
-    out.precision = out.sidecar.value("precision", "auto");
+    if (out.sidecar.contains("precision"))  // absent in older exports: auto
+      out.precision = sidecar_name<model::Precision>(out.sidecar.at("precision"), "precision", side_path);
   } catch (const json::exception& e) {
     throw UsageError(str_cat(side_path.string(), ": incomplete classifier sidecar (", e.what(),
                              "). HINT: re-export with retclip finetune"));
@@ -207,10 +218,7 @@ InferenceOptions LoadedClassifier::inference_options(const at::Device& device) c
   o.data.std = std;
   o.data.max_image_pixels = data::kDefaultMaxImagePixels;
   o.device = device;
-  if (precision == "auto")
-    o.precision = device.is_cuda() ? model::Precision::kBf16 : model::Precision::kFp32;
-  else
-    o.precision = model::parse_precision(precision);
+  o.precision = model::resolve_precision(precision, device);
   return o;
 }
 

@@ -233,17 +233,17 @@ LabelledProbe probe_features(const data::LabelledSet& set, const Features& f,
       items.push_back(i);
     }
     RETCLIP_CHECK_USAGE(!set.indices(split).empty(), "the probe needs train, val and test items, "
-                        "but ", set.source, " has ", data::split_counts(set), " at ", set.level,
+                        "but ", set.source, " has ", data::split_counts(set), " at ", config::name(set.level),
                         " level. HINT: --ignore-split with --test-fraction 0.3 draws every "
                         "split from all rows");
     RETCLIP_CHECK_USAGE(
         !rows.empty(), "none of the ", set.indices(split).size(), " ", split, " items of ",
-        set.source, " (", set.level, " level, e.g. '", set.items[set.indices(split)[0]].id,
+        set.source, " (", config::name(set.level), " level, e.g. '", set.items[set.indices(split)[0]].id,
         "') has a row in the features (", f.ids.size(), " ids at ",
         f.level.empty() ? std::string("unrecorded") : f.level, " level",
         f.ids.empty() ? std::string() : ", e.g. '" + f.ids[0] + "'",
         "). HINT: extract the features from the same labelled set (retclip features --data ",
-        set.source, " --level ", set.level, ")");
+        set.source, " --level ", config::name(set.level), ")");
     at::Tensor x = f.x.index_select(0, torch::tensor(rows, torch::kLong));
     at::Tensor y;
     if (set.multi_label) {
@@ -278,7 +278,7 @@ LabelledProbe probe_features(const data::LabelledSet& set, const Features& f,
       << " feature " << f.feature << " mapping " << f.mapping;
   j["protocol"] = o.shots > 0 ? fmt::format("{}-shot linear probe", o.shots) : "linear probe";
   j["task"] = set.multi_label ? "multi-label" : "single-label";
-  j["level"] = set.level;
+  j["level"] = config::name(set.level);
   j["feature"] = f.feature;
   j["classes"] = set.classes;
   j["config"] = cfg.str();
@@ -340,7 +340,7 @@ LabelledProbe probe_features(const data::LabelledSet& set, const Features& f,
 
   std::string s = fmt::format("{} ({}, {} level, {} features; train {}, val {}, test {}):\n",
                               j["protocol"].get<std::string>(), j["task"].get<std::string>(),
-                              set.level, f.feature, items_of["train"].size(),
+                              config::name(set.level), f.feature, items_of["train"].size(),
                               items_of["val"].size(), items_of["test"].size());
   for (const auto& [k, v] : r.test_mean) {
     s += fmt::format("  test {:<18} {:.4f}", k, v);
@@ -374,7 +374,7 @@ ProbeSetup probe_setup(const config::Config& cfg) {
   lo.test_fraction = p.test_fraction;
   lo.seed = p.split_seed;
   lo.ignore_split = p.ignore_split;
-  lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  lo.policy = cfg.data.on_bad_sample;
   lo.option_section = "eval.probe";
   ProbeSetup s;
   s.set = data::read_labelled(lo);

@@ -85,7 +85,7 @@ ZeroShotResult run_zeroshot(Encoder& enc, const data::LabelledSet& set, const Pr
                       " has [", fmt::format("{}", fmt::join(prompts.classes, ",")),
                       "]. HINT: the prompt file's class order is the label order; pass the same "
                       "--classes");
-  const bool eye = set.level == "eye";
+  const bool eye = set.level == config::Level::kEye;
   for (const auto& it : set.items)
     RETCLIP_CHECK_USAGE(!(eye && it.eye == data::Eye::kUnknown), it.origin,
                         ": zero-shot at eye level needs the eye's laterality (left or right text "
@@ -106,7 +106,7 @@ ZeroShotResult run_zeroshot(Encoder& enc, const data::LabelledSet& set, const Pr
   for (int64_t i : all) items.push_back(set.items[i]);
   FeatureOptions fo = o.features;
   fo.level = set.level;
-  fo.feature = "post_proj";
+  fo.feature = config::Feature::kPostProj;
   fo.mapping = eye;
   Features f = extract_features(enc, items, fo);
   RETCLIP_CHECK_USAGE(f.missing.empty() || fo.policy == data::BadSamplePolicy::kSkip,
@@ -139,7 +139,7 @@ ZeroShotResult run_zeroshot(Encoder& enc, const data::LabelledSet& set, const Pr
   res.scores = score_rows(rows, &y);
   nlohmann::json j;
   j["protocol"] = "zero-shot";
-  j["level"] = set.level;
+  j["level"] = config::name(set.level);
   j["task"] = set.multi_label ? "multi-label" : "single-label";
   j["classes"] = set.classes;
   j["prompts"] = prompts.source;
@@ -165,7 +165,7 @@ ZeroShotResult run_zeroshot(Encoder& enc, const data::LabelledSet& set, const Pr
   res.json = j.dump(2);
   auto sc = set.multi_label ? res.multi.scalars() : res.single.scalars();
   res.summary = fmt::format("zero-shot ({}, {} level, {} rows):\n", j["task"].get<std::string>(),
-                            set.level, res.scores.size(0));
+                            config::name(set.level), res.scores.size(0));
   for (const auto& [k, v] : sc) {
     res.summary += fmt::format("  {:<18} {:.4f}", k, v);
     auto ci = res.ci.find(k);

@@ -105,7 +105,7 @@ json sidecar(const config::Config& cfg, const model::RetClipOptions& o, int64_t 
                 {"layout", "[CLS] tokens [SEP] [PAD]..., truncated to context_length"}}},
               {"preprocessing",
                {{"version", data::kPreprocessVersion},
-                {"mode", cfg.data.preprocess},
+                {"mode", config::name(cfg.data.preprocess)},
                 {"fundus_crop", "crop to the circular field of view, pad to square with black"},
                 {"resize", "area interpolation (cubic when upscaling)"},
                 {"image_size", cfg.data.image_size},

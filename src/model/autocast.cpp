@@ -7,18 +7,13 @@
 
 namespace retclip::model {
 
-Precision parse_precision(const std::string& s) {
-  if (s == "fp32") return Precision::kFp32;
-  if (s == "bf16") return Precision::kBf16;
-  if (s == "fp16") return Precision::kFp16;
-  throw UsageError(str_cat("train.precision: expected fp32, bf16 or fp16 but got '", s, "'"));
-}
-
-const char* precision_name(Precision p) {
-  return p == Precision::kBf16 ? "bf16" : p == Precision::kFp16 ? "fp16" : "fp32";
+Precision resolve_precision(Precision p, const c10::Device& device) {
+  if (p != Precision::kAuto) return p;
+  return device.is_cuda() ? Precision::kBf16 : Precision::kFp32;
 }
 
 AutocastScope::AutocastScope(Precision p, const c10::Device& device) {
+  RETCLIP_CHECK(p != Precision::kAuto, "AutocastScope needs a resolved precision (resolve_precision)");
   if (p == Precision::kFp32 || !device.is_cuda()) return;
   active_ = true;
   prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);

@@ -9,26 +9,6 @@
 
 namespace retclip::model {
 
-const char* classifier_level_name(ClassifierLevel level) {
-  return level == ClassifierLevel::kPatient ? "patient" : "eye";
-}
-
-const char* classifier_feature_name(ClassifierFeature feature) {
-  return feature == ClassifierFeature::kPostProj ? "post_proj" : "pre_proj";
-}
-
-ClassifierLevel parse_classifier_level(const std::string& s, const std::string& key) {
-  if (s == "eye") return ClassifierLevel::kEye;
-  if (s == "patient") return ClassifierLevel::kPatient;
-  throw UsageError(str_cat(key, ": expected eye or patient but got '", s, "'"));
-}
-
-ClassifierFeature parse_classifier_feature(const std::string& s, const std::string& key) {
-  if (s == "pre_proj") return ClassifierFeature::kPreProj;
-  if (s == "post_proj") return ClassifierFeature::kPostProj;
-  throw UsageError(str_cat(key, ": expected pre_proj or post_proj but got '", s, "'"));
-}
-
 int64_t ClassifierOptions::feature_dim() const {
   const bool pre = feature() == ClassifierFeature::kPreProj;
   if (level() == ClassifierLevel::kPatient)
@@ -37,6 +17,8 @@ int64_t ClassifierOptions::feature_dim() const {
 }
 
 ClassifierImpl::ClassifierImpl(const ClassifierOptions& o) : options_(o) {
+  RETCLIP_CHECK(o.level() != ClassifierLevel::kAuto,
+                "a classifier is eye or patient level; resolve level auto from the labelled set");
   const bool patient = o.level() == ClassifierLevel::kPatient;
   const bool pre = o.feature() == ClassifierFeature::kPreProj;
   RETCLIP_CHECK_USAGE(o.classes() >= 2 || (o.multi_label() && o.classes() >= 1),
@@ -44,8 +26,7 @@ ClassifierImpl::ClassifierImpl(const ClassifierOptions& o) : options_(o) {
                       ". HINT: check finetune.classes and the label column");
   RETCLIP_CHECK_USAGE(!o.per_eye() || (!patient && !pre),
                       "per-eye heads score eye-level post_proj features but the classifier is ",
-                      classifier_level_name(o.level()), " level, ",
-                      classifier_feature_name(o.feature()),
+                      config::name(o.level()), " level, ", config::name(o.feature()),
                       ". HINT: finetune.level=eye and finetune.feature=post_proj");
   visual = register_module("visual", VisionTransformer(o.vision()));
   const int64_t e = o.vision().embed_dim();

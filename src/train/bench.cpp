@@ -277,7 +277,7 @@ BenchTask pretrain_task(const config::Config& cfg, const BenchOptions& o, BenchD
   BuiltOptimizer built = build_adamw(*net, cfg.optim);
   t.optimizer = std::move(built.optimizer);
   t.ctx = make_step_context(cfg, net, *t.optimizer, std::move(comm));
-  t.precision = parse_precision(cfg.train.precision);
+  t.precision = cfg.train.precision;
   r.image_size = net->options().vision().image_size();
   r.tokens = cfg.data.context_length;
   r.batch = cfg.train.batch_size;
@@ -305,7 +305,7 @@ BenchTask finetune_task(const config::Config& cfg, const dist::Env& env, const a
                         std::shared_ptr<dist::Comm> comm, BenchResult& r) {
   const auto& f = cfg.finetune;
   BenchTask t;
-  const bool patient = f.level == "patient";
+  const bool patient = f.level == config::Level::kPatient;
   const int64_t classes = f.classes.size() >= 2 ? static_cast<int64_t>(f.classes.size()) : 2;
   const model::RetClipOptions ro = model::retclip_options(cfg.model, 8);
   model::VisionTransformerOptions vo = ro.vision();
@@ -314,14 +314,14 @@ BenchTask finetune_task(const config::Config& cfg, const dist::Env& env, const a
   model::Classifier net(
       model::ClassifierOptions(vo, classes)
           .level(patient ? model::ClassifierLevel::kPatient : model::ClassifierLevel::kEye)
-          .feature(model::parse_classifier_feature(f.feature, "finetune.feature")));
+          .feature(f.feature));
   apply_classifier_freeze(net, f.freeze);
   net->to(device);
   net->train();
   for (const auto& p : net->parameters()) r.params += p.numel();
   LayerDecayOptimizer opt = finetune_optimizer(cfg, net);
   t.optimizer = std::move(opt.optimizer);
-  t.precision = finetune_precision(f.precision, device);
+  t.precision = model::resolve_precision(f.precision, device);
   auto task = std::make_shared<ClassifierTask>(net, at::Tensor(), t.precision);
   StepOptions so;
   so.accum_steps = f.accum_steps;
@@ -351,8 +351,8 @@ BenchTask finetune_task(const config::Config& cfg, const dist::Env& env, const a
   t.flop_per_row = 3 * images * count_flops(ro, 1, 1).vision_per_image;
   t.flop_per_step = t.flop_per_row * static_cast<double>(b);
   t.setup = {{"task", "finetune"},   {"level", patient ? "patient" : "eye"},
-             {"feature", f.feature}, {"classes", classes},
-             {"freeze", f.freeze},   {"seed", cfg.train.seed}};
+             {"feature", config::name(f.feature)}, {"classes", classes},
+             {"freeze", config::name(f.freeze)},   {"seed", cfg.train.seed}};
   t.unit = patient ? "patients" : "images";
   t.vision = cfg.model.vision.preset;
   t.text = "-";
@@ -375,7 +375,7 @@ void fill_result(BenchResult& r, const config::Config& cfg, const BenchOptions& 
   r.patients_per_s = r.step_ms > 0 ? 1000.0 * r.batch * r.world / r.step_ms : 0;
   r.final_loss = r.losses.empty() ? 0 : r.losses.back();
   r.device = device.str();
-  r.precision = model::precision_name(task.precision);
+  r.precision = config::name(task.precision);
   r.data = o.data;
   r.task = o.task;
   r.unit = task.unit;
@@ -448,11 +448,13 @@ BenchResult run_bench(const config::Config& cfg, const BenchOptions& o) {
   const dist::Env env = dist::Env::from_environment();
   const at::Device device = resolve_device(cfg.train.device, env.local_rank);
   auto comm = dist::Comm::from_env(env, device, {cfg.dist.backend, cfg.dist.timeout_s});
-  const std::string& precision =
+  const config::Precision precision =
       o.task == "finetune" ? cfg.finetune.precision : cfg.train.precision;
-  RETCLIP_CHECK_USAGE(precision == "fp32" || precision == "auto" || device.is_cuda(),
-                      o.task == "finetune" ? "finetune" : "train", ".precision=", precision,
-                      " needs a CUDA device; on CPU use fp32");
+  RETCLIP_CHECK_USAGE(
+      precision == config::Precision::kFp32 || precision == config::Precision::kAuto ||
+          device.is_cuda(),
+      o.task == "finetune" ? "finetune" : "train", ".precision=", config::name(precision),
+      " needs a CUDA device; on CPU use fp32");
   r.world = env.world;
   r.rank = env.rank;
   BenchData data = open_data(cfg, o, env);  // first: the loader knows the vocabulary

@@ -40,7 +40,7 @@ Opened open_source(const config::Config& cfg, const std::string& path, const std
                       "RET-CLIP directory or a shard directory");
   RETCLIP_CHECK_USAGE(fs::exists(path), key, ": ", path, " does not exist");
   Opened o;
-  const auto policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  const auto policy = cfg.data.on_bad_sample;
   if (is_shard_dir(path, cfg.data.format)) {
     auto reader = data::ShardReader::open(path);
     const auto& info = reader->info();
@@ -59,11 +59,12 @@ Opened open_source(const config::Config& cfg, const std::string& path, const std
                           "repack with --size ",
                           cfg.data.image_size);
     }
-    const std::string packed = data::preprocess_name(info.preprocess);
-    RETCLIP_CHECK_USAGE(packed == cfg.data.preprocess, key, ": shards in ", path,
+    const char* packed = config::name(info.preprocess);
+    const char* wanted = config::name(cfg.data.preprocess);
+    RETCLIP_CHECK_USAGE(info.preprocess == cfg.data.preprocess, key, ": shards in ", path,
                         " were packed with --preprocess ", packed, " but data.preprocess is ",
-                        cfg.data.preprocess, ". HINT: set data.preprocess=", packed,
-                        " or repack with --preprocess ", cfg.data.preprocess);
+                        wanted, ". HINT: set data.preprocess=", packed,
+                        " or repack with --preprocess ", wanted);
     if (info.has_tokens)
       RETCLIP_CHECK_USAGE(info.context_length == cfg.data.context_length, key, ": shards in ", path,
                           " carry ", info.context_length,
@@ -105,7 +106,7 @@ Opened open_source(const config::Config& cfg, const std::string& path, const std
                        samples.size(), path, bad.size());
   o.source = data::make_manifest_source(
       std::move(samples), cfg.data.source_size > 0 ? cfg.data.source_size : cfg.data.image_size,
-      cfg.data.max_image_pixels, data::parse_preprocess(cfg.data.preprocess));
+      cfg.data.max_image_pixels, cfg.data.preprocess);
   return o;
 }
 
@@ -133,7 +134,7 @@ data::LoaderOptions loader_options(const config::Config& cfg, bool train, int64_
   o.shuffle = train;
   o.drop_last = train ? cfg.data.drop_last : false;
   o.pin_memory = torch::cuda::is_available() && cfg.train.device != "cpu";
-  o.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  o.policy = cfg.data.on_bad_sample;
   return o;
 }
 

@@ -107,7 +107,7 @@ data::LoaderOptions train_loader_options(const config::Config& cfg, int64_t rank
   lo.rank = rank;
   lo.world = world;
   lo.pin_memory = torch::cuda::is_available() && cfg.train.device != "cpu";
-  lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  lo.policy = cfg.data.on_bad_sample;
   const auto& a = cfg.finetune.augment;
   lo.augment = {a.enabled,
                 a.crop_scale,
@@ -156,7 +156,7 @@ data::LabelledSet read_finetune_set(const config::Config& cfg) {
   lo.val_fraction = f.val_fraction;
   lo.test_fraction = f.test_fraction;
   lo.seed = f.split_seed;
-  lo.policy = data::parse_bad_sample_policy(cfg.data.on_bad_sample);
+  lo.policy = cfg.data.on_bad_sample;
   lo.option_section = "finetune";  // hints name finetune.* keys, not probe flags
   lo.can_ignore_split = false;
   data::LabelledSet set = data::read_labelled(lo);
@@ -229,7 +229,7 @@ at::Tensor zeroshot_head_weight(const config::Config& cfg, const data::LabelledS
                       fmt::format("{}", fmt::join(set.classes, ",")),
                       "]. HINT: the prompt file lists one entry per class in the label order "
                       "(finetune.classes)");
-  if (set.level == "eye")
+  if (set.level == config::Level::kEye)
     for (const auto& it : set.items)
       RETCLIP_CHECK_USAGE(it.eye != data::Eye::kUnknown, it.origin,
                           ": finetune.head_init=zeroshot at eye level scores each eye with its "
@@ -243,7 +243,7 @@ at::Tensor zeroshot_head_weight(const config::Config& cfg, const data::LabelledS
   // CPU: a few prompts per class; the image side of zero-shot is what the run device does.
   const eval::ClassEmbeddings e = eval::class_embeddings(enc, prompts, at::Device(at::kCPU));
   using model::Level;
-  if (set.level == "patient") return e.text[Level::kPatient] * e.scale[Level::kPatient];
+  if (set.level == config::Level::kPatient) return e.text[Level::kPatient] * e.scale[Level::kPatient];
   return torch::cat({e.text[Level::kLeft] * e.scale[Level::kLeft],
                      e.text[Level::kRight] * e.scale[Level::kRight]},
                     0);
@@ -267,10 +267,10 @@ model::Classifier build_finetune_classifier(const config::Config& cfg, const dat
                       vo.image_size(), "). HINT: --set data.image_size=", vo.image_size());
   const auto co = model::ClassifierOptions(vo, static_cast<int64_t>(set.classes.size()))
                       .multi_label(set.multi_label)
-                      .level(model::parse_classifier_level(set.level, "finetune.level"))
-                      .feature(model::parse_classifier_feature(f.feature, "finetune.feature"))
+                      .level(set.level)
+                      .feature(f.feature)
                       .normalize(zeroshot)
-                      .per_eye(zeroshot && set.level == "eye");
+                      .per_eye(zeroshot && set.level == config::Level::kEye);
   torch::manual_seed(cfg.train.seed);
   model::Classifier net(co);
   if (*init_kind == "clip") {
@@ -296,35 +296,25 @@ model::Classifier build_finetune_classifier(const config::Config& cfg, const dat
     net->head->weight.copy_(zs_weight);
     net->head->bias.zero_();
     log::info("finetune.head_init=zeroshot: {} class text embeddings ({} level) from {}",
-              set.classes.size(), set.level, f.prompts);
+              set.classes.size(), config::name(set.level), f.prompts);
   }
   apply_classifier_freeze(net, f.freeze);
   return net;
 }
 
-void apply_classifier_freeze(model::Classifier& net, const std::string& freeze) {
-  if (freeze == "none") return;
-  if (freeze == "head-only") {
+void apply_classifier_freeze(model::Classifier& net, const config::Freeze& freeze) {
+  using Kind = config::Freeze::Kind;
+  if (freeze.kind == Kind::kNone) return;
+  if (freeze.kind == Kind::kHeadOnly) {
     for (auto& p : net->named_parameters())
       if (p.key().rfind("head.", 0) != 0) p.value().set_requires_grad(false);
     return;
   }
-  int64_t n = -1;
-  if (freeze.rfind("first-", 0) == 0 && freeze.size() > 13)
-    n = std::atoll(freeze.substr(6, freeze.size() - 13).c_str());
-  RETCLIP_CHECK_USAGE(
-      n >= 1 && freeze.size() > 13 && freeze.compare(freeze.size() - 7, 7, "-blocks") == 0,
-      "finetune.freeze: expected none, head-only or first-N-blocks but got '", freeze,
-      "'. HINT: finetune.freeze=first-4-blocks");
   const int64_t layers = net->options().vision().layers();
-  RETCLIP_CHECK_USAGE(n <= layers, "finetune.freeze=", freeze, " but the ViT has ", layers,
-                      " blocks. HINT: finetune.freeze=first-", layers, "-blocks at most");
-  freeze_vision_blocks(*net, n);
-}
-
-Precision finetune_precision(const std::string& p, const at::Device& device) {
-  if (p == "auto") return device.is_cuda() ? Precision::kBf16 : Precision::kFp32;
-  return parse_precision(p);
+  RETCLIP_CHECK_USAGE(freeze.blocks <= layers, "finetune.freeze=", config::name(freeze),
+                      " but the ViT has ", layers, " blocks. HINT: finetune.freeze=first-", layers,
+                      "-blocks at most");
+  freeze_vision_blocks(*net, freeze.blocks);
 }
 
 LayerDecayOptimizer finetune_optimizer(const config::Config& cfg, model::Classifier& net) {
@@ -412,7 +402,7 @@ json recipe_json(const config::FinetuneConfig& f, double lr, int64_t warmup, int
           {"mixup", f.mixup},
           {"cutmix", f.cutmix},
           {"class_weights", f.class_weights},
-          {"freeze", f.freeze},
+          {"freeze", config::name(f.freeze)},
           {"augment",
            {{"enabled", f.augment.enabled},
             {"crop_scale", f.augment.crop_scale},
@@ -428,7 +418,7 @@ struct FinetuneData {
   data::LabelledSet set;
   Split train, val, test;
   bool multi = false;
-  const char* unit() const { return set.level == "eye" ? "images" : "patients"; }
+  const char* unit() const { return set.level == config::Level::kEye ? "images" : "patients"; }
 };
 
 /// The schedule of lr_at (schedule.hpp): lr = finetune.lr, or blr x global batch / 256;
@@ -457,8 +447,7 @@ class FinetuneRecipe : public Recipe {
         net_(std::move(net)),
         precision_(precision),
         loader_(eval::make_item_source(d.train.items, d.set.level, cfg.data.image_size, 4,
-                                       cfg.data.max_image_pixels,
-                                       data::parse_preprocess(cfg.data.preprocess)),
+                                       cfg.data.max_image_pixels, cfg.data.preprocess),
                 nullptr, train_loader_options(cfg, run.env.rank, run.env.world)) {
     per_epoch_ = loader_.steps_per_epoch();
     RETCLIP_CHECK_USAGE(per_epoch_ > 0, "the training split (", d.train.size(),
@@ -477,7 +466,7 @@ class FinetuneRecipe : public Recipe {
         "fine-tuning {} steps ({} per epoch, batch {} {} per rank x {} ranks, lr {:.3e}, "
         "precision {})",
         total_, per_epoch_, f_.batch_size, d_.unit(), run_.env.world, sched_.lr,
-        model::precision_name(precision_));
+        config::name(precision_));
   }
   int64_t steps_per_epoch() const override { return per_epoch_; }
   int64_t total_steps() const override { return total_; }
@@ -521,7 +510,7 @@ MicroBatch FinetuneRecipe::next_batch(int64_t step) {
   if (!b) b = loader_.next();  // the end of an epoch: the next call starts the next one
   RETCLIP_CHECK(b.has_value(), "the fine-tuning loader produced no batch for a new epoch");
   const at::Device dev = run_.device;
-  const bool patient = d_.set.level == "patient";
+  const bool patient = d_.set.level == config::Level::kPatient;
   at::Tensor idx = torch::tensor(b->indices, torch::kLong);
   at::Tensor target =
       loss::smooth_targets(d_.train.targets.index_select(0, idx), f_.label_smoothing, d_.multi);
@@ -649,8 +638,8 @@ json results_json(const config::Config& cfg, const Run& run, const FinetuneData&
   return {{"protocol", "finetune"},
           {"retclip_version", kVersion},
           {"task", d.multi ? "multi-label" : "single-label"},
-          {"level", set.level},
-          {"feature", f.feature},
+          {"level", config::name(set.level)},
+          {"feature", config::name(f.feature)},
           {"classes", set.classes},
           {"data", f.data},
           {"init",
@@ -683,21 +672,21 @@ json results_json(const config::Config& cfg, const Run& run, const FinetuneData&
 json export_sidecar(const config::Config& cfg, const Run& run, const FinetuneData& d,
                     const json& results, Precision precision) {
   const auto& dc = cfg.data;
-  const bool crop = dc.preprocess == "fundus_crop";
+  const bool crop = dc.preprocess == data::Preprocess::kFundusCrop;
   return {{"classes", d.set.classes},
           {"task", d.multi ? "multi-label" : "single-label"},
           {"decision", d.multi ? "probability >= thresholds[c] (tuned for F1 on val)"
                                : "argmax of the probabilities"},
           {"thresholds", results.at("thresholds")},
           {"preprocessing",
-           {{"preprocess", dc.preprocess},
+           {{"preprocess", config::name(dc.preprocess)},
             {"fundus_crop", crop},
             {"resize", crop ? "field of view, pad to square, INTER_AREA"
                             : "whole photo to a square, INTER_AREA (bicubic when enlarging)"},
             {"image_size", dc.image_size},
             {"mean", dc.mean},
             {"std", dc.std}}},
-          {"precision", model::precision_name(precision)},
+          {"precision", config::name(precision)},
           {"init", results.at("init")},
           {"selection", results.at("selection")},
           {"test", results.at("test")},
@@ -737,7 +726,7 @@ FinetuneData finetune_data(const config::Config& cfg) {
   d.test = split_of(d.set, "test");
   d.multi = d.set.multi_label;
   log::info("finetune: {} ({} level, {}, {} classes) | train {} / val {} / test {} {}",
-            cfg.finetune.data, d.set.level, d.multi ? "multi-label" : "single-label",
+            cfg.finetune.data, config::name(d.set.level), d.multi ? "multi-label" : "single-label",
             d.set.classes.size(), d.train.size(), d.val.size(), d.test.size(), d.unit());
   return d;
 }
@@ -747,7 +736,7 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
   const auto started = Clock::now();
   const auto& f = cfg.finetune;
   Run run = open_run(cfg, "finetune", f.precision);
-  const Precision precision = finetune_precision(f.precision, run.device);
+  const Precision precision = model::resolve_precision(f.precision, run.device);
   const FinetuneData d = finetune_data(cfg);
   std::string init_kind;
   model::Classifier net = build_finetune_classifier(cfg, d.set, &init_kind);
@@ -758,7 +747,7 @@ FinetuneSummary run_finetune_impl(const config::Config& cfg, const TrainOptions&
   log::info(
       "init: {}{} | head {} | freeze {} | {}", init_kind,
       f.init.empty() ? (init_kind == "clip" ? " " + cfg.model.init.vision : "") : " " + f.init,
-      f.head_init, f.freeze, opt.summary.to_string());
+      f.head_init, config::name(f.freeze), opt.summary.to_string());
   FinetuneRecipe recipe(cfg, run, d, net, precision);
   const at::Tensor class_weight =
       f.class_weights == "balanced"

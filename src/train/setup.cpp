@@ -187,7 +187,7 @@ void claim_run_dir(const config::Config& cfg, const std::string& command, bool o
   util::remove_tree(events);
 }
 
-Run open_run(const config::Config& cfg, const std::string& name, const std::string& precision) {
+Run open_run(const config::Config& cfg, const std::string& name, config::Precision precision) {
   Run run;
   run.env = dist::Env::from_environment();
   run.dir = cfg.log.dir;
@@ -205,9 +205,11 @@ Run open_run(const config::Config& cfg, const std::string& name, const std::stri
   run.comm = dist::Comm::from_env(run.env, run.device, {cfg.dist.backend, cfg.dist.timeout_s});
   if (run.env.distributed())
     log::info("process group ready: {} ranks over {}", run.env.world, run.comm->backend_name());
-  RETCLIP_CHECK_USAGE(precision == "auto" || precision == "fp32" || run.device.is_cuda(), name,
-                      ".precision=", precision, " needs a CUDA device; on CPU use ", name,
-                      ".precision=fp32");
+  RETCLIP_CHECK_USAGE(
+      precision == config::Precision::kAuto || precision == config::Precision::kFp32 ||
+          run.device.is_cuda(),
+      name, ".precision=", config::name(precision), " needs a CUDA device; on CPU use ", name,
+      ".precision=fp32");
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
   run.threads = threads;
   record_config(run, cfg);

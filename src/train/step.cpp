@@ -384,7 +384,7 @@ StepContext make_step_context(std::shared_ptr<Task> task, torch::optim::Optimize
 StepContext make_step_context(const config::Config& cfg, model::RetClip net,
                               torch::optim::AdamW& optimizer, std::shared_ptr<dist::Comm> comm) {
   auto task = std::make_shared<ContrastiveTask>(net, loss_options(cfg, comm->world()),
-                                                parse_precision(cfg.train.precision),
+                                                cfg.train.precision,
                                                 cfg.loss.logit_scale_max);
   StepOptions o;
   o.accum_steps = cfg.optim.accum_steps;

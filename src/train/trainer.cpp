@@ -85,7 +85,7 @@ class Validator {
         data_(data),
         net_(std::move(net)),
         loss_(loss_options(cfg)),
-        precision_(parse_precision(cfg.train.precision)) {}
+        precision_(cfg.train.precision) {}
 
   std::optional<EvalResult> run(int64_t step, MetricsSink& sinks) {
     if (!data_.has_val() || !run_.primary()) return std::nullopt;
@@ -121,7 +121,7 @@ class Prober {
     if (cfg.eval.probe.every_steps <= 0 || !run.primary()) return;
     setup_ = eval::probe_setup(cfg);
     log::info("eval.probe: {} ({} {} items, {} classes) every {} steps", cfg.eval.probe.data,
-              setup_->set.items.size(), setup_->set.level, setup_->set.classes.size(),
+              setup_->set.items.size(), config::name(setup_->set.level), setup_->set.classes.size(),
               cfg.eval.probe.every_steps);
   }
 
@@ -264,7 +264,7 @@ TrainSummary run_training_impl(const config::Config& given, const TrainOptions& 
   BuiltOptimizer built = build_adamw(*net, cfg.optim);
   log_model(cfg, net, built);
   PretrainRecipe recipe(cfg, run, data, net);
-  const Precision precision = parse_precision(cfg.train.precision);
+  const Precision precision = cfg.train.precision;
   auto task = std::make_shared<ContrastiveTask>(net, loss_options(cfg, run.env.world), precision,
                                                 cfg.loss.logit_scale_max);
   StepOptions so;

@@ -662,7 +662,7 @@ TEST(ConfigShipped, RetClipReferenceSetsTheReferenceSwitches) {
   EXPECT_TRUE(paper.model.init.required);
   EXPECT_FALSE(c.loss.gather);
   EXPECT_EQ(c.loss.duplicates, "negative");
-  EXPECT_EQ(c.train.precision, "fp16");
+  EXPECT_EQ(c.train.precision, Precision::kFp16);
   EXPECT_TRUE(c.optim.no_decay.empty());
   EXPECT_TRUE(c.data.tokenizer.map_quotes);
   EXPECT_TRUE(c.data.augment.hflip);
@@ -689,7 +689,7 @@ TEST(ConfigShipped, RetClipVitB16) {
   EXPECT_EQ(c.optim.schedule, "cosine");
   EXPECT_EQ(c.optim.betas, (std::array<double, 2>{0.9, 0.98}));
   EXPECT_EQ(c.optim.eps, 1e-6);
-  EXPECT_EQ(c.train.precision, "bf16");
+  EXPECT_EQ(c.train.precision, Precision::kBf16);
   EXPECT_EQ(c.train.device, "cuda");
 }
 
@@ -712,7 +712,7 @@ TEST(ConfigShipped, TinyCpu) {
   // From-scratch settings (see the file's header comment).
   EXPECT_NEAR(c.model.logit_scale_init, std::log(1 / 0.07), 1e-6);
   EXPECT_EQ(c.model.text.dropout, 0.0);
-  EXPECT_EQ(c.train.precision, "fp32");
+  EXPECT_EQ(c.train.precision, Precision::kFp32);
   EXPECT_EQ(c.train.device, "cpu");
   // The demo shrinks it further from the command line.
   EXPECT_EQ(load(RETCLIP_SOURCE_DIR "/configs/tiny-cpu.yaml", {"train.steps=5"}).train.steps, 5);

@@ -490,11 +490,6 @@ TEST(ResizePreprocess, SquashesTheWholePhotoWithoutLookingForTheDisc) {
   cv::Mat up = resize_preprocess(small, 64, "small");
   cv::resize(small, want, cv::Size(64, 64), 0, 0, cv::INTER_CUBIC);
   EXPECT_EQ(cv::norm(up, want, cv::NORM_INF), 0.0);
-  EXPECT_EQ(parse_preprocess("resize"), Preprocess::kResize);
-  EXPECT_EQ(parse_preprocess("fundus_crop"), Preprocess::kFundusCrop);
-  const std::string msg = usage_error_of([] { parse_preprocess("squash"); });
-  EXPECT_NE(msg.find("data.preprocess"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("fundus_crop or resize"), std::string::npos) << msg;
   EXPECT_NE(usage_error_of([] {
               resize_preprocess(cv::Mat(8, 8, CV_8UC3), 64, "icon.png");
             }).find("icon.png"),

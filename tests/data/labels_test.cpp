@@ -42,7 +42,7 @@ TEST_F(Labels, FlagStringsInDeclaredOrder) {
                  "1,a.jpg,b.jpg,101,train\n2,c.jpg,,010,test\n3,,d.jpg,001,val\n");
   o.classes = {"N", "D", "G"};
   auto s = read_labelled(o);
-  EXPECT_EQ(s.level, "patient");
+  EXPECT_EQ(s.level, config::Level::kPatient);
   EXPECT_TRUE(s.multi_label);
   ASSERT_EQ(s.items.size(), 3u);
   EXPECT_EQ(s.items[0].target, (std::vector<float>{1, 0, 1}));
@@ -90,7 +90,7 @@ TEST_F(Labels, PerEyeLabelsMakeOneItemPerEye) {
                  "{\"patient_id\":\"p2\",\"left_image\":\"l2.jpg\",\"right_image\":\"\","
                  "\"left_label\":\"normal\",\"right_label\":\"\",\"split\":\"test\"}\n");
   auto s = read_labelled(o);
-  EXPECT_EQ(s.level, "eye");
+  EXPECT_EQ(s.level, config::Level::kEye);
   ASSERT_EQ(s.items.size(), 3u);
   EXPECT_EQ(s.items[1].id, "p1:right");
   EXPECT_EQ(s.items[1].eye, Eye::kRight);
@@ -129,7 +129,7 @@ TEST_F(Labels, FolderLayout) {
   LabelOptions o;
   o.path = (dir_ / "set").string();
   auto s = read_labelled(o);
-  EXPECT_EQ(s.level, "eye");
+  EXPECT_EQ(s.level, config::Level::kEye);
   EXPECT_EQ(s.classes, (std::vector<std::string>{"glaucoma", "normal"}));
   EXPECT_EQ(s.items.size(), 6u);
   EXPECT_EQ(s.indices("val").size(), 1u);
@@ -178,13 +178,13 @@ TEST_F(Labels, NameListsAsSynthWritesThem) {
                  "patient_labels\n"
                  "s1,l.png,r.png,x,train,dr2;drusen,normal,dr2;drusen\n"
                  "s2,l2.png,,x,test,glaucoma,,glaucoma\n");
-  o.level = "eye";
+  o.level = config::Level::kEye;
   auto e = read_labelled(o);
   EXPECT_TRUE(e.multi_label);
   EXPECT_EQ(e.classes, (std::vector<std::string>{"dr2", "drusen", "glaucoma", "normal"}));
   ASSERT_EQ(e.items.size(), 3u);  // s2 has no right eye
   EXPECT_EQ(e.items[0].target, (std::vector<float>{1, 1, 0, 0}));
-  o.level = "patient";
+  o.level = config::Level::kPatient;
   auto p = read_labelled(o);
   EXPECT_EQ(p.items.size(), 2u);
   EXPECT_EQ(p.classes, (std::vector<std::string>{"dr2", "drusen", "glaucoma"}));

@@ -408,12 +408,7 @@ TEST(ReadSamples, DetectsLayoutAndFiltersSplit) {
                   "parquet"));
 }
 
-TEST(Policy, Parse) {
-  EXPECT_EQ(parse_bad_sample_policy("skip"), BadSamplePolicy::kSkip);
-  EXPECT_EQ(parse_bad_sample_policy("FAIL"), BadSamplePolicy::kFail);
-  std::string msg = usage_error_of([] { parse_bad_sample_policy("ignore"); });
-  EXPECT_TRUE(has(msg, "'ignore'")) << msg;
-  EXPECT_STREQ(bad_sample_policy_name(BadSamplePolicy::kSkip), "skip");
+TEST(ImageRefDescribe, NamesWhatItHas) {
   ImageRef none;
   EXPECT_EQ(none.describe(), "<no image>");
   EXPECT_EQ((ImageRef{"x/a.jpg", "", ""}).describe(), "x/a.jpg");

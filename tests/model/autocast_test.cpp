@@ -1,4 +1,4 @@
-// The precision names and the autocast scope: inert in fp32 and on CPU, restored after.
+// Precision resolution and the autocast scope: inert in fp32 and on CPU, restored after.
 #include "retclip/model/autocast.hpp"
 
 #include <ATen/autocast_mode.h>
@@ -8,10 +8,15 @@
 
 using namespace retclip;
 
-TEST(Autocast, NamesRoundTrip) {
-  for (auto p : {model::Precision::kFp32, model::Precision::kBf16, model::Precision::kFp16})
-    EXPECT_EQ(model::parse_precision(model::precision_name(p)), p);
-  EXPECT_THROW(model::parse_precision("fp8"), UsageError);
+TEST(Autocast, AutoIsBf16OnCudaAndFp32Elsewhere) {
+  const c10::Device cpu(c10::kCPU), cuda(c10::kCUDA, 0);
+  EXPECT_EQ(model::resolve_precision(model::Precision::kAuto, cpu), model::Precision::kFp32);
+  EXPECT_EQ(model::resolve_precision(model::Precision::kAuto, cuda), model::Precision::kBf16);
+  for (auto p : {model::Precision::kFp32, model::Precision::kBf16, model::Precision::kFp16}) {
+    EXPECT_EQ(model::resolve_precision(p, cpu), p);
+    EXPECT_EQ(model::resolve_precision(p, cuda), p);
+  }
+  EXPECT_THROW(model::AutocastScope(model::Precision::kAuto, cpu), Error);
 }
 
 TEST(Autocast, ScopeIsInertOnCpu) {

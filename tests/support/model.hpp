@@ -27,8 +27,8 @@ inline model::ClassifierOptions micro_classifier(const std::string& level,
                                                  bool multi = false) {
   return model::ClassifierOptions(model::vision_preset("vit-micro"), classes)
       .multi_label(multi)
-      .level(model::parse_classifier_level(level, "level"))
-      .feature(model::parse_classifier_feature(feature, "feature"));
+      .level(config::parse<config::Level>(level, "level"))
+      .feature(config::parse<config::Feature>(feature, "feature"));
 }
 
 /// Random ids in [1, vocab) with row i padded (id 0) from position 2 + i % (t - 2).

@@ -85,7 +85,7 @@ DataRun make_run(const std::string& name, const std::string& bad_rows, const std
   r.cfg.data.augment.enabled = false;
   r.cfg.data.tokenizer.type = "wordpiece";
   r.cfg.data.tokenizer.path = (r.dir / "vocab.txt").string();
-  r.cfg.data.on_bad_sample = policy;
+  r.cfg.data.on_bad_sample = config::parse<config::BadSamplePolicy>(policy, "on_bad_sample");
   r.cfg.train.batch_size = 1;
   r.cfg.train.device = "cpu";
   r.cfg.log.dir = r.run_dir.string();
@@ -177,7 +177,7 @@ TEST(TrainData, ShardsPackedLargerAreASourceForTheModelInput) {
   ASSERT_TRUE(mb.eye_report_id.defined());
   EXPECT_EQ(mb.eye_report_id.sizes(), (at::IntArrayRef{1, 2}));
   // The shards were field-of-view cropped: training them as `resize` is refused.
-  r.cfg.data.preprocess = "resize";
+  r.cfg.data.preprocess = config::Preprocess::kResize;
   msg.clear();
   try {
     train::TrainData::open(r.cfg, 0, 1);

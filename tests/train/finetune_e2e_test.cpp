@@ -228,7 +228,7 @@ double step_zero_difference(const retclip::config::Config& cfg, const fs::path& 
   const data::LabelledSet set = train::read_finetune_set(cfg);
   model::Classifier net = train::build_finetune_classifier(cfg, set);
   EXPECT_TRUE(net->options().normalize());
-  EXPECT_EQ(net->options().per_eye(), set.level == "eye");
+  EXPECT_EQ(net->options().per_eye(), set.level == config::Level::kEye);
   const at::Tensor logits = classifier_logits(net, cfg, set);
   eval::Encoder enc = eval::load_encoder(export_dir);
   eval::ZeroShotOptions zo;
@@ -241,7 +241,7 @@ double step_zero_difference(const retclip::config::Config& cfg, const fs::path& 
   std::vector<at::Tensor> mine;
   for (int64_t i : test) {
     const auto& it = set.items[static_cast<size_t>(i)];
-    const model::Level l = set.level == "patient"        ? model::Level::kPatient
+    const model::Level l = set.level == config::Level::kPatient ? model::Level::kPatient
                            : it.eye == data::Eye::kRight ? model::Level::kRight
                                                          : model::Level::kLeft;
     at::Tensor z = logits[i];
@@ -251,7 +251,7 @@ double step_zero_difference(const retclip::config::Config& cfg, const fs::path& 
   const double d = (torch::stack(mine) - zs.scores).abs().max().item<double>();
   std::printf(
       "step 0 vs retclip zeroshot (%s level, %s, %lld rows x %lld classes): max |diff| %.3g\n",
-      set.level.c_str(), set.multi_label ? "multi-label, cosines" : "single-label, probabilities",
+      config::name(set.level), set.multi_label ? "multi-label, cosines" : "single-label, probabilities",
       static_cast<long long>(zs.scores.size(0)), static_cast<long long>(zs.scores.size(1)), d);
   return d;
 }

@@ -43,18 +43,18 @@ std::set<std::string> trainable(model::Classifier& net) {
 
 model::ClassifierOptions micro_classifier(const std::string& feature) {
   return model::ClassifierOptions(model::vision_preset("vit-micro"), 3)
-      .feature(model::parse_classifier_feature(feature, "feature"));
+      .feature(config::parse<config::Feature>(feature, "feature"));
 }
 
 }  // namespace
 
 TEST(Classifier, FreezeModes) {
   model::Classifier net(micro_classifier("pre_proj"));
-  train::apply_classifier_freeze(net, "head-only");
+  train::apply_classifier_freeze(net, config::parse_freeze("head-only", "freeze"));
   EXPECT_EQ(trainable(net), (std::set<std::string>{"head.weight", "head.bias"}));
 
   model::Classifier blocks(micro_classifier("pre_proj"));
-  train::apply_classifier_freeze(blocks, "first-1-blocks");
+  train::apply_classifier_freeze(blocks, config::parse_freeze("first-1-blocks", "freeze"));
   auto t = trainable(blocks);
   EXPECT_FALSE(t.count("visual.conv1.weight"));
   EXPECT_FALSE(t.count("visual.positional_embedding"));
@@ -65,15 +65,15 @@ TEST(Classifier, FreezeModes) {
 
   // pre_proj never uses visual.proj: it is not trained; post_proj trains everything.
   model::Classifier none(micro_classifier("pre_proj"));
-  train::apply_classifier_freeze(none, "none");
+  train::apply_classifier_freeze(none, config::Freeze{});
   EXPECT_EQ(trainable(none).size(), none->named_parameters().size() - 1);
   EXPECT_FALSE(trainable(none).count("visual.proj"));
   model::Classifier post(micro_classifier("post_proj"));
   EXPECT_EQ(trainable(post).size(), post->named_parameters().size());
 
   model::Classifier bad(micro_classifier("pre_proj"));
-  EXPECT_THROW(train::apply_classifier_freeze(bad, "first-99-blocks"), UsageError);
-  EXPECT_THROW(train::apply_classifier_freeze(bad, "last-2-blocks"), UsageError);
+  EXPECT_THROW(train::apply_classifier_freeze(bad, config::parse_freeze("first-99-blocks", "freeze")),
+               UsageError);
 }
 
 TEST(Finetune, SelectionScore) {

@@ -89,7 +89,7 @@ std::pair<std::vector<at::Tensor>, train::LoopSummary> run_steps(const fs::path&
   config::Config cfg = config::load(
       "", {"log.dir=" + dir.string(), "train.device=cpu", "train.threads=1", "log.interval=1",
            "log.tensorboard=true", "checkpoint.resume=" + std::string(resume ? "auto" : "")});
-  train::Run r = train::open_run(cfg, "loop", "fp32");
+  train::Run r = train::open_run(cfg, "loop", config::Precision::kFp32);
   auto task = make_task(kind);
   task->module().train();
   train::BuiltOptimizer opt = train::build_adamw(task->module(), cfg.optim);

@@ -159,7 +159,3 @@ TEST(Accumulate, SplitBatchRejectsTooManyMicroBatches) {
   EXPECT_EQ(train::split_batch(batch, 4)[1].size(), 2);
 }
 
-TEST(Accumulate, ParsesPrecision) {
-  EXPECT_EQ(train::parse_precision("bf16"), train::Precision::kBf16);
-  EXPECT_THROW(train::parse_precision("fp8"), std::exception);
-}

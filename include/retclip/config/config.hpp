@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "retclip/config/enums.hpp"
+
 namespace retclip::config {
 
 struct VisionConfig {
@@ -82,7 +84,7 @@ struct DataConfig {
   int64_t image_size = 224;
   /// fundus_crop (field of view, padded square) | resize (the whole photo squashed,
   /// as the reference's Resize((224, 224)))
-  std::string preprocess = "fundus_crop";
+  Preprocess preprocess = Preprocess::kFundusCrop;
   /// Pixels of the preprocessed square that augmentation samples from (0 = image_size);
   /// larger than image_size, the random resized crop takes real pixels (one resample).
   int64_t source_size = 0;
@@ -93,7 +95,7 @@ struct DataConfig {
   std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
   int64_t workers = 2;           ///< loader threads
   int64_t prefetch = 4;          ///< batches queued ahead
-  std::string on_bad_sample = "skip";  ///< skip | fail
+  BadSamplePolicy on_bad_sample = BadSamplePolicy::kSkip;  ///< skip | fail
   /// Images with more pixels are bad samples, refused from the header before decoding
   /// (0 = no limit). Twice the largest fundus camera frame (about 5000 x 4000).
   int64_t max_image_pixels = 40'000'000;
@@ -143,7 +145,7 @@ struct TrainConfig {
   int64_t steps = 0;           ///< total optimizer steps; 0 = derive from epochs
   int64_t epochs = 1;
   int64_t batch_size = 256;    ///< patients per rank per step
-  std::string precision = "fp32";  ///< fp32 | bf16 | fp16
+  Precision precision = Precision::kFp32;  ///< fp32 | bf16 | fp16 (not auto)
   std::string device = "auto";     ///< auto | cpu | cuda
   int64_t threads = 0;         ///< intra-op threads; 0 = all cores available
   uint64_t seed = 123;
@@ -182,8 +184,8 @@ struct ProbeConfig {
   int64_t every_steps = 0;            ///< steps between probes; 0 = never
   std::string data;                   ///< labelled manifest or class folder root
   std::vector<std::string> classes;   ///< class order (required for flag-string labels)
-  std::string level = "auto";         ///< auto | eye | patient
-  std::string feature = "post_proj";  ///< pre_proj | post_proj
+  Level level = Level::kAuto;                ///< auto | eye | patient
+  Feature feature = Feature::kPostProj;      ///< pre_proj | post_proj
   int64_t shots = 0;                  ///< K rows per class (0 = all of train)
   bool balanced = false;              ///< balanced class weights
   double val_fraction = 0.2;          ///< drawn from train when there is no val split
@@ -204,8 +206,8 @@ struct EvalConfig {
 struct FinetuneConfig {
   std::string data;                  ///< labelled manifest or class folder root
   std::vector<std::string> classes;  ///< class order (required for flag-string labels)
-  std::string level = "auto";        ///< auto | eye | patient
-  std::string feature = "pre_proj";  ///< pre_proj (pooled CLS, timm's head input) | post_proj
+  Level level = Level::kAuto;         ///< auto | eye | patient
+  Feature feature = Feature::kPreProj;  ///< pre_proj (pooled CLS, timm's head input) | post_proj
   /// retclip export / checkpoint / run directory whose vision tower starts the run; empty:
   /// model.init.vision when set (OpenAI CLIP / OpenCLIP), else random initialisation.
   std::string init;
@@ -214,7 +216,7 @@ struct FinetuneConfig {
   /// 0, on the L2-normalised post_proj feature, so step 0 scores as `retclip zeroshot`.
   std::string head_init = "random";
   std::string prompts;          ///< prompt file (`retclip zeroshot` format) for head_init zeroshot
-  std::string freeze = "none";  ///< none | head-only | first-N-blocks (e.g. first-4-blocks)
+  Freeze freeze;                ///< none | head-only | first-N-blocks (e.g. first-4-blocks)
   int64_t epochs = 50;
   int64_t steps = 0;          ///< 0 = epochs x steps per epoch (a cap for short runs)
   int64_t batch_size = 16;    ///< images (eye) or patients per rank per step
@@ -233,7 +235,7 @@ struct FinetuneConfig {
   double mixup = 0;              ///< mixup Beta(a, a) alpha; 0 = off
   double cutmix = 0;             ///< cutmix Beta(a, a) alpha; 0 = off (both on: 50/50 per batch)
   std::string class_weights = "none";  ///< none | balanced (n / (C n_c); multi-label: pos weight)
-  std::string precision = "auto";      ///< auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16
+  Precision precision = Precision::kAuto;  ///< auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16
   /// Validation criterion that picks the epoch: retfound = (f1_macro + auroc_macro +
   /// kappa) / 3 (multi-label: (f1_macro + auroc_macro) / 2), or one metric name
   /// (auroc_macro, f1_macro, kappa, accuracy, ...; higher is better).

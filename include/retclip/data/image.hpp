@@ -63,8 +63,9 @@ cv::Mat fundus_preprocess(const cv::Mat& rgb, int64_t size, const std::string& w
 /// bicubic. Throws UsageError naming `where` for an image under 16 px on a side.
 cv::Mat resize_preprocess(const cv::Mat& rgb, int64_t size, const std::string& where = "");
 
-/// data.preprocess: how a decoded photograph becomes the square the loader augments.
-enum class Preprocess { kFundusCrop, kResize };
+/// data.preprocess: how a decoded photograph becomes the square the loader augments
+/// (names "fundus_crop" | "resize", config::name / config::parse's).
+using Preprocess = config::Preprocess;
 
 /// Version of the pixels fundus_preprocess / resize_preprocess produce, recorded in a
 /// shard set's index.json ("preprocess_version") and in the export sidecar. Raised when
@@ -72,9 +73,6 @@ enum class Preprocess { kFundusCrop, kResize };
 ///   1: the fundus crop's square was padded with the photograph around the field of view
 ///   2: the padding is black, whatever surrounds the field of view
 inline constexpr int64_t kPreprocessVersion = 2;
-/// "fundus_crop" | "resize". Throws UsageError naming the value otherwise.
-Preprocess parse_preprocess(const std::string& s);
-const char* preprocess_name(Preprocess p);
 /// fundus_preprocess or resize_preprocess.
 cv::Mat preprocess_image(const cv::Mat& rgb, int64_t size, Preprocess p,
                          const std::string& where = "");

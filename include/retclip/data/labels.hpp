@@ -42,7 +42,7 @@ struct LabelledItem {
 
 struct LabelledSet {
   std::string source;                ///< path read
-  std::string level;                 ///< "patient" | "eye"
+  config::Level level = config::Level::kEye;  ///< kEye | kPatient (never kAuto)
   std::vector<std::string> classes;  ///< class order of target columns
   bool multi_label = false;
   std::vector<LabelledItem> items;
@@ -57,7 +57,7 @@ struct LabelledSet {
 
 struct LabelOptions {
   std::string path;                  ///< manifest file or folder root
-  std::string level = "auto";        ///< "auto" | "patient" | "eye"
+  config::Level level = config::Level::kAuto;  ///< kAuto: patient when a patient label column exists
   std::vector<std::string> classes;  ///< declared class order (required for flag strings)
   double val_fraction = 0.2;         ///< drawn from train when there is no val split
   double test_fraction = 0.0;        ///< drawn from all rows when there is no split at all

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "retclip/config/enums.hpp"
+
 namespace retclip::data {
 
 /// Which eye an image is: a labelled item's (kBoth for a patient-level item, kUnknown
@@ -44,11 +46,8 @@ struct BadSample {
 };
 
 /// data.on_bad_sample: kFail throws UsageError at the first bad row (file, row, reason);
-/// kSkip drops the row, records it in ReadReport::bad and logs a summary.
-enum class BadSamplePolicy { kSkip, kFail };
-/// "skip" | "fail" (case-insensitive). Throws UsageError naming the value otherwise.
-BadSamplePolicy parse_bad_sample_policy(const std::string& s);
-/// "skip" | "fail".
-const char* bad_sample_policy_name(BadSamplePolicy p);
+/// kSkip drops the row, records it in ReadReport::bad and logs a summary. Its names
+/// ("skip" | "fail") are config::name / config::parse's.
+using BadSamplePolicy = config::BadSamplePolicy;
 
 }  // namespace retclip::data

@@ -54,8 +54,8 @@ Encoder load_encoder(const std::filesystem::path& dir);
 Encoder random_encoder(const Encoder& enc, uint64_t seed);
 
 struct FeatureOptions {
-  std::string level = "eye";          ///< "eye" | "patient"
-  std::string feature = "post_proj";  ///< "pre_proj" | "post_proj"
+  config::Level level = config::Level::kEye;           ///< kEye | kPatient
+  config::Feature feature = config::Feature::kPostProj;  ///< kPreProj | kPostProj
   bool mapping = false;               ///< eye level: apply left/right_feature_mapping
   int64_t batch_size = 64;
   int64_t workers = 2;
@@ -66,24 +66,26 @@ struct FeatureOptions {
 struct Features {
   at::Tensor x;                  ///< [N, F] float32
   std::vector<std::string> ids;  ///< item id per row
+  /// As the file records them ("eye" / "patient", "pre_proj" / "post_proj"); "" when a
+  /// file does not record one.
   std::string level, feature;
   bool mapping = false;
   std::vector<std::string> missing;  ///< ids that could not be loaded (policy skip)
   double seconds = 0;                ///< wall time of the extraction
 };
 
-/// The data::Loader source of labelled items at `level` ("eye": each item's image in the
-/// left slot; "patient": both eyes, either may be missing), with a token row of zeros of
+/// The data::Loader source of labelled items at `level` (kEye: each item's image in the
+/// left slot; kPatient: both eyes, either may be missing), with a token row of zeros of
 /// `context_length` (only the image tower runs); images above `max_pixels` (as
 /// data.max_image_pixels) are bad samples. Sample i is items[i]. Throws UsageError
 /// naming the item's origin when an item is not of `level`. Images are preprocessed as
 /// `preprocess` (data.preprocess of the encoder's config).
 std::shared_ptr<data::SampleSource> make_item_source(
-    const std::vector<data::LabelledItem>& items, const std::string& level, int64_t image_size,
+    const std::vector<data::LabelledItem>& items, config::Level level, int64_t image_size,
     int64_t context_length, int64_t max_pixels,
     data::Preprocess preprocess = data::Preprocess::kFundusCrop);
 
-/// Items must be of the requested level (eye items for "eye", patient items for "patient").
+/// Items must be of the requested level (eye items for kEye, patient items for kPatient).
 Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& items,
                           const FeatureOptions& options);
 

@@ -80,11 +80,11 @@ struct LoadedClassifier {
   nlohmann::json sidecar;
   std::vector<std::string> classes;
   int64_t image_size = 224;
-  std::string preprocess = "fundus_crop";  ///< data.preprocess of the fine-tuning run
+  config::Preprocess preprocess = config::Preprocess::kFundusCrop;  ///< the fine-tuning run's
   std::array<double, 3> mean{}, std{};
   /// The fine-tuning run's forward precision ("auto" in exports that predate the key:
   /// bf16 on CUDA, fp32 on CPU, as finetune.precision=auto).
-  std::string precision = "auto";
+  model::Precision precision = model::Precision::kAuto;
 
   /// Inference options reading images as the fine-tuning run did, on `device`.
   InferenceOptions inference_options(const at::Device& device) const;

@@ -8,18 +8,18 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
-#include <string>
+#include "retclip/config/enums.hpp"
 
 namespace retclip::model {
 
-/// fp32, or autocast to bf16 / fp16 (CUDA only).
-enum class Precision { kFp32, kBf16, kFp16 };
-/// "fp32" | "bf16" | "fp16"; UsageError naming train.precision otherwise.
-Precision parse_precision(const std::string& s);
-const char* precision_name(Precision p);
+/// fp32, or autocast to bf16 / fp16 (CUDA only); names are config::name's.
+using Precision = config::Precision;
+
+/// kAuto as a run on `device` takes it (bf16 on CUDA, fp32 elsewhere); others unchanged.
+Precision resolve_precision(Precision p, const c10::Device& device);
 
 /// Enables autocast for CUDA forward passes in bf16 / fp16 for its lifetime (a no-op for
-/// fp32 or on CPU) and restores the previous state.
+/// fp32 or on CPU) and restores the previous state. `p` is resolved (not kAuto).
 class AutocastScope {
  public:
   AutocastScope(Precision p, const c10::Device& device);

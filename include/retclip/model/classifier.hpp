@@ -23,22 +23,18 @@
 #include <cstdint>
 #include <string>
 
+#include "retclip/config/enums.hpp"
 #include "retclip/model/vision.hpp"
 
 namespace retclip::model {
 
-/// What one row of the classifier is: one eye's image, or a patient (both eyes).
-enum class ClassifierLevel { kEye, kPatient };
+/// What one row of the classifier is: one eye's image (kEye), or a patient, both eyes
+/// (kPatient); kAuto is resolved before a classifier is built. Names ("eye" / "patient")
+/// are config::name's, as finetune.level and the export's sidecar write them.
+using ClassifierLevel = config::Level;
 /// The head's input: the pooled CLS token after ln_post (kPreProj, width D) or the
-/// image embedding after visual.proj (kPostProj, width E).
-enum class ClassifierFeature { kPreProj, kPostProj };
-
-/// "eye" / "patient" and "pre_proj" / "post_proj": the names of finetune.level,
-/// finetune.feature and the export's sidecar. The parsers throw UsageError naming `key`.
-const char* classifier_level_name(ClassifierLevel level);
-const char* classifier_feature_name(ClassifierFeature feature);
-ClassifierLevel parse_classifier_level(const std::string& s, const std::string& key);
-ClassifierFeature parse_classifier_feature(const std::string& s, const std::string& key);
+/// image embedding after visual.proj (kPostProj, width E); names "pre_proj" / "post_proj".
+using ClassifierFeature = config::Feature;
 
 struct ClassifierOptions {
   ClassifierOptions() = default;

@@ -59,13 +59,10 @@ data::LabelledSet read_finetune_set(const config::Config& cfg);
 model::Classifier build_finetune_classifier(const config::Config& cfg, const data::LabelledSet& set,
                                             std::string* init_kind = nullptr);
 
-/// finetune.freeze: "none"; "head-only" (everything but `head.*`); "first-N-blocks"
+/// finetune.freeze: none; head-only (everything but `head.*`); first-N-blocks
 /// (patch/position embeddings, ln_pre and blocks 0..N-1). Throws UsageError naming
-/// finetune.freeze for another value or N above the ViT's depth.
-void apply_classifier_freeze(model::Classifier& net, const std::string& freeze);
-
-/// finetune.precision on `device`: auto is bf16 on CUDA and fp32 on CPU.
-Precision finetune_precision(const std::string& precision, const at::Device& device);
+/// finetune.freeze when N is above the ViT's depth.
+void apply_classifier_freeze(model::Classifier& net, const config::Freeze& freeze);
 
 /// AdamW over the classifier with finetune.layer_decay, .weight_decay, .betas, .eps (no
 /// decay on optim.no_decay names); its lr_scale goes into StepOptions.

@@ -71,7 +71,7 @@ class NewRunDir {
 /// threads, malloc tuning, train.device, the process group, config.yaml and run.json.
 /// `precision` is the run's precision key value (`<name>.precision`): anything but fp32
 /// and auto needs CUDA (UsageError).
-Run open_run(const config::Config& cfg, const std::string& name, const std::string& precision);
+Run open_run(const config::Config& cfg, const std::string& name, config::Precision precision);
 
 /// Writes config.yaml and run.json of `run` from `cfg` (rank 0) and sets run.config_yaml
 /// and run.config_hash: open_run does it, and a run whose config gains resolved values

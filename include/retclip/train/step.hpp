@@ -62,7 +62,6 @@ std::vector<MicroBatch> split_batch(const MicroBatch& batch, int64_t k);
 
 /// The forward's precision and autocast scope (model/autocast.hpp), by their training names.
 using model::AutocastScope;
-using model::parse_precision;
 using model::Precision;
 
 /// The device train.device names: cpu, cuda (GPU `local_rank`; UsageError without CUDA),
