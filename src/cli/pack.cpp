@@ -30,7 +30,7 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
   sub->add_option("--preprocess", a->preprocess,
                   "fundus_crop (field of view, padded square) or resize (whole photo "
                   "squashed, as the RET-CLIP reference); train with the same data.preprocess")
-      ->check(CLI::IsMember({"fundus_crop", "resize"}))
+      ->check(CLI::IsMember(retclip::config::names<retclip::data::Preprocess>()))
       ->capture_default_str();
   sub->add_option("--format", a->opts.format, "input layout")
       ->check(CLI::IsMember({"auto", "manifest", "retclip"}))
@@ -51,7 +51,7 @@ retclip::cli::RunFn add_pack(CLI::App& app) {
   sub->add_option("--shard-size", a->opts.shard_size, "input rows per shard")
       ->capture_default_str();
   sub->add_option("--on-bad-sample", a->on_bad, "skip or fail")
-      ->check(CLI::IsMember({"skip", "fail"}))
+      ->check(CLI::IsMember(retclip::config::names<retclip::data::BadSamplePolicy>()))
       ->capture_default_str();
   sub->add_option("--max-image-pixels", a->opts.max_image_pixels,
                   "refuse images with more pixels (read from the header; 0 = no limit)")
