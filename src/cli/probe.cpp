@@ -29,7 +29,7 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
   sub->add_option("--data", a->data, "labelled manifest (.csv/.jsonl) or class folder root")
       ->required();
   sub->add_option("--features", a->features, "features file from retclip features");
-  sub->add_option("--weights", a->weights, "export directory: extract features first");
+  sub->add_option("--weights", a->weights, "export directory or image tower weights file (timm, RETFound .pth): extract features first");
   sub->add_option("--checkpoint", a->checkpoint, "checkpoint or run directory: extract first");
   sub->add_option("--classes", a->classes, "class order, comma-separated (flag-string labels)");
   sub->add_option("--level", a->level,

@@ -135,21 +135,52 @@ TEST(InteropKeys, OpenClipAndHfMapBackBitwise) {
             sd.size());
 }
 
-TEST(InteropKeys, TimmViTsRetclipCannotHoldAreRejected) {
+TEST(InteropKeys, TimmPlainViTsMapAndWhatRetclipCannotHoldIsRejected) {
   StateDict timm = to_timm_vit(micro_weights());
-  StateDict with_bias = timm;
-  with_bias.emplace_back("patch_embed.proj.bias", at::zeros({64}));
-  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(with_bias); }).find("patch_embed.proj.bias"),
-            std::string::npos);
+  // A plain ViT (patch bias, no norm_pre, fc_norm) maps to the tower's optional tensors.
   StateDict plain;
   for (const auto& [k, v] : timm)
-    if (k.rfind("norm_pre.", 0) != 0) plain.emplace_back(k, v);
-  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(plain); }).find("HINT"), std::string::npos);
+    if (k.rfind("norm_pre.", 0) != 0 && k.rfind("norm.", 0) != 0) plain.emplace_back(k, v);
+  plain.emplace_back("patch_embed.proj.bias", at::zeros({64}));
+  plain.emplace_back("fc_norm.weight", at::ones({64}));
+  plain.emplace_back("fc_norm.bias", at::zeros({64}));
+  plain.emplace_back("decoder_embed.weight", at::zeros({8, 64}));
+  plain.emplace_back("mask_token", at::zeros({1, 1, 8}));
+  const TimmVitImport imp = import_timm_vit(plain);
+  EXPECT_NE(find_tensor(imp.visual, "visual.conv1.bias"), nullptr);
+  EXPECT_NE(find_tensor(imp.visual, "visual.fc_norm.weight"), nullptr);
+  EXPECT_EQ(find_tensor(imp.visual, "visual.ln_pre.weight"), nullptr);
+  EXPECT_NE(find_tensor(imp.visual, "visual.proj"), nullptr);  // zero head bias: the projection
+  EXPECT_EQ(imp.ignored, (std::vector<std::string>{"decoder_embed.weight", "mask_token"}));
+  const VisionSizes v = vision_sizes_from_weights(imp.visual, "plain");
+  EXPECT_TRUE(v.patch_bias);
+  EXPECT_FALSE(v.norm_pre);
+  EXPECT_EQ(v.pool, "avg_fc_norm");
+  EXPECT_EQ(v.image_size / v.patch_size, 4);  // 16 patch rows after the class row
+  // Registers and layer scale: timm's reg_token / ls1, ls2 and back.
+  StateDict dino = timm;
+  dino.emplace_back("reg_token", at::randn({1, 4, 64}));
+  dino.emplace_back("blocks.0.ls1.gamma", at::randn({64}));
+  const StateDict dv = map_timm_vit(dino);
+  EXPECT_EQ(find_tensor(dv, "visual.register_embedding")->sizes(), (std::vector<int64_t>{4, 64}));
+  EXPECT_NE(find_tensor(dv, "visual.transformer.resblocks.0.ls_1.gamma"), nullptr);
+  const StateDict back = to_timm_vit(dv);
+  EXPECT_NE(find_tensor(back, "reg_token"), nullptr);
+  EXPECT_NE(find_tensor(back, "blocks.0.ls1.gamma"), nullptr);
+  // A classifier head of another task is not the projection: listed, not loaded.
   StateDict biased = timm;
   for (auto& [k, v] : biased)
     if (k == "head.bias") v = at::ones_like(v);
-  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(biased); }).find("head.bias is not zero"),
-            std::string::npos);
+  const TimmVitImport cls = import_timm_vit(biased);
+  EXPECT_EQ(find_tensor(cls.visual, "visual.proj"), nullptr);
+  EXPECT_EQ(cls.ignored, (std::vector<std::string>{"head.weight", "head.bias"}));
+  // What the tower does not compute is refused, naming the key.
+  for (const char* bad : {"attn_pool.latent", "dist_token", "blocks.0.attn.q_norm.weight"}) {
+    StateDict with = timm;
+    with.emplace_back(bad, at::zeros({1, 1, 64}));
+    EXPECT_NE(test::usage_error_of([&] { map_timm_vit(with); }).find(bad), std::string::npos)
+        << bad;
+  }
 }
 
 TEST(InteropFormats, ParsesListsAndRejectsUnknownNames) {
