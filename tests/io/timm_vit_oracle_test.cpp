@@ -112,9 +112,9 @@ TEST_P(TimmVitOracle, ImportsWithTheArchitectureAndGivesTimmsFeatures) {
   const config::ModelConfig m = timm_vit_config(file);
   const auto& v = m.vision;
   EXPECT_EQ(v.image_size, man[kind]["image_size"].get<int64_t>());
-  EXPECT_EQ(v.width, 64);
+  EXPECT_EQ(v.width, 128);
   EXPECT_EQ(v.layers, 2);
-  EXPECT_EQ(m.embed_dim, 64);  // no projection in the file: width
+  EXPECT_EQ(m.embed_dim, 128);  // no projection in the file: width
   auto net = timm_vit_import(m);
   const auto& o = net->visual->options();
   if (kind == "clip") {
@@ -165,6 +165,7 @@ TEST_P(TimmVitOracle, RoundTripsThroughExportFormatTimm) {
   const std::string arch = kind == "clip" ? "vit_base_patch16_clip_quickgelu_224" : "vit_base_patch16_224";
   EXPECT_EQ(cfg["architecture"], arch);
   const fs::path log = out.string() + ".log";
+  fs::remove(log);
   const int rc = run("python3 " + kTimmVitScript + " roundtrip " + (out / "timm").string() + " " +
                          kind + " " + fx.string() + " " + arch,
                      log);
