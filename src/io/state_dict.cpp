@@ -308,7 +308,7 @@ std::string list_keys(const std::vector<std::string>& keys, size_t max_items) {
 // A timm tower loads whole: every tensor of retclip's tower but the new projection
 // (visual.proj) comes from the file. One exception is RETFound's fine-tuning recipe:
 // avg pooling with a fresh fc_norm where the checkpoint has a final norm (ln_post).
-void check_timm_vision_load(const LoadReport& rep, const StateDict& visual) {
+void check_timm_vision_load(LoadReport& rep, const StateDict& visual) {
   const bool has_norm = find_tensor(visual, "visual.ln_post.weight") != nullptr;
   std::vector<std::string> missing, unexpected, mismatch;
   bool fresh_fc_norm = false;
@@ -335,6 +335,15 @@ void check_timm_vision_load(const LoadReport& rep, const StateDict& visual) {
   if (fresh_fc_norm)
     log::info("vision: avg pool + a new fc_norm (initialised to 1, 0) in place of the "
               "checkpoint's final norm, as RETFound fine-tunes (model.vision.pool=avg_fc_norm)");
+  // What is new by design is said above and in the log line of the projection; the report
+  // keeps only what would be a surprise (nothing, past the check).
+  const bool new_proj = std::find(rep.missing.begin(), rep.missing.end(), "visual.proj") !=
+                        rep.missing.end();
+  if (new_proj)
+    log::info("vision: visual.proj is a new layer (the file has no projection), initialised "
+              "as CLIP's");
+  rep.missing.clear();
+  rep.unexpected.clear();
 }
 
 }  // namespace

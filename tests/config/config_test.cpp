@@ -94,9 +94,9 @@ TEST(ConfigUnknownKey, NestedSection) {
 }
 
 TEST(ConfigUnknownKey, ThreeDeepInModel) {
-  auto m = err("model:\n  vision:\n    patch: 16\n");
+  auto m = err("model:\n  vision:\n    patch_sise: 16\n");
   EXPECT_HAS(m,
-             "unknown key `model.vision.patch` in x.yaml line 3; did you mean "
+             "unknown key `model.vision.patch_sise` in x.yaml line 3; did you mean "
              "`model.vision.patch_size`?");
 }
 
