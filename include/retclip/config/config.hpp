@@ -138,7 +138,8 @@ struct OptimConfig {
                                     "ln_",            "logit_scale",
                                     "class_embedding", "positional_embedding",
                                     "position_embeddings", "register_embedding",
-                                    "fc_norm",        "ls_"};
+                                    "fc_norm",        "ls_1.gamma",
+                                    "ls_2.gamma"};
   std::array<double, 2> betas{0.9, 0.98};
   double eps = 1e-6;
   int64_t warmup_steps = 50;
