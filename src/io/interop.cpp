@@ -722,12 +722,23 @@ void check_export_format(ExportFormat f, const ExportBundle& b) {
                           ". HINT: export --format retclip (model.init.vision reads it back)");
       return;
     }
-    case ExportFormat::kOpenClip:
+    case ExportFormat::kOpenClip: {
       require_prefix(b.weights, "visual.", "vision");
+      const VisionDesc d = vision_desc(b.sidecar);
+      const bool clip = !d.patch_bias && d.norm_pre && d.class_token && d.register_tokens == 0 &&
+                        d.pos_embed_prefix && d.layer_scale == 0 && d.pool == "token" &&
+                        !d.fc_norm && d.qkv_bias && is_eps(d.norm_eps, 1e-5) &&
+                        d.activation == "quick_gelu";
+      RETCLIP_CHECK_USAGE(clip,
+                          "export --format open_clip writes CLIP's ViT (QuickGELU, ln_pre, no "
+                          "patch bias, class token through ln_post), but this image tower has "
+                          "timm's options (docs/WEIGHTS.md). HINT: export --format timm,hf for "
+                          "the towers, or --format retclip");
       need(b.weights, "global_feature_mapping.weight", "the patient mapping");
       need(b.weights, "logit_scale", "the patient logit scale");
-      open_clip_text_head(b.weights, std::max<int64_t>(vision_desc(b.sidecar).embed,
+      open_clip_text_head(b.weights, std::max<int64_t>(d.embed,
                                                        b.sidecar.at("text").at("hidden").get<int64_t>() + 2));
+    }
       [[fallthrough]];
     case ExportFormat::kHf:
       require_prefix(b.weights, "bert.", "text");

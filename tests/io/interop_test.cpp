@@ -316,6 +316,31 @@ TEST(InteropFormats, HfNeedsTheTokenizerFile) {
   util::remove_tree(dir);
 }
 
+TEST(InteropFormats, TimmTowersAreRefusedWhereAFormatCannotHoldThem) {
+  ExportBundle b;
+  b.weights = micro_weights();
+  b.sidecar = micro_sidecar("wordpiece");
+  // A RETFound-shaped tower: open_clip's ViT is CLIP's only.
+  auto& v = b.sidecar["vision"];
+  v["activation"] = "gelu";
+  v["patch_bias"] = true;
+  v["norm_pre"] = false;
+  v["pool"] = "avg";
+  v["fc_norm"] = true;
+  v["norm_eps"] = 1e-6;
+  std::string e = test::usage_error_of([&] { check_export_format(ExportFormat::kOpenClip, b); });
+  EXPECT_NE(e.find("--format timm"), std::string::npos) << e;
+  EXPECT_EQ(test::usage_error_of([&] { check_export_format(ExportFormat::kTimm, b); }), "");
+  // timm ties the patch bias to pre_norm; LayerNorm eps is 1e-5 or 1e-6.
+  v["patch_bias"] = false;
+  e = test::usage_error_of([&] { check_export_format(ExportFormat::kTimm, b); });
+  EXPECT_NE(e.find("pre_norm"), std::string::npos) << e;
+  v["patch_bias"] = true;
+  v["norm_eps"] = 1e-3;
+  e = test::usage_error_of([&] { check_export_format(ExportFormat::kTimm, b); });
+  EXPECT_NE(e.find("eps"), std::string::npos) << e;
+}
+
 TEST(InteropPresets, HfPresetReadsConfigJson) {
   const fs::path dir = temp_dir("hfcfg");
   json cfg{{"vocab_size", 30522},       {"hidden_size", 384},
