@@ -29,7 +29,7 @@ namespace retclip::io {
 enum class ExportFormat {
   kRetclip,   ///< RET-CLIP keys: vision/text/full.safetensors + retclip.json (out_dir itself)
   kOpenClip,  ///< out_dir/open_clip: a whole open_clip CLIP (ViT + BERT tower) + tokenizer
-  kTimm,      ///< out_dir/timm: timm vit_*_clip_quickgelu_* state dict + timm config.json
+  kTimm,      ///< out_dir/timm: timm ViT state dict (CLIP or timm's family) + timm config.json
   kHf,        ///< out_dir/hf: Hugging Face BertModel folder + its AutoTokenizer files
 };
 
