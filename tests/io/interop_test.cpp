@@ -183,6 +183,33 @@ TEST(InteropKeys, TimmPlainViTsMapAndWhatRetclipCannotHoldIsRejected) {
   }
 }
 
+TEST(InteropKeys, Dinov2TrainingLayoutConvertsAsTimmDoes) {
+  // DINOv2's own checkpoints: the tower under backbone. (in a `teacher` dict), registers as
+  // register_tokens, the class token with a position row and the registers without one.
+  StateDict meta;
+  const at::Tensor cls = at::randn({1, 1, 64}), pe = at::randn({1, 17, 64}), reg = at::randn({1, 4, 64});
+  for (const auto& [k, v] : to_timm_vit(micro_weights())) {
+    if (k == "cls_token" || k == "pos_embed" || k.rfind("head.", 0) == 0) continue;
+    meta.emplace_back("backbone." + k, v);
+  }
+  meta.emplace_back("backbone.cls_token", cls);
+  meta.emplace_back("backbone.pos_embed", pe);
+  meta.emplace_back("backbone.register_tokens", reg);
+  meta.emplace_back("backbone.mask_token", at::zeros({1, 64}));
+  EXPECT_TRUE(is_timm_vit(meta));
+  const TimmVitImport imp = import_timm_vit(meta);
+  EXPECT_EQ(imp.ignored, (std::vector<std::string>{"mask_token"}));
+  const at::Tensor* c = find_tensor(imp.visual, "visual.class_embedding");
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(c->equal((cls + pe.slice(1, 0, 1)).reshape({-1})));  // timm's _convert_dinov2
+  EXPECT_TRUE(find_tensor(imp.visual, "visual.positional_embedding")->equal(pe[0].slice(0, 1)));
+  EXPECT_TRUE(find_tensor(imp.visual, "visual.register_embedding")->equal(reg[0]));
+  const VisionSizes v = vision_sizes_from_weights(imp.visual, "dinov2");
+  EXPECT_EQ(v.register_tokens, 4);
+  EXPECT_FALSE(v.pos_embed_prefix);  // timm's no_embed_class
+  EXPECT_EQ(v.image_size / v.patch_size, 4);
+}
+
 TEST(InteropFormats, ParsesListsAndRejectsUnknownNames) {
   auto f = parse_export_formats("retclip, timm,timm,hf");
   ASSERT_EQ(f.size(), 3u);

@@ -38,20 +38,20 @@ TEST(TimmVitE2E, TrainsFinetunesAndExtractsFromARetfoundShapedPth) {
   // Pretraining: the tower, its size and architecture from the file; a new projection and
   // the RET-CLIP heads on top.
   const fs::path run_dir = root / "run";
-  ASSERT_EQ(run(bin + " train --config " RETCLIP_SOURCE_DIR "/configs/tiny-cpu.yaml" +
-                    " --set model.vision.preset=checkpoint --set model.init.vision=" +
-                    pth.string() +
-                    " --set model.embed_dim=0 --set model.text.preset=bert-micro"
-                    " --set data.image_size=32 --set data.context_length=32 --set data.train=" +
-                    (root / "data" / "train.csv").string() + " --set data.val=" +
-                    " --set data.tokenizer.type=wordpiece --set data.tokenizer.path=" +
-                    (root / "vocab.txt").string() +
-                    " --set train.batch_size=8 --set train.steps=2 --set train.threads=1"
-                    " --set data.workers=1 --set optim.warmup_steps=1"
-                    " --set checkpoint.every_steps=2 --set log.interval=1 --set log.dir=" +
-                    run_dir.string(),
-                log),
-            0)
+  ASSERT_EQ(
+      run(bin + " train --config " RETCLIP_SOURCE_DIR "/configs/tiny-cpu.yaml" +
+              " --set model.vision.preset=checkpoint --set model.init.vision=" + pth.string() +
+              " --set model.embed_dim=0 --set model.text.preset=bert-micro"
+              " --set data.image_size=32 --set data.context_length=32 --set data.train=" +
+              (root / "data" / "train.csv").string() + " --set data.val=" +
+              " --set data.tokenizer.type=wordpiece --set data.tokenizer.path=" +
+              (root / "vocab.txt").string() +
+              " --set train.batch_size=8 --set train.steps=2 --set train.threads=1"
+              " --set data.workers=1 --set optim.warmup_steps=1"
+              " --set checkpoint.every_steps=2 --set log.interval=1 --set log.dir=" +
+              run_dir.string(),
+          log),
+      0)
       << util::read_file(log);
   const std::string train_log = util::read_file(log);
   EXPECT_NE(train_log.find("vision: timm ViT-128w/8, GELU, avg pool + fc_norm, 2 layers, 32 px, "
@@ -106,8 +106,7 @@ TEST(TimmVitE2E, TrainsFinetunesAndExtractsFromARetfoundShapedPth) {
 
   // Features straight from the file.
   ASSERT_EQ(run(bin + " features --weights " + pth.string() + " --data " + labels.string() +
-                    " --level eye --out " + (root / "feats.safetensors").string() +
-                    " --device cpu",
+                    " --level eye --out " + (root / "feats.safetensors").string() + " --device cpu",
                 log),
             0)
       << util::read_file(log);

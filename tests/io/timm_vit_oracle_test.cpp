@@ -65,35 +65,34 @@ ExportBundle timm_vit_bundle(const TimmVitHolder& net) {
   const auto& v = net.visual->options();
   ExportBundle b;
   b.weights = module_state_dict(net);
-  b.sidecar = json{
-      {"format", "retclip-export"},
-      {"step", 0},
-      {"embed_dim", v.embed_dim()},
-      {"vision",
-       {{"preset", "checkpoint"},
-        {"image_size", v.image_size()},
-        {"patch_size", v.patch_size()},
-        {"width", v.width()},
-        {"layers", v.layers()},
-        {"heads", v.num_heads()},
-        {"mlp_ratio", v.mlp_ratio()},
-        {"activation", model::vision_activation_name(v.activation())},
-        {"patch_bias", v.patch_bias()},
-        {"norm_pre", v.norm_pre()},
-        {"class_token", v.class_token()},
-        {"register_tokens", v.register_tokens()},
-        {"pos_embed_prefix", v.pos_embed_prefix()},
-        {"layer_scale", v.layer_scale()},
-        {"pool", model::vision_pool_name(v.pool())},
-        {"fc_norm", v.fc_norm()},
-        {"qkv_bias", v.qkv_bias()},
-        {"norm_eps", v.norm_eps()}}},
-      {"text", {{"preset", "none"}}},
-      {"tokenizer", {{"type", "wordpiece"}, {"file", ""}}},
-      {"preprocessing",
-       {{"image_size", v.image_size()},
-        {"mean", {0.485, 0.456, 0.406}},
-        {"std", {0.229, 0.224, 0.225}}}}};
+  b.sidecar = json{{"format", "retclip-export"},
+                   {"step", 0},
+                   {"embed_dim", v.embed_dim()},
+                   {"vision",
+                    {{"preset", "checkpoint"},
+                     {"image_size", v.image_size()},
+                     {"patch_size", v.patch_size()},
+                     {"width", v.width()},
+                     {"layers", v.layers()},
+                     {"heads", v.num_heads()},
+                     {"mlp_ratio", v.mlp_ratio()},
+                     {"activation", model::vision_activation_name(v.activation())},
+                     {"patch_bias", v.patch_bias()},
+                     {"norm_pre", v.norm_pre()},
+                     {"class_token", v.class_token()},
+                     {"register_tokens", v.register_tokens()},
+                     {"pos_embed_prefix", v.pos_embed_prefix()},
+                     {"layer_scale", v.layer_scale()},
+                     {"pool", model::vision_pool_name(v.pool())},
+                     {"fc_norm", v.fc_norm()},
+                     {"qkv_bias", v.qkv_bias()},
+                     {"norm_eps", v.norm_eps()}}},
+                   {"text", {{"preset", "none"}}},
+                   {"tokenizer", {{"type", "wordpiece"}, {"file", ""}}},
+                   {"preprocessing",
+                    {{"image_size", v.image_size()},
+                     {"mean", {0.485, 0.456, 0.406}},
+                     {"std", {0.229, 0.224, 0.225}}}}};
   return b;
 }
 
@@ -162,7 +161,8 @@ TEST_P(TimmVitOracle, RoundTripsThroughExportFormatTimm) {
   const json cfg = json::parse(util::read_file(out / "timm" / "config.json"));
   // The tiny models match no registered size: the family's base architecture, every
   // option in model_args.
-  const std::string arch = kind == "clip" ? "vit_base_patch16_clip_quickgelu_224" : "vit_base_patch16_224";
+  const std::string arch =
+      kind == "clip" ? "vit_base_patch16_clip_quickgelu_224" : "vit_base_patch16_224";
   EXPECT_EQ(cfg["architecture"], arch);
   const fs::path log = out.string() + ".log";
   fs::remove(log);
@@ -182,10 +182,10 @@ TEST(TimmVitResample, EqualsTimmsResampleAbsPosEmbed) {
   ASSERT_TRUE(err.empty()) << err;
   const StateDict r = load_weights(fx / "resample.safetensors");
   const at::Tensor pe = find_tensor(r, "pe")->squeeze(0), pe1 = find_tensor(r, "pe1")->squeeze(0);
-  const double d6 = timm_vit_max_diff(resample_positional_embedding(pe, 6, 5),
-                                      find_tensor(r, "to6")->squeeze(0));
-  const double d3 = timm_vit_max_diff(resample_positional_embedding(pe, 3, 5),
-                                      find_tensor(r, "to3")->squeeze(0));
+  const double d6 =
+      timm_vit_max_diff(resample_positional_embedding(pe, 6, 5), find_tensor(r, "to6")->squeeze(0));
+  const double d3 =
+      timm_vit_max_diff(resample_positional_embedding(pe, 3, 5), find_tensor(r, "to3")->squeeze(0));
   const double d7 = timm_vit_max_diff(resample_positional_embedding(pe1, 7, 1),
                                       find_tensor(r, "to7")->squeeze(0));
   std::printf("resample vs timm: 4->6 %.3e, 4->3 %.3e (5 prefix rows), 4->7 %.3e (1)\n", d6, d3,
@@ -236,9 +236,8 @@ TEST(TimmVitImport, PthWithModelKeyListsMaeDecoderAndNamesAMissingKey) {
   save_weights(f, cut);
   config::ModelConfig m = timm_vit_config(fx / "retfound.pth");
   auto net = std::make_shared<TimmVitHolder>(model::vision_options(m));
-  const std::string e = usage_error_of([&] {
-    load_pretrained(*net, f, Pretrained::kVision, "model.init.vision", 4);
-  });
+  const std::string e = usage_error_of(
+      [&] { load_pretrained(*net, f, Pretrained::kVision, "model.init.vision", 4); });
   EXPECT_NE(e.find("visual.transformer.resblocks.1.ln_2.weight"), std::string::npos) << e;
   EXPECT_NE(e.find("model.init.vision"), std::string::npos) << e;
 }
