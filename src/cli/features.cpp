@@ -18,7 +18,9 @@ struct FeaturesArgs {
 retclip::cli::RunFn add_features(CLI::App& app) {
   auto a = std::make_shared<FeaturesArgs>();
   auto* sub = app.add_subcommand("features", "Extract frozen-encoder features of a labelled set");
-  sub->add_option("--weights", a->weights, "export directory (retclip.json), or an image tower's weights file (timm, RETFound, DINOv2 .pth / .safetensors)");
+  sub->add_option("--weights", a->weights,
+                  "export directory (retclip.json), or an image tower's weights file (timm, "
+                  "RETFound, DINOv2 .pth / .safetensors)");
   sub->add_option("--checkpoint", a->checkpoint, "step-N, checkpoints or run directory");
   sub->add_option("--data", a->data, "labelled manifest (.csv/.jsonl) or class folder root")
       ->required();

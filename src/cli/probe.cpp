@@ -29,7 +29,9 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
   sub->add_option("--data", a->data, "labelled manifest (.csv/.jsonl) or class folder root")
       ->required();
   sub->add_option("--features", a->features, "features file from retclip features");
-  sub->add_option("--weights", a->weights, "export directory or image tower weights file (timm, RETFound .pth): extract features first");
+  sub->add_option(
+      "--weights", a->weights,
+      "export directory or image tower weights file (timm, RETFound .pth): extract features first");
   sub->add_option("--checkpoint", a->checkpoint, "checkpoint or run directory: extract first");
   sub->add_option("--classes", a->classes, "class order, comma-separated (flag-string labels)");
   sub->add_option("--level", a->level,
@@ -103,9 +105,8 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
     data::require_splits(set, lo, {"train", "val", "test"}, "the probe");
     eval::FeatureOptions fo;
     fo.level = set.level;
-    fo.feature = feature->count() == 0 && std::filesystem::is_regular_file(a->weights)
-                     ? "pre_proj"
-                     : a->feature;
+    fo.feature = feature->count() == 0 && std::filesystem::is_regular_file(a->weights) ? "pre_proj"
+                                                                                       : a->feature;
     fo.mapping = a->mapping;
     fo.batch_size = a->batch;
     fo.workers = a->workers;

@@ -92,7 +92,8 @@ void validate_with(const Config& c, const Origins& origins) {
   const auto& v = c.model.vision;
   k.one_of("model.vision.preset", v.preset, vision_preset_names());
   if (v.preset == "checkpoint" && (c.model.init.vision.empty() || c.model.init.vision == "none"))
-    k.fail("model.init.vision", "a ViT checkpoint (CLIP, timm, RETFound, DINOv2; model.vision.preset is `checkpoint`)",
+    k.fail("model.init.vision",
+           "a ViT checkpoint (CLIP, timm, RETFound, DINOv2; model.vision.preset is `checkpoint`)",
            "nothing", "set model.init.vision, or pick a named preset such as ViT-B-16");
   if (v.image_size != 0) k.closed("model.vision.image_size", v.image_size, 16, 4096);
   k.ge("model.vision.patch_size", v.patch_size, 0, "0 takes the preset's");

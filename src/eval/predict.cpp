@@ -138,8 +138,8 @@ model::VisionTransformerOptions vision_from_sidecar(const json& m) {
       .heads(m.at("heads").get<int64_t>())
       .mlp_ratio(m.at("mlp_ratio").get<double>())
       .embed_dim(m.at("embed_dim").get<int64_t>())
-      .activation(model::parse_vision_activation(m.value("activation", "quick_gelu"),
-                                                 "model.activation"))
+      .activation(
+          model::parse_vision_activation(m.value("activation", "quick_gelu"), "model.activation"))
       .patch_bias(m.value("patch_bias", clip.patch_bias()))
       .norm_pre(m.value("norm_pre", clip.norm_pre()))
       .class_token(m.value("class_token", clip.class_token()))

@@ -53,14 +53,10 @@ const std::vector<std::pair<std::string, std::string>>& block_renames() {
 
 const std::vector<std::pair<std::string, std::string>>& stem_renames() {
   static const std::vector<std::pair<std::string, std::string>> r{
-      {"conv1.weight", "patch_embed.proj.weight"},
-      {"conv1.bias", "patch_embed.proj.bias"},
-      {"ln_pre.weight", "norm_pre.weight"},
-      {"ln_pre.bias", "norm_pre.bias"},
-      {"ln_post.weight", "norm.weight"},
-      {"ln_post.bias", "norm.bias"},
-      {"fc_norm.weight", "fc_norm.weight"},
-      {"fc_norm.bias", "fc_norm.bias"}};
+      {"conv1.weight", "patch_embed.proj.weight"}, {"conv1.bias", "patch_embed.proj.bias"},
+      {"ln_pre.weight", "norm_pre.weight"},        {"ln_pre.bias", "norm_pre.bias"},
+      {"ln_post.weight", "norm.weight"},           {"ln_post.bias", "norm.bias"},
+      {"fc_norm.weight", "fc_norm.weight"},        {"fc_norm.bias", "fc_norm.bias"}};
   return r;
 }
 
@@ -135,32 +131,55 @@ VisionDesc vision_desc(const json& side) {
   return d;
 }
 
-bool is_eps(double a, double b) { return std::abs(a - b) <= b * 1e-6; }
+bool is_eps(double a, double b) {
+  return std::abs(a - b) <= b * 1e-6;
+}
 
 // timm's registered ViT with this tower, "" when none matches (then the base architecture
 // of the family with every size in model_args builds it). Sizes: timm's tiny .. huge.
 std::string timm_arch(const VisionDesc& d) {
-  static const std::set<std::string> registered{
-      "vit_tiny_patch16_224", "vit_tiny_patch16_384", "vit_small_patch8_224",
-      "vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2", "vit_small_patch16_224",
-      "vit_small_patch16_384", "vit_small_patch32_224", "vit_small_patch32_384",
-      "vit_base_patch8_224", "vit_base_patch14_dinov2", "vit_base_patch14_reg4_dinov2",
-      "vit_base_patch16_224", "vit_base_patch16_clip_224", "vit_base_patch16_clip_quickgelu_224",
-      "vit_base_patch16_384", "vit_base_patch16_clip_384", "vit_base_patch32_224",
-      "vit_base_patch32_clip_224", "vit_base_patch32_clip_quickgelu_224", "vit_base_patch32_384",
-      "vit_base_patch32_clip_384", "vit_large_patch14_224", "vit_large_patch14_clip_224",
-      "vit_large_patch14_clip_quickgelu_224", "vit_large_patch14_dinov2",
-      "vit_large_patch14_reg4_dinov2", "vit_large_patch16_224", "vit_large_patch16_384",
-      "vit_large_patch32_224", "vit_large_patch32_384", "vit_huge_patch14_224",
-      "vit_huge_patch14_clip_224", "vit_huge_patch14_clip_quickgelu_224"};
+  static const std::set<std::string> registered{"vit_tiny_patch16_224",
+                                                "vit_tiny_patch16_384",
+                                                "vit_small_patch8_224",
+                                                "vit_small_patch14_dinov2",
+                                                "vit_small_patch14_reg4_dinov2",
+                                                "vit_small_patch16_224",
+                                                "vit_small_patch16_384",
+                                                "vit_small_patch32_224",
+                                                "vit_small_patch32_384",
+                                                "vit_base_patch8_224",
+                                                "vit_base_patch14_dinov2",
+                                                "vit_base_patch14_reg4_dinov2",
+                                                "vit_base_patch16_224",
+                                                "vit_base_patch16_clip_224",
+                                                "vit_base_patch16_clip_quickgelu_224",
+                                                "vit_base_patch16_384",
+                                                "vit_base_patch16_clip_384",
+                                                "vit_base_patch32_224",
+                                                "vit_base_patch32_clip_224",
+                                                "vit_base_patch32_clip_quickgelu_224",
+                                                "vit_base_patch32_384",
+                                                "vit_base_patch32_clip_384",
+                                                "vit_large_patch14_224",
+                                                "vit_large_patch14_clip_224",
+                                                "vit_large_patch14_clip_quickgelu_224",
+                                                "vit_large_patch14_dinov2",
+                                                "vit_large_patch14_reg4_dinov2",
+                                                "vit_large_patch16_224",
+                                                "vit_large_patch16_384",
+                                                "vit_large_patch32_224",
+                                                "vit_large_patch32_384",
+                                                "vit_huge_patch14_224",
+                                                "vit_huge_patch14_clip_224",
+                                                "vit_huge_patch14_clip_quickgelu_224"};
   if (d.mlp_ratio != 4.0 || !d.qkv_bias || !d.class_token) return "";
   std::string size;
-  for (const auto& [n, w, l, h] : std::vector<std::tuple<const char*, int64_t, int64_t, int64_t>>{
-           {"tiny", 192, 12, 3},
-           {"small", 384, 12, 6},
-           {"base", 768, 12, 12},
-           {"large", 1024, 24, 16},
-           {"huge", 1280, 32, 16}})
+  for (const auto& [n, w, l, h] :
+       std::vector<std::tuple<const char*, int64_t, int64_t, int64_t>>{{"tiny", 192, 12, 3},
+                                                                       {"small", 384, 12, 6},
+                                                                       {"base", 768, 12, 12},
+                                                                       {"large", 1024, 24, 16},
+                                                                       {"huge", 1280, 32, 16}})
     if (d.width == w && d.layers == l && d.heads == h) size = n;
   if (size.empty()) return "";
   const std::string stem = fmt::format("vit_{}_patch{}", size, d.patch);
@@ -190,14 +209,9 @@ std::string timm_architecture(const VisionDesc& d) {
 }
 
 json timm_model_args(const VisionDesc& d) {
-  json a{{"img_size", d.image},
-         {"patch_size", d.patch},
-         {"embed_dim", d.width},
-         {"depth", d.layers},
-         {"num_heads", d.heads},
-         {"mlp_ratio", d.mlp_ratio},
-         {"pre_norm", d.norm_pre},
-         {"act_layer", d.activation}};
+  json a{{"img_size", d.image},    {"patch_size", d.patch},    {"embed_dim", d.width},
+         {"depth", d.layers},      {"num_heads", d.heads},     {"mlp_ratio", d.mlp_ratio},
+         {"pre_norm", d.norm_pre}, {"act_layer", d.activation}};
   // Beyond CLIP's: written only when they differ from timm's defaults, so a CLIP export's
   // config.json stays as it was.
   if (!d.qkv_bias) a["qkv_bias"] = false;
@@ -736,8 +750,9 @@ void check_export_format(ExportFormat f, const ExportBundle& b) {
                           "the towers, or --format retclip");
       need(b.weights, "global_feature_mapping.weight", "the patient mapping");
       need(b.weights, "logit_scale", "the patient logit scale");
-      open_clip_text_head(b.weights, std::max<int64_t>(d.embed,
-                                                       b.sidecar.at("text").at("hidden").get<int64_t>() + 2));
+      open_clip_text_head(
+          b.weights,
+          std::max<int64_t>(d.embed, b.sidecar.at("text").at("hidden").get<int64_t>() + 2));
     }
       [[fallthrough]];
     case ExportFormat::kHf:
@@ -811,9 +826,9 @@ std::string model_card(ExportFormat f, const json& side) {
         d.activation == "gelu" ? "GELU" : "QuickGELU",
         d.register_tokens > 0 ? fmt::format(", {} register tokens", d.register_tokens) : "",
         d.layer_scale > 0 ? ", layer scale" : "",
-        d.pool == "token" ? (d.fc_norm ? "fc_norm(CLS)" : "ln_post(CLS)")
-                          : (d.fc_norm ? "fc_norm(mean of patch tokens)"
-                                       : "mean of ln_post(patch tokens)"));
+        d.pool == "token"
+            ? (d.fc_norm ? "fc_norm(CLS)" : "ln_post(CLS)")
+            : (d.fc_norm ? "fc_norm(mean of patch tokens)" : "mean of ln_post(patch tokens)"));
   if (text)
     s += fmt::format(
         "| text tower | {} (BERT, vocab {}, hidden {}, {} layers, {} heads, ffn {}, max position "
@@ -920,9 +935,9 @@ bool is_vit_block_key(const std::string& r) {
   const size_t dot = r.find('.', 22);
   if (dot == std::string::npos) return false;
   static const std::set<std::string> known{
-      "ln_1.weight",          "ln_1.bias",           "attn.in_proj_weight", "attn.in_proj_bias",
-      "attn.out_proj.weight", "attn.out_proj.bias",  "ln_2.weight",         "ln_2.bias",
-      "mlp.c_fc.weight",      "mlp.c_fc.bias",       "mlp.c_proj.weight",   "mlp.c_proj.bias",
+      "ln_1.weight",          "ln_1.bias",          "attn.in_proj_weight", "attn.in_proj_bias",
+      "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight",         "ln_2.bias",
+      "mlp.c_fc.weight",      "mlp.c_fc.bias",      "mlp.c_proj.weight",   "mlp.c_proj.bias",
       "ls_1.gamma",           "ls_2.gamma"};
   return known.count(r.substr(dot + 1)) > 0;
 }
@@ -944,7 +959,8 @@ TimmVitImport import_timm_vit(const StateDict& in) {
     const at::Tensor* pe = find_tensor(sd, "pos_embed");
     RETCLIP_CHECK_USAGE(cls && pe && pe->dim() == 3,
                         "DINOv2 checkpoint with register_tokens but no cls_token / pos_embed "
-                        "[1, N, D]. ", hint);
+                        "[1, N, D]. ",
+                        hint);
     StateDict conv;
     const at::Tensor r = *reg, c = *cls + pe->slice(1, 0, 1), p = pe->slice(1, 1).contiguous();
     for (const auto& [k, v] : sd) {
@@ -1000,7 +1016,9 @@ TimmVitImport import_timm_vit(const StateDict& in) {
   return out;
 }
 
-StateDict map_timm_vit(const StateDict& sd) { return import_timm_vit(sd).visual; }
+StateDict map_timm_vit(const StateDict& sd) {
+  return import_timm_vit(sd).visual;
+}
 
 StateDict to_hf_bert(const StateDict& sd) {
   return strip_prefix(filter_prefix(sd, "bert."), "bert.");
@@ -1083,7 +1101,8 @@ VisionSizes vision_sizes_from_weights(const StateDict& sd, const std::string& wh
   const int64_t n = pe->size(0) - prefix;
   const auto g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
   RETCLIP_CHECK_USAGE(g * g == n, where, ": visual.positional_embedding has ", pe->size(0),
-                      " rows, not ", prefix, " class/register rows + a square patch grid. HINT: "
+                      " rows, not ", prefix,
+                      " class/register rows + a square patch grid. HINT: "
                       "only square grids are supported");
   v.image_size = g * v.patch_size;
   std::set<int64_t> blocks;
@@ -1110,22 +1129,36 @@ std::string describe_vision(const config::ModelConfig& m, const std::string& sou
   const model::VisionTransformerOptions o = model::vision_options(m);
   std::string size;
   switch (o.width()) {
-    case 192: size = "Ti"; break;
-    case 384: size = "S"; break;
-    case 768: size = "B"; break;
-    case 1024: size = "L"; break;
-    case 1280: size = "H"; break;
-    case 1536: size = "g"; break;
-    default: size = fmt::format("{}w", o.width());
+    case 192:
+      size = "Ti";
+      break;
+    case 384:
+      size = "S";
+      break;
+    case 768:
+      size = "B";
+      break;
+    case 1024:
+      size = "L";
+      break;
+    case 1280:
+      size = "H";
+      break;
+    case 1536:
+      size = "g";
+      break;
+    default:
+      size = fmt::format("{}w", o.width());
   }
-  std::string s = fmt::format("{} ViT-{}/{}, {}", source, size, o.patch_size(),
-                              o.activation() == model::VisionActivation::kGelu ? "GELU" : "QuickGELU");
+  std::string s =
+      fmt::format("{} ViT-{}/{}, {}", source, size, o.patch_size(),
+                  o.activation() == model::VisionActivation::kGelu ? "GELU" : "QuickGELU");
   if (o.register_tokens() > 0) s += fmt::format(", {} registers", o.register_tokens());
   if (o.layer_scale() > 0) s += ", layer scale";
   if (!o.class_token()) s += ", no class token";
   s += o.pool() == model::VisionPool::kToken ? ", token pool"
-       : o.fc_norm()                          ? ", avg pool + fc_norm"
-                                              : ", avg pool";
+       : o.fc_norm()                         ? ", avg pool + fc_norm"
+                                             : ", avg pool";
   if (o.norm_pre()) s += ", ln_pre";
   s += fmt::format(", {} layers, {} px", o.layers(), o.image_size());
   return s;
@@ -1172,9 +1205,10 @@ void resolve_pretrained_presets(config::ModelConfig& m) {
       // No projection in the file (a timm / MAE / DINOv2 trunk): retclip's visual.proj is
       // a new layer, width x width unless model.embed_dim says otherwise.
       m.embed_dim = m.vision.width;
-      log::info("vision: {} has no projection; the new visual.proj maps the {}-wide feature to "
-                "model.embed_dim = {} (set model.embed_dim to change it)",
-                m.init.vision, m.vision.width, m.embed_dim);
+      log::info(
+          "vision: {} has no projection; the new visual.proj maps the {}-wide feature to "
+          "model.embed_dim = {} (set model.embed_dim to change it)",
+          m.init.vision, m.vision.width, m.embed_dim);
     }
     // What the tensors show is the file's; a set layer scale value (only its initial
     // value, the weights replace it) and a set pool are kept.

@@ -48,8 +48,10 @@ at::Tensor resample_positional_embedding(const at::Tensor& pe, int64_t new_grid,
                       "model.vision.image_size / model.vision.patch_size; set both to positive "
                       "values");
   const int64_t g = grid_of(pe, prefix_rows);
-  RETCLIP_CHECK_USAGE(g > 0, "the image weights' positional embedding (visual.positional_embedding)"
-                      " has shape ", pe.sizes(), "; expected [", prefix_rows,
+  RETCLIP_CHECK_USAGE(g > 0,
+                      "the image weights' positional embedding (visual.positional_embedding)"
+                      " has shape ",
+                      pe.sizes(), "; expected [", prefix_rows,
                       "+g*g, D]: rows for the class/register tokens and a square g x g patch "
                       "grid. HINT: use a checkpoint with a square image size");
   if (g == new_grid) return pe;

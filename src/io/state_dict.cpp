@@ -323,25 +323,28 @@ void check_timm_vision_load(LoadReport& rep, const StateDict& visual) {
   for (const auto& k : rep.unexpected)
     if (!(fresh_fc_norm && starts_with(k, "visual.ln_post."))) unexpected.push_back(k);
   for (const auto& m : rep.shape_mismatch)
-    mismatch.push_back(fmt::format("{} (expected {}, found {})", m.name,
-                                   fmt::join(m.expected, "x"), fmt::join(m.found, "x")));
-  RETCLIP_CHECK_USAGE(missing.empty() && unexpected.empty() && mismatch.empty(),
-                      "the timm ViT does not fit the image tower: ",
-                      missing.empty() ? "" : "missing " + list_keys(missing, 10) + "; ",
-                      unexpected.empty() ? "" : "not in the tower " + list_keys(unexpected, 10) + "; ",
-                      mismatch.empty() ? "" : "shape mismatch " + list_keys(mismatch, 10) + "; ",
-                      "HINT: with model.vision.preset=checkpoint the tower's architecture is read "
-                      "from this file; check model.vision.* overrides (docs/WEIGHTS.md)");
+    mismatch.push_back(fmt::format("{} (expected {}, found {})", m.name, fmt::join(m.expected, "x"),
+                                   fmt::join(m.found, "x")));
+  RETCLIP_CHECK_USAGE(
+      missing.empty() && unexpected.empty() && mismatch.empty(),
+      "the timm ViT does not fit the image tower: ",
+      missing.empty() ? "" : "missing " + list_keys(missing, 10) + "; ",
+      unexpected.empty() ? "" : "not in the tower " + list_keys(unexpected, 10) + "; ",
+      mismatch.empty() ? "" : "shape mismatch " + list_keys(mismatch, 10) + "; ",
+      "HINT: with model.vision.preset=checkpoint the tower's architecture is read "
+      "from this file; check model.vision.* overrides (docs/WEIGHTS.md)");
   if (fresh_fc_norm)
-    log::info("vision: avg pool + a new fc_norm (initialised to 1, 0) in place of the "
-              "checkpoint's final norm, as RETFound fine-tunes (model.vision.pool=avg_fc_norm)");
+    log::info(
+        "vision: avg pool + a new fc_norm (initialised to 1, 0) in place of the "
+        "checkpoint's final norm, as RETFound fine-tunes (model.vision.pool=avg_fc_norm)");
   // What is new by design is said above and in the log line of the projection; the report
   // keeps only what would be a surprise (nothing, past the check).
-  const bool new_proj = std::find(rep.missing.begin(), rep.missing.end(), "visual.proj") !=
-                        rep.missing.end();
+  const bool new_proj =
+      std::find(rep.missing.begin(), rep.missing.end(), "visual.proj") != rep.missing.end();
   if (new_proj)
-    log::info("vision: visual.proj is a new layer (the file has no projection), initialised "
-              "as CLIP's");
+    log::info(
+        "vision: visual.proj is a new layer (the file has no projection), initialised "
+        "as CLIP's");
   rep.missing.clear();
   rep.unexpected.clear();
 }

@@ -20,7 +20,9 @@ const char* vision_activation_name(VisionActivation a) {
   return a == VisionActivation::kGelu ? "gelu" : "quick_gelu";
 }
 
-const char* vision_pool_name(VisionPool p) { return p == VisionPool::kAvg ? "avg" : "token"; }
+const char* vision_pool_name(VisionPool p) {
+  return p == VisionPool::kAvg ? "avg" : "token";
+}
 
 VisionActivation parse_vision_activation(const std::string& name, const std::string& key) {
   for (auto a : {VisionActivation::kQuickGelu, VisionActivation::kGelu})
@@ -65,7 +67,7 @@ VisionMlpImpl::VisionMlpImpl(int64_t width, int64_t hidden, VisionActivation act
 
 torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) {
   auto h = detail::linear(c_fc, x);
-  h = activation_ == VisionActivation::kGelu ? at::gelu(h)         // exact (erf), as nn.GELU
+  h = activation_ == VisionActivation::kGelu ? at::gelu(h)             // exact (erf), as nn.GELU
                                              : detail::quick_gelu(h);  // x * sigmoid(1.702 x)
   return detail::linear(c_proj, h);
 }
@@ -112,8 +114,8 @@ torch::Tensor ResidualAttentionBlockImpl::forward(const torch::Tensor& x) {
     const bool drop = drop_path_rate > 0.0 && is_training();
     auto h = x + drop_path(attn->forward(ln_1->forward(x)) * ls_1_gamma.to(x.dtype()),
                            drop_path_rate, drop);
-    return h + drop_path(mlp->forward(ln_2->forward(h)) * ls_2_gamma.to(x.dtype()),
-                         drop_path_rate, drop);
+    return h + drop_path(mlp->forward(ln_2->forward(h)) * ls_2_gamma.to(x.dtype()), drop_path_rate,
+                         drop);
   }
   if (drop_path_rate <= 0.0 || !is_training()) {
     auto h = x + attn->forward(ln_1->forward(x));
@@ -139,10 +141,9 @@ VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& opt
                       o.class_token(), ", register_tokens ", o.register_tokens(),
                       ". HINT: model.vision.pool=avg for a tower without a class token");
   const int64_t w = o.width();
-  conv1 = register_module(
-      "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, w, o.patch_size())
-                                     .stride(o.patch_size())
-                                     .bias(o.patch_bias())));
+  conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, w, o.patch_size())
+                                                         .stride(o.patch_size())
+                                                         .bias(o.patch_bias())));
   if (o.class_token()) class_embedding = register_parameter("class_embedding", torch::empty({w}));
   if (o.register_tokens() > 0)
     register_embedding =
@@ -221,7 +222,7 @@ torch::Tensor VisionTransformerImpl::forward_pooled(const torch::Tensor& images)
   if (o.pos_embed_prefix()) {  // CLIP, timm's default: concat, then add
     prefix.push_back(x);
     x = torch::cat(prefix, 1) + pe;  // [B, N, D]
-  } else {  // timm's no_embed_class: add to the patches, then concat
+  } else {                           // timm's no_embed_class: add to the patches, then concat
     prefix.push_back(x + pe);
     x = prefix.size() == 1 ? prefix[0] : torch::cat(prefix, 1);
   }

@@ -295,8 +295,8 @@ model::Classifier build_finetune_classifier(const config::Config& cfg, const dat
                                    "model.init.vision", vo.grid());
     log::info("model.init.vision: {}", rep.to_string());
   } else if (*init_kind == "weights") {
-    auto rep = io::load_pretrained(*net, f.init, io::Pretrained::kVision, "finetune.init",
-                                   vo.grid());
+    auto rep =
+        io::load_pretrained(*net, f.init, io::Pretrained::kVision, "finetune.init", vo.grid());
     log::info("finetune.init: {}", rep.to_string());
   } else if (!init.empty()) {
     io::StateDict keep;

@@ -566,7 +566,8 @@ TEST(ConfigYaml, EveryKeyInDeclarationOrder) {
   EXPECT_HAS(y, "  betas: [0.9, 0.98]\n");
   EXPECT_HAS(y,
              "  no_decay: [bias, LayerNorm, ln_, logit_scale, class_embedding, "
-             "positional_embedding, position_embeddings, register_embedding, fc_norm, ls_1.gamma, ls_2.gamma]\n");
+             "positional_embedding, position_embeddings, register_embedding, fc_norm, ls_1.gamma, "
+             "ls_2.gamma]\n");
   EXPECT_HAS(y, "    crop_scale: [0.9, 1.0]\n");
   EXPECT_HAS(y, "  resume: \"\"\n");
   EXPECT_HAS(y, "  timeout_s: 600.0\n");

@@ -187,7 +187,8 @@ TEST(InteropKeys, Dinov2TrainingLayoutConvertsAsTimmDoes) {
   // DINOv2's own checkpoints: the tower under backbone. (in a `teacher` dict), registers as
   // register_tokens, the class token with a position row and the registers without one.
   StateDict meta;
-  const at::Tensor cls = at::randn({1, 1, 64}), pe = at::randn({1, 17, 64}), reg = at::randn({1, 4, 64});
+  const at::Tensor cls = at::randn({1, 1, 64}), pe = at::randn({1, 17, 64}),
+                   reg = at::randn({1, 4, 64});
   for (const auto& [k, v] : to_timm_vit(micro_weights())) {
     if (k == "cls_token" || k == "pos_embed" || k.rfind("head.", 0) == 0) continue;
     meta.emplace_back("backbone." + k, v);

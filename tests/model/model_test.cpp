@@ -304,10 +304,11 @@ TEST(VisionTimmOptions, KeysOfEachArchitectureAndCLIPsUnchanged) {
   model::VisionTransformer d(dn);
   EXPECT_EQ(d->register_embedding.sizes(), torch::IntArrayRef({4, clip.width()}));
   EXPECT_EQ(d->positional_embedding.size(0), clip.grid() * clip.grid());
-  EXPECT_FALSE(d->resblocks->ptr<model::ResidualAttentionBlockImpl>(0)->attn->in_proj_bias.defined());
+  EXPECT_FALSE(
+      d->resblocks->ptr<model::ResidualAttentionBlockImpl>(0)->attn->in_proj_bias.defined());
   EXPECT_TRUE(d->named_parameters().contains("transformer.resblocks.1.ls_2.gamma"));
-  EXPECT_FLOAT_EQ(
-      d->named_parameters()["transformer.resblocks.0.ls_1.gamma"].max().item<float>(), 1e-5f);
+  EXPECT_FLOAT_EQ(d->named_parameters()["transformer.resblocks.0.ls_1.gamma"].max().item<float>(),
+                  1e-5f);
 }
 
 TEST(VisionTimmOptions, AvgPoolIsTheMeanOfThePatchTokens) {
@@ -348,8 +349,9 @@ TEST(VisionTimmOptions, ConfigBridgeAndRefusals) {
   cfg.vision.pool = "";
   EXPECT_EQ(model::vision_options(cfg).pool(), model::VisionPool::kAvg);
   cfg.vision.activation = "relu";
-  EXPECT_NE(test::usage_error_of([&] { model::vision_options(cfg); }).find("model.vision.activation"),
-            std::string::npos);
+  EXPECT_NE(
+      test::usage_error_of([&] { model::vision_options(cfg); }).find("model.vision.activation"),
+      std::string::npos);
   auto bad = model::vision_preset("vit-micro");
   bad.class_token(false);  // token pooling needs a class token
   EXPECT_THROW(model::VisionTransformer{bad}, UsageError);

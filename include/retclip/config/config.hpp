@@ -37,8 +37,8 @@ struct VisionConfig {
   /// "" = token with a class token, else avg | token (class token through ln_post) | avg
   /// (mean of the patch tokens through ln_post) | avg_fc_norm (mean, then fc_norm: RETFound)
   std::string pool;
-  bool qkv_bias = true;          ///< bias on the attention's q, k, v projection
-  double norm_eps = 0;           ///< 0 = 1e-5 with norm_pre (CLIP), else 1e-6 (timm)
+  bool qkv_bias = true;  ///< bias on the attention's q, k, v projection
+  double norm_eps = 0;   ///< 0 = 1e-5 with norm_pre (CLIP), else 1e-6 (timm)
 };
 
 struct TextConfig {
@@ -134,11 +134,16 @@ struct OptimConfig {
   double lr = 3e-5;
   double weight_decay = 0.001;
   /// Parameters whose name contains any of these take no weight decay.
-  std::vector<std::string> no_decay{"bias",           "LayerNorm",
-                                    "ln_",            "logit_scale",
-                                    "class_embedding", "positional_embedding",
-                                    "position_embeddings", "register_embedding",
-                                    "fc_norm",        "ls_1.gamma",
+  std::vector<std::string> no_decay{"bias",
+                                    "LayerNorm",
+                                    "ln_",
+                                    "logit_scale",
+                                    "class_embedding",
+                                    "positional_embedding",
+                                    "position_embeddings",
+                                    "register_embedding",
+                                    "fc_norm",
+                                    "ls_1.gamma",
                                     "ls_2.gamma"};
   std::array<double, 2> betas{0.9, 0.98};
   double eps = 1e-6;
