@@ -369,6 +369,45 @@ TEST(InteropFormats, TimmTowersAreRefusedWhereAFormatCannotHoldThem) {
   EXPECT_NE(e.find("eps"), std::string::npos) << e;
 }
 
+TEST(InteropFormats, TimmArchitectureNamesForRegisteredSizes) {
+  // The timm folder's README names the registered architecture when the tower has one.
+  auto card_for = [](int64_t width, int64_t layers, int64_t heads, int64_t patch, bool clip,
+                     int64_t registers) {
+    json side = micro_sidecar("wordpiece");
+    auto& v = side["vision"];
+    v["width"] = width;
+    v["layers"] = layers;
+    v["heads"] = heads;
+    v["patch_size"] = patch;
+    v["image_size"] = 224;
+    if (!clip) {
+      v["activation"] = "gelu";
+      v["patch_bias"] = true;
+      v["norm_pre"] = false;
+      v["norm_eps"] = 1e-6;
+      if (registers > 0) {
+        v["register_tokens"] = registers;
+        v["pos_embed_prefix"] = false;
+        v["layer_scale"] = 1e-5;
+      } else {
+        v["pool"] = "avg";
+        v["fc_norm"] = true;
+      }
+    }
+    return model_card(ExportFormat::kTimm, side);
+  };
+  EXPECT_NE(card_for(1024, 24, 16, 16, false, 0).find("\"vit_large_patch16_224\""),
+            std::string::npos);  // RETFound
+  EXPECT_NE(card_for(384, 12, 6, 14, false, 4).find("\"vit_small_patch14_reg4_dinov2\""),
+            std::string::npos);  // RETFound-Green / DINOv2 with registers
+  EXPECT_NE(card_for(768, 12, 12, 16, true, 0).find("\"vit_base_patch16_clip_quickgelu_224\""),
+            std::string::npos);  // RET-CLIP's ViT-B-16
+  // No registered size: the family's base architecture with every option in model_args.
+  const std::string tiny = card_for(64, 2, 1, 8, false, 0);
+  EXPECT_NE(tiny.find("\"vit_base_patch16_224\", pretrained=False, "), std::string::npos) << tiny;
+  EXPECT_NE(tiny.find("global_pool=\"avg\""), std::string::npos) << tiny;
+}
+
 TEST(InteropPresets, HfPresetReadsConfigJson) {
   const fs::path dir = temp_dir("hfcfg");
   json cfg{{"vocab_size", 30522},       {"hidden_size", 384},
