@@ -2,6 +2,8 @@
 // plus ids (docs/EVALUATION.md).
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "command.hpp"
 #include "retclip/config/enums.hpp"
 #include "retclip/eval/features.hpp"
@@ -18,21 +20,27 @@ struct FeaturesArgs {
 retclip::cli::RunFn add_features(CLI::App& app) {
   auto a = std::make_shared<FeaturesArgs>();
   auto* sub = app.add_subcommand("features", "Extract frozen-encoder features of a labelled set");
-  sub->add_option("--weights", a->weights, "export directory (retclip.json)");
+  sub->add_option("--weights", a->weights,
+                  "export directory (retclip.json), or an image tower's weights file (timm, "
+                  "RETFound, DINOv2 .pth / .safetensors)");
   sub->add_option("--checkpoint", a->checkpoint, "step-N, checkpoints or run directory");
   sub->add_option("--data", a->data, "labelled manifest (.csv/.jsonl) or class folder root")
       ->required();
   sub->add_option("--classes", a->classes, "class order, comma-separated (flag-string labels)");
   sub->add_option("--out", a->out, "output .safetensors file")->required();
   sub->add_option("--level", a->level, "eye | patient");
-  sub->add_option("--feature", a->feature, "pre_proj | post_proj");
+  auto* feature = sub->add_option("--feature", a->feature,
+                                  "pre_proj | post_proj (default post_proj; pre_proj for an image "
+                                  "tower's weights file, whose projection is new)");
   sub->add_flag("--mapping", a->fo.mapping, "eye level: apply the left/right feature mappings");
   sub->add_option("--batch", a->fo.batch_size, "images (eye) or patients per forward pass");
   sub->add_option("--workers", a->fo.workers, "loader worker threads");
   sub->add_option("--device", a->fo.device, "auto | cpu | cuda");
   sub->add_option("--on-bad-sample", a->on_bad, "fail | skip (as data.on_bad_sample)");
-  return [a] {
+  return [a, feature] {
     using namespace retclip;
+    if (feature->count() == 0 && std::filesystem::is_regular_file(a->weights))
+      a->feature = "pre_proj";
     RETCLIP_CHECK_USAGE(a->weights.empty() != a->checkpoint.empty(),
                         "give exactly one of --weights and --checkpoint. HINT: --weights "
                         "EXPORT_DIR or --checkpoint RUN_DIR");

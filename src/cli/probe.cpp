@@ -30,13 +30,17 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
   sub->add_option("--data", a->data, "labelled manifest (.csv/.jsonl) or class folder root")
       ->required();
   sub->add_option("--features", a->features, "features file from retclip features");
-  sub->add_option("--weights", a->weights, "export directory: extract features first");
+  sub->add_option(
+      "--weights", a->weights,
+      "export directory or image tower weights file (timm, RETFound .pth): extract features first");
   sub->add_option("--checkpoint", a->checkpoint, "checkpoint or run directory: extract first");
   sub->add_option("--classes", a->classes, "class order, comma-separated (flag-string labels)");
   sub->add_option("--level", a->level,
                   "auto | eye | patient (with --features: the file's level; auto = the "
                   "set's label columns)");
-  sub->add_option("--feature", a->feature, "pre_proj | post_proj (when extracting)");
+  auto* feature = sub->add_option(
+      "--feature", a->feature,
+      "pre_proj | post_proj (when extracting; pre_proj for an image tower's weights file)");
   sub->add_flag("--mapping", a->mapping, "eye level: left/right feature mappings (extracting)");
   sub->add_flag("--random-baseline", a->random_baseline,
                 "also probe a random-initialised encoder of the same shape");
@@ -62,7 +66,7 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
   sub->add_option("--workers", a->workers, "loader worker threads when extracting");
   sub->add_option("--device", a->device, "auto | cpu | cuda");
   sub->add_option("--on-bad-sample", a->on_bad, "fail | skip (as data.on_bad_sample)");
-  return [a] {
+  return [a, feature] {
     using namespace retclip;
     const int given = !a->features.empty() + !a->weights.empty() + !a->checkpoint.empty();
     RETCLIP_CHECK_USAGE(given == 1,
@@ -102,7 +106,9 @@ retclip::cli::RunFn add_probe(CLI::App& app) {
     data::require_splits(set, lo, {"train", "val", "test"}, "the probe");
     eval::FeatureOptions fo;
     fo.level = set.level;
-    fo.feature = config::parse<config::Feature>(a->feature, "--feature");
+    fo.feature = feature->count() == 0 && std::filesystem::is_regular_file(a->weights)
+                     ? config::Feature::kPreProj
+                     : config::parse<config::Feature>(a->feature, "--feature");
     fo.mapping = a->mapping;
     fo.batch_size = a->batch;
     fo.workers = a->workers;

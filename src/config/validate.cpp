@@ -92,7 +92,8 @@ void validate_with(const Config& c, const Origins& origins) {
   const auto& v = c.model.vision;
   k.one_of("model.vision.preset", v.preset, vision_preset_names());
   if (v.preset == "checkpoint" && (c.model.init.vision.empty() || c.model.init.vision == "none"))
-    k.fail("model.init.vision", "a CLIP ViT checkpoint (model.vision.preset is `checkpoint`)",
+    k.fail("model.init.vision",
+           "a ViT checkpoint (CLIP, timm, RETFound, DINOv2; model.vision.preset is `checkpoint`)",
            "nothing", "set model.init.vision, or pick a named preset such as ViT-B-16");
   if (v.image_size != 0) k.closed("model.vision.image_size", v.image_size, 16, 4096);
   k.ge("model.vision.patch_size", v.patch_size, 0, "0 takes the preset's");
@@ -107,6 +108,15 @@ void validate_with(const Config& c, const Origins& origins) {
     k.fail("model.vision.heads", fmt::format("a divisor of model.vision.width ({})", v.width),
            fmt::format("{}", v.heads));
   k.ge("model.vision.mlp_ratio", v.mlp_ratio, 0.0, "0 takes the preset's (4)");
+  if (!v.activation.empty())
+    k.one_of("model.vision.activation", v.activation, {"quick_gelu", "gelu"});
+  if (!v.pool.empty()) k.one_of("model.vision.pool", v.pool, {"token", "avg", "avg_fc_norm"});
+  if (v.pool == "token" && !v.class_token)
+    k.fail("model.vision.pool", "avg (model.vision.class_token is false)", "token",
+           "set model.vision.pool=avg, or model.vision.class_token=true");
+  k.ge("model.vision.register_tokens", v.register_tokens, int64_t{0});
+  k.ge("model.vision.layer_scale", v.layer_scale, 0.0, "0 = no layer scale");
+  k.ge("model.vision.norm_eps", v.norm_eps, 0.0, "0 takes 1e-5 with norm_pre, else 1e-6");
 
   const auto& t = c.model.text;
   k.one_of("model.text.preset", t.preset, text_preset_names());

@@ -13,6 +13,7 @@
 #include "retclip/data/loader.hpp"
 #include "retclip/io/checkpoint_store.hpp"
 #include "retclip/io/export.hpp"
+#include "retclip/io/interop.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/model/presets.hpp"
 #include "retclip/util/error.hpp"
@@ -112,7 +113,36 @@ data::LoaderOptions inference_loader_options(const config::DataConfig& dc, int64
   return lo;
 }
 
+namespace {
+
+// An image tower's weights file (timm / RETFound / DINOv2 .pth or .safetensors, CLIP):
+// the tower the file holds (model.vision.preset=checkpoint), a new projection to width,
+// and a minimal text tower that is never used.
+Encoder load_image_tower_file(const fs::path& file) {
+  Encoder enc;
+  enc.source = file.string();
+  enc.cfg.model.vision.preset = config::kVisionFromCheckpoint;
+  enc.cfg.model.init.vision = file.string();
+  enc.cfg.model.text.preset = "bert-micro";
+  io::resolve_pretrained_presets(enc.cfg.model);
+  const auto& v = enc.cfg.model.vision;
+  enc.cfg.data.image_size = v.image_size;
+  if (!v.norm_pre) {  // timm's plain ViTs (RETFound, DINOv2) take ImageNet's statistics
+    enc.cfg.data.mean = {0.485, 0.456, 0.406};
+    enc.cfg.data.std = {0.229, 0.224, 0.225};
+  }
+  enc.net = model::RetClip(model::retclip_options(enc.cfg.model, 8));
+  io::load_pretrained(*enc.net, file, io::Pretrained::kVision, "--weights",
+                      v.image_size / v.patch_size);
+  enc.has_text = false;
+  enc.net->eval();
+  return enc;
+}
+
+}  // namespace
+
 Encoder load_encoder(const fs::path& dir) {
+  if (fs::is_regular_file(dir)) return load_image_tower_file(dir);
   Encoder enc;
   enc.source = dir.string();
   io::StateDict sd;
@@ -195,7 +225,7 @@ Features extract_features(Encoder& enc, const std::vector<data::LabelledItem>& i
     at::Tensor left = b->left.to(device, b->left.scalar_type(), /*non_blocking=*/true);
     at::Tensor feats;
     auto vit = [&](const at::Tensor& x) {
-      return pre_proj ? net.visual->forward_cls(x) : net.visual->forward(x);
+      return pre_proj ? net.visual->forward_pooled(x) : net.visual->forward(x);
     };
     if (eye_level) {
       feats = vit(left);

@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include "retclip/io/hf_tokenizer.hpp"
+#include "retclip/model/presets.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
@@ -43,17 +45,18 @@ const std::vector<std::pair<std::string, std::string>>& block_renames() {
       {".attn.in_proj_bias", ".attn.qkv.bias"},
       {".attn.out_proj.", ".attn.proj."},
       {".mlp.c_fc.", ".mlp.fc1."},
-      {".mlp.c_proj.", ".mlp.fc2."}};
+      {".mlp.c_proj.", ".mlp.fc2."},
+      {".ls_1.gamma", ".ls1.gamma"},
+      {".ls_2.gamma", ".ls2.gamma"}};
   return r;
 }
 
 const std::vector<std::pair<std::string, std::string>>& stem_renames() {
   static const std::vector<std::pair<std::string, std::string>> r{
-      {"conv1.weight", "patch_embed.proj.weight"},
-      {"ln_pre.weight", "norm_pre.weight"},
-      {"ln_pre.bias", "norm_pre.bias"},
-      {"ln_post.weight", "norm.weight"},
-      {"ln_post.bias", "norm.bias"}};
+      {"conv1.weight", "patch_embed.proj.weight"}, {"conv1.bias", "patch_embed.proj.bias"},
+      {"ln_pre.weight", "norm_pre.weight"},        {"ln_pre.bias", "norm_pre.bias"},
+      {"ln_post.weight", "norm.weight"},           {"ln_post.bias", "norm.bias"},
+      {"fc_norm.weight", "fc_norm.weight"},        {"fc_norm.bias", "fc_norm.bias"}};
   return r;
 }
 
@@ -96,6 +99,12 @@ StateDict require_prefix(const StateDict& sd, const std::string& prefix, const c
 struct VisionDesc {
   int64_t image = 0, patch = 0, width = 0, layers = 0, heads = 0, embed = 0;
   double mlp_ratio = 4.0;
+  // The architecture (retclip.json's vision record; CLIP's when an older export has none).
+  std::string activation = "quick_gelu", pool = "token";
+  bool patch_bias = false, norm_pre = true, class_token = true, pos_embed_prefix = true;
+  bool fc_norm = false, qkv_bias = true;
+  int64_t register_tokens = 0;
+  double layer_scale = 0, norm_eps = 1e-5;
 };
 
 VisionDesc vision_desc(const json& side) {
@@ -108,33 +117,129 @@ VisionDesc vision_desc(const json& side) {
   d.heads = v.at("heads").get<int64_t>();
   d.mlp_ratio = v.at("mlp_ratio").get<double>();
   d.embed = side.at("embed_dim").get<int64_t>();
+  d.activation = v.value("activation", d.activation);
+  d.pool = v.value("pool", d.pool);
+  d.patch_bias = v.value("patch_bias", d.patch_bias);
+  d.norm_pre = v.value("norm_pre", d.norm_pre);
+  d.class_token = v.value("class_token", d.class_token);
+  d.pos_embed_prefix = v.value("pos_embed_prefix", d.pos_embed_prefix);
+  d.fc_norm = v.value("fc_norm", d.fc_norm);
+  d.qkv_bias = v.value("qkv_bias", d.qkv_bias);
+  d.register_tokens = v.value("register_tokens", d.register_tokens);
+  d.layer_scale = v.value("layer_scale", d.layer_scale);
+  d.norm_eps = v.value("norm_eps", d.norm_eps);
   return d;
 }
 
-// timm's registered CLIP ViT (QuickGELU variant: CLIP's activation, as retclip's) with
-// the same tower; "" when none matches (then model_args in config.json build it).
-std::string timm_arch(const VisionDesc& d) {
-  if (d.heads * 64 != d.width || d.mlp_ratio != 4.0) return "";
-  if (d.image == 224 && d.patch == 16 && d.width == 768 && d.layers == 12)
-    return "vit_base_patch16_clip_quickgelu_224";
-  if (d.image == 224 && d.patch == 32 && d.width == 768 && d.layers == 12)
-    return "vit_base_patch32_clip_quickgelu_224";
-  if (d.image == 224 && d.patch == 14 && d.width == 1024 && d.layers == 24)
-    return "vit_large_patch14_clip_quickgelu_224";
-  return "";
+bool is_eps(double a, double b) {
+  return std::abs(a - b) <= b * 1e-6;
 }
 
-// The architecture the timm folder names: the matching one, else the base CLIP ViT
-// whose every size model_args overrides.
+// timm's registered ViT with this tower, "" when none matches (then the base architecture
+// of the family with every size in model_args builds it). Sizes: timm's tiny .. huge.
+std::string timm_arch(const VisionDesc& d) {
+  static const std::set<std::string> registered{"vit_tiny_patch16_224",
+                                                "vit_tiny_patch16_384",
+                                                "vit_small_patch8_224",
+                                                "vit_small_patch14_dinov2",
+                                                "vit_small_patch14_reg4_dinov2",
+                                                "vit_small_patch16_224",
+                                                "vit_small_patch16_384",
+                                                "vit_small_patch32_224",
+                                                "vit_small_patch32_384",
+                                                "vit_base_patch8_224",
+                                                "vit_base_patch14_dinov2",
+                                                "vit_base_patch14_reg4_dinov2",
+                                                "vit_base_patch16_224",
+                                                "vit_base_patch16_clip_224",
+                                                "vit_base_patch16_clip_quickgelu_224",
+                                                "vit_base_patch16_384",
+                                                "vit_base_patch16_clip_384",
+                                                "vit_base_patch32_224",
+                                                "vit_base_patch32_clip_224",
+                                                "vit_base_patch32_clip_quickgelu_224",
+                                                "vit_base_patch32_384",
+                                                "vit_base_patch32_clip_384",
+                                                "vit_large_patch14_224",
+                                                "vit_large_patch14_clip_224",
+                                                "vit_large_patch14_clip_quickgelu_224",
+                                                "vit_large_patch14_dinov2",
+                                                "vit_large_patch14_reg4_dinov2",
+                                                "vit_large_patch16_224",
+                                                "vit_large_patch16_384",
+                                                "vit_large_patch32_224",
+                                                "vit_large_patch32_384",
+                                                "vit_huge_patch14_224",
+                                                "vit_huge_patch14_clip_224",
+                                                "vit_huge_patch14_clip_quickgelu_224"};
+  if (d.mlp_ratio != 4.0 || !d.qkv_bias || !d.class_token) return "";
+  std::string size;
+  for (const auto& [n, w, l, h] :
+       std::vector<std::tuple<const char*, int64_t, int64_t, int64_t>>{{"tiny", 192, 12, 3},
+                                                                       {"small", 384, 12, 6},
+                                                                       {"base", 768, 12, 12},
+                                                                       {"large", 1024, 24, 16},
+                                                                       {"huge", 1280, 32, 16}})
+    if (d.width == w && d.layers == l && d.heads == h) size = n;
+  if (size.empty()) return "";
+  const std::string stem = fmt::format("vit_{}_patch{}", size, d.patch);
+  const std::string img = d.image == 384 ? "384" : "224";
+  std::string name;
+  if (d.norm_pre && is_eps(d.norm_eps, 1e-5) && d.register_tokens == 0 && d.layer_scale == 0 &&
+      d.pos_embed_prefix)  // CLIP
+    name = d.activation == "quick_gelu" ? stem + "_clip_quickgelu_224" : stem + "_clip_" + img;
+  else if (!d.norm_pre && is_eps(d.norm_eps, 1e-6) && d.activation == "gelu" &&
+           d.layer_scale > 0)  // DINOv2
+    name = d.register_tokens == 0 && d.pos_embed_prefix    ? stem + "_dinov2"
+           : d.register_tokens == 4 && !d.pos_embed_prefix ? stem + "_reg4_dinov2"
+                                                           : "";
+  else if (!d.norm_pre && is_eps(d.norm_eps, 1e-6) && d.activation == "gelu" &&
+           d.register_tokens == 0 && d.pos_embed_prefix)  // the original ViT, MAE / RETFound
+    name = stem + "_" + img;
+  return registered.count(name) ? name : "";
+}
+
+// The architecture the timm folder names: the matching one, else the base ViT of the
+// family whose LayerNorm eps the tower has (timm's CLIP ViTs 1e-5, the others 1e-6),
+// every size and option given in model_args.
 std::string timm_architecture(const VisionDesc& d) {
   const std::string a = timm_arch(d);
-  return a.empty() ? "vit_base_patch16_clip_quickgelu_224" : a;
+  if (!a.empty()) return a;
+  return is_eps(d.norm_eps, 1e-5) ? "vit_base_patch16_clip_quickgelu_224" : "vit_base_patch16_224";
 }
 
 json timm_model_args(const VisionDesc& d) {
-  return json{{"img_size", d.image}, {"patch_size", d.patch},    {"embed_dim", d.width},
-              {"depth", d.layers},   {"num_heads", d.heads},     {"mlp_ratio", d.mlp_ratio},
-              {"pre_norm", true},    {"act_layer", "quick_gelu"}};
+  json a{{"img_size", d.image},    {"patch_size", d.patch},    {"embed_dim", d.width},
+         {"depth", d.layers},      {"num_heads", d.heads},     {"mlp_ratio", d.mlp_ratio},
+         {"pre_norm", d.norm_pre}, {"act_layer", d.activation}};
+  // Beyond CLIP's: written only when they differ from timm's defaults, so a CLIP export's
+  // config.json stays as it was.
+  if (!d.qkv_bias) a["qkv_bias"] = false;
+  if (!d.class_token) a["class_token"] = false;
+  if (d.register_tokens > 0) a["reg_tokens"] = d.register_tokens;
+  if (!d.pos_embed_prefix) a["no_embed_class"] = true;
+  if (d.layer_scale > 0) a["init_values"] = d.layer_scale;
+  if (d.pool != "token") {
+    a["global_pool"] = d.pool;
+    a["fc_norm"] = d.fc_norm;
+  } else if (d.fc_norm) {
+    a["fc_norm"] = true;
+  }
+  return a;
+}
+
+// What timm's VisionTransformer cannot build from model_args; "" when it can.
+std::string timm_refusal(const VisionDesc& d) {
+  if (d.patch_bias == d.norm_pre)
+    return fmt::format(
+        "the tower has {} patch-embedding bias with{} ln_pre, but timm's VisionTransformer "
+        "has one exactly when it has no pre-norm (patch_embed bias = not pre_norm)",
+        d.patch_bias ? "a" : "no", d.norm_pre ? "" : "out");
+  if (!is_eps(d.norm_eps, 1e-5) && !is_eps(d.norm_eps, 1e-6))
+    return fmt::format(
+        "its LayerNorm eps is {}, but timm's ViT architectures use 1e-5 (CLIP) or 1e-6",
+        d.norm_eps);
+  return "";
 }
 
 std::string py_args(const json& args) {
@@ -624,15 +729,31 @@ void check_export_format(ExportFormat f, const ExportBundle& b) {
   switch (f) {
     case ExportFormat::kRetclip:
       return;
-    case ExportFormat::kTimm:
+    case ExportFormat::kTimm: {
       require_prefix(b.weights, "visual.", "vision");
+      const std::string why = timm_refusal(vision_desc(b.sidecar));
+      RETCLIP_CHECK_USAGE(why.empty(), "export --format timm: ", why,
+                          ". HINT: export --format retclip (model.init.vision reads it back)");
       return;
-    case ExportFormat::kOpenClip:
+    }
+    case ExportFormat::kOpenClip: {
       require_prefix(b.weights, "visual.", "vision");
+      const VisionDesc d = vision_desc(b.sidecar);
+      const bool clip = !d.patch_bias && d.norm_pre && d.class_token && d.register_tokens == 0 &&
+                        d.pos_embed_prefix && d.layer_scale == 0 && d.pool == "token" &&
+                        !d.fc_norm && d.qkv_bias && is_eps(d.norm_eps, 1e-5) &&
+                        d.activation == "quick_gelu";
+      RETCLIP_CHECK_USAGE(clip,
+                          "export --format open_clip writes CLIP's ViT (QuickGELU, ln_pre, no "
+                          "patch bias, class token through ln_post), but this image tower has "
+                          "timm's options (docs/WEIGHTS.md). HINT: export --format timm,hf for "
+                          "the towers, or --format retclip");
       need(b.weights, "global_feature_mapping.weight", "the patient mapping");
       need(b.weights, "logit_scale", "the patient logit scale");
-      open_clip_text_head(b.weights, std::max<int64_t>(vision_desc(b.sidecar).embed,
-                                                       b.sidecar.at("text").at("hidden").get<int64_t>() + 2));
+      open_clip_text_head(
+          b.weights,
+          std::max<int64_t>(d.embed, b.sidecar.at("text").at("hidden").get<int64_t>() + 2));
+    }
       [[fallthrough]];
     case ExportFormat::kHf:
       require_prefix(b.weights, "bert.", "text");
@@ -700,9 +821,14 @@ std::string model_card(ExportFormat f, const json& side) {
   if (vision)
     s += fmt::format(
         "| image tower | {} (ViT, patch {}, width {}, {} layers, {} heads, mlp ratio {}, "
-        "QuickGELU, "
-        "pre-LN; output: ln_post(CLS) @ proj) |\n",
-        side.at("vision").value("preset", ""), d.patch, d.width, d.layers, d.heads, d.mlp_ratio);
+        "{}{}{}, pre-LN blocks; output: {} @ proj) |\n",
+        side.at("vision").value("preset", ""), d.patch, d.width, d.layers, d.heads, d.mlp_ratio,
+        d.activation == "gelu" ? "GELU" : "QuickGELU",
+        d.register_tokens > 0 ? fmt::format(", {} register tokens", d.register_tokens) : "",
+        d.layer_scale > 0 ? ", layer scale" : "",
+        d.pool == "token"
+            ? (d.fc_norm ? "fc_norm(CLS)" : "ln_post(CLS)")
+            : (d.fc_norm ? "fc_norm(mean of patch tokens)" : "mean of ln_post(patch tokens)"));
   if (text)
     s += fmt::format(
         "| text tower | {} (BERT, vocab {}, hidden {}, {} layers, {} heads, ffn {}, max position "
@@ -769,6 +895,8 @@ StateDict to_timm_vit(const StateDict& sd) {
     std::string k = key.substr(7);
     if (k == "class_embedding") {
       out.emplace_back("cls_token", v.reshape({1, 1, -1}));
+    } else if (k == "register_embedding") {
+      out.emplace_back("reg_token", v.unsqueeze(0));
     } else if (k == "positional_embedding") {
       out.emplace_back("pos_embed", v.unsqueeze(0));
     } else if (k == "proj") {
@@ -788,46 +916,108 @@ StateDict to_timm_vit(const StateDict& sd) {
 }
 
 bool is_timm_vit(const StateDict& sd) {
-  return find_tensor(sd, "patch_embed.proj.weight") != nullptr && find_tensor(sd, "cls_token");
+  return (find_tensor(sd, "patch_embed.proj.weight") != nullptr && find_tensor(sd, "pos_embed")) ||
+         (find_tensor(sd, "backbone.patch_embed.proj.weight") != nullptr &&
+          find_tensor(sd, "backbone.pos_embed"));
 }
 
-StateDict map_timm_vit(const StateDict& sd) {
+namespace {
+
+// Keys of a timm / MAE / DINOv2 checkpoint that are not part of the image tower: the MAE
+// decoder, the mask token, the DINO heads, a classifier of another task.
+bool is_unused_timm_key(const std::string& k) {
+  return starts_with(k, "decoder_") || starts_with(k, "decoder.") || k == "mask_token" ||
+         starts_with(k, "head.") || starts_with(k, "dino_head.") || starts_with(k, "ibot_head.");
+}
+
+// `transformer.resblocks.{i}.<one of the block's tensors>`.
+bool is_vit_block_key(const std::string& r) {
+  const size_t dot = r.find('.', 22);
+  if (dot == std::string::npos) return false;
+  static const std::set<std::string> known{
+      "ln_1.weight",          "ln_1.bias",          "attn.in_proj_weight", "attn.in_proj_bias",
+      "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight",         "ln_2.bias",
+      "mlp.c_fc.weight",      "mlp.c_fc.bias",      "mlp.c_proj.weight",   "mlp.c_proj.bias",
+      "ls_1.gamma",           "ls_2.gamma"};
+  return known.count(r.substr(dot + 1)) > 0;
+}
+
+}  // namespace
+
+TimmVitImport import_timm_vit(const StateDict& in) {
   const std::string hint =
-      "HINT: retclip's ViT is CLIP's (pre-norm, no patch bias, class token, QuickGELU); use a "
-      "timm vit_*_clip_* checkpoint or a retclip timm export";
-  for (const char* bad :
-       {"patch_embed.proj.bias", "fc_norm.weight", "attn_pool.latent", "reg_token"})
+      "HINT: retclip's ViT holds timm's VisionTransformer with a class and/or register "
+      "tokens, learned absolute positions, LayerNorm, GELU or QuickGELU and token or avg "
+      "pooling; use such a checkpoint (timm vit_*, RETFound, DINOv2) or a retclip export";
+  // DINOv2 training checkpoints keep the tower under backbone. (teacher/student dicts).
+  StateDict sd = find_tensor(in, "patch_embed.proj.weight") ? in : strip_prefix(in, "backbone.");
+  // DINOv2's own layout with registers (register_tokens; the class token has a position
+  // row, the registers do not) becomes timm's no_embed_class one, as timm converts it:
+  // cls_token + pos_embed[:, 0] and the patch rows alone.
+  if (const at::Tensor* reg = find_tensor(sd, "register_tokens")) {
+    const at::Tensor* cls = find_tensor(sd, "cls_token");
+    const at::Tensor* pe = find_tensor(sd, "pos_embed");
+    RETCLIP_CHECK_USAGE(cls && pe && pe->dim() == 3,
+                        "DINOv2 checkpoint with register_tokens but no cls_token / pos_embed "
+                        "[1, N, D]. ",
+                        hint);
+    StateDict conv;
+    const at::Tensor r = *reg, c = *cls + pe->slice(1, 0, 1), p = pe->slice(1, 1).contiguous();
+    for (const auto& [k, v] : sd) {
+      if (k == "register_tokens")
+        conv.emplace_back("reg_token", r);
+      else if (k == "cls_token")
+        conv.emplace_back("cls_token", c);
+      else if (k == "pos_embed")
+        conv.emplace_back("pos_embed", p);
+      else
+        conv.emplace_back(k, v);
+    }
+    sd = std::move(conv);
+  }
+  for (const char* bad : {"attn_pool.latent", "dist_token", "head_dist.weight", "cls_token_pos"})
     RETCLIP_CHECK_USAGE(find_tensor(sd, bad) == nullptr, "timm ViT checkpoint has '", bad,
                         "', which retclip's ViT does not compute. ", hint);
-  RETCLIP_CHECK_USAGE(find_tensor(sd, "norm_pre.weight") != nullptr,
-                      "timm ViT checkpoint has no norm_pre (a plain, non-CLIP ViT). ", hint);
-  StateDict out;
+  // head: a zero bias marks the CLIP projection (timm's CLIP ViTs, retclip's timm export);
+  // any other head is a classifier of another task and is not used.
+  const at::Tensor* hb = find_tensor(sd, "head.bias");
+  const at::Tensor* hw = find_tensor(sd, "head.weight");
+  const bool head_is_proj = hw && hw->dim() == 2 && (!hb || hb->eq(0).all().item<bool>());
+  TimmVitImport out;
   for (const auto& [k, v] : sd) {
     if (k == "cls_token") {
-      out.emplace_back("visual.class_embedding", v.reshape({-1}));
+      out.visual.emplace_back("visual.class_embedding", v.reshape({-1}));
+    } else if (k == "reg_token") {
+      out.visual.emplace_back("visual.register_embedding", v.reshape({v.size(-2), v.size(-1)}));
     } else if (k == "pos_embed") {
-      out.emplace_back("visual.positional_embedding", v.reshape({v.size(-2), v.size(-1)}));
-    } else if (k == "head.weight") {
-      out.emplace_back("visual.proj", v.t().contiguous());
-    } else if (k == "head.bias") {
-      RETCLIP_CHECK_USAGE(v.eq(0).all().item<bool>(),
-                          "timm ViT checkpoint: head.bias is not zero, but retclip's projection "
-                          "(visual.proj) has no bias. HINT: export the trunk with num_classes=0 "
-                          "or use the CLIP projection as head");
+      out.visual.emplace_back("visual.positional_embedding", v.reshape({v.size(-2), v.size(-1)}));
+    } else if (k == "head.weight" && head_is_proj) {
+      out.visual.emplace_back("visual.proj", v.t().contiguous());
+    } else if (k == "head.bias" && head_is_proj) {
+      continue;  // zero
+    } else if (is_unused_timm_key(k)) {
+      out.ignored.push_back(k);
     } else if (starts_with(k, "blocks.")) {
       std::string r = "transformer.resblocks." + k.substr(7);
       for (const auto& [clip, timm] : block_renames()) r = replace_once(r, timm, clip);
-      out.emplace_back("visual." + r, v);
+      RETCLIP_CHECK_USAGE(is_vit_block_key(r), "timm ViT checkpoint: key '", k,
+                          "' has no counterpart in retclip's ViT (e.g. qk_norm, SwiGLU). ", hint);
+      out.visual.emplace_back("visual." + r, v);
     } else {
       std::string r = k;
       for (const auto& [clip, timm] : stem_renames())
         if (k == timm) r = clip;
-      RETCLIP_CHECK_USAGE(r != k, "timm ViT checkpoint: key '", k,
+      RETCLIP_CHECK_USAGE(r != k || k == "fc_norm.weight" || k == "fc_norm.bias",
+                          "timm ViT checkpoint: key '", k,
                           "' has no counterpart in retclip's ViT. ", hint);
-      out.emplace_back("visual." + r, v);
+      out.visual.emplace_back("visual." + r, v);
     }
   }
   return out;
+}
+
+StateDict map_timm_vit(const StateDict& sd) {
+  return import_timm_vit(sd).visual;
 }
 
 StateDict to_hf_bert(const StateDict& sd) {
@@ -895,16 +1085,25 @@ VisionSizes vision_sizes_from_weights(const StateDict& sd, const std::string& wh
   const at::Tensor* pe = find_tensor(sd, "visual.positional_embedding");
   RETCLIP_CHECK_USAGE(conv && conv->dim() == 4 && pe && pe->dim() == 2, where,
                       ": expected visual.conv1.weight [D,3,P,P] and visual.positional_embedding "
-                      "[1+g*g,D] to read the ViT's sizes. HINT: model.vision.preset=checkpoint "
-                      "needs a CLIP ViT checkpoint (OpenAI/OpenCLIP, timm vit_*_clip_*, retclip)");
+                      "[N,D] to read the ViT's sizes. HINT: model.vision.preset=checkpoint "
+                      "needs a ViT checkpoint (OpenAI/OpenCLIP, timm vit_*, RETFound, DINOv2, "
+                      "retclip)");
   VisionSizes v;
   v.width = conv->size(0);
   v.patch_size = conv->size(2);
-  const int64_t n = pe->size(0) - 1;
+  v.patch_bias = find_tensor(sd, "visual.conv1.bias") != nullptr;
+  v.norm_pre = find_tensor(sd, "visual.ln_pre.weight") != nullptr;
+  v.class_token = find_tensor(sd, "visual.class_embedding") != nullptr;
+  if (const at::Tensor* reg = find_tensor(sd, "visual.register_embedding"))
+    v.register_tokens = reg->size(0);
+  const int64_t prefix = positional_prefix_rows(sd);
+  v.pos_embed_prefix = prefix > 0 || (!v.class_token && v.register_tokens == 0);
+  const int64_t n = pe->size(0) - prefix;
   const auto g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
   RETCLIP_CHECK_USAGE(g * g == n, where, ": visual.positional_embedding has ", pe->size(0),
-                      " rows, not 1 + a square patch grid. HINT: only square grids with one "
-                      "class token are supported");
+                      " rows, not ", prefix,
+                      " class/register rows + a square patch grid. HINT: "
+                      "only square grids are supported");
   v.image_size = g * v.patch_size;
   std::set<int64_t> blocks;
   for (const auto& [k, t] : sd) {
@@ -916,9 +1115,53 @@ VisionSizes vision_sizes_from_weights(const StateDict& sd, const std::string& wh
   RETCLIP_CHECK_USAGE(v.layers > 0, where, ": no visual.transformer.resblocks.* tensors");
   if (const at::Tensor* fc = find_tensor(sd, "visual.transformer.resblocks.0.mlp.c_fc.weight"))
     v.mlp_ratio = static_cast<double>(fc->size(0)) / static_cast<double>(v.width);
+  v.layer_scale = find_tensor(sd, "visual.transformer.resblocks.0.ls_1.gamma") != nullptr;
+  v.qkv_bias = find_tensor(sd, "visual.transformer.resblocks.0.attn.in_proj_bias") != nullptr;
+  v.pool = find_tensor(sd, "visual.fc_norm.weight") ? "avg_fc_norm"
+           : v.class_token                          ? "token"
+                                                    : "avg";
   v.heads = v.width / 64 > 0 ? v.width / 64 : 1;
   if (const at::Tensor* proj = find_tensor(sd, "visual.proj")) v.embed_dim = proj->size(1);
   return v;
+}
+
+std::string describe_vision(const config::ModelConfig& m, const std::string& source) {
+  const model::VisionTransformerOptions o = model::vision_options(m);
+  std::string size;
+  switch (o.width()) {
+    case 192:
+      size = "Ti";
+      break;
+    case 384:
+      size = "S";
+      break;
+    case 768:
+      size = "B";
+      break;
+    case 1024:
+      size = "L";
+      break;
+    case 1280:
+      size = "H";
+      break;
+    case 1536:
+      size = "g";
+      break;
+    default:
+      size = fmt::format("{}w", o.width());
+  }
+  std::string s =
+      fmt::format("{} ViT-{}/{}, {}", source, size, o.patch_size(),
+                  o.activation() == model::VisionActivation::kGelu ? "GELU" : "QuickGELU");
+  if (o.register_tokens() > 0) s += fmt::format(", {} registers", o.register_tokens());
+  if (o.layer_scale() > 0) s += ", layer scale";
+  if (!o.class_token()) s += ", no class token";
+  s += o.pool() == model::VisionPool::kToken ? ", token pool"
+       : o.fc_norm()                         ? ", avg pool + fc_norm"
+                                             : ", avg pool";
+  if (o.norm_pre()) s += ", ln_pre";
+  s += fmt::format(", {} layers, {} px", o.layers(), o.image_size());
+  return s;
 }
 
 void resolve_pretrained_presets(config::ModelConfig& m) {
@@ -945,7 +1188,8 @@ void resolve_pretrained_presets(config::ModelConfig& m) {
                         "model.vision.preset=checkpoint reads the ViT's sizes from "
                         "model.init.vision, which is empty. HINT: set model.init.vision to a CLIP "
                         "ViT checkpoint, or use a named preset such as ViT-B-16");
-    const StateDict sd = map_openai_clip_visual(load_weights(m.init.vision));
+    const StateDict raw = load_weights(m.init.vision);
+    const StateDict sd = map_openai_clip_visual(raw);
     const VisionSizes v = vision_sizes_from_weights(sd, m.init.vision);
     auto fill = [](auto& field, auto value) {
       if (field == 0) field = value;
@@ -957,9 +1201,30 @@ void resolve_pretrained_presets(config::ModelConfig& m) {
     fill(m.vision.heads, v.heads);
     fill(m.vision.mlp_ratio, v.mlp_ratio);
     if (v.embed_dim > 0) fill(m.embed_dim, v.embed_dim);
-    RETCLIP_CHECK_USAGE(m.embed_dim > 0, m.init.vision,
-                        " has no projection (visual.proj / head.weight), so the embed size is "
-                        "unknown. HINT: set model.embed_dim");
+    if (m.embed_dim == 0) {
+      // No projection in the file (a timm / MAE / DINOv2 trunk): retclip's visual.proj is
+      // a new layer, width x width unless model.embed_dim says otherwise.
+      m.embed_dim = m.vision.width;
+      log::info(
+          "vision: {} has no projection; the new visual.proj maps the {}-wide feature to "
+          "model.embed_dim = {} (set model.embed_dim to change it)",
+          m.init.vision, m.vision.width, m.embed_dim);
+    }
+    // What the tensors show is the file's; a set layer scale value (only its initial
+    // value, the weights replace it) and a set pool are kept.
+    m.vision.patch_bias = v.patch_bias;
+    m.vision.norm_pre = v.norm_pre;
+    m.vision.class_token = v.class_token;
+    m.vision.register_tokens = v.register_tokens;
+    m.vision.pos_embed_prefix = v.pos_embed_prefix;
+    m.vision.qkv_bias = v.qkv_bias;
+    if (!v.layer_scale)
+      m.vision.layer_scale = 0;
+    else if (m.vision.layer_scale == 0)
+      m.vision.layer_scale = 1e-5;
+    if (m.vision.pool.empty()) m.vision.pool = v.pool;
+    log::info("vision: {}, from {}", describe_vision(m, is_timm_vit(raw) ? "timm" : "CLIP"),
+              m.init.vision);
   }
 }
 

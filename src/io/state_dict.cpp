@@ -5,6 +5,9 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/import.h>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -13,6 +16,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "retclip/io/interop.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
 #include "retclip/util/log.hpp"
@@ -292,6 +296,61 @@ LoadReport apply_state_dict(torch::nn::Module& module, const StateDict& sd, bool
   return report;
 }
 
+namespace {
+
+std::string list_keys(const std::vector<std::string>& keys, size_t max_items) {
+  std::string s;
+  for (size_t i = 0; i < keys.size() && i < max_items; ++i) s += (i ? ", " : "") + keys[i];
+  if (keys.size() > max_items) s += fmt::format(", ... ({} more)", keys.size() - max_items);
+  return s;
+}
+
+// A timm tower loads whole: every tensor of retclip's tower but the new projection
+// (visual.proj) comes from the file. One exception is RETFound's fine-tuning recipe:
+// avg pooling with a fresh fc_norm where the checkpoint has a final norm (ln_post).
+void check_timm_vision_load(LoadReport& rep, const StateDict& visual) {
+  const bool has_norm = find_tensor(visual, "visual.ln_post.weight") != nullptr;
+  std::vector<std::string> missing, unexpected, mismatch;
+  bool fresh_fc_norm = false;
+  for (const auto& k : rep.missing) {
+    if (k == "visual.proj") continue;
+    if (has_norm && starts_with(k, "visual.fc_norm.")) {
+      fresh_fc_norm = true;
+      continue;
+    }
+    missing.push_back(k);
+  }
+  for (const auto& k : rep.unexpected)
+    if (!(fresh_fc_norm && starts_with(k, "visual.ln_post."))) unexpected.push_back(k);
+  for (const auto& m : rep.shape_mismatch)
+    mismatch.push_back(fmt::format("{} (expected {}, found {})", m.name, fmt::join(m.expected, "x"),
+                                   fmt::join(m.found, "x")));
+  RETCLIP_CHECK_USAGE(
+      missing.empty() && unexpected.empty() && mismatch.empty(),
+      "the timm ViT does not fit the image tower: ",
+      missing.empty() ? "" : "missing " + list_keys(missing, 10) + "; ",
+      unexpected.empty() ? "" : "not in the tower " + list_keys(unexpected, 10) + "; ",
+      mismatch.empty() ? "" : "shape mismatch " + list_keys(mismatch, 10) + "; ",
+      "HINT: with model.vision.preset=checkpoint the tower's architecture is read "
+      "from this file; check model.vision.* overrides (docs/WEIGHTS.md)");
+  if (fresh_fc_norm)
+    log::info(
+        "vision: avg pool + a new fc_norm (initialised to 1, 0) in place of the "
+        "checkpoint's final norm, as RETFound fine-tunes (model.vision.pool=avg_fc_norm)");
+  // What is new by design is said above and in the log line of the projection; the report
+  // keeps only what would be a surprise (nothing, past the check).
+  const bool new_proj =
+      std::find(rep.missing.begin(), rep.missing.end(), "visual.proj") != rep.missing.end();
+  if (new_proj)
+    log::info(
+        "vision: visual.proj is a new layer (the file has no projection), initialised "
+        "as CLIP's");
+  rep.missing.clear();
+  rep.unexpected.clear();
+}
+
+}  // namespace
+
 LoadReport load_pretrained(torch::nn::Module& module, const fs::path& path, Pretrained kind,
                            const std::string& key, int64_t vision_grid) {
   const std::string where = path.string();
@@ -304,9 +363,17 @@ LoadReport load_pretrained(torch::nn::Module& module, const fs::path& path, Pret
         std::optional<double> scale;
         for (const auto& [k, v] : sd)
           if (k == "logit_scale" && v.numel() == 1) scale = v.to(at::kDouble).item<double>();
-        LoadReport rep =
-            apply_state_dict(module, map_openai_clip_visual(sd, vision_grid), false, "visual.");
+        const bool timm = is_timm_vit(sd);
+        if (timm) {
+          const std::vector<std::string> ignored = import_timm_vit(sd).ignored;
+          if (!ignored.empty())
+            log::info("{}: {} keys the image tower does not use, ignored: {}", key, ignored.size(),
+                      list_keys(ignored, 12));
+        }
+        const StateDict visual = map_openai_clip_visual(sd, vision_grid);
+        LoadReport rep = apply_state_dict(module, visual, false, "visual.");
         rep.logit_scale = scale;
+        if (timm) check_timm_vision_load(rep, visual);
         return rep;
       }
       case Pretrained::kText:

@@ -363,7 +363,9 @@ class Unpickler {
   std::unordered_map<std::string, at::Tensor> storages_;
 };
 
-constexpr const char* kNestedKeys[] = {"state_dict", "model", "module", "model_state_dict"};
+// "teacher": DINOv2 training checkpoints (the EMA tower RETFound-DINOv2 releases).
+constexpr const char* kNestedKeys[] = {"state_dict", "model", "module", "model_state_dict",
+                                       "teacher"};
 
 void collect(const Ref& v, const std::string& where, StateDict* out, int depth) {
   RETCLIP_CHECK_USAGE(v->kind == Obj::kDict, where, ": expected a dict of tensors (a state_dict) at the top "

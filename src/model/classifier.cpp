@@ -65,7 +65,9 @@ at::Tensor ClassifierImpl::features(const at::Tensor& left, const at::Tensor& ri
                                     const at::Tensor& has_left, const at::Tensor& has_right,
                                     const at::Tensor& is_right) {
   const bool pre = options_.feature() == ClassifierFeature::kPreProj;
-  auto vit = [&](const at::Tensor& x) { return pre ? visual->forward_cls(x) : visual->forward(x); };
+  auto vit = [&](const at::Tensor& x) {
+    return pre ? visual->forward_pooled(x) : visual->forward(x);
+  };
   // Zero-shot's l2: x / max(|x|, 1e-12).
   auto norm = [&](const at::Tensor& x) {
     return options_.normalize() ? x / x.norm(2, {-1}, true).clamp_min(1e-12) : x;

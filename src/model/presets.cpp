@@ -75,8 +75,7 @@ BertOptions text_preset(const std::string& name, int64_t vocab_size) {
                            kTextFromHf, ": sizes from model.init.text's config.json)"));
 }
 
-RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer_vocab,
-                               bool grad_checkpointing) {
+VisionTransformerOptions vision_options(const config::ModelConfig& cfg, bool grad_checkpointing) {
   auto v = vision_preset(cfg.vision.preset);
   if (cfg.vision.image_size > 0) v.image_size(cfg.vision.image_size);
   if (cfg.vision.patch_size > 0) v.patch_size(cfg.vision.patch_size);
@@ -85,6 +84,25 @@ RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer
   if (cfg.vision.heads > 0) v.heads(cfg.vision.heads);
   if (cfg.vision.mlp_ratio > 0) v.mlp_ratio(cfg.vision.mlp_ratio);
   if (cfg.embed_dim > 0) v.embed_dim(cfg.embed_dim);
+  const auto& a = cfg.vision;
+  v.patch_bias(a.patch_bias)
+      .norm_pre(a.norm_pre)
+      .class_token(a.class_token)
+      .register_tokens(a.register_tokens)
+      .pos_embed_prefix(a.pos_embed_prefix)
+      .layer_scale(a.layer_scale)
+      .qkv_bias(a.qkv_bias);
+  // The derived defaults: CLIP's (QuickGELU, eps 1e-5) with ln_pre, timm's (GELU, 1e-6)
+  // without; token pooling with a class token, avg without.
+  v.activation(a.activation.empty()
+                   ? (a.norm_pre ? VisionActivation::kQuickGelu : VisionActivation::kGelu)
+                   : parse_vision_activation(a.activation, "model.vision.activation"));
+  v.norm_eps(a.norm_eps > 0 ? a.norm_eps : (a.norm_pre ? 1e-5 : 1e-6));
+  if (a.pool == "avg_fc_norm")
+    v.pool(VisionPool::kAvg).fc_norm(true);
+  else
+    v.pool(a.pool.empty() ? (a.class_token ? VisionPool::kToken : VisionPool::kAvg)
+                          : parse_vision_pool(a.pool, "model.vision.pool"));
   v.grad_checkpointing(grad_checkpointing);
   RETCLIP_CHECK_USAGE(v.image_size() > 0 && v.patch_size() > 0 && v.width() > 0 && v.layers() > 0 &&
                           v.embed_dim() > 0,
@@ -101,6 +119,12 @@ RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer
                       "expected model.vision.width (", v.width(),
                       ") to be divisible by model.vision.heads (", v.num_heads(),
                       "). HINT: leave heads at 0 for width/64");
+  return v;
+}
+
+RetClipOptions retclip_options(const config::ModelConfig& cfg, int64_t tokenizer_vocab,
+                               bool grad_checkpointing) {
+  const VisionTransformerOptions v = vision_options(cfg, grad_checkpointing);
 
   const int64_t vocab = cfg.text.vocab_size > 0 ? cfg.text.vocab_size : tokenizer_vocab;
   auto t = text_preset(cfg.text.preset, vocab);

@@ -20,6 +20,7 @@
 #include "retclip/eval/predict.hpp"
 #include "retclip/eval/zeroshot.hpp"
 #include "retclip/io/checkpoint_store.hpp"
+#include "retclip/io/interop.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/loss/classification.hpp"
 #include "retclip/model/presets.hpp"
@@ -185,7 +186,23 @@ config::ModelConfig init_model_config(const config::Config& cfg, io::StateDict* 
   const fs::path dir(init);
   RETCLIP_CHECK_USAGE(fs::exists(dir), "finetune.init: ", init,
                       " does not exist. HINT: a retclip export directory, a checkpoint or run "
-                      "directory, or empty for model.init.vision / random");
+                      "directory, an image tower's weights file (timm, RETFound, DINOv2), or "
+                      "empty for model.init.vision / random");
+  if (fs::is_regular_file(dir)) {
+    // An image tower's weights (timm / RETFound / DINOv2 / CLIP): the tower the file holds,
+    // at data.image_size when set (the position embedding is resampled to it).
+    config::ModelConfig m = cfg.model;
+    m.vision = config::VisionConfig{};
+    m.vision.preset = config::kVisionFromCheckpoint;
+    m.vision.image_size = cfg.data.image_size;
+    m.vision.pool = cfg.model.vision.pool;  // e.g. avg_fc_norm: RETFound's recipe
+    m.embed_dim = 0;
+    m.init = {};
+    m.init.vision = init;
+    io::resolve_pretrained_presets(m);
+    *kind = "weights";
+    return m;
+  }
   config::Config src;
   if (fs::exists(dir / "retclip.json")) {
     json side = json::parse(util::read_file(dir / "retclip.json"));
@@ -277,6 +294,10 @@ model::Classifier build_finetune_classifier(const config::Config& cfg, const dat
     auto rep = io::load_pretrained(*net, cfg.model.init.vision, io::Pretrained::kVision,
                                    "model.init.vision", vo.grid());
     log::info("model.init.vision: {}", rep.to_string());
+  } else if (*init_kind == "weights") {
+    auto rep =
+        io::load_pretrained(*net, f.init, io::Pretrained::kVision, "finetune.init", vo.grid());
+    log::info("finetune.init: {}", rep.to_string());
   } else if (!init.empty()) {
     io::StateDict keep;
     for (const auto& [k, v] : init)

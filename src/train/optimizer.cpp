@@ -213,8 +213,8 @@ BuiltOptimizer build_adamw(const torch::nn::Module& module, const config::OptimC
 }
 
 int64_t vit_layer_id(const std::string& name, int64_t layers) {
-  for (const char* k :
-       {"visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre"})
+  for (const char* k : {"visual.conv1", "visual.class_embedding", "visual.register_embedding",
+                        "visual.positional_embedding", "visual.ln_pre"})
     if (name.rfind(k, 0) == 0) return 0;
   const std::string blocks = "visual.transformer.resblocks.";
   if (name.rfind(blocks, 0) == 0) {

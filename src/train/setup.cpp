@@ -34,8 +34,8 @@ void freeze_prefix(torch::nn::Module& m, const std::string& prefix) {
 
 void freeze_vision_blocks(torch::nn::Module& m, int64_t blocks) {
   if (blocks <= 0) return;
-  for (const char* k :
-       {"visual.conv1", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre"})
+  for (const char* k : {"visual.conv1", "visual.class_embedding", "visual.register_embedding",
+                        "visual.positional_embedding", "visual.ln_pre"})
     freeze_prefix(m, k);
   for (int64_t i = 0; i < blocks; ++i)
     freeze_prefix(m, fmt::format("visual.transformer.resblocks.{}.", i));

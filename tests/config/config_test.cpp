@@ -94,9 +94,9 @@ TEST(ConfigUnknownKey, NestedSection) {
 }
 
 TEST(ConfigUnknownKey, ThreeDeepInModel) {
-  auto m = err("model:\n  vision:\n    patch: 16\n");
+  auto m = err("model:\n  vision:\n    patch_sise: 16\n");
   EXPECT_HAS(m,
-             "unknown key `model.vision.patch` in x.yaml line 3; did you mean "
+             "unknown key `model.vision.patch_sise` in x.yaml line 3; did you mean "
              "`model.vision.patch_size`?");
 }
 
@@ -566,7 +566,8 @@ TEST(ConfigYaml, EveryKeyInDeclarationOrder) {
   EXPECT_HAS(y, "  betas: [0.9, 0.98]\n");
   EXPECT_HAS(y,
              "  no_decay: [bias, LayerNorm, ln_, logit_scale, class_embedding, "
-             "positional_embedding, position_embeddings]\n");
+             "positional_embedding, position_embeddings, register_embedding, fc_norm, ls_1.gamma, "
+             "ls_2.gamma]\n");
   EXPECT_HAS(y, "    crop_scale: [0.9, 1.0]\n");
   EXPECT_HAS(y, "  resume: \"\"\n");
   EXPECT_HAS(y, "  timeout_s: 600.0\n");

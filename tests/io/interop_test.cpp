@@ -135,21 +135,80 @@ TEST(InteropKeys, OpenClipAndHfMapBackBitwise) {
             sd.size());
 }
 
-TEST(InteropKeys, TimmViTsRetclipCannotHoldAreRejected) {
+TEST(InteropKeys, TimmPlainViTsMapAndWhatRetclipCannotHoldIsRejected) {
   StateDict timm = to_timm_vit(micro_weights());
-  StateDict with_bias = timm;
-  with_bias.emplace_back("patch_embed.proj.bias", at::zeros({64}));
-  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(with_bias); }).find("patch_embed.proj.bias"),
-            std::string::npos);
+  // A plain ViT (patch bias, no norm_pre, fc_norm) maps to the tower's optional tensors.
   StateDict plain;
   for (const auto& [k, v] : timm)
-    if (k.rfind("norm_pre.", 0) != 0) plain.emplace_back(k, v);
-  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(plain); }).find("HINT"), std::string::npos);
+    if (k.rfind("norm_pre.", 0) != 0 && k.rfind("norm.", 0) != 0) plain.emplace_back(k, v);
+  plain.emplace_back("patch_embed.proj.bias", at::zeros({64}));
+  plain.emplace_back("fc_norm.weight", at::ones({64}));
+  plain.emplace_back("fc_norm.bias", at::zeros({64}));
+  plain.emplace_back("decoder_embed.weight", at::zeros({8, 64}));
+  plain.emplace_back("mask_token", at::zeros({1, 1, 8}));
+  const TimmVitImport imp = import_timm_vit(plain);
+  EXPECT_NE(find_tensor(imp.visual, "visual.conv1.bias"), nullptr);
+  EXPECT_NE(find_tensor(imp.visual, "visual.fc_norm.weight"), nullptr);
+  EXPECT_EQ(find_tensor(imp.visual, "visual.ln_pre.weight"), nullptr);
+  EXPECT_NE(find_tensor(imp.visual, "visual.proj"), nullptr);  // zero head bias: the projection
+  EXPECT_EQ(imp.ignored, (std::vector<std::string>{"decoder_embed.weight", "mask_token"}));
+  const VisionSizes v = vision_sizes_from_weights(imp.visual, "plain");
+  EXPECT_TRUE(v.patch_bias);
+  EXPECT_FALSE(v.norm_pre);
+  EXPECT_EQ(v.pool, "avg_fc_norm");
+  EXPECT_EQ(v.image_size / v.patch_size, 4);  // 16 patch rows after the class row
+  // Registers and layer scale: timm's reg_token / ls1, ls2 and back.
+  StateDict dino = timm;
+  dino.emplace_back("reg_token", at::randn({1, 4, 64}));
+  dino.emplace_back("blocks.0.ls1.gamma", at::randn({64}));
+  const StateDict dv = map_timm_vit(dino);
+  EXPECT_EQ(find_tensor(dv, "visual.register_embedding")->sizes(), (std::vector<int64_t>{4, 64}));
+  EXPECT_NE(find_tensor(dv, "visual.transformer.resblocks.0.ls_1.gamma"), nullptr);
+  const StateDict back = to_timm_vit(dv);
+  EXPECT_NE(find_tensor(back, "reg_token"), nullptr);
+  EXPECT_NE(find_tensor(back, "blocks.0.ls1.gamma"), nullptr);
+  // A classifier head of another task is not the projection: listed, not loaded.
   StateDict biased = timm;
   for (auto& [k, v] : biased)
     if (k == "head.bias") v = at::ones_like(v);
-  EXPECT_NE(test::usage_error_of([&] { map_timm_vit(biased); }).find("head.bias is not zero"),
-            std::string::npos);
+  const TimmVitImport cls = import_timm_vit(biased);
+  EXPECT_EQ(find_tensor(cls.visual, "visual.proj"), nullptr);
+  EXPECT_EQ(cls.ignored, (std::vector<std::string>{"head.weight", "head.bias"}));
+  // What the tower does not compute is refused, naming the key.
+  for (const char* bad : {"attn_pool.latent", "dist_token", "blocks.0.attn.q_norm.weight"}) {
+    StateDict with = timm;
+    with.emplace_back(bad, at::zeros({1, 1, 64}));
+    EXPECT_NE(test::usage_error_of([&] { map_timm_vit(with); }).find(bad), std::string::npos)
+        << bad;
+  }
+}
+
+TEST(InteropKeys, Dinov2TrainingLayoutConvertsAsTimmDoes) {
+  // DINOv2's own checkpoints: the tower under backbone. (in a `teacher` dict), registers as
+  // register_tokens, the class token with a position row and the registers without one.
+  StateDict meta;
+  const at::Tensor cls = at::randn({1, 1, 64}), pe = at::randn({1, 17, 64}),
+                   reg = at::randn({1, 4, 64});
+  for (const auto& [k, v] : to_timm_vit(micro_weights())) {
+    if (k == "cls_token" || k == "pos_embed" || k.rfind("head.", 0) == 0) continue;
+    meta.emplace_back("backbone." + k, v);
+  }
+  meta.emplace_back("backbone.cls_token", cls);
+  meta.emplace_back("backbone.pos_embed", pe);
+  meta.emplace_back("backbone.register_tokens", reg);
+  meta.emplace_back("backbone.mask_token", at::zeros({1, 64}));
+  EXPECT_TRUE(is_timm_vit(meta));
+  const TimmVitImport imp = import_timm_vit(meta);
+  EXPECT_EQ(imp.ignored, (std::vector<std::string>{"mask_token"}));
+  const at::Tensor* c = find_tensor(imp.visual, "visual.class_embedding");
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(c->equal((cls + pe.slice(1, 0, 1)).reshape({-1})));  // timm's _convert_dinov2
+  EXPECT_TRUE(find_tensor(imp.visual, "visual.positional_embedding")->equal(pe[0].slice(0, 1)));
+  EXPECT_TRUE(find_tensor(imp.visual, "visual.register_embedding")->equal(reg[0]));
+  const VisionSizes v = vision_sizes_from_weights(imp.visual, "dinov2");
+  EXPECT_EQ(v.register_tokens, 4);
+  EXPECT_FALSE(v.pos_embed_prefix);  // timm's no_embed_class
+  EXPECT_EQ(v.image_size / v.patch_size, 4);
 }
 
 TEST(InteropFormats, ParsesListsAndRejectsUnknownNames) {
@@ -283,6 +342,70 @@ TEST(InteropFormats, HfNeedsTheTokenizerFile) {
   EXPECT_NE(e.find("gone.txt"), std::string::npos) << e;
   EXPECT_NE(e.find("HINT"), std::string::npos) << e;
   util::remove_tree(dir);
+}
+
+TEST(InteropFormats, TimmTowersAreRefusedWhereAFormatCannotHoldThem) {
+  ExportBundle b;
+  b.weights = micro_weights();
+  b.sidecar = micro_sidecar("wordpiece");
+  // A RETFound-shaped tower: open_clip's ViT is CLIP's only.
+  auto& v = b.sidecar["vision"];
+  v["activation"] = "gelu";
+  v["patch_bias"] = true;
+  v["norm_pre"] = false;
+  v["pool"] = "avg";
+  v["fc_norm"] = true;
+  v["norm_eps"] = 1e-6;
+  std::string e = test::usage_error_of([&] { check_export_format(ExportFormat::kOpenClip, b); });
+  EXPECT_NE(e.find("--format timm"), std::string::npos) << e;
+  EXPECT_EQ(test::usage_error_of([&] { check_export_format(ExportFormat::kTimm, b); }), "");
+  // timm ties the patch bias to pre_norm; LayerNorm eps is 1e-5 or 1e-6.
+  v["patch_bias"] = false;
+  e = test::usage_error_of([&] { check_export_format(ExportFormat::kTimm, b); });
+  EXPECT_NE(e.find("pre_norm"), std::string::npos) << e;
+  v["patch_bias"] = true;
+  v["norm_eps"] = 1e-3;
+  e = test::usage_error_of([&] { check_export_format(ExportFormat::kTimm, b); });
+  EXPECT_NE(e.find("eps"), std::string::npos) << e;
+}
+
+TEST(InteropFormats, TimmArchitectureNamesForRegisteredSizes) {
+  // The timm folder's README names the registered architecture when the tower has one.
+  auto card_for = [](int64_t width, int64_t layers, int64_t heads, int64_t patch, bool clip,
+                     int64_t registers) {
+    json side = micro_sidecar("wordpiece");
+    auto& v = side["vision"];
+    v["width"] = width;
+    v["layers"] = layers;
+    v["heads"] = heads;
+    v["patch_size"] = patch;
+    v["image_size"] = 224;
+    if (!clip) {
+      v["activation"] = "gelu";
+      v["patch_bias"] = true;
+      v["norm_pre"] = false;
+      v["norm_eps"] = 1e-6;
+      if (registers > 0) {
+        v["register_tokens"] = registers;
+        v["pos_embed_prefix"] = false;
+        v["layer_scale"] = 1e-5;
+      } else {
+        v["pool"] = "avg";
+        v["fc_norm"] = true;
+      }
+    }
+    return model_card(ExportFormat::kTimm, side);
+  };
+  EXPECT_NE(card_for(1024, 24, 16, 16, false, 0).find("\"vit_large_patch16_224\""),
+            std::string::npos);  // RETFound
+  EXPECT_NE(card_for(384, 12, 6, 14, false, 4).find("\"vit_small_patch14_reg4_dinov2\""),
+            std::string::npos);  // RETFound-Green / DINOv2 with registers
+  EXPECT_NE(card_for(768, 12, 12, 16, true, 0).find("\"vit_base_patch16_clip_quickgelu_224\""),
+            std::string::npos);  // RET-CLIP's ViT-B-16
+  // No registered size: the family's base architecture with every option in model_args.
+  const std::string tiny = card_for(64, 2, 1, 8, false, 0);
+  EXPECT_NE(tiny.find("\"vit_base_patch16_224\", pretrained=False, "), std::string::npos) << tiny;
+  EXPECT_NE(tiny.find("global_pool=\"avg\""), std::string::npos) << tiny;
 }
 
 TEST(InteropPresets, HfPresetReadsConfigJson) {

@@ -307,7 +307,7 @@ TEST(LoadPretrained, ErrorsNameTheSettingAndTheFileAndHintAtSettings) {
   // Image weights without a CLIP ViT.
   msg = error_of([&] { load_pretrained(m, p, Pretrained::kVision, "model.init.vision", 4); });
   EXPECT_NE(msg.find("model.init.vision = " + p.string() +
-                     ": expected CLIP ViT image weights (OpenAI CLIP or OpenCLIP) but "
+                     ": expected ViT image weights (OpenAI CLIP, OpenCLIP or timm) but "
                      "'visual.conv1.weight' is missing"),
             std::string::npos)
       << msg;

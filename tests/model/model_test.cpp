@@ -7,6 +7,7 @@
 #include <set>
 
 #include "../support/model.hpp"
+#include "../support/scratch.hpp"
 #include "retclip/config/config.hpp"
 #include "retclip/loss/tripartite.hpp"
 #include "retclip/model/presets.hpp"
@@ -270,4 +271,88 @@ TEST(Presets, OptionsFromModelConfig) {
   cfg.vision.patch_size = 0;
   cfg.text.vocab_size = 0;
   EXPECT_THROW(model::retclip_options(cfg), UsageError);  // bert-tiny needs a vocabulary
+}
+
+TEST(VisionTimmOptions, KeysOfEachArchitectureAndCLIPsUnchanged) {
+  auto keys = [](const model::VisionTransformerOptions& o) {
+    model::VisionTransformer vit(o);
+    std::set<std::string> k;
+    for (const auto& p : vit->named_parameters()) k.insert(p.key());
+    return k;
+  };
+  const auto clip = model::vision_preset("vit-micro");
+  const std::set<std::string> c = keys(clip);
+  // CLIP's names (DESIGN.md section 4), nothing more.
+  for (const char* k : {"conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight",
+                        "transformer.resblocks.0.attn.in_proj_bias", "ln_post.bias", "proj"})
+    EXPECT_EQ(c.count(k), 1u) << k;
+  for (const auto& k : c)
+    EXPECT_TRUE(k.find("ls_") == std::string::npos && k.find("fc_norm") == std::string::npos &&
+                k.find("register") == std::string::npos && k != "conv1.bias")
+        << k;
+  // RETFound-shaped: patch bias, no ln_pre, fc_norm instead of ln_post.
+  auto rf = clip;
+  rf.patch_bias(true).norm_pre(false).pool(model::VisionPool::kAvg).fc_norm(true);
+  const std::set<std::string> r = keys(rf);
+  EXPECT_EQ(r.count("conv1.bias"), 1u);
+  EXPECT_EQ(r.count("ln_pre.weight"), 0u);
+  EXPECT_EQ(r.count("ln_post.weight"), 0u);
+  EXPECT_EQ(r.count("fc_norm.weight"), 1u);
+  // DINOv2-shaped: registers, layer scale, positions for the patches only, no qkv bias.
+  auto dn = clip;
+  dn.register_tokens(4).pos_embed_prefix(false).layer_scale(1e-5).qkv_bias(false);
+  model::VisionTransformer d(dn);
+  EXPECT_EQ(d->register_embedding.sizes(), torch::IntArrayRef({4, clip.width()}));
+  EXPECT_EQ(d->positional_embedding.size(0), clip.grid() * clip.grid());
+  EXPECT_FALSE(
+      d->resblocks->ptr<model::ResidualAttentionBlockImpl>(0)->attn->in_proj_bias.defined());
+  EXPECT_TRUE(d->named_parameters().contains("transformer.resblocks.1.ls_2.gamma"));
+  EXPECT_FLOAT_EQ(d->named_parameters()["transformer.resblocks.0.ls_1.gamma"].max().item<float>(),
+                  1e-5f);
+}
+
+TEST(VisionTimmOptions, AvgPoolIsTheMeanOfThePatchTokens) {
+  // With fc_norm and pool avg, a change of the class / register tokens reaches the pooled
+  // feature only through attention; with one block whose attention output is zeroed the
+  // prefix tokens cannot matter at all.
+  torch::manual_seed(3);
+  auto o = model::vision_preset("vit-micro");
+  o.layers(1).register_tokens(2).pool(model::VisionPool::kAvg).fc_norm(true);
+  model::VisionTransformer vit(o);
+  vit->eval();
+  torch::NoGradGuard ng;
+  auto blk = vit->resblocks->ptr<model::ResidualAttentionBlockImpl>(0);
+  blk->attn->out_proj->weight.zero_();
+  blk->attn->out_proj->bias.zero_();
+  const auto x = torch::randn({2, 3, o.image_size(), o.image_size()});
+  const auto a = vit->forward_pooled(x);
+  vit->class_embedding.add_(1.0);
+  vit->register_embedding.add_(1.0);
+  EXPECT_TRUE(torch::allclose(vit->forward_pooled(x), a));
+  EXPECT_EQ(a.sizes(), torch::IntArrayRef({2, o.width()}));
+}
+
+TEST(VisionTimmOptions, ConfigBridgeAndRefusals) {
+  config::ModelConfig cfg;
+  cfg.vision.preset = "vit-micro";
+  cfg.vision.norm_pre = false;
+  cfg.vision.patch_bias = true;
+  auto v = model::vision_options(cfg);
+  EXPECT_EQ(v.activation(), model::VisionActivation::kGelu);  // derived: timm without ln_pre
+  EXPECT_DOUBLE_EQ(v.norm_eps(), 1e-6);
+  EXPECT_EQ(v.pool(), model::VisionPool::kToken);
+  cfg.vision.pool = "avg_fc_norm";
+  v = model::vision_options(cfg);
+  EXPECT_EQ(v.pool(), model::VisionPool::kAvg);
+  EXPECT_TRUE(v.fc_norm());
+  cfg.vision.class_token = false;
+  cfg.vision.pool = "";
+  EXPECT_EQ(model::vision_options(cfg).pool(), model::VisionPool::kAvg);
+  cfg.vision.activation = "relu";
+  EXPECT_NE(
+      test::usage_error_of([&] { model::vision_options(cfg); }).find("model.vision.activation"),
+      std::string::npos);
+  auto bad = model::vision_preset("vit-micro");
+  bad.class_token(false);  // token pooling needs a class token
+  EXPECT_THROW(model::VisionTransformer{bad}, UsageError);
 }

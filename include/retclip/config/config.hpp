@@ -27,6 +27,20 @@ struct VisionConfig {
   int64_t layers = 0;               ///< 0 = preset's
   int64_t heads = 0;                ///< 0 = width / 64 (preset's)
   double mlp_ratio = 0;             ///< 0 = preset's (4)
+  // The architecture (defaults: CLIP's). With preset `checkpoint` the ones the weights show
+  // (patch_bias .. qkv_bias) are read from model.init.vision; docs/WEIGHTS.md.
+  std::string activation;        ///< "" = quick_gelu with norm_pre, else gelu | quick_gelu | gelu
+  bool patch_bias = false;       ///< bias on the patch embedding (conv1.bias)
+  bool norm_pre = true;          ///< LayerNorm ln_pre after the embeddings
+  bool class_token = true;       ///< a class token (class_embedding)
+  int64_t register_tokens = 0;   ///< register tokens (register_embedding [R, D])
+  bool pos_embed_prefix = true;  ///< the positional embedding covers class/register tokens
+  double layer_scale = 0;        ///< 0 = none, else the initial ls_1/ls_2 gamma
+  /// "" = token with a class token, else avg | token (class token through ln_post) | avg
+  /// (mean of the patch tokens through ln_post) | avg_fc_norm (mean, then fc_norm: RETFound)
+  std::string pool;
+  bool qkv_bias = true;  ///< bias on the attention's q, k, v projection
+  double norm_eps = 0;   ///< 0 = 1e-5 with norm_pre (CLIP), else 1e-6 (timm)
 };
 
 struct TextConfig {
@@ -122,8 +136,17 @@ struct OptimConfig {
   double lr = 3e-5;
   double weight_decay = 0.001;
   /// Parameters whose name contains any of these take no weight decay.
-  std::vector<std::string> no_decay{"bias", "LayerNorm", "ln_", "logit_scale", "class_embedding",
-                                    "positional_embedding", "position_embeddings"};
+  std::vector<std::string> no_decay{"bias",
+                                    "LayerNorm",
+                                    "ln_",
+                                    "logit_scale",
+                                    "class_embedding",
+                                    "positional_embedding",
+                                    "position_embeddings",
+                                    "register_embedding",
+                                    "fc_norm",
+                                    "ls_1.gamma",
+                                    "ls_2.gamma"};
   std::array<double, 2> betas{0.9, 0.98};
   double eps = 1e-6;
   int64_t warmup_steps = 50;

@@ -47,7 +47,9 @@ struct Encoder {
 };
 
 /// `dir`: an export directory (retclip.json + full.safetensors or vision.safetensors), or
-/// a checkpoint, checkpoints or run directory (its newest complete checkpoint).
+/// a checkpoint, checkpoints or run directory (its newest complete checkpoint), or an image
+/// tower's weights file (timm / RETFound / DINOv2 / CLIP; the tower the file holds, its
+/// size and, for timm's non-CLIP ViTs, ImageNet's mean and std; no text tower).
 Encoder load_encoder(const std::filesystem::path& dir);
 
 /// The shape `enc` has, freshly initialised with `seed` (a baseline for the probe).

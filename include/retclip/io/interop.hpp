@@ -29,7 +29,7 @@ namespace retclip::io {
 enum class ExportFormat {
   kRetclip,   ///< RET-CLIP keys: vision/text/full.safetensors + retclip.json (out_dir itself)
   kOpenClip,  ///< out_dir/open_clip: a whole open_clip CLIP (ViT + BERT tower) + tokenizer
-  kTimm,      ///< out_dir/timm: timm vit_*_clip_quickgelu_* state dict + timm config.json
+  kTimm,      ///< out_dir/timm: timm ViT state dict (CLIP or timm's family) + timm config.json
   kHf,        ///< out_dir/hf: Hugging Face BertModel folder + its AutoTokenizer files
 };
 
@@ -107,20 +107,34 @@ std::string model_card(ExportFormat f, const nlohmann::json& sidecar);
 /// `visual.*` -> open_clip VisionTransformer keys (the prefix dropped; same tensors).
 StateDict to_open_clip_visual(const StateDict& sd);
 
-/// `visual.*` -> timm VisionTransformer keys for CLIP ViTs (as timm's own OpenAI-CLIP
-/// filter): conv1 -> patch_embed.proj, class_embedding [D] -> cls_token [1,1,D],
-/// positional_embedding [N,D] -> pos_embed [1,N,D], ln_pre -> norm_pre, ln_1/ln_2 ->
-/// norm1/norm2, in_proj_* -> qkv.*, out_proj -> proj, c_fc/c_proj -> fc1/fc2, ln_post ->
-/// norm, proj [D,E] -> head.weight [E,D] with a zero head.bias [E].
+/// `visual.*` -> timm VisionTransformer keys (as timm's own OpenAI-CLIP filter for the
+/// CLIP tower): conv1 -> patch_embed.proj, class_embedding [D] -> cls_token [1,1,D],
+/// register_embedding [R,D] -> reg_token [1,R,D], positional_embedding [N,D] -> pos_embed
+/// [1,N,D], ln_pre -> norm_pre, ln_1/ln_2 -> norm1/norm2, in_proj_* -> qkv.*, out_proj ->
+/// proj, c_fc/c_proj -> fc1/fc2, ls_1/ls_2.gamma -> ls1/ls2.gamma, ln_post -> norm,
+/// fc_norm -> fc_norm, proj [D,E] -> head.weight [E,D] with a zero head.bias [E].
 StateDict to_timm_vit(const StateDict& sd);
 
-/// True when `sd` holds timm ViT keys (patch_embed.proj.weight, cls_token, blocks.*).
+/// True when `sd` holds timm ViT keys (patch_embed.proj.weight and pos_embed, also under
+/// `backbone.` as DINOv2 training checkpoints keep them).
 bool is_timm_vit(const StateDict& sd);
 
-/// timm CLIP ViT keys -> `visual.*` (the inverse of to_timm_vit). Throws UsageError for
-/// timm ViTs retclip's ViT cannot hold: a patch-embedding bias or no norm_pre (plain,
-/// non-CLIP ViTs), fc_norm / attention pooling, a head with a non-zero bias. A model
-/// without head (num_classes=0) maps to a dict without visual.proj.
+/// A timm ViT checkpoint read as retclip's image tower.
+struct TimmVitImport {
+  StateDict visual;                  ///< `visual.*` (the inverse of to_timm_vit)
+  std::vector<std::string> ignored;  ///< keys the tower does not use, in file order
+};
+
+/// timm ViT keys -> `visual.*`: CLIP ViTs (norm_pre, no patch bias), plain ViTs and MAE /
+/// RETFound checkpoints (patch bias, fc_norm), DINOv2 (reg_token, ls1/ls2; DINOv2's own
+/// `backbone.` prefix and `register_tokens` layout converted as timm does). `head.*` with
+/// a zero (or no) bias is the CLIP projection -> visual.proj; any other head (a classifier
+/// of another task), the MAE decoder (`decoder_*`), `mask_token` and DINO heads are listed
+/// in `ignored`. Throws UsageError naming the key for what retclip's ViT does not compute
+/// (attention pooling, distillation token, qk_norm, SwiGLU, any unknown key).
+TimmVitImport import_timm_vit(const StateDict& sd);
+
+/// import_timm_vit(sd).visual.
 StateDict map_timm_vit(const StateDict& sd);
 
 /// `bert.*` -> Hugging Face BertModel keys (embeddings.*, encoder.*).
@@ -149,18 +163,33 @@ BertSizes read_hf_bert_config(const std::filesystem::path& path);
 struct VisionSizes {
   int64_t image_size = 0, patch_size = 0, width = 0, layers = 0, heads = 0, embed_dim = 0;
   double mlp_ratio = 0;
+  // What the tensors show of the architecture (model.vision.* of the same names).
+  bool patch_bias = false, norm_pre = true, class_token = true, pos_embed_prefix = true;
+  bool layer_scale = false, qkv_bias = true;
+  int64_t register_tokens = 0;
+  /// "avg_fc_norm" with fc_norm, "avg" without a class token, else "token".
+  std::string pool = "token";
 };
 
-/// Sizes of a CLIP ViT from its `visual.*` tensors (after map_openai_clip_visual):
-/// width and patch from conv1.weight, image size from the positional grid, layers
-/// from the resblocks, mlp_ratio from c_fc, embed_dim from proj (0 without it); heads
-/// is width / 64 (CLIP's head width), which shapes cannot tell.
+/// Sizes and architecture of a ViT from its `visual.*` tensors (after
+/// map_openai_clip_visual): width and patch from conv1.weight, patch bias from conv1.bias,
+/// registers from register_embedding, image size from the positional grid (less the
+/// class/register rows when they have rows), layers from the resblocks, mlp_ratio from
+/// c_fc, layer scale from ls_1.gamma, qkv bias from in_proj_bias, embed_dim from proj (0
+/// without it); heads is width / 64 (CLIP's head width), which shapes cannot tell.
 VisionSizes vision_sizes_from_weights(const StateDict& visual, const std::string& where);
+
+/// One line naming a tower: "timm ViT-L/16, GELU, avg pool + fc_norm, 24 layers, 224 px"
+/// (`source`: "timm" or "CLIP").
+std::string describe_vision(const config::ModelConfig& m, const std::string& source);
 
 /// Fills the sizes of model.text when its preset is "hf" (from model.init.text's
 /// config.json) and of model.vision + model.embed_dim when its preset is "checkpoint"
 /// (from model.init.vision's tensor shapes). Sizes already set (non-zero) are kept, as
-/// overrides of a named preset are. Throws UsageError naming the key when the init
+/// overrides of a named preset are; the architecture the tensors show (patch_bias,
+/// norm_pre, class_token, register_tokens, pos_embed_prefix, layer_scale, qkv_bias) is
+/// the file's, pool is filled when empty, and the tower is logged in one line
+/// (describe_vision). Throws UsageError naming the key when the init
 /// path the preset needs is empty, and naming the file when it cannot be read.
 void resolve_pretrained_presets(config::ModelConfig& m);
 

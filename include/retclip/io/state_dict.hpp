@@ -79,6 +79,9 @@ const at::Tensor* find_tensor(const StateDict& sd, const std::string& name);
 /// different number of patches, it is resized with resize_positional_embedding.
 /// Throws UsageError when the dict holds no CLIP ViT (no class_embedding /
 /// positional_embedding / conv1.weight), e.g. a ModifiedResNet or timm trunk.
+/// timm ViTs (patch_embed.proj.weight + pos_embed: CLIP, plain, MAE / RETFound, DINOv2)
+/// are mapped with io::map_timm_vit (interop.hpp) first; the positional embedding is then
+/// resampled with resample_positional_embedding, its class/register rows kept.
 StateDict map_openai_clip_visual(const StateDict& sd, int64_t target_grid = 0);
 
 /// Hugging Face BERT weights (BertModel keys, or BertFor* keys under `bert.`) ->
@@ -100,6 +103,20 @@ StateDict map_retclip(const StateDict& sd);
 /// the grid already matches.
 /// Shape: pe [1+g*g, D] -> [1+new_grid*new_grid, D]
 at::Tensor resize_positional_embedding(const at::Tensor& pe, int64_t new_grid, bool antialias = true);
+
+/// timm's resample_abs_pos_embed (as its checkpoint filter calls it): the first
+/// `prefix_rows` rows (class and register tokens) are kept, the g x g patch rows are
+/// interpolated bicubically in float32 with antialias=True and align_corners=False to
+/// new_grid x new_grid; the result has the input dtype. Returns the input when the grid
+/// already matches. Throws UsageError when the patch rows are not a square grid.
+/// Shape: pe [prefix_rows+g*g, D] -> [prefix_rows+new_grid*new_grid, D]
+at::Tensor resample_positional_embedding(const at::Tensor& pe, int64_t new_grid,
+                                         int64_t prefix_rows);
+
+/// Rows of `visual.positional_embedding` in `visual` that belong to the class and
+/// register tokens: their count when the rest is a square grid (CLIP, timm's default),
+/// else 0 (timm's no_embed_class); 0 without a positional embedding.
+int64_t positional_prefix_rows(const StateDict& visual);
 
 // ---------------------------------------------------------------------------------
 // Copying into a module

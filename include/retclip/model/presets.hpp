@@ -24,6 +24,12 @@ VisionTransformerOptions vision_preset(const std::string& name);
 /// without a fixed vocabulary (bert-tiny, bert-micro) require it (UsageError otherwise).
 BertOptions text_preset(const std::string& name, int64_t vocab_size = 0);
 
+/// The image tower's Options from model.vision (+ model.embed_dim): the preset's sizes,
+/// the overrides, the architecture options (docs/WEIGHTS.md) with their derived defaults.
+/// Throws UsageError naming the key for a size left unset or inconsistent.
+VisionTransformerOptions vision_options(const config::ModelConfig& cfg,
+                                        bool grad_checkpointing = false);
+
 /// RetClipOptions from the `model` config section (+ train.grad_checkpointing given
 /// separately). Vocabulary: cfg.text.vocab_size if > 0, else `tokenizer_vocab` if > 0,
 /// else the preset's. Overrides of 0 keep the preset's value. Checks consistency

@@ -80,7 +80,8 @@ BuiltOptimizer build_adamw(const torch::nn::Module& module, const config::OptimC
 
 /// Layer-wise learning-rate decay (BEiT / RETFound `param_groups_lrd`) for a ViT of
 /// `layers` blocks: a parameter's layer id is 0 for the patch/position embeddings
-/// (`visual.conv1`, `visual.class_embedding`, `visual.positional_embedding`,
+/// (`visual.conv1`, `visual.class_embedding`, `visual.register_embedding`,
+/// `visual.positional_embedding`,
 /// `visual.ln_pre`), i + 1 for `visual.transformer.resblocks.{i}.*`, and layers + 1 for
 /// everything after the blocks (`visual.ln_post`, `visual.proj`, heads); its lr scale is
 /// layer_decay ^ (layers + 1 - layer id), so the head trains at the peak lr and the
