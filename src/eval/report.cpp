@@ -281,7 +281,7 @@ std::string fit_text(std::string s, int width, double scale) {
 }  // namespace
 
 void draw_plot(const Plot& p, const fs::path& png) {
-  constexpr int kW = 960, kH = 640, kLeft = 84, kTop = 78, kPlotW = 560, kPlotH = 480;
+  constexpr int kW = 1000, kH = 640, kLeft = 84, kTop = 78, kPlotW = 560, kPlotH = 480;
   cv::Mat img(kH, kW, CV_8UC3, cv::Scalar(255, 255, 255));
   auto px = [&](double x, double y) {
     const double fx = (x - p.x_min) / (p.x_max - p.x_min);
@@ -364,7 +364,11 @@ void draw_plot(const Plot& p, const fs::path& png) {
       cv::line(img, {lx, ly - 5}, {lx + 34, ly - 5}, color, 2, cv::LINE_AA);
     if (c.markers) cv::circle(img, {lx + 17, ly - 5}, 5, color, cv::FILLED, cv::LINE_AA);
     plot_text(img, fit_text(c.label, lw - 44, 0.5), {lx + 42, ly}, 0.5);
-    ly += 26;
+    if (!c.note.empty()) {
+      ly += 20;
+      plot_text(img, fit_text(c.note, lw - 44, 0.45), {lx + 42, ly}, 0.45, 1, {90, 90, 90});
+    }
+    ly += 28;
   }
   if (p.diagonal) {
     dashed_line(img, cv::Point2d(lx, ly - 5), cv::Point2d(lx + 34, ly - 5), {150, 150, 150}, 1);
@@ -429,8 +433,13 @@ std::vector<std::string> report_plots(const std::vector<json>& cells,
         pc.x = roc.at("fpr").get<std::vector<double>>();
         pc.y = roc.at("tpr").get<std::vector<double>>();
         pc.color = static_cast<int>(m);
-        pc.label = fmt::format("{} (area {:.3f})", models[m], curve_area(pc.x, pc.y));
         curve_kind = roc.value("curve", "");
+        // The area of a micro-averaged curve is not the table's macro AUROC: say both.
+        const double macro = report_num(c->value("metrics", json::object()), "auroc");
+        const bool micro = curve_kind.rfind("micro", 0) == 0;
+        pc.label = fmt::format("{} (area {:.3f})", models[m], curve_area(pc.x, pc.y));
+        if (micro && std::isfinite(macro))
+          pc.note = fmt::format("table's macro AUROC {:.3f}", macro);
         n_test = c->value("n_test", int64_t{0});
         plot.curves.push_back(std::move(pc));
       }
@@ -450,7 +459,9 @@ std::vector<std::string> report_plots(const std::vector<json>& cells,
     if (ks.empty()) continue;
     Plot plot;
     plot.title = fmt::format("{}: few-shot linear probe", s);
-    plot.subtitle = "test macro AUROC, mean +- std over seeds; dashed: the probe on all training rows";
+    plot.subtitle =
+        "test macro AUROC, mean +- std over seeds (models side by side at each K); dashed: the "
+        "probe on all training rows";
     plot.x_label = "K (training rows per class, log scale)";
     plot.y_label = "macro AUROC";
     auto xpos = [](int64_t k) { return std::log2(static_cast<double>(k)); };
@@ -481,7 +492,9 @@ std::vector<std::string> report_plots(const std::vector<json>& cells,
           lo = std::min(lo, mean - sd);
           hi = std::max(hi, mean + sd);
         }
-        pc.x.push_back(xpos(k));
+        // Models side by side around K, so that their error bars do not hide each other.
+        const double dodge = 0.08 * (static_cast<double>(m) - (static_cast<double>(models.size()) - 1) / 2);
+        pc.x.push_back(xpos(k) + dodge);
         pc.y.push_back(mean);
         pc.err.push_back(sd);
       }
@@ -537,7 +550,9 @@ std::vector<std::string> write_report(const std::vector<json>& cells,
   for (const auto& c : cells) (cell_done(c) ? done : failed) += 1;
   const std::string head = fmt::format(
       "{} cells: {} done, {} failed. Test split of each set; mean ± std over seeds (population), "
-      "a single value for one seed; bold: the best model of a protocol on that set.",
+      "a single value for one seed; bold: the best model of a protocol on that set; –: no "
+      "such cell (zero-shot needs a text tower and a set with a prompt file; kappa applies "
+      "to single-label sets).",
       cells.size(), done, failed);
   std::string md = "# Benchmark\n\n" + head + "\n";
   for (const auto& [m, title] : report_metrics())

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "../support/scratch.hpp"
 #include "retclip/data/manifest.hpp"
@@ -99,7 +100,7 @@ TEST(Report, WritesPlotsTablesAndOnePage) {
   for (const auto& p : plots) {
     const cv::Mat img = cv::imread((dir / p).string());
     ASSERT_FALSE(img.empty()) << p;
-    EXPECT_EQ(img.cols, 960);
+    EXPECT_EQ(img.cols, 1000);
     EXPECT_EQ(img.rows, 640);
     // Non-trivial: many pixels neither white nor grey (the coloured curves and legend).
     cv::Mat hsv;

@@ -53,6 +53,7 @@ std::string table_html(const ResultTable& t);
 /// draws error bars. Axes are [x_min, x_max] x [y_min, y_max]; x_ticks are (value, label).
 struct PlotCurve {
   std::string label;
+  std::string note;  ///< a second, grey legend line (e.g. the table's value)
   std::vector<double> x, y, err;
   bool dashed = false;
   bool markers = false;
@@ -67,7 +68,7 @@ struct Plot {
   std::vector<PlotCurve> curves;
 };
 
-/// Draws `plot` into a PNG (960 x 640: plot area on the left, legend on the right).
+/// Draws `plot` into a PNG (1000 x 640: plot area on the left, legend on the right).
 void draw_plot(const Plot& plot, const std::filesystem::path& png);
 
 /// Writes results.csv, results.json, results.md, plots/*.png and report.html into `dir`
