@@ -279,3 +279,12 @@ TEST_F(BenchmarkE2E, ZzRerunSkipsDoneCellsAndRerunsChangedOrFailedOnes) {
   EXPECT_EQ(all.at({"random", "synth-eye", "probe", 0, 0}).at("status"), "done");
   EXPECT_NE(read_file(work / report() / "results.md").find("## Failed cells"), std::string::npos);
 }
+
+TEST_F(BenchmarkE2E, DocsShowTheConfigTheTestRuns) {
+  // docs/EVALUATION.md quotes configs/bench-smoke.yaml without its leading comment lines.
+  std::string yaml = read_file(std::string(kSource) + "/configs/bench-smoke.yaml");
+  while (yaml.rfind("#", 0) == 0) yaml = yaml.substr(yaml.find('\n') + 1);
+  EXPECT_NE(read_file(std::string(kSource) + "/docs/EVALUATION.md").find("```yaml\n" + yaml + "```"),
+            std::string::npos)
+      << "docs/EVALUATION.md, Benchmark: quote configs/bench-smoke.yaml as it is";
+}
