@@ -237,6 +237,27 @@ TEST_F(BenchmarkE2E, WritesPlotsAndOnePage) {
   EXPECT_NE(md.find("**"), std::string::npos) << md;
 }
 
+TEST_F(BenchmarkE2E, AVisionTowerScoresAsTheExportItCameFrom) {
+  // The export's image tower in timm's format, as model.init.vision reads it: the same
+  // weights and preprocessing, so the same probe cell.
+  ASSERT_EQ(retclip("export --checkpoint pretrain/checkpoints --out export-timm --format timm"), 0)
+      << read_file(log);
+  retclip::util::write_file_atomic(
+      work / "vision.yaml",
+      "models:\n  - {name: tower, vision: export-timm/timm/model.safetensors}\n"
+      "sets:\n  - {name: synth-eye, data: runs/bench-smoke/sets/folder}\n"
+      "protocols:\n  probe: {c_grid: [0.01, 1, 100]}\n"
+      "options: {bootstrap: 200, workers: 1}\n");
+  ASSERT_EQ(retclip("benchmark --config vision.yaml --out vision-report"), 0) << read_file(log);
+  const json v = read_json("vision-report/results.json").at("cells").at(0);
+  const auto all = cells();
+  const json& c = all.at({"retclip", "synth-eye", "probe", 0, 0});
+  EXPECT_EQ(v.at("model"), "tower");
+  EXPECT_NEAR(v.at("metrics").at("auroc").get<double>(), c.at("metrics").at("auroc").get<double>(),
+              1e-9);
+  EXPECT_EQ(v.at("chosen_c"), c.at("chosen_c"));
+}
+
 // Last in the suite: it rewrites the report.
 TEST_F(BenchmarkE2E, ZzRerunSkipsDoneCellsAndRerunsChangedOrFailedOnes) {
   std::map<std::string, fs::file_time_type> before;
