@@ -671,6 +671,7 @@ struct BenchState {
   std::map<std::string, Encoder> encoders;
   std::map<std::string, data::LabelledSet> probe_sets, zeroshot_sets;
   std::map<std::string, Features> features;  ///< "<model>/<set>"
+  bool stopped = false;  ///< a fine-tuning run was stopped (signal): no further cells
 };
 
 const data::LabelledSet& probe_set(BenchState& st, const BenchSet& s) {
@@ -776,6 +777,11 @@ void run_finetune_cell(BenchState& st, const BenchCell& cell, json& rec) {
   const config::Config cfg = finetune_cell_config(st.cfg, m, s, enc_cfg, cell.seed, dir / "run");
   util::write_file_atomic(dir / "finetune.yaml", config::to_yaml(cfg));
   const json res = st.finetune(cfg);
+  if (res.is_null()) {
+    st.stopped = true;
+    throw Error(str_cat("fine-tuning stopped before its last step (a stop signal); run the "
+                        "benchmark again to run this cell"));
+  }
   RETCLIP_CHECK_USAGE(res.contains("test") && res.at("test").is_object(), s.data,
                       " has no test split, so fine-tuning scored nothing after selection. HINT: "
                       "sets[].test_fraction (e.g. 0.3) draws one");
@@ -964,12 +970,21 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
             : "FAILED: " + rec["error"].get<std::string>();
     log::info("[{}/{}] {}: {} ({:.1f} s) | ETA {}", n + 1, todo.size(), cell.label(), what, sec,
               util::format_duration(eta));
+    if (st.stopped) {
+      log::warn("benchmark stopped after {} of {} cells; the rest run on the next run",
+                n + 1, todo.size());
+      break;
+    }
   }
 
   // The report, from every cell's file.
   std::vector<json> all;
   for (const auto& cell : cells) {
-    json j = json::parse(util::read_file(out / cell.dir() / "cell.json"));
+    const fs::path file = out / cell.dir() / "cell.json";
+    json j = fs::exists(file) ? json::parse(util::read_file(file))
+                              : json{{"model", cell.model},       {"set", cell.set},
+                                     {"protocol", cell.protocol}, {"shots", cell.shots},
+                                     {"seed", cell.seed},         {"status", "not run"}};
     j.erase("key");
     all.push_back(std::move(j));
   }

@@ -152,14 +152,14 @@ ResultTable result_table(const std::vector<json>& cells, const std::vector<std::
     std::vector<double> means;
     for (const auto& [g, m] : cols) {
       std::vector<double> xs;
-      int64_t n = 0, failed = 0;
+      int64_t n = 0, failed = 0, pending = 0;
       for (const auto& c : cells) {
         if (c.value("model", "") != m || c.value("set", "") != s ||
             c.value("protocol", "") != groups[g].first || cell_shots(c) != groups[g].second)
           continue;
         ++n;
         if (!cell_done(c)) {
-          ++failed;
+          (c.value("status", "") == "failed" ? failed : pending) += 1;
           continue;
         }
         const double v = report_num(c.value("metrics", json::object()), metric);
@@ -167,7 +167,7 @@ ResultTable result_table(const std::vector<json>& cells, const std::vector<std::
       }
       double mean = std::numeric_limits<double>::quiet_NaN();
       if (xs.empty()) {
-        text.push_back(n > 0 && failed == n ? "failed" : "–");
+        text.push_back(n > 0 && failed + pending == n ? (failed ? "failed" : "not run") : "–");
       } else {
         mean = 0;
         for (double x : xs) mean += x;
@@ -178,6 +178,7 @@ ResultTable result_table(const std::vector<json>& cells, const std::vector<std::
         text.push_back(xs.size() > 1 ? fmt::format("{:.3f} ± {:.3f}", mean, sd)
                                      : fmt::format("{:.3f}", mean));
         if (failed) text.back() += fmt::format(" ({} failed)", failed);
+        if (pending) text.back() += fmt::format(" ({} not run)", pending);
       }
       means.push_back(mean);
     }
@@ -547,19 +548,24 @@ std::vector<std::string> write_report(const std::vector<json>& cells,
   }
   util::write_file_atomic(dir / "results.json", json{{"benchmark", meta}, {"cells", rows}}.dump(2));
   int64_t done = 0, failed = 0;
-  for (const auto& c : cells) (cell_done(c) ? done : failed) += 1;
+  for (const auto& c : cells) {
+    done += cell_done(c);
+    failed += c.value("status", "") == "failed";
+  }
+  const int64_t not_run = static_cast<int64_t>(cells.size()) - done - failed;
   const std::string head = fmt::format(
-      "{} cells: {} done, {} failed. Test split of each set; mean ± std over seeds (population), "
+      "{} cells: {} done, {} failed{}. Test split of each set; mean ± std over seeds (population), "
       "a single value for one seed; bold: the best model of a protocol on that set; –: no "
       "such cell (zero-shot needs a text tower and a set with a prompt file; kappa applies "
       "to single-label sets).",
-      cells.size(), done, failed);
+      cells.size(), done, failed,
+      not_run ? fmt::format(", {} not run yet (run the benchmark again)", not_run) : "");
   std::string md = "# Benchmark\n\n" + head + "\n";
   for (const auto& [m, title] : report_metrics())
     md += "\n## " + title + "\n\n" + table_markdown(result_table(cells, models, sets, m));
   std::vector<std::pair<std::string, std::string>> failures;
   for (const auto& c : cells)
-    if (!cell_done(c))
+    if (c.value("status", "") == "failed")
       failures.emplace_back(fmt::format("{} / {} / {} / seed {}", c.value("model", ""),
                                         c.value("set", ""),
                                         protocol_label(c.value("protocol", ""), cell_shots(c)),

@@ -119,3 +119,13 @@ TEST(Report, WritesPlotsTablesAndOnePage) {
   EXPECT_EQ(j.at("cells").size(), 17u);
   EXPECT_FALSE(j.at("cells")[0].contains("roc"));
 }
+
+TEST(Report, CellsNotRunYetAreSaidSo) {
+  std::vector<json> cells = {report_cell("pre", "eye", "probe", 0, 0, 0.9),
+                             {{"model", "rnd"}, {"set", "eye"}, {"protocol", "probe"},
+                              {"shots", 0}, {"seed", 0}, {"status", "not run"}}};
+  const auto t = eval::result_table(cells, {"pre", "rnd"}, {"eye"}, "auroc");
+  ASSERT_EQ(t.text[0].size(), 2u);
+  EXPECT_EQ(t.text[0][1], "not run");
+  EXPECT_FALSE(t.bold[0][0]);  // nothing to compare with
+}

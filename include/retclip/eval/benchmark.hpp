@@ -127,8 +127,9 @@ struct BenchSummary {
 };
 
 /// What a fine-tuning cell runs with its config: `retclip finetune`'s train::run_finetune
-/// (log.dir started over), returning its results.json. `eval` sits below `train` in the
-/// module order, so the caller passes it in (src/cli/benchmark.cpp).
+/// (log.dir started over), returning its results.json, or null when a stop signal ended
+/// the run early (the benchmark then stops after recording the cell). `eval` sits below
+/// `train` in the module order, so the caller passes it in (src/cli/benchmark.cpp).
 using FinetuneRunner = std::function<nlohmann::json(const config::Config&)>;
 
 /// The config of a fine-tuning cell, as `retclip finetune --config` would read it: the
