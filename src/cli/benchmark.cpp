@@ -28,12 +28,12 @@ retclip::cli::RunFn add_benchmark(CLI::App& app) {
     const eval::BenchConfig cfg = eval::load_bench_config(a->config);
     // Fine-tuning cells run `retclip finetune`'s function; a cell's log.dir starts over.
     // A run a stop signal ended early has no results (null): the benchmark stops there.
-    const eval::BenchSummary s = eval::run_benchmark(
-        cfg, a->out, [](const config::Config& c) {
-          return train::run_finetune(c, {/*max_minutes=*/0, /*overwrite=*/true}).results;
-        });
-    fmt::print("benchmark: {} cells, {} run now, {} done earlier, {} failed; report {}/report.html\n",
-               s.cells, s.ran, s.skipped, s.failed, a->out);
+    const eval::BenchSummary s = eval::run_benchmark(cfg, a->out, [](const config::Config& c) {
+      return train::run_finetune(c, {/*max_minutes=*/0, /*overwrite=*/true}).results;
+    });
+    fmt::print(
+        "benchmark: {} cells, {} run now, {} done earlier, {} failed; report {}/report.html\n",
+        s.cells, s.ran, s.skipped, s.failed, a->out);
     return s.failed > 0 ? 1 : 0;
   };
 }

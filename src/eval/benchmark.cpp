@@ -134,14 +134,26 @@ bool protocol_on(const YAML::Node& n) {
 
 /// Keys the benchmark sets itself in a fine-tuning cell's config.
 const std::vector<std::string>& bench_owned_keys() {
-  static const std::vector<std::string> k = {
-      "finetune.data",         "finetune.classes",    "finetune.level",
-      "finetune.val_fraction", "finetune.test_fraction", "finetune.split_seed",
-      "finetune.init",         "finetune.epochs",     "finetune.batch_size",
-      "train.seed",            "train.device",        "train.threads",
-      "data.workers",          "data.on_bad_sample",  "data.image_size",
-      "data.mean",             "data.std",            "data.preprocess",
-      "log.dir",               "model"};
+  static const std::vector<std::string> k = {"finetune.data",
+                                             "finetune.classes",
+                                             "finetune.level",
+                                             "finetune.val_fraction",
+                                             "finetune.test_fraction",
+                                             "finetune.split_seed",
+                                             "finetune.init",
+                                             "finetune.epochs",
+                                             "finetune.batch_size",
+                                             "train.seed",
+                                             "train.device",
+                                             "train.threads",
+                                             "data.workers",
+                                             "data.on_bad_sample",
+                                             "data.image_size",
+                                             "data.mean",
+                                             "data.std",
+                                             "data.preprocess",
+                                             "log.dir",
+                                             "model"};
   return k;
 }
 
@@ -169,7 +181,8 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
   for (size_t i = 0; i < models.size(); ++i) {
     const std::string key = fmt::format("models[{}]", i);
     const YAML::Node n = models[i];
-    y.keys(n, key, {"name", "weights", "vision", "preset", "image_size", "mean", "std", "random", "seed"},
+    y.keys(n, key,
+           {"name", "weights", "vision", "preset", "image_size", "mean", "std", "random", "seed"},
            doc_hint);
     BenchModel m;
     m.name = y.get<std::string>(n, key, "name", "", "a name");
@@ -182,13 +195,16 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     const auto mean = y.list<double>(n, key, "mean", {}, "numbers");
     const auto sd = y.list<double>(n, key, "std", {}, "numbers");
     if (!bench_name_ok(m.name))
-      y.fail(n, key + ".name", "expected a name of letters, digits, '-', '_' or '.' but got '" + m.name + "'",
+      y.fail(n, key + ".name",
+             "expected a name of letters, digits, '-', '_' or '.' but got '" + m.name + "'",
              "name: retclip (it names the table's columns and the cells' folders)");
-    if (c.model(m.name)) y.fail(n, key + ".name", "'" + m.name + "' is used twice", "give each model its own name");
+    if (c.model(m.name))
+      y.fail(n, key + ".name", "'" + m.name + "' is used twice", "give each model its own name");
     const int given = !m.weights.empty() + !m.vision.empty() + !m.random_like.empty();
     if (given != 1)
-      y.fail(n, key, "expected exactly one of weights, vision and random",
-             "weights: EXPORT_OR_CHECKPOINT_DIR, vision: CLIP_OR_TIMM_FILE, or random: OTHER_MODEL");
+      y.fail(
+          n, key, "expected exactly one of weights, vision and random",
+          "weights: EXPORT_OR_CHECKPOINT_DIR, vision: CLIP_OR_TIMM_FILE, or random: OTHER_MODEL");
     if (!m.weights.empty() && !fs::exists(m.weights))
       y.fail(n[std::string("weights")], key + ".weights", "'" + m.weights + "' does not exist",
              "a retclip export (retclip export) or a checkpoint / run directory");
@@ -238,14 +254,17 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     s.split_seed = y.get<uint64_t>(n, key, "split_seed", 0, "a non-negative integer");
     s.ignore_split = y.get<bool>(n, key, "ignore_split", false, "true or false");
     if (!bench_name_ok(s.name))
-      y.fail(n, key + ".name", "expected a name of letters, digits, '-', '_' or '.' but got '" + s.name + "'",
+      y.fail(n, key + ".name",
+             "expected a name of letters, digits, '-', '_' or '.' but got '" + s.name + "'",
              "name: idrid (it names the table's rows and the cells' folders)");
-    if (c.set(s.name)) y.fail(n, key + ".name", "'" + s.name + "' is used twice", "give each set its own name");
+    if (c.set(s.name))
+      y.fail(n, key + ".name", "'" + s.name + "' is used twice", "give each set its own name");
     if (s.data.empty() || !fs::exists(s.data))
       y.fail(n, key + ".data", "'" + s.data + "' does not exist",
              "a labelled manifest (.csv/.jsonl) or a <root>/{train,val,test}/<class>/ folder");
     if (s.level != "auto" && s.level != "eye" && s.level != "patient")
-      y.fail(n, key + ".level", "expected auto, eye or patient but got '" + s.level + "'", "level: eye");
+      y.fail(n, key + ".level", "expected auto, eye or patient but got '" + s.level + "'",
+             "level: eye");
     if (s.val_fraction < 0 || s.val_fraction >= 1 || s.test_fraction < 0 || s.test_fraction >= 1)
       y.fail(n, key, "val_fraction and test_fraction must lie in [0, 1)", "test_fraction: 0.3");
     if (!s.prompts.empty()) {
@@ -278,37 +297,51 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     c.probe.enabled = true;
     if (pr["probe"].IsMap()) {
       y.keys(pr["probe"], "protocols.probe", {"c_grid", "balanced", "select"}, doc_hint);
-      c.probe.c_grid = y.list<double>(pr["probe"], "protocols.probe", "c_grid", c.probe.c_grid, "numbers");
-      c.probe.balanced = y.get<bool>(pr["probe"], "protocols.probe", "balanced", false, "true or false");
-      c.probe.select = y.get<std::string>(pr["probe"], "protocols.probe", "select", c.probe.select, "a metric name");
+      c.probe.c_grid =
+          y.list<double>(pr["probe"], "protocols.probe", "c_grid", c.probe.c_grid, "numbers");
+      c.probe.balanced =
+          y.get<bool>(pr["probe"], "protocols.probe", "balanced", false, "true or false");
+      c.probe.select = y.get<std::string>(pr["probe"], "protocols.probe", "select", c.probe.select,
+                                          "a metric name");
     }
   }
   if (protocol_on(pr["few_shot"])) {
     const YAML::Node f = pr["few_shot"];
-    if (!f.IsMap()) y.fail(f, "protocols.few_shot", "expected a mapping", "few_shot: {shots: [1, 2, 4], seeds: 5}");
+    if (!f.IsMap())
+      y.fail(f, "protocols.few_shot", "expected a mapping",
+             "few_shot: {shots: [1, 2, 4], seeds: 5}");
     y.keys(f, "protocols.few_shot", {"shots", "seeds", "seed"}, doc_hint);
     c.few_shot.shots = y.list<int64_t>(f, "protocols.few_shot", "shots", {}, "integers");
-    c.few_shot.seeds = y.get<int64_t>(f, "protocols.few_shot", "seeds", c.few_shot.seeds, "an integer");
+    c.few_shot.seeds =
+        y.get<int64_t>(f, "protocols.few_shot", "seeds", c.few_shot.seeds, "an integer");
     c.few_shot.seed = y.get<uint64_t>(f, "protocols.few_shot", "seed", 0, "a non-negative integer");
     if (c.few_shot.shots.empty())
       y.fail(f, "protocols.few_shot.shots", "expected at least one K", "shots: [1, 2, 4, 8, 16]");
     for (int64_t k : c.few_shot.shots)
-      if (k < 1) y.fail(f, "protocols.few_shot.shots", fmt::format("K = {} is not positive", k), "shots: [1, 2, 4]");
+      if (k < 1)
+        y.fail(f, "protocols.few_shot.shots", fmt::format("K = {} is not positive", k),
+               "shots: [1, 2, 4]");
     std::sort(c.few_shot.shots.begin(), c.few_shot.shots.end());
-    c.few_shot.shots.erase(std::unique(c.few_shot.shots.begin(), c.few_shot.shots.end()), c.few_shot.shots.end());
+    c.few_shot.shots.erase(std::unique(c.few_shot.shots.begin(), c.few_shot.shots.end()),
+                           c.few_shot.shots.end());
     if (c.few_shot.seeds < 1) y.fail(f, "protocols.few_shot.seeds", "expected >= 1", "seeds: 5");
   }
   c.zeroshot = protocol_on(pr["zeroshot"]);
-  if (c.zeroshot && pr["zeroshot"].IsMap()) y.keys(pr["zeroshot"], "protocols.zeroshot", {}, doc_hint);
+  if (c.zeroshot && pr["zeroshot"].IsMap())
+    y.keys(pr["zeroshot"], "protocols.zeroshot", {}, doc_hint);
   if (protocol_on(pr["finetune"])) {
     const YAML::Node f = pr["finetune"];
     c.finetune.enabled = true;
     if (f.IsMap()) {
       y.keys(f, "protocols.finetune", {"seeds", "epochs", "batch_size", "set"}, doc_hint);
-      c.finetune.seeds = y.list<uint64_t>(f, "protocols.finetune", "seeds", c.finetune.seeds, "non-negative integers");
-      c.finetune.epochs = y.get<int64_t>(f, "protocols.finetune", "epochs", c.finetune.epochs, "an integer");
-      c.finetune.batch_size = y.get<int64_t>(f, "protocols.finetune", "batch_size", c.finetune.batch_size, "an integer");
-      c.finetune.set = y.list<std::string>(f, "protocols.finetune", "set", {}, "key=value overrides");
+      c.finetune.seeds = y.list<uint64_t>(f, "protocols.finetune", "seeds", c.finetune.seeds,
+                                          "non-negative integers");
+      c.finetune.epochs =
+          y.get<int64_t>(f, "protocols.finetune", "epochs", c.finetune.epochs, "an integer");
+      c.finetune.batch_size = y.get<int64_t>(f, "protocols.finetune", "batch_size",
+                                             c.finetune.batch_size, "an integer");
+      c.finetune.set =
+          y.list<std::string>(f, "protocols.finetune", "set", {}, "key=value overrides");
     }
     if (c.finetune.seeds.empty() || c.finetune.epochs < 1 || c.finetune.batch_size < 1)
       y.fail(f, "protocols.finetune", "expected at least one seed, epochs >= 1 and batch_size >= 1",
@@ -325,7 +358,8 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     try {
       config::load_string("{}", origin + " protocols.finetune.set", c.finetune.set);
     } catch (const UsageError& e) {
-      y.fail(f["set"], "protocols.finetune.set", e.what(), "keys of the finetune section (docs/CONFIG.md)");
+      y.fail(f["set"], "protocols.finetune.set", e.what(),
+             "keys of the finetune section (docs/CONFIG.md)");
     }
     for (size_t i = 0; i < c.sets.size(); ++i)
       if (c.sets[i].ignore_split)
@@ -346,7 +380,8 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
   // options
   if (root["options"]) {
     const YAML::Node o = root["options"];
-    y.keys(o, "options", {"feature", "bootstrap", "device", "batch", "workers", "threads", "on_bad_sample"},
+    y.keys(o, "options",
+           {"feature", "bootstrap", "device", "batch", "workers", "threads", "on_bad_sample"},
            doc_hint);
     c.feature = y.get<std::string>(o, "options", "feature", c.feature, "pre_proj or post_proj");
     c.bootstrap = y.get<int64_t>(o, "options", "bootstrap", c.bootstrap, "an integer");
@@ -354,13 +389,17 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     c.batch = y.get<int64_t>(o, "options", "batch", c.batch, "an integer");
     c.workers = y.get<int64_t>(o, "options", "workers", c.workers, "an integer");
     c.threads = y.get<int64_t>(o, "options", "threads", c.threads, "an integer");
-    c.on_bad_sample = y.get<std::string>(o, "options", "on_bad_sample", c.on_bad_sample, "fail or skip");
+    c.on_bad_sample =
+        y.get<std::string>(o, "options", "on_bad_sample", c.on_bad_sample, "fail or skip");
     if (c.feature != "pre_proj" && c.feature != "post_proj")
-      y.fail(o, "options.feature", "expected pre_proj or post_proj but got '" + c.feature + "'", "feature: post_proj");
+      y.fail(o, "options.feature", "expected pre_proj or post_proj but got '" + c.feature + "'",
+             "feature: post_proj");
     if (c.device != "auto" && c.device != "cpu" && c.device != "cuda")
-      y.fail(o, "options.device", "expected auto, cpu or cuda but got '" + c.device + "'", "device: auto");
+      y.fail(o, "options.device", "expected auto, cpu or cuda but got '" + c.device + "'",
+             "device: auto");
     if (c.on_bad_sample != "fail" && c.on_bad_sample != "skip")
-      y.fail(o, "options.on_bad_sample", "expected fail or skip but got '" + c.on_bad_sample + "'", "on_bad_sample: fail");
+      y.fail(o, "options.on_bad_sample", "expected fail or skip but got '" + c.on_bad_sample + "'",
+             "on_bad_sample: fail");
     if (c.bootstrap < 0 || c.batch < 1 || c.workers < 1 || c.threads < 0)
       y.fail(o, "options", "expected bootstrap >= 0, batch >= 1, workers >= 1 and threads >= 0",
              "options: {bootstrap: 1000, batch: 64, workers: 2}");
@@ -458,7 +497,8 @@ std::vector<BenchCell> bench_cells(const BenchConfig& c) {
       if (c.probe.enabled) out.push_back({m.name, s.name, "probe", 0, 0});
       for (int64_t k : c.few_shot.shots)
         for (int64_t i = 0; i < c.few_shot.seeds; ++i)
-          out.push_back({m.name, s.name, "few-shot", k, c.few_shot.seed + static_cast<uint64_t>(i)});
+          out.push_back(
+              {m.name, s.name, "few-shot", k, c.few_shot.seed + static_cast<uint64_t>(i)});
       if (c.zeroshot && !s.prompts.empty() && m.kind() == "weights" &&
           bench_weights_have_text(m.weights))
         out.push_back({m.name, s.name, "zero-shot", 0, 0});
@@ -600,7 +640,9 @@ FeatureOptions bench_feature_options(const BenchConfig& c, const std::string& le
   return fo;
 }
 
-json num_json(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+json num_json(double v) {
+  return std::isfinite(v) ? json(v) : json(nullptr);
+}
 
 /// The table's metrics from a split's scalars (kappa: single-label only).
 json bench_metrics(const std::map<std::string, double>& s, bool multi) {
@@ -617,8 +659,11 @@ json bench_metrics(const std::map<std::string, double>& s, bool multi) {
 
 json bench_ci(const std::map<std::string, Interval>& ci) {
   json j = json::object();
-  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
-           {"auroc", "auroc_macro"}, {"aupr", "aupr_macro"}, {"f1", "f1_macro"}, {"kappa", "kappa"}}) {
+  for (const auto& [name, key] :
+       std::vector<std::pair<std::string, std::string>>{{"auroc", "auroc_macro"},
+                                                        {"aupr", "aupr_macro"},
+                                                        {"f1", "f1_macro"},
+                                                        {"kappa", "kappa"}}) {
     auto it = ci.find(key);
     if (it != ci.end() && it->second.rounds > 0)
       j[name] = {num_json(it->second.lo), num_json(it->second.hi)};
@@ -645,7 +690,8 @@ json bench_roc(const at::Tensor& scores, const at::Tensor& truth,
       pos.push_back(t[i][j].item<double>() > 0.5);
     }
   kind = binary ? fmt::format("ROC of class '{}'", classes[static_cast<size_t>(only)])
-                : fmt::format("micro-average over {} {} (one-vs-rest)", k, multi ? "labels" : "classes");
+                : fmt::format("micro-average over {} {} (one-vs-rest)", k,
+                              multi ? "labels" : "classes");
   const RocCurve r = roc_curve(score, pos);
   return {{"curve", kind}, {"fpr", r.fpr}, {"tpr", r.tpr}};
 }
@@ -653,7 +699,8 @@ json bench_roc(const at::Tensor& scores, const at::Tensor& truth,
 /// [N, C] 0/1 targets of items `rows` of `set`.
 at::Tensor bench_truth(const data::LabelledSet& set, const std::vector<int64_t>& rows) {
   std::vector<at::Tensor> t;
-  for (int64_t i : rows) t.push_back(torch::tensor(set.items[static_cast<size_t>(i)].target, torch::kFloat));
+  for (int64_t i : rows)
+    t.push_back(torch::tensor(set.items[static_cast<size_t>(i)].target, torch::kFloat));
   return torch::stack(t);
 }
 
@@ -722,7 +769,8 @@ void run_probe_cell(BenchState& st, const BenchCell& cell, json& rec) {
   rec["splits"] = detail.at("splits");
   rec["train_rows"] = run.train_rows;
   rec["chosen_c"] = run.chosen_c;
-  rec["roc"] = bench_roc(run.test_scores, bench_truth(set, test_rows), set.classes, set.multi_label);
+  rec["roc"] =
+      bench_roc(run.test_scores, bench_truth(set, test_rows), set.classes, set.multi_label);
   rec["detail"] = detail;
   util::write_file_atomic(st.out / cell.dir() / "predictions.csv", p.predictions_csv);
 }
@@ -756,8 +804,8 @@ void run_zeroshot_cell(BenchState& st, const BenchCell& cell, json& rec) {
   rec["level"] = set.level;
   rec["classes"] = set.classes;
   rec["n_test"] = r.scores.size(0);
-  rec["metrics"] = bench_metrics(set.multi_label ? r.multi.scalars() : r.single.scalars(),
-                                 set.multi_label);
+  rec["metrics"] =
+      bench_metrics(set.multi_label ? r.multi.scalars() : r.single.scalars(), set.multi_label);
   rec["ci95"] = bench_ci(r.ci);
   rec["splits"] = {{detail.value("split", "test"),
                     {{"n", r.scores.size(0)}, {"ids_hash", detail.value("split_ids_hash", "")}}}};
@@ -779,8 +827,9 @@ void run_finetune_cell(BenchState& st, const BenchCell& cell, json& rec) {
   const json res = st.finetune(cfg);
   if (res.is_null()) {
     st.stopped = true;
-    throw Error(str_cat("fine-tuning stopped before its last step (a stop signal); run the "
-                        "benchmark again to run this cell"));
+    throw Error(
+        str_cat("fine-tuning stopped before its last step (a stop signal); run the "
+                "benchmark again to run this cell"));
   }
   RETCLIP_CHECK_USAGE(res.contains("test") && res.at("test").is_object(), s.data,
                       " has no test split, so fine-tuning scored nothing after selection. HINT: "
@@ -792,7 +841,8 @@ void run_finetune_cell(BenchState& st, const BenchCell& cell, json& rec) {
     if (v.is_number()) scalars[k] = v.get<double>();
   // The test predictions the run wrote: p_<class> and true_<class> columns.
   const auto rows = data::parse_csv(util::read_file(dir / "run" / "test_predictions.csv"));
-  RETCLIP_CHECK(rows.size() > 1, "fine-tuning wrote no test predictions in ", (dir / "run").string());
+  RETCLIP_CHECK(rows.size() > 1, "fine-tuning wrote no test predictions in ",
+                (dir / "run").string());
   const auto& head = rows[0].fields;
   std::vector<size_t> pcol, tcol;
   for (const auto& c : classes)
@@ -806,8 +856,10 @@ void run_finetune_cell(BenchState& st, const BenchCell& cell, json& rec) {
   at::Tensor probs = torch::zeros({n, k}), truth = torch::zeros({n, k});
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < k; ++j) {
-      probs[i][j] = std::stod(rows[static_cast<size_t>(i + 1)].fields[pcol[static_cast<size_t>(j)]]);
-      truth[i][j] = std::stod(rows[static_cast<size_t>(i + 1)].fields[tcol[static_cast<size_t>(j)]]);
+      probs[i][j] =
+          std::stod(rows[static_cast<size_t>(i + 1)].fields[pcol[static_cast<size_t>(j)]]);
+      truth[i][j] =
+          std::stod(rows[static_cast<size_t>(i + 1)].fields[tcol[static_cast<size_t>(j)]]);
     }
   BootstrapOptions bo;
   bo.rounds = st.cfg.bootstrap;
@@ -927,8 +979,8 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
     }
     const fs::path dir = out / cell.dir();
     fs::create_directories(dir);
-    json rec = {{"model", cell.model},       {"set", cell.set}, {"protocol", cell.protocol},
-                {"shots", cell.shots},       {"seed", cell.seed}, {"key", keys[todo[n]]},
+    json rec = {{"model", cell.model},        {"set", cell.set},   {"protocol", cell.protocol},
+                {"shots", cell.shots},        {"seed", cell.seed}, {"key", keys[todo[n]]},
                 {"retclip_version", kVersion}};
     const auto c0 = std::chrono::steady_clock::now();
     try {
@@ -964,15 +1016,16 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
     }
     const std::string what =
         rec["status"] == "done"
-            ? fmt::format("test macro AUROC {}", rec["metrics"]["auroc"].is_number()
-                                                     ? fmt::format("{:.4f}", rec["metrics"]["auroc"].get<double>())
-                                                     : std::string("undefined"))
+            ? fmt::format("test macro AUROC {}",
+                          rec["metrics"]["auroc"].is_number()
+                              ? fmt::format("{:.4f}", rec["metrics"]["auroc"].get<double>())
+                              : std::string("undefined"))
             : "FAILED: " + rec["error"].get<std::string>();
     log::info("[{}/{}] {}: {} ({:.1f} s) | ETA {}", n + 1, todo.size(), cell.label(), what, sec,
               util::format_duration(eta));
     if (st.stopped) {
-      log::warn("benchmark stopped after {} of {} cells; the rest run on the next run",
-                n + 1, todo.size());
+      log::warn("benchmark stopped after {} of {} cells; the rest run on the next run", n + 1,
+                todo.size());
       break;
     }
   }
@@ -981,22 +1034,18 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
   std::vector<json> all;
   for (const auto& cell : cells) {
     const fs::path file = out / cell.dir() / "cell.json";
-    json j = fs::exists(file) ? json::parse(util::read_file(file))
-                              : json{{"model", cell.model},       {"set", cell.set},
-                                     {"protocol", cell.protocol}, {"shots", cell.shots},
-                                     {"seed", cell.seed},         {"status", "not run"}};
+    json j = fs::exists(file)
+                 ? json::parse(util::read_file(file))
+                 : json{{"model", cell.model}, {"set", cell.set},   {"protocol", cell.protocol},
+                        {"shots", cell.shots}, {"seed", cell.seed}, {"status", "not run"}};
     j.erase("key");
     all.push_back(std::move(j));
   }
   std::vector<std::string> models, sets;
   for (const auto& m : c.models) models.push_back(m.name);
   for (const auto& s : c.sets) sets.push_back(s.name);
-  json meta = {{"config", c.source},
-               {"retclip_version", kVersion},
-               {"models", models},
-               {"sets", sets},
-               {"cells", cells.size()},
-               {"bootstrap", c.bootstrap},
+  json meta = {{"config", c.source},  {"retclip_version", kVersion}, {"models", models},
+               {"sets", sets},        {"cells", cells.size()},       {"bootstrap", c.bootstrap},
                {"feature", c.feature}};
   int64_t failed_total = 0;
   for (const auto& j : all) failed_total += j.value("status", "") != "done";

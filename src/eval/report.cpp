@@ -45,18 +45,27 @@ std::string csv_field(const std::string& s) {
 std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else if (c == '"') out += "&quot;";
-    else out += c;
+    if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '&')
+      out += "&amp;";
+    else if (c == '"')
+      out += "&quot;";
+    else
+      out += c;
   }
   return out;
 }
 
-bool cell_done(const json& c) { return c.value("status", "") == "done"; }
+bool cell_done(const json& c) {
+  return c.value("status", "") == "done";
+}
 
-int64_t cell_shots(const json& c) { return c.value("shots", int64_t{0}); }
+int64_t cell_shots(const json& c) {
+  return c.value("shots", int64_t{0});
+}
 
 /// A file-name-safe spelling of a name.
 std::string report_slug(const std::string& s) {
@@ -80,11 +89,10 @@ std::vector<std::pair<std::string, int64_t>> protocol_groups(const std::vector<j
 }  // namespace
 
 const std::vector<std::pair<std::string, std::string>>& report_metrics() {
-  static const std::vector<std::pair<std::string, std::string>> m = {
-      {"auroc", "AUROC (macro)"},
-      {"aupr", "AUPR (macro)"},
-      {"f1", "F1 (macro)"},
-      {"kappa", "Cohen's kappa"}};
+  static const std::vector<std::pair<std::string, std::string>> m = {{"auroc", "AUROC (macro)"},
+                                                                     {"aupr", "AUPR (macro)"},
+                                                                     {"f1", "F1 (macro)"},
+                                                                     {"kappa", "Cohen's kappa"}};
   return m;
 }
 
@@ -187,7 +195,8 @@ ResultTable result_table(const std::vector<json>& cells, const std::vector<std::
       double best = -std::numeric_limits<double>::infinity();
       int64_t with_value = 0;
       for (size_t i = 0; i < cols.size(); ++i)
-        if (cols[i].first == g && std::isfinite(means[i])) best = std::max(best, means[i]), ++with_value;
+        if (cols[i].first == g && std::isfinite(means[i]))
+          best = std::max(best, means[i]), ++with_value;
       if (with_value < 2) continue;  // nothing to compare
       for (size_t i = 0; i < cols.size(); ++i)
         if (cols[i].first == g && std::isfinite(means[i]) && means[i] == best) bold[i] = true;
@@ -240,8 +249,8 @@ std::string table_html(const ResultTable& t) {
 namespace {
 
 // Tableau's ten colours (BGR), distinguishable in print and for most colour-blind readers.
-const cv::Scalar kPalette[] = {{180, 119, 31}, {14, 127, 255}, {44, 160, 44},  {40, 39, 214},
-                               {189, 103, 148}, {75, 86, 140}, {194, 119, 227}, {127, 127, 127},
+const cv::Scalar kPalette[] = {{180, 119, 31},  {14, 127, 255}, {44, 160, 44},   {40, 39, 214},
+                               {189, 103, 148}, {75, 86, 140},  {194, 119, 227}, {127, 127, 127},
                                {34, 189, 188},  {207, 190, 23}};
 constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
 
@@ -333,7 +342,8 @@ void draw_plot(const Plot& p, const fs::path& png) {
     std::vector<cv::Point2d> pts;
     std::vector<size_t> at;
     for (size_t k = 0; k < c.x.size() && k < c.y.size(); ++k)
-      if (std::isfinite(c.x[k]) && std::isfinite(c.y[k])) pts.push_back(px(c.x[k], c.y[k]) - off), at.push_back(k);
+      if (std::isfinite(c.x[k]) && std::isfinite(c.y[k]))
+        pts.push_back(px(c.x[k], c.y[k]) - off), at.push_back(k);
     for (size_t k = 1; k < pts.size(); ++k) {
       if (c.dashed)
         dashed_line(area, pts[k - 1], pts[k], color, 2);
@@ -404,7 +414,8 @@ const json* first_done(const std::vector<json>& cells, const std::string& model,
 /// Area under a step-wise ROC (trapezoids between its points).
 double curve_area(const std::vector<double>& x, const std::vector<double>& y) {
   double a = 0;
-  for (size_t i = 1; i < x.size() && i < y.size(); ++i) a += (x[i] - x[i - 1]) * (y[i] + y[i - 1]) / 2;
+  for (size_t i = 1; i < x.size() && i < y.size(); ++i)
+    a += (x[i] - x[i - 1]) * (y[i] + y[i - 1]) / 2;
   return a;
 }
 
@@ -494,12 +505,14 @@ std::vector<std::string> report_plots(const std::vector<json>& cells,
           hi = std::max(hi, mean + sd);
         }
         // Models side by side around K, so that their error bars do not hide each other.
-        const double dodge = 0.08 * (static_cast<double>(m) - (static_cast<double>(models.size()) - 1) / 2);
+        const double dodge =
+            0.08 * (static_cast<double>(m) - (static_cast<double>(models.size()) - 1) / 2);
         pc.x.push_back(xpos(k) + dodge);
         pc.y.push_back(mean);
         pc.err.push_back(sd);
       }
-      const bool any = std::any_of(pc.y.begin(), pc.y.end(), [](double v) { return std::isfinite(v); });
+      const bool any =
+          std::any_of(pc.y.begin(), pc.y.end(), [](double v) { return std::isfinite(v); });
       if (any) plot.curves.push_back(pc);
       if (const json* full = first_done(cells, models[m], s, "probe", 0)) {
         const double v = report_num(full->at("metrics"), "auroc");
@@ -566,11 +579,11 @@ std::vector<std::string> write_report(const std::vector<json>& cells,
   std::vector<std::pair<std::string, std::string>> failures;
   for (const auto& c : cells)
     if (c.value("status", "") == "failed")
-      failures.emplace_back(fmt::format("{} / {} / {} / seed {}", c.value("model", ""),
-                                        c.value("set", ""),
-                                        protocol_label(c.value("protocol", ""), cell_shots(c)),
-                                        c.value("seed", uint64_t{0})),
-                            c.value("error", ""));
+      failures.emplace_back(
+          fmt::format("{} / {} / {} / seed {}", c.value("model", ""), c.value("set", ""),
+                      protocol_label(c.value("protocol", ""), cell_shots(c)),
+                      c.value("seed", uint64_t{0})),
+          c.value("error", ""));
   if (!failures.empty()) {
     md += "\n## Failed cells\n\n";
     for (const auto& [what, why] : failures) md += "- " + what + ": " + why + "\n";
@@ -586,7 +599,8 @@ std::vector<std::string> write_report(const std::vector<json>& cells,
       "</head><body>\n<h1>Benchmark</h1>\n<p>" +
       html_escape(head) + "</p>\n";
   for (const auto& [m, title] : report_metrics())
-    html += "<h2>" + html_escape(title) + "</h2>\n" + table_html(result_table(cells, models, sets, m));
+    html +=
+        "<h2>" + html_escape(title) + "</h2>\n" + table_html(result_table(cells, models, sets, m));
   if (!failures.empty()) {
     html += "<h2>Failed cells</h2>\n<ul>\n";
     for (const auto& [what, why] : failures)

@@ -53,8 +53,9 @@ class BenchmarkE2E : public ::testing::Test {
                        " --set train.batch_size=8 --set train.threads=1 --set data.workers=1"
                        " --set log.dir=pretrain",
                    log) == 0 &&
-        run_logged(r + " export --checkpoint pretrain/checkpoints --out runs/demo/export --parts full",
-                   log) == 0 &&
+        run_logged(
+            r + " export --checkpoint pretrain/checkpoints --out runs/demo/export --parts full",
+            log) == 0 &&
         run_logged("cd " + work.string() + " && python3 " + kSource +
                        "/scripts/bench_sets.py runs/demo/data/val.csv runs/bench-smoke/sets",
                    log) == 0 &&
@@ -140,15 +141,18 @@ TEST_F(BenchmarkE2E, ProbeCellsEqualRetclipProbe) {
   for (const SetArgs s : {SetArgs{"synth-eye", "--data runs/bench-smoke/sets/folder"},
                           SetArgs{"synth-patient",
                                   "--data runs/bench-smoke/sets/patients.csv --level patient "
-                                  "--classes " }}) {
-    std::string args = std::string(s.args) + (std::string(s.name) == "synth-patient" ? kClasses : "");
+                                  "--classes "}}) {
+    std::string args =
+        std::string(s.args) + (std::string(s.name) == "synth-patient" ? kClasses : "");
     const std::string common = "probe --weights runs/demo/export " + args +
                                " --c-grid 0.01,1,100 --bootstrap 200 --workers 1 --random-baseline";
     const std::string full = std::string("probe-") + s.name, shots = full + "-k2";
     ASSERT_EQ(retclip(common + " --out " + full), 0) << read_file(log);
-    ASSERT_EQ(retclip(common + " --shots 2 --seeds 2 --seed 0 --out " + shots), 0) << read_file(log);
-    for (const auto& [model, file] : {std::pair<std::string, std::string>{"retclip", "results.json"},
-                                      {"random", "random_baseline.json"}}) {
+    ASSERT_EQ(retclip(common + " --shots 2 --seeds 2 --seed 0 --out " + shots), 0)
+        << read_file(log);
+    for (const auto& [model, file] :
+         {std::pair<std::string, std::string>{"retclip", "results.json"},
+          {"random", "random_baseline.json"}}) {
       const json p = read_json(fs::path(full) / file);
       const json& c = all.at({model, s.name, "probe", 0, 0});
       const std::string what = model + " / " + s.name + " / probe";
@@ -199,9 +203,8 @@ TEST_F(BenchmarkE2E, FinetuneCellsEqualRetclipFinetune) {
       const fs::path cell = report() / "cells" / model / set / "finetune-seed0";
       const std::string yaml = read_file(work / cell / "finetune.yaml");
       // The cell's config: the model as finetune.init (random: none), one epoch, seed 0.
-      EXPECT_NE(yaml.find(std::string("init: ") + (std::string(model) == "retclip"
-                                                         ? "runs/demo/export"
-                                                         : "\"\"")),
+      EXPECT_NE(yaml.find(std::string("init: ") +
+                          (std::string(model) == "retclip" ? "runs/demo/export" : "\"\"")),
                 std::string::npos)
           << yaml;
       EXPECT_NE(yaml.find("epochs: 1\n"), std::string::npos);
@@ -265,11 +268,11 @@ TEST_F(BenchmarkE2E, ZzRerunSkipsDoneCellsAndRerunsChangedOrFailedOnes) {
     if (e.path().filename() == "cell.json") before[e.path().string()] = e.last_write_time();
   ASSERT_EQ(before.size(), 17u);
   const fs::path out = work / "rerun.txt";
-  ASSERT_EQ(run_logged("cd " + work.string() + " && OMP_NUM_THREADS=1 " + retclip_bin() +
-                           " benchmark --config configs/bench-smoke.yaml --out " +
-                           report().string(),
-                       out),
-            0);
+  ASSERT_EQ(
+      run_logged("cd " + work.string() + " && OMP_NUM_THREADS=1 " + retclip_bin() +
+                     " benchmark --config configs/bench-smoke.yaml --out " + report().string(),
+                 out),
+      0);
   EXPECT_NE(read_file(out).find("17 cells, 0 run now, 17 done earlier, 0 failed"),
             std::string::npos)
       << read_file(out);
@@ -305,7 +308,8 @@ TEST_F(BenchmarkE2E, DocsShowTheConfigTheTestRuns) {
   // docs/EVALUATION.md quotes configs/bench-smoke.yaml without its leading comment lines.
   std::string yaml = read_file(std::string(kSource) + "/configs/bench-smoke.yaml");
   while (yaml.rfind("#", 0) == 0) yaml = yaml.substr(yaml.find('\n') + 1);
-  EXPECT_NE(read_file(std::string(kSource) + "/docs/EVALUATION.md").find("```yaml\n" + yaml + "```"),
-            std::string::npos)
+  EXPECT_NE(
+      read_file(std::string(kSource) + "/docs/EVALUATION.md").find("```yaml\n" + yaml + "```"),
+      std::string::npos)
       << "docs/EVALUATION.md, Benchmark: quote configs/bench-smoke.yaml as it is";
 }

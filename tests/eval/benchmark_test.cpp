@@ -13,8 +13,8 @@ namespace {
 
 struct BenchFiles {
   std::filesystem::path dir;
-  std::string yaml(const std::string& models, const std::string& sets,
-                   const std::string& protocols, const std::string& extra = "") const {
+  std::string yaml(const std::string& models, const std::string& sets, const std::string& protocols,
+                   const std::string& extra = "") const {
     return "models:\n" + models + "sets:\n" + sets + "protocols:\n" + protocols + extra;
   }
 };
@@ -112,13 +112,15 @@ TEST(Benchmark, RefusesABadConfigNamingTheKey) {
   EXPECT_TRUE(has(e, "models[2].random: 'nobody'")) << e;
   e = config_error(f.yaml(m + "  - {name: pre, random: rnd}\n", s, "  probe: {}\n"));
   EXPECT_TRUE(has(e, "models[2].name: 'pre' is used twice")) << e;
-  e = config_error(f.yaml(m, "  - {name: f, data: " + (f.dir / "folder").string() +
-                                 ", prompts: " + (f.dir / "prompts.yaml").string() + "}\n",
+  e = config_error(f.yaml(m,
+                          "  - {name: f, data: " + (f.dir / "folder").string() +
+                              ", prompts: " + (f.dir / "prompts.yaml").string() + "}\n",
                           "  zeroshot: {}\n"));
   EXPECT_TRUE(has(e, "sets[0].prompts: zero-shot scores an eye")) << e;
-  e = config_error(f.yaml(m, "  - {name: s, data: " + (f.dir / "set.csv").string() +
-                                 ", classes: [b, a], prompts: " +
-                                 (f.dir / "prompts.yaml").string() + "}\n",
+  e = config_error(f.yaml(m,
+                          "  - {name: s, data: " + (f.dir / "set.csv").string() +
+                              ", classes: [b, a], prompts: " + (f.dir / "prompts.yaml").string() +
+                              "}\n",
                           "  probe: {}\n"));
   EXPECT_TRUE(has(e, "sets[0].classes: [b,a] differ")) << e;
   e = config_error(f.yaml(m, s, "  finetune: {set: [finetune.init=x]}\n"));
@@ -130,8 +132,8 @@ TEST(Benchmark, RefusesABadConfigNamingTheKey) {
   EXPECT_TRUE(has(e, "options.device: expected auto, cpu or cuda")) << e;
   e = config_error(f.yaml(m, s, "  probe: false\n"));
   EXPECT_TRUE(has(e, "protocols: no protocol is on")) << e;
-  e = config_error(f.yaml(m, "  - {name: f, data: " + (f.dir / "folder").string() + "}\n",
-                          "  zeroshot: {}\n"));
+  e = config_error(
+      f.yaml(m, "  - {name: f, data: " + (f.dir / "folder").string() + "}\n", "  zeroshot: {}\n"));
   EXPECT_TRUE(has(e, "no set has a prompt file")) << e;
   e = test::usage_error_of([&] { eval::load_bench_config((f.dir / "none.yaml").string()); });
   EXPECT_TRUE(has(e, "none.yaml does not exist")) << e;

@@ -93,8 +93,8 @@ TEST(Report, TableMeansOverSeedsAndBoldsTheBestPerProtocol) {
 
 TEST(Report, WritesPlotsTablesAndOnePage) {
   const auto dir = test::scratch_dir("report", "all");
-  const auto plots =
-      eval::write_report(report_cells(), {"pre", "rnd"}, {"eye", "patient"}, {{"config", "x"}}, dir);
+  const auto plots = eval::write_report(report_cells(), {"pre", "rnd"}, {"eye", "patient"},
+                                        {{"config", "x"}}, dir);
   // Per set: ROC of the probe and of the largest K, and the few-shot curve.
   EXPECT_EQ(plots.size(), 6u);
   for (const auto& p : plots) {
@@ -122,8 +122,12 @@ TEST(Report, WritesPlotsTablesAndOnePage) {
 
 TEST(Report, CellsNotRunYetAreSaidSo) {
   std::vector<json> cells = {report_cell("pre", "eye", "probe", 0, 0, 0.9),
-                             {{"model", "rnd"}, {"set", "eye"}, {"protocol", "probe"},
-                              {"shots", 0}, {"seed", 0}, {"status", "not run"}}};
+                             {{"model", "rnd"},
+                              {"set", "eye"},
+                              {"protocol", "probe"},
+                              {"shots", 0},
+                              {"seed", 0},
+                              {"status", "not run"}}};
   const auto t = eval::result_table(cells, {"pre", "rnd"}, {"eye"}, "auroc");
   ASSERT_EQ(t.text[0].size(), 2u);
   EXPECT_EQ(t.text[0][1], "not run");

@@ -36,8 +36,8 @@ struct BenchModel {
   /// data.mean / data.std for `vision` (empty: CLIP's; RETFound and timm ImageNet towers
   /// take ImageNet's 0.485, 0.456, 0.406 / 0.229, 0.224, 0.225).
   std::vector<double> mean, std;
-  std::string random_like;  ///< a random initialisation of this model's shape (the floor)
-  uint64_t seed = 0;        ///< seed of the random initialisation
+  std::string random_like;   ///< a random initialisation of this model's shape (the floor)
+  uint64_t seed = 0;         ///< seed of the random initialisation
   std::string kind() const;  ///< "weights" | "vision" | "random"
 };
 

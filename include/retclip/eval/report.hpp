@@ -64,7 +64,7 @@ struct Plot {
   std::string title, subtitle, x_label, y_label;
   double x_min = 0, x_max = 1, y_min = 0, y_max = 1;
   std::vector<std::pair<double, std::string>> x_ticks, y_ticks;  ///< empty: 0, 0.2, .., 1
-  bool diagonal = false;  ///< the chance line y = x (ROC)
+  bool diagonal = false;                                         ///< the chance line y = x (ROC)
   std::vector<PlotCurve> curves;
 };
 
@@ -77,7 +77,6 @@ void draw_plot(const Plot& plot, const std::filesystem::path& png);
 std::vector<std::string> write_report(const std::vector<nlohmann::json>& cells,
                                       const std::vector<std::string>& models,
                                       const std::vector<std::string>& sets,
-                                      const nlohmann::json& meta,
-                                      const std::filesystem::path& dir);
+                                      const nlohmann::json& meta, const std::filesystem::path& dir);
 
 }  // namespace retclip::eval
