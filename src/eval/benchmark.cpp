@@ -548,11 +548,14 @@ config::Config finetune_cell_config(const BenchConfig& c, const BenchModel& m, c
   std::vector<std::string> o = {fmt::format("finetune.epochs={}", c.finetune.epochs),
                                 fmt::format("finetune.batch_size={}", c.finetune.batch_size)};
   o.insert(o.end(), c.finetune.set.begin(), c.finetune.set.end());
+  // Keys whose values are names go through the config's own parser, whatever type the
+  // config gives them.
+  o.push_back("finetune.level=" + s.level);
+  o.push_back("data.on_bad_sample=" + c.on_bad_sample);
   config::Config cfg = config::load_string("{}", c.source + " protocols.finetune", o);
   auto& f = cfg.finetune;
   f.data = s.data;
   f.classes = bench_classes(s);
-  f.level = s.level;
   f.val_fraction = s.val_fraction;
   f.test_fraction = s.test_fraction;
   f.split_seed = s.split_seed;
@@ -561,15 +564,14 @@ config::Config finetune_cell_config(const BenchConfig& c, const BenchModel& m, c
   // model's is model.init.vision's; a random one takes its model's shape, no weights.
   cfg.model = enc.model;
   if (m.kind() != "vision") cfg.model.init = {};
-  // Images are read as the model was trained to see them. Plain assignments, so that
-  // this stays right whatever type these config fields have.
+  // Images are read as the model was trained to see them (copied field by field, so
+  // this stays right whatever type these fields have).
   cfg.data.image_size = enc.data.image_size;
   cfg.data.mean = enc.data.mean;
   cfg.data.std = enc.data.std;
   cfg.data.preprocess = enc.data.preprocess;
   cfg.data.max_image_pixels = enc.data.max_image_pixels;
   cfg.data.workers = c.workers;
-  cfg.data.on_bad_sample = c.on_bad_sample;
   cfg.train.seed = seed;
   cfg.train.device = c.device;
   cfg.train.threads = c.threads;
