@@ -1023,8 +1023,9 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
                               ? fmt::format("{:.4f}", rec["metrics"]["auroc"].get<double>())
                               : std::string("undefined"))
             : "FAILED: " + rec["error"].get<std::string>();
-    log::info("[{}/{}] {}: {} ({:.1f} s) | ETA {}", n + 1, todo.size(), cell.label(), what, sec,
-              util::format_duration(eta));
+    log::write(rec["status"] == "done" ? log::Level::kInfo : log::Level::kWarn,
+               fmt::format("[{}/{}] {}: {} ({:.1f} s) | ETA {}", n + 1, todo.size(), cell.label(),
+                           what, sec, util::format_duration(eta)));
     if (st.stopped) {
       log::warn("benchmark stopped after {} of {} cells; the rest run on the next run", n + 1,
                 todo.size());
