@@ -426,7 +426,7 @@ std::string BenchCell::label() const {
 
 namespace {
 
-/// Whether a weights directory holds the text tower: an export with full (or text)
+/// Whether a weights directory gives an encoder with a text tower: an export with full
 /// weights, or a checkpoint (always the whole model).
 bool bench_weights_have_text(const std::string& dir) {
   const fs::path side = fs::path(dir) / "retclip.json";
@@ -434,7 +434,7 @@ bool bench_weights_have_text(const std::string& dir) {
   try {
     const json j = json::parse(util::read_file(side));
     const json files = j.value("files", json::object());
-    return files.contains("full") || files.contains("text");
+    return files.contains("full");  // load_encoder reads the text tower from full only
   } catch (const std::exception&) {
     return false;
   }
@@ -928,6 +928,10 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
   // zero-shot cells run with what this process started with, as the single commands do.
   const int threads = at::get_num_threads();
   const std::vector<BenchCell> cells = bench_cells(c);
+  RETCLIP_CHECK_USAGE(!cells.empty(), c.source,
+                      " gives no cell: zero-shot is its only protocol and no model has a text "
+                      "tower (a retclip export with full weights or a checkpoint). HINT: add "
+                      "protocols.probe, or a model with a text tower");
   BenchSummary sum;
   sum.cells = static_cast<int64_t>(cells.size());
 

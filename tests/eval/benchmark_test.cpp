@@ -73,6 +73,15 @@ TEST(Benchmark, ParsesEveryProtocolAndEnumeratesTheCells) {
   for (const auto& cell : cells) zs += cell.protocol == "zero-shot";
   EXPECT_EQ(zs, 1);
   EXPECT_EQ(cells[0].label(), "pre / folder / linear probe / seed 0");
+  // A vision-only export has no text tower: no zero-shot cell.
+  std::filesystem::create_directories(f.dir / "vision-export");
+  util::write_file_atomic(f.dir / "vision-export" / "retclip.json",
+                          R"({"format": "retclip-export", "files": {"vision": "v.safetensors"}})");
+  const auto v = eval::parse_bench_config(
+      f.yaml("  - {name: v, weights: " + (f.dir / "vision-export").string() + "}\n", sets_of(f),
+             "  zeroshot: {}\n"),
+      "bench.yaml");
+  EXPECT_TRUE(eval::bench_cells(v).empty());
 }
 
 TEST(Benchmark, KeysChangeWithWhatDecidesTheCell) {
