@@ -435,7 +435,7 @@ std::vector<std::string> report_plots(const std::vector<json>& cells,
       plot.diagonal = true;
       plot.x_label = "false positive rate (1 - specificity)";
       plot.y_label = "true positive rate (sensitivity)";
-      std::string curve_kind;
+      std::string curve_kind, unit = "rows";
       int64_t n_test = 0;
       for (size_t m = 0; m < models.size(); ++m) {
         const json* c = first_done(cells, models[m], s, p, k);
@@ -446,18 +446,23 @@ std::vector<std::string> report_plots(const std::vector<json>& cells,
         pc.y = roc.at("tpr").get<std::vector<double>>();
         pc.color = static_cast<int>(m);
         curve_kind = roc.value("curve", "");
-        // The area of a micro-averaged curve is not the table's macro AUROC: say both.
+        // The area of a micro-averaged curve is not the macro AUROC of the tables: say
+        // both (of this seed; the table has the mean over seeds).
         const double macro = report_num(c->value("metrics", json::object()), "auroc");
         const bool micro = curve_kind.rfind("micro", 0) == 0;
         pc.label = fmt::format("{} (area {:.3f})", models[m], curve_area(pc.x, pc.y));
         if (micro && std::isfinite(macro))
-          pc.note = fmt::format("table's macro AUROC {:.3f}", macro);
+          pc.note =
+              fmt::format("macro AUROC {:.3f}, seed {}", macro, c->value("seed", uint64_t{0}));
         n_test = c->value("n_test", int64_t{0});
+        unit = c->value("level", "") == "patient" ? "patients"
+               : c->value("level", "") == "eye"   ? "images"
+                                                  : "rows";
         plot.curves.push_back(std::move(pc));
       }
       if (plot.curves.empty()) continue;
       plot.title = fmt::format("{}: ROC, {}", s, protocol_label(p, k));
-      plot.subtitle = fmt::format("test split, {} rows; {}{}", n_test, curve_kind,
+      plot.subtitle = fmt::format("test split, {} {}; {}{}", n_test, unit, curve_kind,
                                   p == "few-shot" || p == "finetune" ? "; first seed" : "");
       const std::string name =
           fmt::format("plots/roc-{}-{}.png", report_slug(s), report_slug(protocol_label(p, k)));
