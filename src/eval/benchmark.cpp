@@ -723,13 +723,31 @@ struct BenchState {
   bool stopped = false;  ///< a fine-tuning run was stopped (signal): no further cells
 };
 
+/// Reads a set; an error says which entry of the benchmark's file it came from and what
+/// the flags its hint names are called there.
+data::LabelledSet read_bench_set(const BenchConfig& c, const BenchSet& s,
+                                 const data::LabelOptions& lo, bool splits) {
+  try {
+    data::LabelledSet set = data::read_labelled(lo);
+    if (splits) data::require_splits(set, lo, {"train", "val", "test"}, "the probe");
+    return set;
+  } catch (const UsageError& e) {
+    size_t i = 0;
+    while (i < c.sets.size() && c.sets[i].name != s.name) ++i;
+    throw UsageError(str_cat(
+        "sets[", i, "] (", s.name, ") of ", c.source, ": ", e.what(),
+        " (in this file the flags are keys: --level is sets[", i,
+        "].level, --classes .classes, "
+        "--val-fraction .val_fraction, --test-fraction .test_fraction, --split-seed "
+        ".split_seed, --ignore-split .ignore_split, --on-bad-sample options.on_bad_sample)"));
+  }
+}
+
 const data::LabelledSet& probe_set(BenchState& st, const BenchSet& s) {
   auto it = st.probe_sets.find(s.name);
   if (it != st.probe_sets.end()) return it->second;
-  const data::LabelOptions lo = bench_label_options(st.cfg, s);
-  data::LabelledSet set = data::read_labelled(lo);
-  data::require_splits(set, lo, {"train", "val", "test"}, "the probe");
-  return st.probe_sets[s.name] = std::move(set);
+  return st.probe_sets[s.name] =
+             read_bench_set(st.cfg, s, bench_label_options(st.cfg, s), /*splits=*/true);
 }
 
 /// The probe and K-shot cells: `retclip probe`'s probe_features on the features of the
@@ -790,7 +808,7 @@ void run_zeroshot_cell(BenchState& st, const BenchCell& cell, json& rec) {
     lo.classes = prompts.classes;
     lo.policy = data::parse_bad_sample_policy(st.cfg.on_bad_sample);
     lo.draw_splits = false;
-    st.zeroshot_sets[s.name] = data::read_labelled(lo);
+    st.zeroshot_sets[s.name] = read_bench_set(st.cfg, s, lo, /*splits=*/false);
   }
   const data::LabelledSet& set = st.zeroshot_sets.at(s.name);
   Encoder enc = bench_encoder(st.cfg, m, st.encoders);
