@@ -244,6 +244,31 @@ double auroc(const std::vector<double>& score, const std::vector<uint8_t>& posit
   return u / (static_cast<double>(npos) * static_cast<double>(nneg));
 }
 
+RocCurve roc_curve(const std::vector<double>& score, const std::vector<uint8_t>& positive) {
+  RETCLIP_CHECK(score.size() == positive.size(), "roc_curve: ", score.size(), " scores but ",
+                positive.size(), " labels");
+  const int64_t npos = std::count(positive.begin(), positive.end(), uint8_t{1});
+  const int64_t nneg = static_cast<int64_t>(score.size()) - npos;
+  RocCurve c;
+  if (npos == 0 || nneg == 0) return c;
+  auto idx = order_desc(score);
+  const int64_t n = static_cast<int64_t>(idx.size());
+  c.fpr.push_back(0);
+  c.tpr.push_back(0);
+  int64_t tp = 0, fp = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    while (j < n && score[idx[j]] == score[idx[i]]) {
+      (positive[idx[j]] ? tp : fp) += 1;
+      ++j;
+    }
+    c.fpr.push_back(static_cast<double>(fp) / static_cast<double>(nneg));
+    c.tpr.push_back(static_cast<double>(tp) / static_cast<double>(npos));
+    i = j;
+  }
+  return c;
+}
+
 double average_precision(const std::vector<double>& score, const std::vector<uint8_t>& positive) {
   RETCLIP_CHECK(score.size() == positive.size(), "average_precision: ", score.size(),
                 " scores but ", positive.size(), " labels");

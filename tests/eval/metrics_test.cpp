@@ -18,6 +18,23 @@ TEST(Metrics, AurocCountsTiesHalf) {
   EXPECT_TRUE(std::isnan(auroc({0.1, 0.2}, {1, 1})));
 }
 
+TEST(Metrics, RocCurveStepsAtDistinctScoresAndItsAreaIsAuroc) {
+  // Scores 0.9(+) 0.8(-) 0.5(+) 0.5(-) 0.1(-): the tie moves both rates in one step.
+  const std::vector<double> s = {0.9, 0.8, 0.5, 0.5, 0.1};
+  const std::vector<uint8_t> y = {1, 0, 1, 0, 0};
+  const RocCurve c = roc_curve(s, y);
+  const std::vector<double> fpr = {0, 0, 1.0 / 3, 2.0 / 3, 1}, tpr = {0, 0.5, 0.5, 1, 1};
+  ASSERT_EQ(c.fpr.size(), fpr.size());
+  double area = 0;
+  for (size_t i = 0; i < fpr.size(); ++i) {
+    EXPECT_NEAR(c.fpr[i], fpr[i], 1e-12) << i;
+    EXPECT_NEAR(c.tpr[i], tpr[i], 1e-12) << i;
+    if (i) area += (c.fpr[i] - c.fpr[i - 1]) * (c.tpr[i] + c.tpr[i - 1]) / 2;
+  }
+  EXPECT_NEAR(area, auroc(s, y), 1e-12);
+  EXPECT_TRUE(roc_curve({0.1, 0.2}, {1, 1}).fpr.empty());
+}
+
 TEST(Metrics, AveragePrecisionStepsAtDistinctScores) {
   // Ranked 1,0,1: precision 1 at recall 0.5, then 2/3 at recall 1 -> 0.5 + 1/3.
   EXPECT_NEAR(average_precision({0.9, 0.8, 0.7}, {1, 0, 1}), 0.5 + 1.0 / 3.0, 1e-12);

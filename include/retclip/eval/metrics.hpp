@@ -39,6 +39,14 @@ double auroc(const std::vector<double>& score, const std::vector<uint8_t>& posit
 /// Binary average precision. NaN without positives.
 double average_precision(const std::vector<double>& score, const std::vector<uint8_t>& positive);
 
+/// The ROC curve of `score` for `positive`: (false positive rate, true positive rate)
+/// points from (0, 0) to (1, 1), one per distinct score threshold (tied scores move both
+/// rates at once), so its trapezoid area is auroc(). Empty without both classes.
+struct RocCurve {
+  std::vector<double> fpr, tpr;
+};
+RocCurve roc_curve(const std::vector<double>& score, const std::vector<uint8_t>& positive);
+
 /// counts[t * classes + p]: rows of true class t predicted as p.
 struct ConfusionMatrix {
   int64_t classes = 0;
