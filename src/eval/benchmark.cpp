@@ -92,6 +92,21 @@ class BenchYaml {
     }
   }
 
+  /// A name of one of config's enums (level, feature, on_bad_sample), as the enum.
+  template <typename E>
+  E name(const YAML::Node& parent, const std::string& key, const std::string& field,
+         E fallback) const {
+    const YAML::Node n = parent[field];
+    if (!n || n.IsNull()) return fallback;
+    const std::string s = n.IsScalar() ? n.as<std::string>() : YAML::Dump(n);
+    E e = fallback;
+    if (!n.IsScalar() || !config::from_name(s, e))
+      fail(n, key + "." + field,
+           fmt::format("expected one of {} but got '{}'", fmt::join(config::names<E>(), ", "), s),
+           fmt::format("{}: {}", field, config::name(fallback)));
+    return e;
+  }
+
   template <typename T>
   std::vector<T> list(const YAML::Node& parent, const std::string& key, const std::string& name,
                       std::vector<T> fallback, const std::string& what) const {
@@ -246,7 +261,7 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     BenchSet s;
     s.name = y.get<std::string>(n, key, "name", "", "a name");
     s.data = y.get<std::string>(n, key, "data", "", "a path");
-    s.level = y.get<std::string>(n, key, "level", s.level, "auto, eye or patient");
+    s.level = y.name(n, key, "level", s.level);
     s.classes = y.list<std::string>(n, key, "classes", {}, "class names");
     s.prompts = y.get<std::string>(n, key, "prompts", "", "a path");
     s.val_fraction = y.get<double>(n, key, "val_fraction", s.val_fraction, "a number");
@@ -262,9 +277,6 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     if (s.data.empty() || !fs::exists(s.data))
       y.fail(n, key + ".data", "'" + s.data + "' does not exist",
              "a labelled manifest (.csv/.jsonl) or a <root>/{train,val,test}/<class>/ folder");
-    if (s.level != "auto" && s.level != "eye" && s.level != "patient")
-      y.fail(n, key + ".level", "expected auto, eye or patient but got '" + s.level + "'",
-             "level: eye");
     if (s.val_fraction < 0 || s.val_fraction >= 1 || s.test_fraction < 0 || s.test_fraction >= 1)
       y.fail(n, key, "val_fraction and test_fraction must lie in [0, 1)", "test_fraction: 0.3");
     if (!s.prompts.empty()) {
@@ -383,23 +395,16 @@ BenchConfig parse_bench_config(const std::string& text, const std::string& origi
     y.keys(o, "options",
            {"feature", "bootstrap", "device", "batch", "workers", "threads", "on_bad_sample"},
            doc_hint);
-    c.feature = y.get<std::string>(o, "options", "feature", c.feature, "pre_proj or post_proj");
+    c.feature = y.name(o, "options", "feature", c.feature);
     c.bootstrap = y.get<int64_t>(o, "options", "bootstrap", c.bootstrap, "an integer");
     c.device = y.get<std::string>(o, "options", "device", c.device, "auto, cpu or cuda");
     c.batch = y.get<int64_t>(o, "options", "batch", c.batch, "an integer");
     c.workers = y.get<int64_t>(o, "options", "workers", c.workers, "an integer");
     c.threads = y.get<int64_t>(o, "options", "threads", c.threads, "an integer");
-    c.on_bad_sample =
-        y.get<std::string>(o, "options", "on_bad_sample", c.on_bad_sample, "fail or skip");
-    if (c.feature != "pre_proj" && c.feature != "post_proj")
-      y.fail(o, "options.feature", "expected pre_proj or post_proj but got '" + c.feature + "'",
-             "feature: post_proj");
+    c.on_bad_sample = y.name(o, "options", "on_bad_sample", c.on_bad_sample);
     if (c.device != "auto" && c.device != "cpu" && c.device != "cuda")
       y.fail(o, "options.device", "expected auto, cpu or cuda but got '" + c.device + "'",
              "device: auto");
-    if (c.on_bad_sample != "fail" && c.on_bad_sample != "skip")
-      y.fail(o, "options.on_bad_sample", "expected fail or skip but got '" + c.on_bad_sample + "'",
-             "on_bad_sample: fail");
     if (c.bootstrap < 0 || c.batch < 1 || c.workers < 1 || c.threads < 0)
       y.fail(o, "options", "expected bootstrap >= 0, batch >= 1, workers >= 1 and threads >= 0",
              "options: {bootstrap: 1000, batch: 64, workers: 2}");
@@ -515,19 +520,19 @@ json cell_key(const BenchConfig& c, const BenchCell& cell) {
   if (m.kind() == "random") model["like"] = model_json(*c.model(m.random_like));
   json set = {{"data", s.data},
               {"files", bench_fingerprint(s.data)},
-              {"level", s.level},
+              {"level", config::name(s.level)},
               {"classes", bench_classes(s)},
               {"val_fraction", s.val_fraction},
               {"test_fraction", s.test_fraction},
               {"split_seed", s.split_seed},
-              {"on_bad_sample", c.on_bad_sample}};
+              {"on_bad_sample", config::name(c.on_bad_sample)}};
   json proto = {{"name", cell.protocol}, {"seed", cell.seed}, {"bootstrap", c.bootstrap}};
   if (cell.protocol == "probe" || cell.protocol == "few-shot") {
     set["ignore_split"] = s.ignore_split;
     proto["c_grid"] = c.probe.c_grid;
     proto["balanced"] = c.probe.balanced;
     proto["select"] = c.probe.select;
-    proto["feature"] = c.feature;
+    proto["feature"] = config::name(c.feature);
     proto["shots"] = cell.shots;
   } else if (cell.protocol == "zero-shot") {
     set["prompts"] = s.prompts;
@@ -548,12 +553,10 @@ config::Config finetune_cell_config(const BenchConfig& c, const BenchModel& m, c
   std::vector<std::string> o = {fmt::format("finetune.epochs={}", c.finetune.epochs),
                                 fmt::format("finetune.batch_size={}", c.finetune.batch_size)};
   o.insert(o.end(), c.finetune.set.begin(), c.finetune.set.end());
-  // Keys whose values are names go through the config's own parser, whatever type the
-  // config gives them.
-  o.push_back("finetune.level=" + s.level);
-  o.push_back("data.on_bad_sample=" + c.on_bad_sample);
   config::Config cfg = config::load_string("{}", c.source + " protocols.finetune", o);
   auto& f = cfg.finetune;
+  f.level = s.level;
+  cfg.data.on_bad_sample = c.on_bad_sample;
   f.data = s.data;
   f.classes = bench_classes(s);
   f.val_fraction = s.val_fraction;
@@ -564,8 +567,7 @@ config::Config finetune_cell_config(const BenchConfig& c, const BenchModel& m, c
   // model's is model.init.vision's; a random one takes its model's shape, no weights.
   cfg.model = enc.model;
   if (m.kind() != "vision") cfg.model.init = {};
-  // Images are read as the model was trained to see them (copied field by field, so
-  // this stays right whatever type these fields have).
+  // Images are read as the model was trained to see them.
   cfg.data.image_size = enc.data.image_size;
   cfg.data.mean = enc.data.mean;
   cfg.data.std = enc.data.std;
@@ -623,7 +625,7 @@ data::LabelOptions bench_label_options(const BenchConfig& c, const BenchSet& s) 
   lo.path = s.data;
   lo.level = s.level;
   lo.classes = bench_classes(s);
-  lo.policy = data::parse_bad_sample_policy(c.on_bad_sample);
+  lo.policy = c.on_bad_sample;
   lo.val_fraction = s.val_fraction;
   lo.test_fraction = s.test_fraction;
   lo.seed = s.split_seed;
@@ -631,14 +633,14 @@ data::LabelOptions bench_label_options(const BenchConfig& c, const BenchSet& s) 
   return lo;
 }
 
-FeatureOptions bench_feature_options(const BenchConfig& c, const std::string& level) {
+FeatureOptions bench_feature_options(const BenchConfig& c, config::Level level) {
   FeatureOptions fo;
   fo.level = level;
   fo.feature = c.feature;
   fo.batch_size = c.batch;
   fo.workers = c.workers;
   fo.device = c.device;
-  fo.policy = data::parse_bad_sample_policy(c.on_bad_sample);
+  fo.policy = c.on_bad_sample;
   return fo;
 }
 
@@ -781,7 +783,7 @@ void run_probe_cell(BenchState& st, const BenchCell& cell, json& rec) {
   for (int64_t i : set.indices("test"))
     if (have.count(set.items[static_cast<size_t>(i)].id)) test_rows.push_back(i);
   rec["task"] = set.multi_label ? "multi-label" : "single-label";
-  rec["level"] = set.level;
+  rec["level"] = config::name(set.level);
   rec["classes"] = set.classes;
   rec["n_test"] = run.test_scores.size(0);
   rec["metrics"] = bench_metrics(run.test, set.multi_label);
@@ -806,7 +808,7 @@ void run_zeroshot_cell(BenchState& st, const BenchCell& cell, json& rec) {
     lo.path = s.data;
     lo.level = s.level;
     lo.classes = prompts.classes;
-    lo.policy = data::parse_bad_sample_policy(st.cfg.on_bad_sample);
+    lo.policy = st.cfg.on_bad_sample;
     lo.draw_splits = false;
     st.zeroshot_sets[s.name] = read_bench_set(st.cfg, s, lo, /*splits=*/false);
   }
@@ -821,7 +823,7 @@ void run_zeroshot_cell(BenchState& st, const BenchCell& cell, json& rec) {
     for (size_t i = 0; i < set.items.size(); ++i) rows.push_back(static_cast<int64_t>(i));
   const json detail = json::parse(r.json);
   rec["task"] = set.multi_label ? "multi-label" : "single-label";
-  rec["level"] = set.level;
+  rec["level"] = config::name(set.level);
   rec["classes"] = set.classes;
   rec["n_test"] = r.scores.size(0);
   rec["metrics"] =
@@ -1071,7 +1073,7 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
   for (const auto& s : c.sets) sets.push_back(s.name);
   json meta = {{"config", c.source},  {"retclip_version", kVersion}, {"models", models},
                {"sets", sets},        {"cells", cells.size()},       {"bootstrap", c.bootstrap},
-               {"feature", c.feature}};
+               {"feature", config::name(c.feature)}};
   int64_t failed_total = 0;
   for (const auto& j : all) failed_total += j.value("status", "") != "done";
   const auto plots = write_report(all, models, sets, meta, out);

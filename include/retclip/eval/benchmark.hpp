@@ -45,7 +45,7 @@ struct BenchModel {
 struct BenchSet {
   std::string name;
   std::string data;                  ///< manifest or <root>/{train,val,test}/<class>/ folder
-  std::string level = "auto";        ///< auto | eye | patient
+  config::Level level = config::Level::kAuto;  ///< auto | eye | patient
   std::vector<std::string> classes;  ///< class order (empty: the prompt file's, else sorted)
   std::string prompts;               ///< prompt file: the set takes part in zero-shot
   double val_fraction = 0.2, test_fraction = 0.0;
@@ -82,12 +82,12 @@ struct BenchConfig {
   BenchFewShot few_shot;
   bool zeroshot = false;
   BenchFinetune finetune;
-  std::string feature = "post_proj";  ///< probe features: pre_proj | post_proj
+  config::Feature feature = config::Feature::kPostProj;  ///< probe features: pre_proj | post_proj
   int64_t bootstrap = 1000;           ///< rounds of the 95% CIs (0: none)
   std::string device = "auto";
   int64_t batch = 64, workers = 2;
   int64_t threads = 0;  ///< fine-tuning's train.threads (0: the cores available)
-  std::string on_bad_sample = "fail";
+  config::BadSamplePolicy on_bad_sample = config::BadSamplePolicy::kFail;
   const BenchModel* model(const std::string& name) const;
   const BenchSet* set(const std::string& name) const;
 };
