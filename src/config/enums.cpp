@@ -46,6 +46,22 @@ const std::vector<std::pair<Feature, const char*>>& name_table<Feature>() {
   return t;
 }
 
+template <>
+const std::vector<std::pair<Activation, const char*>>& name_table<Activation>() {
+  static const std::vector<std::pair<Activation, const char*>> t = {
+      {Activation::kAuto, "auto"}, {Activation::kQuickGelu, "quick_gelu"}, {Activation::kGelu, "gelu"}};
+  return t;
+}
+
+template <>
+const std::vector<std::pair<Pool, const char*>>& name_table<Pool>() {
+  static const std::vector<std::pair<Pool, const char*>> t = {{Pool::kAuto, "auto"},
+                                                              {Pool::kToken, "token"},
+                                                              {Pool::kAvg, "avg"},
+                                                              {Pool::kAvgFcNorm, "avg_fc_norm"}};
+  return t;
+}
+
 void throw_unknown_name(const std::string& what, const std::string& s,
                         const std::vector<std::string>& allowed) {
   std::string list;

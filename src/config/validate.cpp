@@ -108,10 +108,7 @@ void validate_with(const Config& c, const Origins& origins) {
     k.fail("model.vision.heads", fmt::format("a divisor of model.vision.width ({})", v.width),
            fmt::format("{}", v.heads));
   k.ge("model.vision.mlp_ratio", v.mlp_ratio, 0.0, "0 takes the preset's (4)");
-  if (!v.activation.empty())
-    k.one_of("model.vision.activation", v.activation, {"quick_gelu", "gelu"});
-  if (!v.pool.empty()) k.one_of("model.vision.pool", v.pool, {"token", "avg", "avg_fc_norm"});
-  if (v.pool == "token" && !v.class_token)
+  if (v.pool == Pool::kToken && !v.class_token)
     k.fail("model.vision.pool", "avg (model.vision.class_token is false)", "token",
            "set model.vision.pool=avg, or model.vision.class_token=true");
   k.ge("model.vision.register_tokens", v.register_tokens, int64_t{0});

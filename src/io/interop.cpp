@@ -1117,9 +1117,9 @@ VisionSizes vision_sizes_from_weights(const StateDict& sd, const std::string& wh
     v.mlp_ratio = static_cast<double>(fc->size(0)) / static_cast<double>(v.width);
   v.layer_scale = find_tensor(sd, "visual.transformer.resblocks.0.ls_1.gamma") != nullptr;
   v.qkv_bias = find_tensor(sd, "visual.transformer.resblocks.0.attn.in_proj_bias") != nullptr;
-  v.pool = find_tensor(sd, "visual.fc_norm.weight") ? "avg_fc_norm"
-           : v.class_token                          ? "token"
-                                                    : "avg";
+  v.pool = find_tensor(sd, "visual.fc_norm.weight") ? config::Pool::kAvgFcNorm
+           : v.class_token                          ? config::Pool::kToken
+                                                    : config::Pool::kAvg;
   v.heads = v.width / 64 > 0 ? v.width / 64 : 1;
   if (const at::Tensor* proj = find_tensor(sd, "visual.proj")) v.embed_dim = proj->size(1);
   return v;
@@ -1222,7 +1222,7 @@ void resolve_pretrained_presets(config::ModelConfig& m) {
       m.vision.layer_scale = 0;
     else if (m.vision.layer_scale == 0)
       m.vision.layer_scale = 1e-5;
-    if (m.vision.pool.empty()) m.vision.pool = v.pool;
+    if (m.vision.pool == config::Pool::kAuto) m.vision.pool = v.pool;
     log::info("vision: {}, from {}", describe_vision(m, is_timm_vit(raw) ? "timm" : "CLIP"),
               m.init.vision);
   }

@@ -94,15 +94,16 @@ VisionTransformerOptions vision_options(const config::ModelConfig& cfg, bool gra
       .qkv_bias(a.qkv_bias);
   // The derived defaults: CLIP's (QuickGELU, eps 1e-5) with ln_pre, timm's (GELU, 1e-6)
   // without; token pooling with a class token, avg without.
-  v.activation(a.activation.empty()
-                   ? (a.norm_pre ? VisionActivation::kQuickGelu : VisionActivation::kGelu)
-                   : parse_vision_activation(a.activation, "model.vision.activation"));
+  const bool gelu = a.activation == config::Activation::kAuto
+                        ? !a.norm_pre
+                        : a.activation == config::Activation::kGelu;
+  v.activation(gelu ? VisionActivation::kGelu : VisionActivation::kQuickGelu);
   v.norm_eps(a.norm_eps > 0 ? a.norm_eps : (a.norm_pre ? 1e-5 : 1e-6));
-  if (a.pool == "avg_fc_norm")
-    v.pool(VisionPool::kAvg).fc_norm(true);
-  else
-    v.pool(a.pool.empty() ? (a.class_token ? VisionPool::kToken : VisionPool::kAvg)
-                          : parse_vision_pool(a.pool, "model.vision.pool"));
+  const config::Pool pool = a.pool != config::Pool::kAuto ? a.pool
+                            : a.class_token             ? config::Pool::kToken
+                                                        : config::Pool::kAvg;
+  v.pool(pool == config::Pool::kToken ? VisionPool::kToken : VisionPool::kAvg)
+      .fc_norm(pool == config::Pool::kAvgFcNorm);
   v.grad_checkpointing(grad_checkpointing);
   RETCLIP_CHECK_USAGE(v.image_size() > 0 && v.patch_size() > 0 && v.width() > 0 && v.layers() > 0 &&
                           v.embed_dim() > 0,

@@ -155,7 +155,7 @@ TEST(InteropKeys, TimmPlainViTsMapAndWhatRetclipCannotHoldIsRejected) {
   const VisionSizes v = vision_sizes_from_weights(imp.visual, "plain");
   EXPECT_TRUE(v.patch_bias);
   EXPECT_FALSE(v.norm_pre);
-  EXPECT_EQ(v.pool, "avg_fc_norm");
+  EXPECT_EQ(v.pool, config::Pool::kAvgFcNorm);
   EXPECT_EQ(v.image_size / v.patch_size, 4);  // 16 patch rows after the class row
   // Registers and layer scale: timm's reg_token / ls1, ls2 and back.
   StateDict dino = timm;

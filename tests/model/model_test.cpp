@@ -341,17 +341,20 @@ TEST(VisionTimmOptions, ConfigBridgeAndRefusals) {
   EXPECT_EQ(v.activation(), model::VisionActivation::kGelu);  // derived: timm without ln_pre
   EXPECT_DOUBLE_EQ(v.norm_eps(), 1e-6);
   EXPECT_EQ(v.pool(), model::VisionPool::kToken);
-  cfg.vision.pool = "avg_fc_norm";
+  cfg.vision.pool = config::Pool::kAvgFcNorm;
   v = model::vision_options(cfg);
   EXPECT_EQ(v.pool(), model::VisionPool::kAvg);
   EXPECT_TRUE(v.fc_norm());
   cfg.vision.class_token = false;
-  cfg.vision.pool = "";
+  cfg.vision.pool = config::Pool::kAuto;
   EXPECT_EQ(model::vision_options(cfg).pool(), model::VisionPool::kAvg);
-  cfg.vision.activation = "relu";
-  EXPECT_NE(
-      test::usage_error_of([&] { model::vision_options(cfg); }).find("model.vision.activation"),
-      std::string::npos);
+  cfg.vision.activation = config::Activation::kQuickGelu;  // named, it wins over the rule
+  EXPECT_EQ(model::vision_options(cfg).activation(), model::VisionActivation::kQuickGelu);
+  EXPECT_NE(test::usage_error_of([] {
+              config::load_string("model:\n  vision:\n    activation: relu\n", "x.yaml");
+            }).find("`model.vision.activation` in x.yaml line 3: expected one of auto, "
+                    "quick_gelu, gelu, found `relu`"),
+            std::string::npos);
   auto bad = model::vision_preset("vit-micro");
   bad.class_token(false);  // token pooling needs a class token
   EXPECT_THROW(model::VisionTransformer{bad}, UsageError);

@@ -29,16 +29,16 @@ struct VisionConfig {
   double mlp_ratio = 0;             ///< 0 = preset's (4)
   // The architecture (defaults: CLIP's). With preset `checkpoint` the ones the weights show
   // (patch_bias .. qkv_bias) are read from model.init.vision; docs/WEIGHTS.md.
-  std::string activation;        ///< "" = quick_gelu with norm_pre, else gelu | quick_gelu | gelu
+  Activation activation = Activation::kAuto;  ///< auto | quick_gelu | gelu (auto: see enums.hpp)
   bool patch_bias = false;       ///< bias on the patch embedding (conv1.bias)
   bool norm_pre = true;          ///< LayerNorm ln_pre after the embeddings
   bool class_token = true;       ///< a class token (class_embedding)
   int64_t register_tokens = 0;   ///< register tokens (register_embedding [R, D])
   bool pos_embed_prefix = true;  ///< the positional embedding covers class/register tokens
   double layer_scale = 0;        ///< 0 = none, else the initial ls_1/ls_2 gamma
-  /// "" = token with a class token, else avg | token (class token through ln_post) | avg
+  /// auto (token with a class token, else avg) | token (class token through ln_post) | avg
   /// (mean of the patch tokens through ln_post) | avg_fc_norm (mean, then fc_norm: RETFound)
-  std::string pool;
+  Pool pool = Pool::kAuto;
   bool qkv_bias = true;  ///< bias on the attention's q, k, v projection
   double norm_eps = 0;   ///< 0 = 1e-5 with norm_pre (CLIP), else 1e-6 (timm)
 };

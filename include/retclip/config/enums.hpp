@@ -37,6 +37,15 @@ enum class Level { kAuto, kEye, kPatient };
 /// projection (kPreProj, timm's head input) or the projected embedding (kPostProj).
 enum class Feature { kPreProj, kPostProj };
 
+/// model.vision.activation, the ViT MLP's: QuickGELU (CLIP) or GELU (timm's ViTs:
+/// RETFound, DINOv2). kAuto: QuickGELU with model.vision.norm_pre, GELU without.
+enum class Activation { kAuto, kQuickGelu, kGelu };
+
+/// model.vision.pool, the ViT's image feature: the class token through the final norm
+/// (kToken), the mean of the patch tokens through it (kAvg), or the mean then fc_norm
+/// (kAvgFcNorm, RETFound). kAuto: token with a class token, else avg.
+enum class Pool { kAuto, kToken, kAvg, kAvgFcNorm };
+
 /// finetune.freeze: nothing, everything but the head, or the patch embedding, position
 /// embedding and the first `blocks` ViT blocks.
 struct Freeze {
@@ -61,6 +70,10 @@ template <>
 const std::vector<std::pair<Level, const char*>>& name_table<Level>();
 template <>
 const std::vector<std::pair<Feature, const char*>>& name_table<Feature>();
+template <>
+const std::vector<std::pair<Activation, const char*>>& name_table<Activation>();
+template <>
+const std::vector<std::pair<Pool, const char*>>& name_table<Pool>();
 
 /// The UsageError of a name that is none of `allowed`:
 /// "<what>: expected one of a, b, found `s`. HINT: did you mean `a`?".

@@ -167,8 +167,8 @@ struct VisionSizes {
   bool patch_bias = false, norm_pre = true, class_token = true, pos_embed_prefix = true;
   bool layer_scale = false, qkv_bias = true;
   int64_t register_tokens = 0;
-  /// "avg_fc_norm" with fc_norm, "avg" without a class token, else "token".
-  std::string pool = "token";
+  /// kAvgFcNorm with fc_norm, kAvg without a class token, else kToken.
+  config::Pool pool = config::Pool::kToken;
 };
 
 /// Sizes and architecture of a ViT from its `visual.*` tensors (after
@@ -188,7 +188,7 @@ std::string describe_vision(const config::ModelConfig& m, const std::string& sou
 /// (from model.init.vision's tensor shapes). Sizes already set (non-zero) are kept, as
 /// overrides of a named preset are; the architecture the tensors show (patch_bias,
 /// norm_pre, class_token, register_tokens, pos_embed_prefix, layer_scale, qkv_bias) is
-/// the file's, pool is filled when empty, and the tower is logged in one line
+/// the file's, pool is filled when auto, and the tower is logged in one line
 /// (describe_vision). Throws UsageError naming the key when the init
 /// path the preset needs is empty, and naming the file when it cannot be read.
 void resolve_pretrained_presets(config::ModelConfig& m);
