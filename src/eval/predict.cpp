@@ -8,6 +8,7 @@
 #include "retclip/data/loader.hpp"
 #include "retclip/data/manifest.hpp"
 #include "retclip/eval/features.hpp"
+#include "retclip/io/interop.hpp"
 #include "retclip/io/state_dict.hpp"
 #include "retclip/util/error.hpp"
 #include "retclip/util/fs.hpp"
@@ -137,32 +138,9 @@ E sidecar_name(const json& j, const std::string& key, const fs::path& side) {
 }
 
 // The tower's architecture options (CLIP's when a sidecar predates them).
-model::VisionTransformerOptions vision_from_sidecar(const json& m) {
-  const model::VisionTransformerOptions clip;
-  return model::VisionTransformerOptions()
-      .image_size(m.at("image_size").get<int64_t>())
-      .patch_size(m.at("patch_size").get<int64_t>())
-      .width(m.at("width").get<int64_t>())
-      .layers(m.at("layers").get<int64_t>())
-      .heads(m.at("heads").get<int64_t>())
-      .mlp_ratio(m.at("mlp_ratio").get<double>())
-      .embed_dim(m.at("embed_dim").get<int64_t>())
-      .activation(
-          model::parse_vision_activation(m.value("activation", "quick_gelu"), "model.activation"))
-      .patch_bias(m.value("patch_bias", clip.patch_bias()))
-      .norm_pre(m.value("norm_pre", clip.norm_pre()))
-      .class_token(m.value("class_token", clip.class_token()))
-      .register_tokens(m.value("register_tokens", clip.register_tokens()))
-      .pos_embed_prefix(m.value("pos_embed_prefix", clip.pos_embed_prefix()))
-      .layer_scale(m.value("layer_scale", clip.layer_scale()))
-      .pool(model::parse_vision_pool(m.value("pool", "token"), "model.pool"))
-      .fc_norm(m.value("fc_norm", clip.fc_norm()))
-      .qkv_bias(m.value("qkv_bias", clip.qkv_bias()))
-      .norm_eps(m.value("norm_eps", clip.norm_eps()));
-}
-
 model::ClassifierOptions options_from_sidecar(const json& m, const fs::path& side) {
-  return model::ClassifierOptions(vision_from_sidecar(m), m.at("classes").get<int64_t>())
+  return model::ClassifierOptions(io::vision_architecture_from_json(m, side.string() + ": model"),
+                                  m.at("classes").get<int64_t>())
       .multi_label(m.at("multi_label").get<bool>())
       .level(sidecar_name<model::ClassifierLevel>(m.at("level"), "model.level", side))
       .feature(sidecar_name<model::ClassifierFeature>(m.at("feature"), "model.feature", side))
@@ -175,33 +153,16 @@ model::ClassifierOptions options_from_sidecar(const json& m, const fs::path& sid
 void save_classifier(const fs::path& dir, model::Classifier& net, json side) {
   fs::create_directories(dir);
   const auto& o = net->options();
-  const auto& v = o.vision();
   side["format"] = kFormat;
   side["file"] = kWeightsFile;
-  side["model"] = {{"image_size", v.image_size()},
-                   {"patch_size", v.patch_size()},
-                   {"width", v.width()},
-                   {"layers", v.layers()},
-                   {"heads", v.num_heads()},
-                   {"mlp_ratio", v.mlp_ratio()},
-                   {"embed_dim", v.embed_dim()},
-                   {"classes", o.classes()},
-                   {"multi_label", o.multi_label()},
-                   {"level", config::name(o.level())},
-                   {"feature", config::name(o.feature())},
-                   {"normalize", o.normalize()},
-                   {"per_eye", o.per_eye()},
-                   {"activation", model::vision_activation_name(v.activation())},
-                   {"patch_bias", v.patch_bias()},
-                   {"norm_pre", v.norm_pre()},
-                   {"class_token", v.class_token()},
-                   {"register_tokens", v.register_tokens()},
-                   {"pos_embed_prefix", v.pos_embed_prefix()},
-                   {"layer_scale", v.layer_scale()},
-                   {"pool", model::vision_pool_name(v.pool())},
-                   {"fc_norm", v.fc_norm()},
-                   {"qkv_bias", v.qkv_bias()},
-                   {"norm_eps", v.norm_eps()}};
+  json model = io::vision_architecture_json(o.vision());
+  model.update({{"classes", o.classes()},
+                {"multi_label", o.multi_label()},
+                {"level", config::name(o.level())},
+                {"feature", config::name(o.feature())},
+                {"normalize", o.normalize()},
+                {"per_eye", o.per_eye()}});
+  side["model"] = model;
   io::save_weights(dir / kWeightsFile, io::module_state_dict(*net), {{"format", kFormat}});
   util::write_file_atomic(dir / "retclip.json", side.dump(2));
 }

@@ -67,8 +67,9 @@ json training_summary(const config::Config& cfg, const fs::path& ck, int64_t ste
 
 json sidecar(const config::Config& cfg, const model::RetClipOptions& o, int64_t step,
              const std::string& tokenizer_file, const json& files) {
-  const auto& v = o.vision();
   const auto& t = o.text();
+  json vision = vision_architecture_json(o.vision());
+  vision["preset"] = cfg.model.vision.preset;
   return json{{"format", "retclip-export"},
               {"version", 1},
               {"retclip_version", kVersion},
@@ -76,25 +77,7 @@ json sidecar(const config::Config& cfg, const model::RetClipOptions& o, int64_t 
               {"step", step},
               {"embed_dim", o.embed_dim()},
               {"files", files},
-              {"vision",
-               {{"preset", cfg.model.vision.preset},
-                {"image_size", v.image_size()},
-                {"patch_size", v.patch_size()},
-                {"width", v.width()},
-                {"layers", v.layers()},
-                {"heads", v.heads() > 0 ? v.heads() : v.width() / 64},
-                {"mlp_ratio", v.mlp_ratio()},
-                {"activation", model::vision_activation_name(v.activation())},
-                {"patch_bias", v.patch_bias()},
-                {"norm_pre", v.norm_pre()},
-                {"class_token", v.class_token()},
-                {"register_tokens", v.register_tokens()},
-                {"pos_embed_prefix", v.pos_embed_prefix()},
-                {"layer_scale", v.layer_scale()},
-                {"pool", model::vision_pool_name(v.pool())},
-                {"fc_norm", v.fc_norm()},
-                {"qkv_bias", v.qkv_bias()},
-                {"norm_eps", v.norm_eps()}}},
+              {"vision", vision},
               {"text",
                {{"preset", cfg.model.text.preset},
                 {"vocab_size", t.vocab_size()},

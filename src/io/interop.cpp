@@ -1125,6 +1125,57 @@ VisionSizes vision_sizes_from_weights(const StateDict& sd, const std::string& wh
   return v;
 }
 
+json vision_architecture_json(const model::VisionTransformerOptions& v) {
+  return {{"image_size", v.image_size()},
+          {"patch_size", v.patch_size()},
+          {"width", v.width()},
+          {"layers", v.layers()},
+          {"heads", v.num_heads()},
+          {"mlp_ratio", v.mlp_ratio()},
+          {"embed_dim", v.embed_dim()},
+          {"activation", model::vision_activation_name(v.activation())},
+          {"patch_bias", v.patch_bias()},
+          {"norm_pre", v.norm_pre()},
+          {"class_token", v.class_token()},
+          {"register_tokens", v.register_tokens()},
+          {"pos_embed_prefix", v.pos_embed_prefix()},
+          {"layer_scale", v.layer_scale()},
+          {"pool", model::vision_pool_name(v.pool())},
+          {"fc_norm", v.fc_norm()},
+          {"qkv_bias", v.qkv_bias()},
+          {"norm_eps", v.norm_eps()}};
+}
+
+model::VisionTransformerOptions vision_architecture_from_json(const json& m,
+                                                              const std::string& where) {
+  const model::VisionTransformerOptions clip;
+  try {
+    return model::VisionTransformerOptions()
+        .image_size(m.at("image_size").get<int64_t>())
+        .patch_size(m.at("patch_size").get<int64_t>())
+        .width(m.at("width").get<int64_t>())
+        .layers(m.at("layers").get<int64_t>())
+        .heads(m.at("heads").get<int64_t>())
+        .mlp_ratio(m.at("mlp_ratio").get<double>())
+        .embed_dim(m.at("embed_dim").get<int64_t>())
+        .activation(model::parse_vision_activation(m.value("activation", "quick_gelu"),
+                                                   where + " activation"))
+        .patch_bias(m.value("patch_bias", clip.patch_bias()))
+        .norm_pre(m.value("norm_pre", clip.norm_pre()))
+        .class_token(m.value("class_token", clip.class_token()))
+        .register_tokens(m.value("register_tokens", clip.register_tokens()))
+        .pos_embed_prefix(m.value("pos_embed_prefix", clip.pos_embed_prefix()))
+        .layer_scale(m.value("layer_scale", clip.layer_scale()))
+        .pool(model::parse_vision_pool(m.value("pool", "token"), where + " pool"))
+        .fc_norm(m.value("fc_norm", clip.fc_norm()))
+        .qkv_bias(m.value("qkv_bias", clip.qkv_bias()))
+        .norm_eps(m.value("norm_eps", clip.norm_eps()));
+  } catch (const json::exception& e) {
+    throw UsageError(str_cat(where, ": incomplete image tower record (", e.what(),
+                             "). HINT: write it again with the retclip that reads it"));
+  }
+}
+
 std::string describe_vision(const config::ModelConfig& m, const std::string& source) {
   const model::VisionTransformerOptions o = model::vision_options(m);
   std::string size;

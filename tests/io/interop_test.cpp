@@ -485,3 +485,45 @@ TEST(InteropPresets, CheckpointPresetReadsShapes) {
             std::string::npos);
   util::remove_tree(dir);
 }
+
+TEST(InteropFormats, VisionArchitectureRecordRoundTrips) {
+  // A DINOv2-shaped tower: every option away from CLIP's, so each one must come back.
+  const auto v = model::vision_preset("vit-micro")
+                     .activation(model::VisionActivation::kGelu)
+                     .patch_bias(true)
+                     .norm_pre(false)
+                     .register_tokens(4)
+                     .pos_embed_prefix(false)
+                     .layer_scale(1e-5)
+                     .pool(model::VisionPool::kAvg)
+                     .fc_norm(true)
+                     .qkv_bias(false)
+                     .norm_eps(1e-6);
+  const json j = vision_architecture_json(v);
+  EXPECT_EQ(j.at("activation"), "gelu");
+  EXPECT_EQ(j.at("pool"), "avg");
+  const auto back = vision_architecture_from_json(j, "retclip.json");
+  EXPECT_EQ(vision_architecture_json(back), j);
+  EXPECT_EQ(back.register_tokens(), 4);
+  EXPECT_TRUE(back.fc_norm());
+  // An older record (sizes only) is CLIP's architecture.
+  json old = j;
+  for (const char* k : {"activation", "patch_bias", "norm_pre", "register_tokens",
+                        "pos_embed_prefix", "layer_scale", "pool", "fc_norm", "qkv_bias", "norm_eps"})
+    old.erase(k);
+  const auto clip = vision_architecture_from_json(old, "retclip.json");
+  EXPECT_EQ(clip.activation(), model::VisionActivation::kQuickGelu);
+  EXPECT_TRUE(clip.norm_pre());
+  EXPECT_EQ(clip.pool(), model::VisionPool::kToken);
+  // A missing size or an unknown name names the file.
+  json no_width = j;
+  no_width.erase("width");
+  EXPECT_NE(test::usage_error_of([&] { vision_architecture_from_json(no_width, "x/retclip.json"); })
+                .find("x/retclip.json: incomplete image tower record"),
+            std::string::npos);
+  json relu = j;
+  relu["activation"] = "relu";
+  EXPECT_NE(test::usage_error_of([&] { vision_architecture_from_json(relu, "x/retclip.json"); })
+                .find("relu"),
+            std::string::npos);
+}

@@ -63,30 +63,14 @@ double timm_vit_max_diff(const at::Tensor& a, const at::Tensor& b) {
 // record, as `retclip export` writes them.
 ExportBundle timm_vit_bundle(const TimmVitHolder& net) {
   const auto& v = net.visual->options();
+  json vision = vision_architecture_json(v);
+  vision["preset"] = "checkpoint";
   ExportBundle b;
   b.weights = module_state_dict(net);
   b.sidecar = json{{"format", "retclip-export"},
                    {"step", 0},
                    {"embed_dim", v.embed_dim()},
-                   {"vision",
-                    {{"preset", "checkpoint"},
-                     {"image_size", v.image_size()},
-                     {"patch_size", v.patch_size()},
-                     {"width", v.width()},
-                     {"layers", v.layers()},
-                     {"heads", v.num_heads()},
-                     {"mlp_ratio", v.mlp_ratio()},
-                     {"activation", model::vision_activation_name(v.activation())},
-                     {"patch_bias", v.patch_bias()},
-                     {"norm_pre", v.norm_pre()},
-                     {"class_token", v.class_token()},
-                     {"register_tokens", v.register_tokens()},
-                     {"pos_embed_prefix", v.pos_embed_prefix()},
-                     {"layer_scale", v.layer_scale()},
-                     {"pool", model::vision_pool_name(v.pool())},
-                     {"fc_norm", v.fc_norm()},
-                     {"qkv_bias", v.qkv_bias()},
-                     {"norm_eps", v.norm_eps()}}},
+                   {"vision", vision},
                    {"text", {{"preset", "none"}}},
                    {"tokenizer", {{"type", "wordpiece"}, {"file", ""}}},
                    {"preprocessing",

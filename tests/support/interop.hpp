@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "e2e.hpp"
 #include "retclip/io/state_dict.hpp"
@@ -48,19 +49,21 @@ inline int run(const std::string& cmd, const fs::path& log) {
   return test::run_logged(cmd, log);
 }
 
-// The oracle's MiniLM files, made once per version of the scripts and shared by every
-// test process: <build>/interop_minilm_<crc>/{minilm.json, minilm_cls.safetensors}.
-inline fs::path minilm_fixture(std::string* error) {
-  const std::string crc =
-      util::hex32(util::crc32(util::read_file(kScript) +
-                              util::read_file(RETCLIP_SOURCE_DIR "/tests/python/tok_oracle.py")));
-  const fs::path dir = fs::path(RETCLIP_BINARY_DIR) / ("interop_minilm_" + crc);
+// Files an oracle script makes once per version of `sources` and every test process
+// shares: `python3 <command> <dir>` fills <build>/<name>_<crc of sources>/. Returns the
+// folder, or {} with `error` set when the script fails.
+inline fs::path oracle_fixture(const std::string& name, const std::string& command,
+                               const std::vector<std::string>& sources, std::string* error) {
+  std::string text;
+  for (const auto& s : sources) text += util::read_file(s);
+  const fs::path dir =
+      fs::path(RETCLIP_BINARY_DIR) / (name + "_" + util::hex32(util::crc32(text)));
   if (fs::exists(dir / "DONE")) return dir;
   fs::path tmp = dir;
   tmp += ".tmp-" + std::to_string(::getpid());
   util::remove_tree(tmp);
   const fs::path log = tmp.string() + ".log";
-  if (run("python3 " + kScript + " minilm " + tmp.string(), log) != 0) {
+  if (run("python3 " + command + " " + tmp.string(), log) != 0) {
     *error = "oracle script failed; see " + log.string();
     return {};
   }
@@ -70,6 +73,12 @@ inline fs::path minilm_fixture(std::string* error) {
   if (ec) util::remove_tree(tmp);
   fs::remove(log, ec);
   return dir;
+}
+
+// The oracle's MiniLM files: <build>/interop_minilm_<crc>/{minilm.json, minilm_cls.safetensors}.
+inline fs::path minilm_fixture(std::string* error) {
+  return oracle_fixture("interop_minilm", kScript + " minilm",
+                        {kScript, RETCLIP_SOURCE_DIR "/tests/python/tok_oracle.py"}, error);
 }
 
 // A character-level WordPiece vocabulary covering the synthetic English reports.

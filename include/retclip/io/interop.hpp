@@ -19,6 +19,7 @@
 
 #include "retclip/config/config.hpp"
 #include "retclip/io/state_dict.hpp"
+#include "retclip/model/vision.hpp"
 
 namespace retclip::io {
 
@@ -178,6 +179,15 @@ struct VisionSizes {
 /// c_fc, layer scale from ls_1.gamma, qkv bias from in_proj_bias, embed_dim from proj (0
 /// without it); heads is width / 64 (CLIP's head width), which shapes cannot tell.
 VisionSizes vision_sizes_from_weights(const StateDict& visual, const std::string& where);
+
+/// The image tower's architecture as sidecars record it (an export's retclip.json
+/// "vision", a fine-tuned classifier's "model"): sizes, embed_dim and the timm options
+/// (activation and pool by model's names).
+nlohmann::json vision_architecture_json(const model::VisionTransformerOptions& v);
+/// Back from such a record; options an older sidecar lacks take CLIP's values. Throws
+/// UsageError naming `where` for a missing size or an unknown name.
+model::VisionTransformerOptions vision_architecture_from_json(const nlohmann::json& j,
+                                                              const std::string& where);
 
 /// One line naming a tower: "timm ViT-L/16, GELU, avg pool + fc_norm, 24 layers, 224 px"
 /// (`source`: "timm" or "CLIP").
