@@ -264,12 +264,16 @@ cv::Size text_size(const std::string& s, double scale, int thickness = 1) {
   return cv::getTextSize(s, kFont, scale, thickness, &base);
 }
 
-void dashed_line(cv::Mat& img, cv::Point2d a, cv::Point2d b, cv::Scalar color, int thickness) {
+// `phase` (pixels) shifts where the dashes start, so that dashed lines drawn over one
+// another (two models with the same full-probe AUROC) each show their colour.
+void dashed_line(cv::Mat& img, cv::Point2d a, cv::Point2d b, cv::Scalar color, int thickness,
+                 double phase = 0) {
   const double len = std::hypot(b.x - a.x, b.y - a.y);
   const double dash = 9, gap = 6;
-  for (double s = 0; s < len; s += dash + gap) {
-    const double e = std::min(len, s + dash);
-    cv::Point2d p = a + (b - a) * (s / len), q = a + (b - a) * (e / len);
+  for (double s = -std::fmod(phase, dash + gap); s < len; s += dash + gap) {
+    const double from = std::max(s, 0.0), e = std::min(len, s + dash);
+    if (e <= from) continue;
+    cv::Point2d p = a + (b - a) * (from / len), q = a + (b - a) * (e / len);
     cv::line(img, cv::Point(cvRound(p.x), cvRound(p.y)), cv::Point(cvRound(q.x), cvRound(q.y)),
              color, thickness, cv::LINE_AA);
   }
@@ -336,6 +340,7 @@ void draw_plot(const Plot& p, const fs::path& png) {
   // Curves, clipped to the plot area.
   cv::Mat area = img(cv::Rect(kLeft, kTop, kPlotW + 1, kPlotH + 1));
   const cv::Point2d off(kLeft, kTop);
+  int dashed_seen = 0;
   for (size_t i = 0; i < p.curves.size(); ++i) {
     const auto& c = p.curves[i];
     const cv::Scalar color = kPalette[(c.color >= 0 ? c.color : static_cast<int>(i)) % 10];
@@ -344,9 +349,10 @@ void draw_plot(const Plot& p, const fs::path& png) {
     for (size_t k = 0; k < c.x.size() && k < c.y.size(); ++k)
       if (std::isfinite(c.x[k]) && std::isfinite(c.y[k]))
         pts.push_back(px(c.x[k], c.y[k]) - off), at.push_back(k);
+    const double phase = c.dashed ? 7.5 * dashed_seen++ : 0;
     for (size_t k = 1; k < pts.size(); ++k) {
       if (c.dashed)
-        dashed_line(area, pts[k - 1], pts[k], color, 2);
+        dashed_line(area, pts[k - 1], pts[k], color, 2, phase);
       else
         cv::line(area, ipt(pts[k - 1]), ipt(pts[k]), color, 2, cv::LINE_AA);
     }
