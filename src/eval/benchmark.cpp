@@ -956,7 +956,7 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
   sum.cells = static_cast<int64_t>(cells.size());
 
   // The plan: a cell whose cell.json is done with the same key is skipped.
-  std::vector<size_t> todo;
+  std::vector<size_t> to_run;
   std::vector<json> keys(cells.size());
   int64_t fresh = 0, retried = 0;
   for (size_t i = 0; i < cells.size(); ++i) {
@@ -975,7 +975,7 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
       ++sum.skipped;
       continue;
     }
-    todo.push_back(i);
+    to_run.push_back(i);
     if (old.is_object() && old.value("status", "") == "done" && old.contains("key")) {
       const auto changed = key_changes(old.at("key"), keys[i]);
       sum.changed.push_back(cells[i].label());
@@ -990,23 +990,23 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
   log::info(
       "benchmark {}: {} models x {} sets, {} cells: {} to run ({} new, {} changed, {} failed "
       "before), {} done earlier -> {}",
-      c.source, c.models.size(), c.sets.size(), cells.size(), todo.size(), fresh,
+      c.source, c.models.size(), c.sets.size(), cells.size(), to_run.size(), fresh,
       sum.changed.size(), retried, sum.skipped, out.string());
 
   BenchState st{c, out, ft, {}, {}, {}, {}};
   std::map<std::string, std::pair<double, int64_t>> per_protocol;  // seconds, cells
   double spent = 0;
-  for (size_t n = 0; n < todo.size(); ++n) {
-    const BenchCell& cell = cells[todo[n]];
+  for (size_t n = 0; n < to_run.size(); ++n) {
+    const BenchCell& cell = cells[to_run[n]];
     // Features and encoders of a model are dropped once its cells are done.
-    if (n > 0 && cells[todo[n - 1]].model != cell.model) {
+    if (n > 0 && cells[to_run[n - 1]].model != cell.model) {
       st.features.clear();
       st.encoders.clear();
     }
     const fs::path dir = out / cell.dir();
     fs::create_directories(dir);
     json rec = {{"model", cell.model},        {"set", cell.set},   {"protocol", cell.protocol},
-                {"shots", cell.shots},        {"seed", cell.seed}, {"key", keys[todo[n]]},
+                {"shots", cell.shots},        {"seed", cell.seed}, {"key", keys[to_run[n]]},
                 {"retclip_version", kVersion}};
     const auto c0 = std::chrono::steady_clock::now();
     try {
@@ -1035,8 +1035,8 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
     pp.first += sec, pp.second += 1;
     // ETA: the remaining cells at their protocol's mean time so far (else the overall mean).
     double eta = 0;
-    for (size_t r = n + 1; r < todo.size(); ++r) {
-      auto it = per_protocol.find(cells[todo[r]].protocol);
+    for (size_t r = n + 1; r < to_run.size(); ++r) {
+      auto it = per_protocol.find(cells[to_run[r]].protocol);
       eta += it != per_protocol.end() ? it->second.first / static_cast<double>(it->second.second)
                                       : spent / static_cast<double>(n + 1);
     }
@@ -1048,11 +1048,11 @@ BenchSummary run_benchmark(const BenchConfig& c, const fs::path& out, const Fine
                               : std::string("undefined"))
             : "FAILED: " + rec["error"].get<std::string>();
     log::write(rec["status"] == "done" ? log::Level::kInfo : log::Level::kWarn,
-               fmt::format("[{}/{}] {}: {} ({:.1f} s) | ETA {}", n + 1, todo.size(), cell.label(),
+               fmt::format("[{}/{}] {}: {} ({:.1f} s) | ETA {}", n + 1, to_run.size(), cell.label(),
                            what, sec, util::format_duration(eta)));
     if (st.stopped) {
       log::warn("benchmark stopped after {} of {} cells; the rest run on the next run", n + 1,
-                todo.size());
+                to_run.size());
       break;
     }
   }

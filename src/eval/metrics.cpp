@@ -244,17 +244,16 @@ double auroc(const std::vector<double>& score, const std::vector<uint8_t>& posit
   return u / (static_cast<double>(npos) * static_cast<double>(nneg));
 }
 
-RocCurve roc_curve(const std::vector<double>& score, const std::vector<uint8_t>& positive) {
-  RETCLIP_CHECK(score.size() == positive.size(), "roc_curve: ", score.size(), " scores but ",
-                positive.size(), " labels");
-  const int64_t npos = std::count(positive.begin(), positive.end(), uint8_t{1});
-  const int64_t nneg = static_cast<int64_t>(score.size()) - npos;
-  RocCurve c;
-  if (npos == 0 || nneg == 0) return c;
-  auto idx = order_desc(score);
+namespace {
+
+// Walks the thresholds from the highest score down, one step per distinct score (every
+// row tied at a threshold enters together), calling step(tp, fp) with the positives and
+// negatives at or above it.
+template <class Step>
+void for_each_threshold(const std::vector<double>& score, const std::vector<uint8_t>& positive,
+                        Step step) {
+  const auto idx = order_desc(score);
   const int64_t n = static_cast<int64_t>(idx.size());
-  c.fpr.push_back(0);
-  c.tpr.push_back(0);
   int64_t tp = 0, fp = 0;
   for (int64_t i = 0; i < n;) {
     int64_t j = i;
@@ -262,10 +261,26 @@ RocCurve roc_curve(const std::vector<double>& score, const std::vector<uint8_t>&
       (positive[idx[j]] ? tp : fp) += 1;
       ++j;
     }
-    c.fpr.push_back(static_cast<double>(fp) / static_cast<double>(nneg));
-    c.tpr.push_back(static_cast<double>(tp) / static_cast<double>(npos));
+    step(tp, fp);
     i = j;
   }
+}
+
+}  // namespace
+
+RocCurve roc_curve(const std::vector<double>& score, const std::vector<uint8_t>& positive) {
+  RETCLIP_CHECK(score.size() == positive.size(), "roc_curve: ", score.size(), " scores but ",
+                positive.size(), " labels");
+  const int64_t npos = std::count(positive.begin(), positive.end(), uint8_t{1});
+  const int64_t nneg = static_cast<int64_t>(score.size()) - npos;
+  RocCurve c;
+  if (npos == 0 || nneg == 0) return c;
+  c.fpr.push_back(0);
+  c.tpr.push_back(0);
+  for_each_threshold(score, positive, [&](int64_t tp, int64_t fp) {
+    c.fpr.push_back(static_cast<double>(fp) / static_cast<double>(nneg));
+    c.tpr.push_back(static_cast<double>(tp) / static_cast<double>(npos));
+  });
   return c;
 }
 
@@ -274,22 +289,12 @@ double average_precision(const std::vector<double>& score, const std::vector<uin
                 " scores but ", positive.size(), " labels");
   const int64_t npos = std::count(positive.begin(), positive.end(), uint8_t{1});
   if (npos == 0) return kNaN;
-  auto idx = order_desc(score);
-  const int64_t n = static_cast<int64_t>(idx.size());
   double ap = 0, prev_recall = 0;
-  int64_t tp = 0, fp = 0;
-  // One step per distinct score: every row tied at a threshold enters together.
-  for (int64_t i = 0; i < n;) {
-    int64_t j = i;
-    while (j < n && score[idx[j]] == score[idx[i]]) {
-      (positive[idx[j]] ? tp : fp) += 1;
-      ++j;
-    }
+  for_each_threshold(score, positive, [&](int64_t tp, int64_t fp) {
     const double recall = static_cast<double>(tp) / static_cast<double>(npos);
     ap += (recall - prev_recall) * static_cast<double>(tp) / static_cast<double>(tp + fp);
     prev_recall = recall;
-    i = j;
-  }
+  });
   return ap;
 }
 
